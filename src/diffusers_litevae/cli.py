@@ -1,0 +1,72 @@
+"""The ``litevae`` command line: one subcommand per capability, each in the module that implements it.
+
+Every subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int``; modules are imported only
+when their subcommand runs, so ``litevae --help`` stays fast and a feature's optional dependencies are only
+needed when it is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("diffusers_litevae.cli", "print LiteVAE encoder presets with their parameter counts"),
+    "distill": ("diffusers_litevae.training.cli", "distil a LiteVAE encoder against a frozen teacher VAE"),
+    "cache-latents": ("diffusers_litevae.caching.cli", "encode an image folder or Hub dataset into a latent cache"),
+    "eval": ("diffusers_litevae.evaluation.cli", "reconstruction metrics and speed of one or more VAEs"),
+    "push": ("diffusers_litevae.hub.cli", "write a model card and upload a model folder to the Hugging Face Hub"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--latent_channels", type=int, default=4, help="latent channels to count parameters at")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .models.litevae_encoder import ENCODER_PRESETS, LiteVAEEncoder
+
+    print(f"{'preset':<8}{'feature UNets':<22}{'aggregation UNet':<22}{'encoder params':>16}")
+    for name, spec in ENCODER_PRESETS.items():
+        encoder = LiteVAEEncoder(
+            latent_channels=args.latent_channels,
+            feature_channels=spec.feature_channels,
+            feature_channel_mults=spec.feature_channel_mults,
+            aggregation_channels=spec.aggregation_channels,
+            aggregation_channel_mults=spec.aggregation_channel_mults,
+        )
+        count = sum(p.numel() for p in encoder.parameters())
+        print(
+            f"{name:<8}{f'{spec.feature_channels} x {spec.feature_channel_mults}':<22}"
+            f"{f'{spec.aggregation_channels} x {spec.aggregation_channel_mults}':<22}{count / 1e6:>14.3f} M"
+        )
+    return 0
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The full parser; only the subcommand named in ``argv`` (if any) has its module imported."""
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((token for token in argv if token in SUBCOMMANDS), None)
+    parser = argparse.ArgumentParser(prog="litevae", description="LiteVAE for Hugging Face diffusers.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(_module=module_name)
+        if name == chosen:
+            _module(module_name).add_arguments(sub)
+    return parser
+
+
+def _module(name: str):
+    return sys.modules[__name__] if name == __name__ else importlib.import_module(name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser(argv).parse_args(argv)
+    return int(_module(args._module).run(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

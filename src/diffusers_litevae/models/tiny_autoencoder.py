@@ -1,0 +1,208 @@
+"""TAESD-family tiny encoder and decoder (TAESD, TAESDXL, TAESD3, TAEF1, TAEF2 by Ollin Boer Bohan).
+
+Two uses in this package:
+
+- a *teacher*: TAESD-family ``.pth`` checkpoints (``taesd_encoder.pth`` / ``taef2_decoder.pth``) load into
+  :class:`TinyEncoder` / :class:`TinyDecoder` with no key conversion, so a LiteVAE encoder can be distilled
+  against a real pretrained decoder even where no Stable Diffusion VAE can be downloaded;
+- the decoder of an :class:`~diffusers_litevae.AutoencoderLite` distilled against such a teacher
+  (``decoder_type="tiny"``).
+
+Both modules are a flat ``nn.Sequential`` (``self.layers``) whose indices match the original checkpoints.
+Value ranges are the originals': images in ``[0, 1]``, raw unscaled latents.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+__all__ = ["TinyBlock", "TinyDecoder", "TinyEncoder", "load_tiny_encoder", "load_tiny_decoder"]
+
+
+class SoftClamp(nn.Module):
+    """``x -> 3 * tanh(x / 3)``: keeps latents from blowing up the decoder, identity near 0."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x / 3) * 3
+
+
+class TinyBlock(nn.Module):
+    """Residual block: ``ReLU(conv(x) + skip(x))`` with three 3x3 convs.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels (a bias-free 1x1 conv on the skip when they differ).
+        midblock_gn: first add a channel-mixing bottleneck with GroupNorm (TAEF2's mid blocks):
+            ``x = x + pool(x)``, ``pool`` = 1x1 conv (n -> 4n), GroupNorm(4), ReLU, 1x1 conv (4n -> n).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, midblock_gn: bool = False):
+        super().__init__()
+        self.pool = (
+            nn.Sequential(
+                nn.Conv2d(in_channels, 4 * in_channels, 1, bias=False),
+                nn.GroupNorm(4, 4 * in_channels),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(4 * in_channels, in_channels, 1, bias=False),
+            )
+            if midblock_gn
+            else None
+        )
+        self.conv = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1),
+        )
+        self.skip = nn.Conv2d(in_channels, out_channels, 1, bias=False) if in_channels != out_channels else nn.Identity()
+        self.fuse = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pool is not None:
+            x = x + self.pool(x)
+        return self.fuse(self.conv(x) + self.skip(x))
+
+
+def _check_stages(num_blocks: Sequence[int], midblock_gn: Sequence[bool]) -> None:
+    if len(num_blocks) != len(midblock_gn):
+        raise ValueError(
+            f"num_blocks ({len(num_blocks)} stages) and midblock_gn ({len(midblock_gn)} stages) must have the same length."
+        )
+
+
+class TinyEncoder(nn.Module):
+    """TAESD-family encoder: ``(B, 3, H, W)`` in ``[0, 1]`` -> ``(B, latent_channels, H/8, W/8)`` raw latents.
+
+    Args:
+        in_channels: image channels.
+        latent_channels: latent channels (4 for TAESD/TAESDXL, 16 for TAESD3/TAEF1, 32 for TAEF2).
+        channels: width of every layer.
+        num_blocks: blocks per stage; a stride-2 conv precedes every stage after the first.
+        midblock_gn: per stage, whether its blocks carry the GroupNorm bottleneck.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        latent_channels: int = 4,
+        channels: int = 64,
+        num_blocks: Sequence[int] = (1, 3, 3, 3),
+        midblock_gn: Sequence[bool] = (False, False, False, False),
+    ):
+        super().__init__()
+        _check_stages(num_blocks, midblock_gn)
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, channels, 3, padding=1)]
+        for stage, (count, use_gn) in enumerate(zip(num_blocks, midblock_gn)):
+            if stage > 0:
+                layers.append(nn.Conv2d(channels, channels, 3, padding=1, stride=2, bias=False))
+            layers.extend(TinyBlock(channels, channels, use_gn) for _ in range(count))
+        layers.append(nn.Conv2d(channels, latent_channels, 3, padding=1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class TinyDecoder(nn.Module):
+    """TAESD-family decoder: ``(B, latent_channels, h, w)`` raw latents -> ``(B, 3, 8h, 8w)`` in about ``[0, 1]``.
+
+    Args:
+        latent_channels: latent channels.
+        out_channels: image channels.
+        channels: width of every layer.
+        num_blocks: blocks per stage; an x2 nearest upsample and a bias-free conv follow every stage but the last.
+        midblock_gn: per stage, whether its blocks carry the GroupNorm bottleneck.
+    """
+
+    def __init__(
+        self,
+        latent_channels: int = 4,
+        out_channels: int = 3,
+        channels: int = 64,
+        num_blocks: Sequence[int] = (3, 3, 3, 1),
+        midblock_gn: Sequence[bool] = (False, False, False, False),
+    ):
+        super().__init__()
+        _check_stages(num_blocks, midblock_gn)
+        layers: list[nn.Module] = [SoftClamp(), nn.Conv2d(latent_channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
+        for stage, (count, use_gn) in enumerate(zip(num_blocks, midblock_gn)):
+            layers.extend(TinyBlock(channels, channels, use_gn) for _ in range(count))
+            if stage < len(num_blocks) - 1:
+                layers.append(nn.Upsample(scale_factor=2))
+                layers.append(nn.Conv2d(channels, channels, 3, padding=1, bias=False))
+        layers.append(nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.layers(z)
+
+
+def _load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"TAESD-family checkpoint not found: {path!r}.")
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # corrupt or non-checkpoint file
+        raise ValueError(f"could not read {path!r} as a TAESD-family state dict: {error}") from error
+    if not isinstance(state, dict) or not state:
+        raise ValueError(f"{path!r} does not hold a state dict (got {type(state).__name__}).")
+    # Some exports prefix keys with "layers." or "encoder."/"decoder."; normalise to "<index>.<...>".
+    return {key.split(".", 1)[1] if not key.split(".")[0].isdigit() else key: value for key, value in state.items()}
+
+
+def _stages_from_state(state: dict[str, torch.Tensor], first_block: int, is_encoder: bool) -> tuple[list[int], list[bool], int, int]:
+    """Read stage structure (blocks per stage, GN flags), width and latent channels off a flat state dict."""
+    indices = sorted({int(key.split(".")[0]) for key in state})
+    block_indices = {i for i in indices if f"{i}.conv.0.weight" in state}
+    num_blocks: list[int] = []
+    midblock_gn: list[bool] = []
+    for index in range(first_block, indices[-1]):
+        if index in block_indices:
+            if not num_blocks or (index - 1) not in block_indices:
+                num_blocks.append(0)
+                midblock_gn.append(False)
+            num_blocks[-1] += 1
+            midblock_gn[-1] = midblock_gn[-1] or f"{index}.pool.0.weight" in state
+    first_conv = state["0.weight"] if is_encoder else state["1.weight"]
+    channels = first_conv.shape[0]
+    latent = state[f"{indices[-1]}.weight"].shape[0] if is_encoder else first_conv.shape[1]
+    return num_blocks, midblock_gn, channels, latent
+
+
+def load_tiny_encoder(path: str | os.PathLike) -> TinyEncoder:
+    """Build a :class:`TinyEncoder` shaped like the checkpoint at ``path`` and load it (strict)."""
+    state = _load_state_dict(path)
+    num_blocks, midblock_gn, channels, latent = _stages_from_state(state, first_block=1, is_encoder=True)
+    encoder = TinyEncoder(state["0.weight"].shape[1], latent, channels, num_blocks, midblock_gn)
+    _strict_load(encoder.layers, state, path)
+    return encoder
+
+
+def load_tiny_decoder(path: str | os.PathLike) -> TinyDecoder:
+    """Build a :class:`TinyDecoder` shaped like the checkpoint at ``path`` and load it (strict)."""
+    state = _load_state_dict(path)
+    num_blocks, midblock_gn, channels, latent = _stages_from_state(state, first_block=3, is_encoder=False)
+    out_channels = state[f"{max(int(k.split('.')[0]) for k in state)}.weight"].shape[0]
+    decoder = TinyDecoder(latent, out_channels, channels, num_blocks, midblock_gn)
+    _strict_load(decoder.layers, state, path)
+    return decoder
+
+
+def _strict_load(module: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ValueError(
+            f"{os.fspath(path)!r} is not a TAESD-family encoder/decoder checkpoint this loader understands: {error}"
+        ) from error

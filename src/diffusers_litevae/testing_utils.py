@@ -1,0 +1,57 @@
+"""Tiny, randomly initialised models for tests, notebooks and smoke runs: no download, CPU-fast.
+
+They have the real architectures (diffusers ``AutoencoderKL`` in SD layout with four blocks, i.e. an 8x
+latent grid; ``AutoencoderLite`` with a full 3-level LiteVAE encoder) at toy widths.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import AutoencoderKL
+
+from .models.autoencoder_lite import AutoencoderLite
+
+__all__ = ["TINY_ENCODER", "tiny_autoencoder_kl", "tiny_autoencoder_lite"]
+
+# A LiteVAE encoder at toy width (about 60 k parameters), same structure as the paper's presets.
+TINY_ENCODER = dict(
+    encoder_feature_channels=8,
+    encoder_feature_channel_mults=(1, 2),
+    encoder_aggregation_channels=8,
+    encoder_aggregation_channel_mults=(1, 2),
+    encoder_layers_per_block=1,
+    encoder_norm_num_groups=4,
+)
+
+
+def tiny_autoencoder_kl(latent_channels: int = 4, seed: int = 0, **overrides) -> AutoencoderKL:
+    """An SD-layout ``AutoencoderKL`` (4 blocks, f = 8) with widths (8, 16, 16, 16)."""
+    torch.manual_seed(seed)
+    config = dict(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 16, 16, 16),
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=4,
+        sample_size=64,
+    )
+    config.update(overrides)
+    return AutoencoderKL(**config)
+
+
+def tiny_autoencoder_lite(latent_channels: int = 4, seed: int = 0, **overrides) -> AutoencoderLite:
+    """An ``AutoencoderLite`` with the tiny encoder and the decoder of :func:`tiny_autoencoder_kl`."""
+    torch.manual_seed(seed)
+    config = dict(
+        latent_channels=latent_channels,
+        block_out_channels=(8, 16, 16, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=64,
+        **TINY_ENCODER,
+    )
+    config.update(overrides)
+    return AutoencoderLite(**config)
