@@ -29,6 +29,7 @@ __all__ = ["AutoencoderLite"]
 
 _SD_UP_BLOCKS = ("UpDecoderBlock2D",) * 4
 _DECODER_TYPES = ("kl", "tiny")
+_HUB_KWARGS = ("subfolder", "cache_dir", "revision", "token", "local_files_only", "force_download", "proxies")
 
 
 class AutoencoderLite(ModelMixin, AutoencoderMixin, ConfigMixin):
@@ -200,9 +201,11 @@ class AutoencoderLite(ModelMixin, AutoencoderMixin, ConfigMixin):
             encoder: encoder preset name or a dict of ``encoder_*`` config keys.
             kwargs: further config overrides for the encoder (decoder keys come from ``vae``).
         """
-        config = vae.config
-        if getattr(config, "latent_channels", None) is None or not hasattr(vae, "decoder"):
-            raise TypeError(f"from_autoencoder_kl needs a diffusers AutoencoderKL, got {type(vae).__name__}.")
+        config = getattr(vae, "config", None)
+        if getattr(config, "latent_channels", None) is None or not hasattr(config, "up_block_types"):
+            raise TypeError(
+                f"from_autoencoder_kl needs a diffusers AutoencoderKL (SD/SDXL/SD3-style), got {type(vae).__name__}."
+            )
         decoder_keys = dict(
             in_channels=config.in_channels,
             out_channels=config.out_channels,
@@ -267,6 +270,47 @@ class AutoencoderLite(ModelMixin, AutoencoderMixin, ConfigMixin):
         )
         model.decoder.load_state_dict(decoder.state_dict())
         return _match_device_dtype(model, decoder)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "AutoencoderLite":
+        """Load a saved ``AutoencoderLite`` (local folder or Hub id); see ``ModelMixin.from_pretrained``.
+
+        Raises a ``ValueError`` naming the folder, the mismatching weight and the fix when the weights do not fit
+        the config (edited ``config.json``, or architecture keys overridden through ``kwargs``), and when the
+        folder holds another VAE class (e.g. an ``AutoencoderKL``: use :meth:`from_autoencoder_kl`).
+        """
+        hub_kwargs = {key: kwargs[key] for key in _HUB_KWARGS if key in kwargs}
+        saved_class = cls.load_config(pretrained_model_name_or_path, **hub_kwargs).get("_class_name")
+        if saved_class and saved_class != cls.__name__:
+            # diffusers would load it anyway, with a random encoder and only a warning.
+            raise ValueError(
+                f"{pretrained_model_name_or_path!r} holds a {saved_class}, not an AutoencoderLite. To give it a "
+                f"LiteVAE encoder, load it with diffusers.{saved_class}.from_pretrained(...) and call "
+                "AutoencoderLite.from_autoencoder_kl(vae, encoder='B'), then distil the encoder."
+            )
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except (ValueError, RuntimeError) as error:
+            message = str(error)
+            if not any(hint in message for hint in ("expected shape", "size mismatch", "Missing key", "missing keys")):
+                raise
+            overridden = sorted(key for key in kwargs if key in cls._init_keys())
+            cause = (
+                f"the config overrides {overridden} change the architecture"
+                if overridden
+                else "its config.json describes a different architecture than the saved weights"
+            )
+            raise ValueError(
+                f"cannot load AutoencoderLite weights from {pretrained_model_name_or_path!r}: {cause}. "
+                f"First mismatch: {message.split(' If you want')[0].replace('Cannot load  because ', '')} "
+                "Load with the config saved beside these weights (drop architecture overrides), or re-save the model."
+            ) from error
+
+    @classmethod
+    def _init_keys(cls) -> set[str]:
+        import inspect
+
+        return set(inspect.signature(cls.__init__).parameters) - {"self"}
 
     # ------------------------------------------------------------------ input checks
 

@@ -1,0 +1,239 @@
+"""AutoencoderLite keeps the diffusers VAE contract (DESIGN.md section 6) and the teacher's decoder exactly."""
+
+import json
+
+import pytest
+import torch
+from diffusers import AutoencoderKL
+from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
+from diffusers.models.modeling_outputs import AutoencoderKLOutput
+from safetensors import safe_open
+
+from diffusers_litevae import AutoencoderLite, SelfModulatedConv2d, TinyDecoder
+from diffusers_litevae.testing_utils import TINY_ENCODER, tiny_autoencoder_kl, tiny_autoencoder_lite
+
+LATENT_SPACE_KEYS = ("latent_channels", "scaling_factor", "shift_factor", "latents_mean", "latents_std",
+                     "force_upcast", "block_out_channels", "sample_size")
+
+
+@pytest.mark.parametrize(
+    "latent_channels, extra",
+    [
+        (4, dict(scaling_factor=0.13025, force_upcast=True)),  # SD 1.x / SDXL style
+        (16, dict(scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False,
+                  force_upcast=False)),  # SD3 / FLUX style
+        (4, dict(latents_mean=(0.1, 0.2, 0.3, 0.4), latents_std=(1.0, 1.1, 1.2, 1.3))),
+    ],
+)
+def test_from_autoencoder_kl_decodes_exactly_like_the_teacher(latent_channels, extra):
+    teacher = tiny_autoencoder_kl(latent_channels, **extra).eval()
+    lite = AutoencoderLite.from_autoencoder_kl(teacher, encoder=TINY_ENCODER).eval()
+    z = torch.randn(2, latent_channels, 8, 12)
+    with torch.no_grad():
+        assert torch.equal(lite.decode(z).sample, teacher.decode(z).sample)
+    for key in LATENT_SPACE_KEYS:
+        expected = teacher.config[key]
+        expected = tuple(expected) if isinstance(expected, list) else expected
+        got = lite.config[key]
+        assert (tuple(got) if isinstance(got, list) else got) == expected, key
+    assert (lite.post_quant_conv is None) == (not teacher.config.use_post_quant_conv)
+    # Pipelines derive vae_scale_factor from block_out_channels.
+    assert 2 ** (len(lite.config.block_out_channels) - 1) == 8
+
+
+def test_from_autoencoder_kl_keeps_dtype_and_uses_presets():
+    teacher = tiny_autoencoder_kl().to(torch.float16)
+    lite = AutoencoderLite.from_autoencoder_kl(teacher, encoder="S", encoder_norm_num_groups=8)
+    assert lite.dtype == torch.float16
+    assert lite.config.encoder_feature_channels == 16
+    with pytest.raises(TypeError, match="AutoencoderKL"):
+        AutoencoderLite.from_autoencoder_kl(torch.nn.Linear(2, 2))
+
+
+def test_encode_decode_contract():
+    vae = tiny_autoencoder_lite().eval()
+    x = torch.rand(2, 3, 64, 48) * 2 - 1
+    with torch.no_grad():
+        out = vae.encode(x)
+        assert isinstance(out, AutoencoderKLOutput)
+        dist = out.latent_dist
+        assert isinstance(dist, DiagonalGaussianDistribution)
+        assert dist.mean.shape == dist.std.shape == (2, 4, 8, 6)
+        assert torch.equal(dist.mode(), dist.mean)
+        a = dist.sample(generator=torch.Generator().manual_seed(1))
+        b = dist.sample(generator=torch.Generator().manual_seed(1))
+        assert torch.equal(a, b) and not torch.equal(a, dist.mean)
+        (dist_tuple,) = vae.encode(x, return_dict=False)
+        assert torch.equal(dist_tuple.mean, dist.mean)
+
+        decoded = vae.decode(dist.mean, return_dict=True, generator=torch.Generator().manual_seed(0))
+        assert isinstance(decoded, DecoderOutput) and decoded.sample.shape == x.shape
+        (sample,) = vae.decode(dist.mean, return_dict=False)
+        assert torch.equal(sample, decoded.sample)
+        assert torch.equal(vae(x).sample, decoded.sample)
+        sampled = vae(x, sample_posterior=True, generator=torch.Generator().manual_seed(1)).sample
+        assert torch.equal(sampled, vae.decode(a).sample)
+
+
+def test_slicing_gives_the_same_result():
+    vae = tiny_autoencoder_lite().eval()
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        moments, images = vae.encode(x).latent_dist.mean, vae(x).sample
+        vae.enable_slicing()
+        assert torch.allclose(vae.encode(x).latent_dist.mean, moments, atol=1e-6)
+        assert torch.allclose(vae(x).sample, images, atol=1e-5)  # batch-size dependent conv kernels
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    grads = []
+    for checkpointing in (False, True):
+        vae = tiny_autoencoder_lite(seed=3).train()
+        if checkpointing:
+            vae.enable_gradient_checkpointing()
+            assert vae.encoder.feature_unets[0].gradient_checkpointing and vae.decoder.gradient_checkpointing
+        vae(x).sample.square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in vae.parameters() if p.grad is not None]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_save_load_round_trip_with_safetensors_and_dtype(tmp_path):
+    vae = tiny_autoencoder_lite(latent_channels=16, shift_factor=0.1, scaling_factor=0.5).eval()
+    vae.save_pretrained(tmp_path / "fp32")
+    assert (tmp_path / "fp32" / "diffusion_pytorch_model.safetensors").is_file()
+    loaded = AutoencoderLite.from_pretrained(tmp_path / "fp32").eval()
+    assert loaded.config.shift_factor == 0.1 and loaded.config.latent_channels == 16
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(loaded(x).sample, vae(x).sample)
+    half = AutoencoderLite.from_pretrained(tmp_path / "fp32", torch_dtype=torch.float16)
+    assert half.dtype == torch.float16
+
+
+def test_fp16_variant_holds_real_fp16_tensors(tmp_path):
+    vae = tiny_autoencoder_lite()
+    vae.save_pretrained(tmp_path)
+    # diffusers' variant only renames the file: cast first (DESIGN.md section 6).
+    vae.to(torch.float16).save_pretrained(tmp_path, variant="fp16")
+    with safe_open(str(tmp_path / "diffusion_pytorch_model.fp16.safetensors"), "pt") as f:
+        dtypes = {f.get_tensor(name).dtype for name in f.keys()}
+    with safe_open(str(tmp_path / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        full_dtypes = {f.get_tensor(name).dtype for name in f.keys()}
+    assert dtypes == {torch.float16} and full_dtypes == {torch.float32}
+    loaded = AutoencoderLite.from_pretrained(tmp_path, variant="fp16", torch_dtype=torch.float16)
+    assert loaded.dtype == torch.float16
+
+
+def test_mismatched_config_fails_with_a_clear_message(tmp_path):
+    tiny_autoencoder_lite().save_pretrained(tmp_path / "model")
+    with pytest.raises(ValueError, match=r"config overrides \['latent_channels'\] change the architecture"):
+        AutoencoderLite.from_pretrained(tmp_path / "model", latent_channels=8)
+
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    config["encoder_feature_channels"] = 16
+    (tmp_path / "model" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="config.json describes a different architecture.*encoder.feature_unets"):
+        AutoencoderLite.from_pretrained(tmp_path / "model")
+
+    tiny_autoencoder_kl().save_pretrained(tmp_path / "kl")
+    with pytest.raises(ValueError, match="holds a AutoencoderKL.*from_autoencoder_kl"):
+        AutoencoderLite.from_pretrained(tmp_path / "kl")
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((1, 4, 32, 32), r"expects 3 input channels.*got 4"),
+        ((1, 1, 32, 32), r"expects 3 input channels"),
+        ((3, 32, 32), r"4D tensor \(batch, 3, H, W\)"),
+        ((32, 32), r"4D tensor \(batch, 3, H, W\)"),
+        ((1, 3, 36, 32), r"multiples of 8.*got H x W = 36 x 32.*32 x 32"),
+        ((1, 3, 32, 30), r"multiples of 8"),
+    ],
+)
+def test_bad_images_raise_value_errors_naming_the_expected_shape(shape, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_autoencoder_lite().encode(torch.randn(*shape))
+
+
+def test_bad_latents_raise_value_errors():
+    vae = tiny_autoencoder_lite()
+    with pytest.raises(ValueError, match=r"latents shaped \(batch, 4, h, w\)"):
+        vae.decode(torch.randn(1, 16, 4, 4))
+    with pytest.raises(ValueError, match=r"latents shaped"):
+        vae.decode(torch.randn(4, 4, 4))
+
+
+def test_inconsistent_configs_are_rejected():
+    with pytest.raises(ValueError, match="set wavelet_levels=2"):
+        AutoencoderLite(block_out_channels=(8, 16, 16), norm_num_groups=4, **TINY_ENCODER)
+    with pytest.raises(ValueError, match="decoder_type"):
+        AutoencoderLite(decoder_type="vq", **TINY_ENCODER)
+
+
+def test_self_modulated_convolution_decoder():
+    vae = tiny_autoencoder_lite(use_smc=True)
+    smc = [m for m in vae.decoder.modules() if isinstance(m, SelfModulatedConv2d)]
+    resnets = [m for m in vae.decoder.modules() if type(m).__name__ == "ResnetBlock2D"]
+    assert len(smc) == 2 * len(resnets) > 0
+    assert all(isinstance(r.norm1, torch.nn.Identity) and isinstance(r.norm2, torch.nn.Identity) for r in resnets)
+    # Demodulation: every output kernel has norm |gain|, whatever the raw weights and modulation.
+    conv = smc[0]
+    with torch.no_grad():
+        conv.weight.mul_(7.0)
+        conv.modulation.uniform_(0.5, 2.0)
+        conv.gain.fill_(1.5)
+    norms = conv.modulated_weight().flatten(1).norm(dim=1)
+    assert torch.allclose(norms, torch.full_like(norms, 1.5), atol=1e-4)
+    vae(torch.rand(1, 3, 32, 32) * 2 - 1).sample.mean().backward()
+    assert conv.modulation.grad is not None and conv.gain.grad is not None
+
+
+def test_tiny_decoder_variant_matches_its_source_decoder():
+    torch.manual_seed(0)
+    tiny = TinyDecoder(latent_channels=8, channels=16, num_blocks=(2, 1, 1, 1), midblock_gn=(True, False, False, False))
+    lite = AutoencoderLite.from_tiny_decoder(tiny, encoder=TINY_ENCODER).eval()
+    assert lite.config.decoder_type == "tiny" and lite.config.latent_channels == 8
+    assert lite.config.tiny_decoder_num_blocks == (2, 1, 1, 1) and lite.config.scaling_factor == 1.0
+    z = torch.randn(1, 8, 4, 4)
+    with torch.no_grad():
+        assert torch.equal(lite.decode(z).sample, tiny.eval()(z) * 2 - 1)
+    assert lite.encode(torch.rand(1, 3, 32, 32)).latent_dist.mean.shape == (1, 8, 4, 4)
+
+
+def test_taef2_weights_load_and_reconstruct(shared_dir):
+    from diffusers_litevae import load_tiny_decoder, load_tiny_encoder
+
+    weights = shared_dir / "weights" / "taef2"
+    encoder, decoder = load_tiny_encoder(weights / "taef2_encoder.pth"), load_tiny_decoder(weights / "taef2_decoder.pth")
+    assert sum(p.numel() for p in encoder.parameters()) == 1338528
+    # A smooth synthetic image reconstructs well through the real pretrained pair.
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 64), indexing="ij")
+    image = torch.stack([xx, yy, (xx + yy) / 2])[None]
+    with torch.no_grad():
+        latents = encoder(image)
+        assert latents.shape == (1, 32, 8, 8)
+        psnr = -10 * torch.log10((decoder(latents).clamp(0, 1) - image).square().mean())
+    assert psnr > 25, psnr
+    lite = AutoencoderLite.from_tiny_decoder(decoder, encoder="S")
+    with torch.no_grad():
+        assert torch.equal(lite.decode(latents).sample, decoder(latents) * 2 - 1)
+
+
+def test_tiny_checkpoint_loader_errors(tmp_path):
+    from diffusers_litevae import load_tiny_decoder
+
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_tiny_decoder(tmp_path / "missing.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="could not read"):
+        load_tiny_decoder(tmp_path / "junk.pth")
+
+
+def test_cli_info_prints_presets(capsys):
+    from diffusers_litevae.cli import main
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "6.751 M" in out and "1.036 M" in out
