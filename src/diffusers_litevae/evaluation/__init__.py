@@ -1,0 +1,35 @@
+"""Evaluation: reconstruction quality (PSNR, SSIM; LPIPS and rFID where available) and speed of diffusers VAEs.
+
+Python API::
+
+    import diffusers_litevae
+    from diffusers_litevae.evaluation import evaluate_vaes
+
+    result = evaluate_vaes({"sd-vae": "stabilityai/sd-vae-ft-mse", "litevae": "path/to/litevae"}, "images/",
+                           resolution=256)
+    result.save("eval_out")  # summary.json, per_image.csv, grid.png
+
+Command line: ``litevae eval`` (:mod:`diffusers_litevae.evaluation.cli`).
+"""
+
+from __future__ import annotations
+
+from .images import iter_folder_images, iter_hub_dataset_images, make_reconstruction_grid, prepare_image
+from .metrics import psnr_per_image, ssim_per_image
+from .run import EvaluationResult, evaluate_vaes, format_summary, measure_throughput
+from .vaes import ReconstructionModel, load_reconstruction_model
+
+__all__ = [
+    "EvaluationResult",
+    "ReconstructionModel",
+    "evaluate_vaes",
+    "format_summary",
+    "iter_folder_images",
+    "iter_hub_dataset_images",
+    "load_reconstruction_model",
+    "make_reconstruction_grid",
+    "measure_throughput",
+    "prepare_image",
+    "psnr_per_image",
+    "ssim_per_image",
+]

@@ -1,0 +1,166 @@
+"""``litevae eval``: reconstruction metrics and speed of one or more VAEs on the same images.
+
+Example::
+
+    litevae eval --image_dir ../shared/data/kodak24 --resolution 256 \\
+        --vae ../shared/weights/taef2:taef2 --vae outputs/litevae-taef2:litevae-b --output_dir eval/kodak
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+__all__ = ["add_arguments", "run"]
+
+_ALWAYS_RECORDED = {"resolution", "crop", "batch_size", "device", "dtype"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    models = parser.add_argument_group("models")
+    models.add_argument(
+        "--vae", action="append", required=True, metavar="PATH_OR_ID[:LABEL]",
+        help="a VAE to evaluate (repeat for several): a diffusers VAE folder or Hub id (AutoencoderLite, AutoencoderKL, "
+        "AutoencoderTiny, picked from config.json), a saved pipeline folder, or a folder with a TAESD-family "
+        "*encoder*.pth + *decoder*.pth pair. ':LABEL' names it in the report (default: the folder name / repo id).",
+    )
+    models.add_argument(
+        "--vae_subfolder", action="append", default=None, metavar="SUBFOLDER",
+        help="subfolder holding the VAE (e.g. 'vae' in a pipeline repo); give it once for every --vae, or once per --vae "
+        "in the same order ('' for none).",
+    )
+    data = parser.add_argument_group("images")
+    data.add_argument("--image_dir", default=None, help="folder of images (png, jpg, webp, ...; not recursive)")
+    data.add_argument("--dataset_name", default=None, help="Hugging Face dataset id instead of --image_dir (needs `datasets`)")
+    data.add_argument("--dataset_config", default=None, help="dataset configuration name")
+    data.add_argument("--image_column", default="image", help="dataset column holding the images")
+    data.add_argument("--split", default="train", help="dataset split")
+    data.add_argument("--streaming", action="store_true", help="stream the dataset instead of downloading the split")
+    data.add_argument("--max_images", type=int, default=None, help="evaluate at most this many images")
+    data.add_argument(
+        "--resolution", default="256",
+        help="a multiple of 8 (resize the short side to it, then crop; see --crop) or 'native' (full size, "
+        "centre-cropped down to multiples of 8)",
+    )
+    data.add_argument(
+        "--crop", choices=("square", "multiple_of_8"), default="square",
+        help="'square': centre RxR crop; 'multiple_of_8': keep the aspect ratio, trim to multiples of 8",
+    )
+    data.add_argument("--no_resize", action="store_true", help="crop from the full-size image instead of resizing first")
+    run_group = parser.add_argument_group("run")
+    run_group.add_argument("--batch_size", type=int, default=4, help="images per encode/decode call and speed batch")
+    run_group.add_argument("--device", default="auto", help="cuda, cuda:1, cpu, mps (default: best available)")
+    run_group.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"), help="VAE dtype")
+    run_group.add_argument("--skip_lpips", action="store_true", help="do not try to load LPIPS")
+    run_group.add_argument("--skip_rfid", action="store_true", help="do not try to load the FID Inception network")
+    run_group.add_argument("--skip_speed", action="store_true", help="do not time encoders and decoders")
+    run_group.add_argument("--speed_warmup", type=int, default=1, help="untimed runs before timing")
+    run_group.add_argument("--speed_repeats", type=int, default=3, help="timed runs per encoder / decoder")
+    output = parser.add_argument_group("output")
+    output.add_argument("--output_dir", required=True, help="writes summary.json, per_image.csv, grid.png here")
+    output.add_argument("--grid_images", type=int, default=4, help="images in the comparison grid (0: none)")
+    output.add_argument("--grid_tile_height", type=int, default=256, help="grid row height in pixels")
+
+
+def _fail(message: str) -> int:
+    print(f"litevae eval: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .images import iter_hub_dataset_images, list_image_files, parse_resolution
+    from .run import evaluate_vaes, format_summary, resolve_device
+    from .vaes import default_label, parse_vae_spec
+
+    # Validate every flag before loading a model or an image.
+    if (args.image_dir is None) == (args.dataset_name is None):
+        return _fail("pass exactly one of --image_dir FOLDER or --dataset_name HUB_DATASET_ID.")
+    try:
+        resolution = parse_resolution(args.resolution)
+        resolve_device(args.device)
+        if args.image_dir is not None:
+            list_image_files(args.image_dir)
+    except (ValueError, FileNotFoundError) as error:
+        return _fail(str(error))
+    if args.max_images is not None and args.max_images < 1:
+        return _fail(f"--max_images must be >= 1, got {args.max_images}.")
+    specs = [parse_vae_spec(spec) for spec in args.vae]
+    subfolders = args.vae_subfolder or []
+    if len(subfolders) not in (0, 1, len(specs)):
+        return _fail(f"give --vae_subfolder once (for all) or once per --vae ({len(specs)}), not {len(subfolders)} times.")
+    if len(subfolders) == 1:
+        subfolders = subfolders * len(specs)
+    models, subfolder_of = {}, {}
+    for index, (name_or_path, label) in enumerate(specs):
+        label = label or default_label(name_or_path)
+        if label in models:
+            return _fail(f"two models are labelled {label!r}; name them with --vae PATH:LABEL.")
+        models[label] = name_or_path
+        subfolder_of[label] = (subfolders[index] or None) if subfolders else None
+
+    if args.dataset_name is not None:
+        try:
+            images = iter_hub_dataset_images(
+                args.dataset_name, args.image_column, args.split, args.max_images, args.dataset_config, args.streaming
+            )
+        except (ValueError, ImportError) as error:
+            return _fail(str(error))
+        except Exception as error:  # datasets raises many kinds: not found, offline, gated, ...
+            return _fail(f"could not load dataset {args.dataset_name!r} (split {args.split!r}): {type(error).__name__}: {error}")
+        dataset = f"{args.dataset_name}" + (f"[{args.dataset_config}]" if args.dataset_config else "") + f":{args.split}"
+    else:
+        images, dataset = args.image_dir, str(Path(args.image_dir))
+
+    try:
+        result = evaluate_vaes(
+            models,
+            images,
+            resolution=resolution,
+            crop=args.crop,
+            resize=not args.no_resize,
+            batch_size=args.batch_size,
+            max_images=args.max_images,
+            device=args.device,
+            dtype=args.dtype,
+            compute_lpips=not args.skip_lpips,
+            compute_rfid=not args.skip_rfid,
+            measure_speed=not args.skip_speed,
+            speed_warmup=args.speed_warmup,
+            speed_repeats=args.speed_repeats,
+            grid_images=args.grid_images,
+            grid_tile_height=args.grid_tile_height,
+            dataset_name=dataset,
+            subfolders=subfolder_of,
+        )
+    except (ValueError, FileNotFoundError, OSError, TypeError) as error:
+        return _fail(str(error))
+    result.summary["command"] = command_line(args)
+    paths = result.save(args.output_dir)
+    print(format_summary(result.summary))
+    for kind, path in paths.items():
+        print(f"wrote {kind}: {path}")
+    return 0
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The ``litevae eval`` command that reproduces ``args`` (flags left at defaults omitted, except _ALWAYS_RECORDED)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    words = ["litevae", "eval"]
+    for action in parser._actions:
+        value = getattr(args, action.dest, action.default)
+        # Settings that decide what the numbers mean are always written, so the line survives changed defaults.
+        if value is None or (value == action.default and action.dest not in _ALWAYS_RECORDED):
+            continue
+        flag = action.option_strings[0]
+        if isinstance(action, argparse._StoreTrueAction):
+            words.append(flag)
+        elif isinstance(action, argparse._AppendAction):
+            for item in value:
+                words.extend([flag, str(item)])
+        else:
+            words.extend([flag, str(value)])
+    return shlex.join(words)

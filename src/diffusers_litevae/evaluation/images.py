@@ -1,0 +1,294 @@
+"""Evaluation images: reading a folder or a Hub dataset, the resize/crop protocol, tensors, and the comparison grid.
+
+Every image is converted to RGB and cut to a size the VAEs accept (both sides multiples of 8), the same way for every
+model, so all models in one run see exactly the same pixels.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "NamedImages",
+    "batches_of_equal_size",
+    "describe_preprocessing",
+    "images_to_tensor",
+    "iter_folder_images",
+    "iter_hub_dataset_images",
+    "list_image_files",
+    "make_reconstruction_grid",
+    "parse_resolution",
+    "prepare_image",
+    "tensor_to_images",
+]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+CROPS = ("square", "multiple_of_8")
+_MULTIPLE = 8  # every f=8 VAE needs H and W divisible by 8
+
+
+def parse_resolution(value: int | str) -> int | str:
+    """``256`` / ``"256"`` -> ``256``; ``"native"`` -> ``"native"``. Raises ``ValueError`` on anything else.
+
+    A numeric resolution must be a positive multiple of 8 (the VAEs' downsampling factor).
+    """
+    if isinstance(value, str):
+        if value.strip().lower() == "native":
+            return "native"
+        if not value.strip().isdigit():
+            raise ValueError(f"resolution must be a positive multiple of 8 or 'native', got {value!r}.")
+        value = int(value)
+    if not isinstance(value, int) or value <= 0 or value % _MULTIPLE:
+        suggestion = max(_MULTIPLE, round(value / _MULTIPLE) * _MULTIPLE) if isinstance(value, int) else 256
+        raise ValueError(
+            f"resolution must be a positive multiple of {_MULTIPLE} or 'native', got {value!r}; try {suggestion}."
+        )
+    return value
+
+
+def describe_preprocessing(resolution: int | str, crop: str = "square", resize: bool = True) -> str:
+    """A one-line, human-readable statement of what :func:`prepare_image` does with these settings."""
+    if resolution == "native":
+        return "native size, centre-cropped down to multiples of 8"
+    steps = [f"resize short side to {resolution} (bicubic)"] if resize else ["no resize"]
+    if crop == "square":
+        steps.append(f"centre crop {resolution}x{resolution}")
+    else:
+        steps.append("centre crop each side down to a multiple of 8")
+    return ", ".join(steps)
+
+
+def prepare_image(image: Image.Image, resolution: int | str = 256, crop: str = "square", resize: bool = True) -> Image.Image:
+    """Convert to RGB and cut ``image`` to the evaluation size.
+
+    Args:
+        image: any PIL image.
+        resolution: ``"native"`` keeps the full image, centre-cropped down to multiples of 8; an int ``R`` (multiple
+            of 8) resizes the short side to ``R`` (unless ``resize=False``) and then crops.
+        crop: ``"square"`` takes the centre ``R x R`` crop (the usual ImageNet-256 protocol); ``"multiple_of_8"`` keeps
+            the aspect ratio and only trims each side down to a multiple of 8.
+        resize: with ``False`` the crop is taken from the full-resolution image (images smaller than ``R`` are still
+            upscaled so the crop fits).
+
+    Returns:
+        An RGB ``PIL.Image`` whose width and height are multiples of 8.
+    """
+    resolution = parse_resolution(resolution)
+    if crop not in CROPS:
+        raise ValueError(f"crop must be one of {CROPS}, got {crop!r}.")
+    image = image.convert("RGB")
+    if resolution != "native":
+        short = min(image.size)
+        if resize or short < resolution:
+            scale = resolution / short
+            size = (max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale)))
+            image = image.resize(size, Image.Resampling.BICUBIC)
+        if crop == "square":
+            return _centre_crop(image, resolution, resolution)
+    width, height = image.width // _MULTIPLE * _MULTIPLE, image.height // _MULTIPLE * _MULTIPLE
+    if width == 0 or height == 0:
+        raise ValueError(f"image of size {image.size} is smaller than 8 pixels on a side; it cannot be encoded.")
+    return _centre_crop(image, width, height)
+
+
+def _centre_crop(image: Image.Image, width: int, height: int) -> Image.Image:
+    left, top = (image.width - width) // 2, (image.height - height) // 2
+    return image.crop((left, top, left + width, top + height))
+
+
+def list_image_files(folder: str | os.PathLike, max_images: int | None = None) -> list[Path]:
+    """Image files directly in ``folder`` (sorted by name; extensions in ``IMAGE_EXTENSIONS``), at most ``max_images``.
+
+    Raises a ``FileNotFoundError``/``ValueError`` naming the folder when it is missing or holds no images.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {str(folder)!r}; pass an existing folder of images.")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found directly in {str(folder)!r}.")
+    return files[:max_images] if max_images else files
+
+
+def iter_folder_images(folder: str | os.PathLike, max_images: int | None = None) -> Iterator[tuple[str, Image.Image]]:
+    """Yield ``(file name, PIL image)`` for the images of :func:`list_image_files`."""
+    for path in list_image_files(folder, max_images):
+        with Image.open(path) as image:
+            image.load()
+            yield path.name, image
+
+
+class NamedImages:
+    """An iterable of ``(name, PIL image)`` pairs with a known length (for progress bars), read lazily."""
+
+    def __init__(self, pairs: Iterable[tuple[str, Image.Image]], length: int | None):
+        self._pairs, self._length = pairs, length
+
+    def __iter__(self) -> Iterator[tuple[str, Image.Image]]:
+        return iter(self._pairs)
+
+    def __len__(self) -> int:
+        if self._length is None:
+            raise TypeError("length unknown (streaming dataset)")
+        return self._length
+
+
+def iter_hub_dataset_images(
+    dataset_name: str,
+    image_column: str = "image",
+    split: str = "train",
+    max_images: int | None = None,
+    dataset_config: str | None = None,
+    streaming: bool = False,
+) -> NamedImages:
+    """``("<split>/<index>", PIL image)`` pairs from a Hugging Face dataset (``datasets`` is imported lazily).
+
+    The dataset is opened and its columns checked now; images are decoded lazily while iterating.
+
+    Args:
+        dataset_name: Hub dataset id, or a local folder / dataset path that ``datasets.load_dataset`` accepts.
+        image_column: column holding the images (an ``Image`` feature, or file paths).
+        split: dataset split.
+        max_images: stop after this many images.
+        dataset_config: dataset configuration name, if the dataset has several.
+        streaming: stream instead of downloading the whole split first (useful with ``max_images``).
+    """
+    try:
+        import datasets
+    except ImportError as error:  # optional extra
+        raise ImportError(
+            "evaluating on a Hub dataset needs the `datasets` package: pip install 'diffusers-litevae[datasets]'."
+        ) from error
+    dataset = datasets.load_dataset(dataset_name, dataset_config, split=split, streaming=streaming)
+    columns = getattr(dataset, "column_names", None)
+    if columns is not None and image_column not in columns:
+        raise ValueError(
+            f"dataset {dataset_name!r} (split {split!r}) has no column {image_column!r}; its columns are {columns}. "
+            "Pass --image_column."
+        )
+
+    def pairs() -> Iterator[tuple[str, Image.Image]]:
+        for index, row in enumerate(dataset):
+            if max_images is not None and index >= max_images:
+                break
+            image = row[image_column]
+            if isinstance(image, (str, os.PathLike)):
+                image = Image.open(image)
+            elif isinstance(image, dict) and image.get("bytes") is not None:
+                import io
+
+                image = Image.open(io.BytesIO(image["bytes"]))
+            if not isinstance(image, Image.Image):
+                raise TypeError(
+                    f"column {image_column!r} of {dataset_name!r} holds {type(image).__name__}, not images; pass --image_column."
+                )
+            yield f"{split}/{index}", image
+
+    length = len(dataset) if hasattr(dataset, "__len__") and not streaming else None
+    if length is not None and max_images is not None:
+        length = min(length, max_images)
+    return NamedImages(pairs(), length)
+
+
+def images_to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
+    """Stack equally sized RGB images into a float tensor ``(B, 3, H, W)`` in ``[0, 1]``."""
+    arrays = np.stack([np.asarray(image.convert("RGB"), dtype=np.uint8) for image in images])
+    return torch.from_numpy(arrays).permute(0, 3, 1, 2).float().div(255)
+
+
+def tensor_to_images(images: torch.Tensor) -> list[Image.Image]:
+    """``(B, 3, H, W)`` in ``[0, 1]`` -> list of 8-bit RGB PIL images (values clamped, rounded)."""
+    arrays = images.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(array) for array in arrays]
+
+
+def make_reconstruction_grid(
+    originals: Sequence[Image.Image],
+    reconstructions: dict[str, Sequence[Image.Image]],
+    captions: dict[str, Sequence[str]] | None = None,
+    tile_height: int = 256,
+    header_height: int = 28,
+) -> Image.Image:
+    """Side-by-side comparison: one row per image, columns ``original | model A | model B | ...``.
+
+    Args:
+        originals: the input images (any sizes; each row is scaled to ``tile_height`` pixels high).
+        reconstructions: label -> reconstructions of ``originals``, in the same order.
+        captions: label -> per-image caption drawn in the tile's corner (e.g. ``"31.2 dB"``).
+        tile_height: row height in pixels.
+        header_height: height of the label row at the top.
+
+    Returns:
+        One RGB ``PIL.Image``.
+    """
+    labels = list(reconstructions)
+    for label, images in reconstructions.items():
+        if len(images) != len(originals):
+            raise ValueError(f"{label!r} has {len(images)} reconstructions for {len(originals)} originals.")
+    font = _font(14)
+    rows = []
+    for index, original in enumerate(originals):
+        width = max(1, round(original.width * tile_height / original.height))
+        tiles = [original.convert("RGB").resize((width, tile_height), Image.Resampling.LANCZOS)]
+        for label in labels:
+            tile = reconstructions[label][index].convert("RGB").resize((width, tile_height), Image.Resampling.LANCZOS)
+            if captions and label in captions:
+                _caption(tile, captions[label][index], font)
+            tiles.append(tile)
+        rows.append(tiles)
+    column_widths = [max(row[c].width for row in rows) for c in range(len(labels) + 1)] if rows else [tile_height]
+    grid = Image.new("RGB", (sum(column_widths), header_height + tile_height * len(rows)), "white")
+    draw = ImageDraw.Draw(grid)
+    x = 0
+    for column, title in enumerate(["original", *labels]):
+        draw.text((x + 4, 6), _fit(title, column_widths[column], font), fill="black", font=font)
+        x += column_widths[column]
+    for r, row in enumerate(rows):
+        x = 0
+        for column, tile in enumerate(row):
+            grid.paste(tile, (x, header_height + r * tile_height))
+            x += column_widths[column]
+    return grid
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has only the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _fit(text: str, width: int, font) -> str:
+    while len(text) > 4 and font.getlength(text) > width - 8:
+        text = text[:-2] + "…"
+    return text
+
+
+def _caption(tile: Image.Image, text: str, font) -> None:
+    draw = ImageDraw.Draw(tile)
+    left, top, right, bottom = draw.textbbox((4, tile.height - 20), text, font=font)
+    draw.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill="black")
+    draw.text((4, tile.height - 20), text, fill="white", font=font)
+
+
+def batches_of_equal_size(
+    named_images: Iterable[tuple[str, Image.Image]], batch_size: int
+) -> Iterator[tuple[list[str], list[Image.Image]]]:
+    """Group consecutive images into batches of at most ``batch_size`` that share one size (stacking needs it)."""
+    names: list[str] = []
+    images: list[Image.Image] = []
+    for name, image in named_images:
+        if images and (image.size != images[0].size or len(images) == batch_size):
+            yield names, images
+            names, images = [], []
+        names.append(name)
+        images.append(image)
+    if images:
+        yield names, images

@@ -1,0 +1,125 @@
+"""Reconstruction metrics: PSNR and SSIM (always, torchmetrics), LPIPS and rFID (only when their networks load).
+
+All functions take images in ``[0, 1]`` shaped ``(B, 3, H, W)``. LPIPS and rFID depend on pretrained networks that
+torchmetrics downloads on first use (LPIPS: a torchvision AlexNet backbone; rFID: torch-fidelity's Inception weights).
+Where they cannot be loaded the loaders return ``None`` and a message naming what is missing: the evaluation then
+reports ``null`` for that metric, never a made-up number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+_SSIM_WINDOW = 11
+
+__all__ = ["load_fid_factory", "load_lpips", "lpips_per_image", "psnr_per_image", "ssim_per_image"]
+
+
+def psnr_per_image(reconstructions: torch.Tensor, originals: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB of each image, ``10 log10(1 / MSE)`` over all pixels and channels (``data_range=1``).
+
+    Args:
+        reconstructions: ``(B, 3, H, W)`` in ``[0, 1]``.
+        originals: ``(B, 3, H, W)`` in ``[0, 1]``.
+
+    Returns:
+        ``(B,)`` float32 tensor.
+    """
+    _check_pair(reconstructions, originals)
+    return peak_signal_noise_ratio(
+        reconstructions.float(), originals.float(), data_range=1.0, reduction="none", dim=(1, 2, 3)
+    )
+
+
+def ssim_per_image(reconstructions: torch.Tensor, originals: torch.Tensor) -> torch.Tensor:
+    """SSIM of each image: 11x11 Gaussian window (sigma 1.5), K1 0.01, K2 0.03, ``data_range=1``.
+
+    The SSIM map comes from torchmetrics; it is averaged over the *valid* region (pixels whose whole window lies inside
+    the image) and the channels, as in Wang et al.'s reference code and scikit-image. torchmetrics' own mean also
+    averages a 5-pixel border computed on reflect-padded pixels, which reads high on small images.
+
+    Args:
+        reconstructions: ``(B, 3, H, W)`` in ``[0, 1]``, ``H, W >= 11``.
+        originals: ``(B, 3, H, W)`` in ``[0, 1]``.
+
+    Returns:
+        ``(B,)`` float32 tensor.
+    """
+    _check_pair(reconstructions, originals)
+    if min(originals.shape[-2:]) < _SSIM_WINDOW:
+        raise ValueError(f"SSIM needs images of at least {_SSIM_WINDOW}x{_SSIM_WINDOW} pixels, got {tuple(originals.shape[-2:])}.")
+    _, ssim_map = structural_similarity_index_measure(
+        reconstructions.float(), originals.float(), gaussian_kernel=True, sigma=1.5, kernel_size=_SSIM_WINDOW,
+        data_range=1.0, reduction="none", return_full_image=True,
+    )
+    border = _SSIM_WINDOW // 2
+    return ssim_map[..., border:-border, border:-border].mean(dim=(1, 2, 3))
+
+
+def load_lpips(device: str | torch.device = "cpu", net_type: str = "alex"):
+    """Try to build torchmetrics' LPIPS (``net_type`` backbone, inputs in ``[0, 1]``).
+
+    Returns:
+        ``(metric, None)`` when it loads, else ``(None, message)`` where the message names what is missing.
+    """
+    try:
+        from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+        metric = LearnedPerceptualImagePatchSimilarity(net_type=net_type, normalize=True).to(device)
+    except Exception as error:  # missing torchvision, no network for the backbone weights, ...
+        return None, (
+            f"LPIPS not computed: torchmetrics' LPIPS ({net_type} backbone) could not be loaded "
+            f"({type(error).__name__}: {_first_line(error)}). It needs torchvision and the pretrained {net_type} "
+            "weights (downloaded on first use)."
+        )
+    return metric, None
+
+
+def lpips_per_image(metric, reconstructions: torch.Tensor, originals: torch.Tensor) -> torch.Tensor:
+    """LPIPS distance of each image pair with a metric from :func:`load_lpips`; ``(B,)`` tensor (lower is better)."""
+    _check_pair(reconstructions, originals)
+    values = []
+    for reconstruction, original in zip(reconstructions.float(), originals.float()):
+        # torchmetrics' module averages over its batch: one pair per call gives per-image values.
+        values.append(metric(reconstruction[None].clamp(0, 1), original[None].clamp(0, 1)).detach().float().cpu())
+    return torch.stack(values)
+
+
+def load_fid_factory(device: str | torch.device = "cpu") -> tuple[Callable | None, str | None]:
+    """Check that torchmetrics' FID (Inception-v3 pool features, 2048-d) can be built.
+
+    Returns:
+        ``(factory, None)`` where ``factory()`` returns a fresh ``FrechetInceptionDistance`` on ``device`` taking
+        images in ``[0, 1]`` (one per model, each fed the originals as real and that model's reconstructions as
+        fake), or ``(None, message)`` naming what is missing.
+    """
+    try:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
+        def factory():
+            return FrechetInceptionDistance(feature=2048, normalize=True).to(device)
+
+        factory()  # builds the Inception network now, so a missing dependency is reported before the run
+    except Exception as error:  # missing torch-fidelity, no network for the Inception weights, ...
+        return None, (
+            f"rFID not computed: torchmetrics' FrechetInceptionDistance could not be loaded "
+            f"({type(error).__name__}: {_first_line(error)}). It needs torch-fidelity and its Inception-v3 "
+            "weights (downloaded on first use)."
+        )
+    return factory, None
+
+
+def _check_pair(reconstructions: torch.Tensor, originals: torch.Tensor) -> None:
+    if reconstructions.shape != originals.shape or reconstructions.ndim != 4:
+        raise ValueError(
+            f"expected two (B, C, H, W) tensors of the same shape, got {tuple(reconstructions.shape)} and "
+            f"{tuple(originals.shape)}."
+        )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0].rstrip(".") if text else ""

@@ -1,0 +1,392 @@
+"""``evaluate_vaes``: reconstruction quality and speed of several VAEs on the same images, in one pass.
+
+For every batch of images each model encodes and decodes it; PSNR and SSIM (and LPIPS / rFID where their networks
+load) are recorded per image. Afterwards each model's encoder and decoder are timed separately on one batch, after
+warm-up. Results: per-image rows, a summary dict (the ``summary.json`` schema documented in
+``docs/evaluation_and_hub.md``) and a side-by-side reconstruction grid.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import statistics
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .images import (
+    CROPS,
+    batches_of_equal_size,
+    describe_preprocessing,
+    images_to_tensor,
+    iter_folder_images,
+    list_image_files,
+    make_reconstruction_grid,
+    parse_resolution,
+    prepare_image,
+    tensor_to_images,
+)
+from .metrics import load_fid_factory, load_lpips, lpips_per_image, psnr_per_image, ssim_per_image
+from .vaes import ReconstructionModel, as_reconstruction_model
+
+__all__ = ["EvaluationResult", "evaluate_vaes", "format_summary", "measure_throughput", "resolve_device", "resolve_dtype"]
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+CSV_COLUMNS = ("image_index", "image", "model", "width", "height", "psnr", "ssim", "lpips")
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate_vaes` measured.
+
+    Attributes:
+        summary: the ``summary.json`` dict (dataset, resolution, num_images, models -> metrics and speed).
+        per_image: one dict per (image, model) with the ``CSV_COLUMNS`` keys.
+        grid: side-by-side reconstruction grid (``None`` when ``grid_images=0``).
+    """
+
+    summary: dict
+    per_image: list[dict] = field(default_factory=list)
+    grid: Image.Image | None = None
+
+    def save(self, output_dir: str | os.PathLike) -> dict[str, Path]:
+        """Write ``summary.json``, ``per_image.csv`` and ``grid.png`` into ``output_dir``; returns their paths."""
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        paths = {"summary": output_dir / "summary.json", "per_image": output_dir / "per_image.csv"}
+        paths["summary"].write_text(json.dumps(self.summary, indent=2) + "\n")
+        with open(paths["per_image"], "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            for row in self.per_image:
+                writer.writerow({key: "" if row.get(key) is None else row[key] for key in CSV_COLUMNS})
+        if self.grid is not None:
+            paths["grid"] = output_dir / "grid.png"
+            self.grid.save(paths["grid"])
+        return paths
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/``"auto"`` -> CUDA if available, else MPS, else CPU; otherwise ``torch.device(device)``."""
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available here; use --device cpu.")
+    return device
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """``"float32"|"fp32"|"float16"|"fp16"|"bfloat16"|"bf16"`` or a ``torch.dtype`` -> ``torch.dtype``."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(set(DTYPES))}, got {dtype!r}.")
+    return DTYPES[dtype]
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def measure_throughput(model: ReconstructionModel, images: torch.Tensor, warmup: int = 1, repeats: int = 3) -> tuple[float, float]:
+    """Encoder and decoder throughput in images/s on one batch, each timed separately after ``warmup`` untimed runs.
+
+    Each of the ``repeats`` runs is timed on its own and the median is reported, so one run slowed by another process
+    on a shared machine does not skew the figure.
+
+    Args:
+        model: the model (already on its device / dtype).
+        images: ``(B, 3, H, W)`` in ``[0, 1]``; the batch size and size the figures refer to.
+        warmup: untimed runs first (kernel selection, caches, lazy initialisation).
+        repeats: timed runs per encoder and decoder.
+
+    Returns:
+        ``(encode images/s, decode images/s)``: ``B / median seconds per run``.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}.")
+    device = model.device
+    images = images.to(device, model.dtype)
+    latents = None
+    for _ in range(warmup):
+        latents = model.encode(images)
+        model.decode(latents)
+
+    def median_seconds(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            _synchronize(device)
+            start = time.perf_counter()
+            fn()
+            _synchronize(device)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    encode_seconds = median_seconds(lambda: model.encode(images))
+    latents = model.encode(images) if latents is None else latents
+    decode_seconds = median_seconds(lambda: model.decode(latents))
+    return images.shape[0] / encode_seconds, images.shape[0] / decode_seconds
+
+
+def _named_images(images) -> tuple[Iterable[tuple[str, Image.Image]], int | None, str]:
+    """Normalise ``images`` (folder path, PIL images, ``(name, PIL)`` pairs) to an iterable of pairs, its length and a name."""
+    if isinstance(images, (str, os.PathLike)):
+        files = list_image_files(images)
+        return iter_folder_images(images), len(files), os.fspath(images)
+    if isinstance(images, Image.Image):
+        images = [images]
+
+    def pairs():
+        for index, item in enumerate(images):
+            if isinstance(item, Image.Image):
+                yield f"{index}", item
+            elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Image.Image):
+                yield str(item[0]), item[1]
+            else:
+                raise TypeError(f"images must be PIL images or (name, PIL image) pairs; item {index} is {type(item).__name__}.")
+
+    try:
+        length = len(images)
+    except TypeError:  # generators, streaming datasets
+        length = None
+    return pairs(), length, "in-memory images"
+
+
+def evaluate_vaes(
+    models: Mapping[str, object],
+    images,
+    resolution: int | str = 256,
+    crop: str = "square",
+    resize: bool = True,
+    batch_size: int = 4,
+    max_images: int | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = "float32",
+    compute_lpips: bool = True,
+    compute_rfid: bool = True,
+    measure_speed: bool = True,
+    speed_warmup: int = 1,
+    speed_repeats: int = 3,
+    grid_images: int = 4,
+    grid_tile_height: int = 256,
+    dataset_name: str | None = None,
+    subfolders: Mapping[str, str | None] | None = None,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Reconstruction metrics and speed of one or more VAEs on the same images.
+
+    Args:
+        models: label -> model. A model is a diffusers VAE (``AutoencoderLite``, ``AutoencoderKL``,
+            ``AutoencoderTiny``), a ``(TinyEncoder, TinyDecoder)`` pair, a
+            :class:`~diffusers_litevae.evaluation.vaes.ReconstructionModel`, or a folder / Hub id string.
+        images: a folder of images, or a sequence of PIL images or ``(name, PIL image)`` pairs (e.g. from
+            :func:`~diffusers_litevae.evaluation.images.iter_hub_dataset_images`).
+        resolution: an int multiple of 8 or ``"native"``; see :func:`~diffusers_litevae.evaluation.images.prepare_image`.
+        crop: ``"square"`` (centre ``R x R``) or ``"multiple_of_8"`` (keep the aspect ratio).
+        resize: resize the short side to ``resolution`` before cropping (``False``: crop the full-size image).
+        batch_size: images per encode/decode call (also the batch of the throughput figures).
+        max_images: evaluate at most this many images.
+        device: ``"cuda"``, ``"cpu"``, ... (default: the best available).
+        dtype: weights/compute dtype for the VAEs (metrics are always computed in float32).
+        compute_lpips: try LPIPS (reported ``null`` with a reason when its network cannot be loaded).
+        compute_rfid: try rFID (likewise).
+        measure_speed: time each encoder and decoder on the first batch.
+        speed_warmup: untimed runs before timing.
+        speed_repeats: timed runs.
+        grid_images: how many images the comparison grid shows (0: no grid).
+        grid_tile_height: row height of the grid in pixels.
+        dataset_name: name recorded in the summary (default: the folder path).
+        subfolders: label -> subfolder, for models given as folder / Hub id strings.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        An :class:`EvaluationResult`; call ``.save(output_dir)`` to write ``summary.json``, ``per_image.csv``,
+        ``grid.png``.
+    """
+    # Check everything cheap before loading models or touching images.
+    if not models:
+        raise ValueError("no models to evaluate: pass at least one (label -> VAE).")
+    resolution = parse_resolution(resolution)
+    if crop not in CROPS:
+        raise ValueError(f"crop must be one of {CROPS}, got {crop!r}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"max_images must be >= 1, got {max_images}.")
+    device, dtype = resolve_device(device), resolve_dtype(dtype)
+    named_images, total, source_name = _named_images(images)
+    if total is not None and max_images is not None:
+        total = min(total, max_images)
+
+    loaded = {
+        label: as_reconstruction_model(model, device, dtype, (subfolders or {}).get(label)) for label, model in models.items()
+    }
+
+    missing: dict[str, str] = {}
+    lpips_metric = fid_factory = None
+    if compute_lpips:
+        lpips_metric, message = load_lpips(device)
+        if message:
+            missing["lpips"] = message
+    else:
+        missing["lpips"] = "LPIPS not computed: disabled (--skip_lpips)."
+    if compute_rfid:
+        fid_factory, message = load_fid_factory(device)
+        if message:
+            missing["rfid"] = message
+    else:
+        missing["rfid"] = "rFID not computed: disabled (--skip_rfid)."
+    fids = {label: fid_factory() for label in loaded} if fid_factory else {}
+
+    rows: list[dict] = []
+    grid_originals: list[Image.Image] = []
+    grid_reconstructions: dict[str, list[Image.Image]] = {label: [] for label in loaded}
+    grid_captions: dict[str, list[str]] = {label: [] for label in loaded}
+    speed_batch: torch.Tensor | None = None
+    count = 0
+    bar = tqdm(total=total, unit="img", desc="evaluating", disable=not progress)
+
+    def limited():
+        for index, (name, image) in enumerate(named_images):
+            if max_images is not None and index >= max_images:
+                return
+            yield name, prepare_image(image, resolution, crop, resize)
+
+    for names, batch_images in batches_of_equal_size(limited(), batch_size):
+        originals = images_to_tensor(batch_images)
+        if speed_batch is None:
+            speed_batch = originals
+        keep = max(0, min(grid_images - len(grid_originals), len(batch_images)))
+        grid_originals.extend(batch_images[:keep])
+        for label, model in loaded.items():
+            reconstructions = model.reconstruct(originals)
+            psnr = psnr_per_image(reconstructions, originals).tolist()
+            ssim = ssim_per_image(reconstructions, originals).tolist()
+            lpips = lpips_per_image(lpips_metric, reconstructions.to(device), originals.to(device)).tolist() if lpips_metric else [None] * len(names)
+            if label in fids:
+                fids[label].update(originals.to(device), real=True)
+                fids[label].update(reconstructions.to(device), real=False)
+            for offset, name in enumerate(names):
+                rows.append(
+                    dict(image_index=count + offset, image=name, model=label, width=originals.shape[-1],
+                         height=originals.shape[-2], psnr=psnr[offset], ssim=ssim[offset], lpips=lpips[offset])
+                )
+            if keep:
+                grid_reconstructions[label].extend(tensor_to_images(reconstructions[:keep]))
+                grid_captions[label].extend(f"{value:.2f} dB" for value in psnr[:keep])
+        count += len(names)
+        bar.update(len(names))
+        bar.set_postfix({f"{label} PSNR": f"{_mean([r['psnr'] for r in rows if r['model'] == label]):.2f}" for label in loaded})
+    bar.close()
+    if count == 0:
+        raise ValueError(f"no images were read from {dataset_name or source_name!r}.")
+
+    summary = {
+        "dataset": dataset_name or source_name,
+        "resolution": resolution,
+        "preprocessing": describe_preprocessing(resolution, crop, resize),
+        "num_images": count,
+        "batch_size": batch_size,
+        "speed_warmup": speed_warmup if measure_speed else None,
+        "speed_repeats": speed_repeats if measure_speed else None,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "models": {},
+    }
+    for label, model in loaded.items():
+        model_rows = [row for row in rows if row["model"] == label]
+        encoder_parameters, decoder_parameters = model.parameter_counts()
+        entry_missing = dict(missing)
+        rfid = None
+        if label in fids:
+            try:
+                rfid = float(fids[label].compute())
+            except Exception as error:  # e.g. fewer than 2 images
+                entry_missing["rfid"] = f"rFID not computed: {type(error).__name__}: {error}"
+        entry = {
+            "name_or_path": model.name_or_path,
+            "class": model.class_name,
+            "psnr": _mean([row["psnr"] for row in model_rows]),
+            "ssim": _mean([row["ssim"] for row in model_rows]),
+            "lpips": _mean([row["lpips"] for row in model_rows]) if lpips_metric else None,
+            "rfid": rfid,
+            "missing_metrics": entry_missing,
+            "encode_images_per_s": None,
+            "decode_images_per_s": None,
+            "speed_batch_size": None,
+            "speed_image_size": None,
+            "encoder_parameters": encoder_parameters,
+            "decoder_parameters": decoder_parameters,
+            "device": str(device),
+            "dtype": str(dtype).replace("torch.", ""),
+        }
+        if measure_speed and speed_batch is not None:
+            encode_ips, decode_ips = measure_throughput(model, speed_batch, speed_warmup, speed_repeats)
+            entry.update(
+                encode_images_per_s=encode_ips,
+                decode_images_per_s=decode_ips,
+                speed_batch_size=int(speed_batch.shape[0]),
+                speed_image_size=[int(speed_batch.shape[-2]), int(speed_batch.shape[-1])],
+            )
+        summary["models"][label] = entry
+
+    grid = None
+    if grid_originals:
+        grid = make_reconstruction_grid(grid_originals, grid_reconstructions, grid_captions, tile_height=grid_tile_height)
+    return EvaluationResult(summary=summary, per_image=rows, grid=grid)
+
+
+def _mean(values: list) -> float:
+    values = [value for value in values if value is not None]
+    return math.fsum(values) / len(values) if values else float("nan")
+
+
+def format_summary(summary: dict) -> str:
+    """A plain-text table of a summary dict, plus the missing-metric messages."""
+    header = f"{'model':<24}{'PSNR dB':>9}{'SSIM':>8}{'LPIPS':>8}{'rFID':>8}{'enc img/s':>11}{'dec img/s':>11}{'enc params':>12}{'dec params':>12}"
+    lines = [
+        f"{summary['num_images']} images from {summary['dataset']} ({summary['preprocessing']})",
+        header,
+    ]
+
+    def number(value, spec):
+        width = int(spec.split(".")[0])
+        return f"{'-':>{width}}" if value is None or value != value else format(value, spec)
+
+    messages: dict[str, str] = {}
+    for label, entry in summary["models"].items():
+        lines.append(
+            f"{label[:23]:<24}{number(entry['psnr'], '9.2f')}{number(entry['ssim'], '8.4f')}{number(entry['lpips'], '8.4f')}"
+            f"{number(entry['rfid'], '8.2f')}{number(entry['encode_images_per_s'], '11.2f')}"
+            f"{number(entry['decode_images_per_s'], '11.2f')}{entry['encoder_parameters'] / 1e6:>10.2f} M"
+            f"{entry['decoder_parameters'] / 1e6:>10.2f} M"
+        )
+        messages.update(entry.get("missing_metrics", {}))
+    first = next(iter(summary["models"].values()))
+    if first.get("speed_batch_size"):
+        height, width = first["speed_image_size"]
+        lines.append(
+            f"speed: batch {first['speed_batch_size']} at {height}x{width}, {first['device']} {first['dtype']}, median of "
+            f"{summary.get('speed_repeats')} timed runs after {summary.get('speed_warmup')} warm-up run(s)"
+        )
+    lines.extend(f"{name}: {message}" for name, message in messages.items())
+    return "\n".join(lines)

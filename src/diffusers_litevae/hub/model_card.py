@@ -1,0 +1,377 @@
+"""Model cards for ``AutoencoderLite`` checkpoints, built with huggingface_hub's ``ModelCard`` / ``ModelCardData``.
+
+The card carries the Hub metadata (license, ``base_model`` = the teacher VAE when it is a Hub repo, tags,
+``library_name: diffusers``, evaluation results in model-index form) and a body with: a usage snippet, the
+architecture and parameter counts, the measured quality and speed (from a ``litevae eval`` ``summary.json``), the
+training settings (from the distillation run's ``distillation.json``) and a citation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from ..models.litevae_encoder import ENCODER_PRESETS
+
+__all__ = ["CARD_TAGS", "build_model_card", "encoder_preset_name", "eval_results_from_summary", "is_hub_repo_id"]
+
+CARD_TAGS = ["diffusers", "litevae", "vae", "autoencoder", "image-to-image"]
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_METRICS = (  # summary key, model-index metric type, display name
+    ("psnr", "psnr", "PSNR (dB)"),
+    ("ssim", "ssim", "SSIM"),
+    ("lpips", "lpips", "LPIPS"),
+    ("rfid", "fid", "rFID"),
+)
+CITATION = """@inproceedings{sadat2024litevae,
+  title     = {LiteVAE: Lightweight and Efficient Variational Autoencoders for Latent Diffusion Models},
+  author    = {Sadat, Seyedmorteza and Buhmann, Jakob and Bradley, Derek and Hilliges, Otmar and Weber, Romann M.},
+  booktitle = {Advances in Neural Information Processing Systems},
+  year      = {2024},
+  url       = {https://arxiv.org/abs/2405.14477}
+}"""
+
+
+def is_hub_repo_id(value: str | None) -> bool:
+    """``True`` for ``owner/name`` strings that are not existing local paths."""
+    return bool(value) and bool(_REPO_ID.match(value)) and not Path(value).exists()
+
+
+def encoder_preset_name(config) -> str | None:
+    """The LiteVAE preset (``"S"``/``"B"``/``"M"``/``"L"``) whose encoder widths match ``config``, else ``None``."""
+    for name, spec in ENCODER_PRESETS.items():
+        if (
+            config["encoder_feature_channels"] == spec.feature_channels
+            and tuple(config["encoder_feature_channel_mults"]) == tuple(spec.feature_channel_mults)
+            and config["encoder_aggregation_channels"] == spec.aggregation_channels
+            and tuple(config["encoder_aggregation_channel_mults"]) == tuple(spec.aggregation_channel_mults)
+        ):
+            return name
+    return None
+
+
+def _dataset_id(summary: dict) -> tuple[str, str | None]:
+    """``(dataset id for model-index, split)`` from the summary's ``dataset`` (a folder path or ``hub_id[:split]``)."""
+    dataset = str(summary.get("dataset", "unknown"))
+    if Path(dataset).exists() or dataset.startswith(("/", ".", "~")):
+        return Path(dataset).name or dataset, None
+    name, _, split = dataset.partition(":")
+    return name.split("[")[0], split or None
+
+
+def eval_results_from_summary(summary: dict, entry: dict) -> list[EvalResult]:
+    """model-index ``EvalResult`` s for one model entry of a ``litevae eval`` summary (measured metrics only)."""
+    dataset_type, split = _dataset_id(summary)
+    resolution = summary.get("resolution")
+    dataset_name = f"{dataset_type} ({summary.get('preprocessing') or resolution}, {summary.get('num_images')} images)"
+    results = []
+    for key, metric_type, metric_name in _METRICS:
+        value = entry.get(key)
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            continue  # not measured: no number in the metadata (the body says why)
+        results.append(
+            EvalResult(
+                task_type="image-to-image",
+                task_name="Image reconstruction",
+                dataset_type=dataset_type,
+                dataset_name=dataset_name,
+                dataset_split=split,
+                metric_type=metric_type,
+                metric_name=metric_name,
+                metric_value=round(float(value), 4),
+                metric_config=f"resolution={resolution}",
+            )
+        )
+    return results
+
+
+def _fmt(value, spec: str = ".2f", missing: str = "n/a") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return missing
+    return format(value, spec)
+
+
+def _millions(count) -> str:
+    return "n/a" if count is None else f"{count / 1e6:.2f} M"
+
+
+def _usage(repo_id: str, teacher: str | None, pipeline_id: str | None, latent_channels: int) -> str:
+    same_space = f"whose VAE is `{teacher}`" if teacher else "whose VAE shares this model's latent space"
+    pipeline_lines = (
+        f'pipe = DiffusionPipeline.from_pretrained("{pipeline_id}", torch_dtype=torch.float16).to("cuda")\n'
+        f'pipe.vae = AutoencoderLite.from_pretrained("{repo_id}", torch_dtype=torch.float16, variant="fp16").to("cuda")\n'
+        if pipeline_id
+        else f"# `pipe`: a diffusers pipeline {same_space} (same latent space, much smaller encoder)\n"
+        f'pipe.vae = AutoencoderLite.from_pretrained("{repo_id}", torch_dtype=pipe.vae.dtype).to(pipe.device)\n'
+    )
+    return f"""```bash
+pip install diffusers-litevae
+```
+
+```python
+import torch
+from diffusers import DiffusionPipeline
+
+import diffusers_litevae  # makes AutoencoderLite available to diffusers
+from diffusers_litevae import AutoencoderLite
+
+{pipeline_lines}```
+
+Encode and decode directly (images in `[-1, 1]`, sides multiples of 8):
+
+```python
+vae = AutoencoderLite.from_pretrained("{repo_id}")  # fp32; add variant="fp16", torch_dtype=torch.float16 for fp16
+images = torch.rand(1, 3, 256, 256) * 2 - 1
+latents = vae.encode(images).latent_dist.mode()  # (1, {latent_channels}, 32, 32)
+reconstruction = vae.decode(latents).sample  # (1, 3, 256, 256) in about [-1, 1]
+```"""
+
+
+def _architecture(config: dict, encoder_parameters: int, decoder_parameters: int) -> str:
+    preset = encoder_preset_name(config)
+    factor = 2 ** config["wavelet_levels"]
+    encoder = (
+        f"LiteVAE encoder{f' (preset {preset})' if preset else ' (custom widths)'}: {config['wavelet_levels']}-level Haar "
+        f"wavelet transform, one feature UNet per level (width {config['encoder_feature_channels']}, multipliers "
+        f"{tuple(config['encoder_feature_channel_mults'])}) and an aggregation UNet (width "
+        f"{config['encoder_aggregation_channels']}, multipliers {tuple(config['encoder_aggregation_channel_mults'])}), "
+        f"ResBlocks per UNet level: {config['encoder_layers_per_block']}"
+    )
+    if config["decoder_type"] == "tiny":
+        decoder = (
+            f"TAESD-family decoder (width {config['tiny_decoder_channels']}, blocks per stage "
+            f"{tuple(config['tiny_decoder_num_blocks'])})"
+        )
+    else:
+        decoder = (
+            f"Stable-Diffusion-layout diffusers `Decoder` (block_out_channels {tuple(config['block_out_channels'])}, "
+            f"layers_per_block {config['layers_per_block']}"
+            f"{', Self-Modulated Convolutions' if config.get('use_smc') else ''}"
+            f"{', with post_quant_conv' if config.get('use_post_quant_conv', True) else ''})"
+        )
+    rows = [
+        ("Class", "`diffusers_litevae.AutoencoderLite`"),
+        ("Encoder", encoder),
+        ("Decoder", decoder),
+        ("Latent space", f"{config['latent_channels']} channels, {factor}x downsampling"),
+        ("scaling_factor / shift_factor", f"{config.get('scaling_factor')} / {config.get('shift_factor')}"),
+        ("Encoder parameters", _millions(encoder_parameters)),
+        ("Decoder parameters", f"{_millions(decoder_parameters)} (including post_quant_conv)"),
+        ("Total parameters", _millions(encoder_parameters + decoder_parameters)),
+    ]
+    return "| | |\n|---|---|\n" + "\n".join(f"| {key} | {value} |" for key, value in rows)
+
+
+def _evaluation(summary: dict, label: str, grid_file: str | None) -> str:
+    models = summary.get("models", {})
+    lines = [
+        f"Measured with `litevae eval` on **{summary.get('num_images')} images** of `{_dataset_id(summary)[0]}` "
+        f"({summary.get('preprocessing') or summary.get('resolution')}). Every model saw the same pixels; PSNR and SSIM "
+        "(11x11 Gaussian window, sigma 1.5) are computed on images in [0, 1] and averaged over images.",
+        "",
+    ]
+    if summary.get("command"):
+        lines += ["Command:", "", "```bash", summary["command"], "```", ""]
+    lines += [
+        "| model | class | PSNR (dB) | SSIM | LPIPS | rFID | encoder params | decoder params |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in models.items():
+        shown = f"**{name} (this model)**" if name == label else name
+        lines.append(
+            f"| {shown} | {entry.get('class')} | {_fmt(entry.get('psnr'))} | {_fmt(entry.get('ssim'), '.4f')} | "
+            f"{_fmt(entry.get('lpips'), '.4f')} | {_fmt(entry.get('rfid'))} | {_millions(entry.get('encoder_parameters'))} | "
+            f"{_millions(entry.get('decoder_parameters'))} |"
+        )
+    missing = {}
+    for entry in models.values():
+        missing.update(entry.get("missing_metrics") or {})
+    if missing:
+        lines += ["", "Not measured (n/a above):"] + [f"- {key}: {message}" for key, message in missing.items()]
+    lines += ["", "### Speed", ""]
+    entry = models.get(label, {})
+    if entry.get("encode_images_per_s") is None:
+        lines.append("Speed was not measured in this evaluation (`--skip_speed`).")
+    else:
+        size = entry.get("speed_image_size") or ["?", "?"]
+        lines += [
+            f"Images per second, batch {entry.get('speed_batch_size')} at {size[0]}x{size[1]}, on `{entry.get('device')}` "
+            f"in {entry.get('dtype')}; encoder and decoder timed separately, median of {summary.get('speed_repeats')} "
+            "runs after warm-up. All rows come from the same machine and run: compare rows, not numbers across machines.",
+            "",
+            "| model | encode img/s | decode img/s |",
+            "|---|---|---|",
+        ]
+        for name, other in models.items():
+            shown = f"**{name} (this model)**" if name == label else name
+            lines.append(f"| {shown} | {_fmt(other.get('encode_images_per_s'))} | {_fmt(other.get('decode_images_per_s'))} |")
+    if grid_file:
+        lines += ["", "Reconstructions (original, then each model; captions are per-image PSNR):", "", f"![reconstructions]({grid_file})"]
+    return "\n".join(lines)
+
+
+def _flatten(settings: dict, prefix: str = "") -> list[tuple[str, object]]:
+    items = []
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            items.extend(_flatten(value, f"{prefix}{key}."))
+        else:
+            items.append((f"{prefix}{key}", value))
+    return items
+
+
+def _training(distillation: dict | None, curve_file: str | None = None) -> str:
+    if not distillation:
+        return "No `distillation.json` was found in the model folder, so the training settings are not recorded here."
+    teacher = distillation.get("teacher", {}) or {}
+    student = distillation.get("student", {}) or {}
+    final = distillation.get("final_metrics", {}) or {}
+    lines = [
+        f"The encoder was distilled with `litevae distill`: its latents are trained to match the frozen teacher "
+        f"`{teacher.get('name_or_path')}` ({teacher.get('type')}, {teacher.get('latent_channels')} latent channels), "
+        "whose decoder is kept unchanged, so the latent space is the teacher's and models trained on it keep working.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| Student encoder | preset {student.get('preset') or 'custom'}, {_millions(student.get('encoder_parameters'))} |",
+        f"| Steps / images seen | {final.get('step')} / {final.get('images_seen')} |",
+        f"| Wall time | {_fmt(distillation.get('wall_time_s'), '.0f')} s |",
+        f"| Training throughput | {_fmt(distillation.get('train_images_per_s'))} images/s |",
+    ]
+    if final:
+        lines += [
+            "",
+            f"Final evaluation during training ({final.get('eval_images')} images of {final.get('eval_set')}):",
+            "",
+            "| | student | teacher |",
+            "|---|---|---|",
+            f"| PSNR (dB) | {_fmt(final.get('psnr_student'))} | {_fmt(final.get('psnr_teacher'))} |",
+            f"| SSIM | {_fmt(final.get('ssim_student'), '.4f')} | {_fmt(final.get('ssim_teacher'), '.4f')} |",
+            f"| latent MSE to the teacher | {_fmt(final.get('latent_mse'), '.5f')} | |",
+        ]
+    curve = distillation.get("curve") or []
+    if curve:
+        # A handful of evenly spaced points tells the shape of the curve; the full list is in distillation.json.
+        picks = sorted({round(i * (len(curve) - 1) / 5) for i in range(6)}) if len(curve) > 6 else range(len(curve))
+        lines += ["", "Training curve (from `distillation.json`):", "", "| step | wall time (s) | student PSNR (dB) | latent MSE |",
+                  "|---|---|---|---|"]
+        for index in picks:
+            point = curve[index]
+            lines.append(
+                f"| {point.get('step')} | {_fmt(point.get('wall_time_s'), '.0f')} | {_fmt(point.get('psnr_student'))} | "
+                f"{_fmt(point.get('latent_mse'), '.5f')} |"
+            )
+    if curve_file:
+        lines += ["", f"![training curve]({curve_file})"]
+    settings = distillation.get("settings") or {}
+    if settings:
+        lines += ["", "<details><summary>All training settings</summary>", "", "| setting | value |", "|---|---|"]
+        lines += [f"| `{key}` | `{json.dumps(value)}` |" for key, value in _flatten(settings)]
+        lines += ["", "</details>"]
+    return "\n".join(lines)
+
+
+def build_model_card(
+    repo_id: str,
+    config: dict,
+    encoder_parameters: int,
+    decoder_parameters: int,
+    summary: dict,
+    label: str,
+    distillation: dict | None = None,
+    license: str = "apache-2.0",
+    base_model: str | None = None,
+    pipeline_id: str | None = None,
+    grid_file: str | None = None,
+    curve_file: str | None = None,
+    files: list[str] | None = None,
+) -> ModelCard:
+    """Build the model card of an ``AutoencoderLite`` checkpoint.
+
+    Args:
+        repo_id: Hub repo the card is for (``owner/name``), used in the usage snippet and as ``model_name``.
+        config: the model's config (``config.json`` contents).
+        encoder_parameters: parameters of ``model.encoder``.
+        decoder_parameters: parameters of ``model.decoder`` plus ``post_quant_conv``.
+        summary: a ``litevae eval`` ``summary.json`` dict.
+        label: this model's key in ``summary["models"]``.
+        distillation: the run's ``distillation.json`` dict, if any (training section, teacher).
+        license: Hub license id of the weights.
+        base_model: Hub id of the teacher VAE; default: the teacher's ``name_or_path`` when that is a Hub id.
+        pipeline_id: a pipeline repo to show in the usage snippet (optional).
+        grid_file: path of the reconstruction grid inside the repo (embedded as an image).
+        curve_file: path of the distillation curve plot inside the repo (embedded as an image).
+        files: weight/config files in the repo, listed in the card.
+
+    Returns:
+        A ``huggingface_hub.ModelCard`` (``card.save(path)`` writes README.md).
+    """
+    teacher = ((distillation or {}).get("teacher") or {}).get("name_or_path")
+    if base_model is None and is_hub_repo_id(teacher):
+        base_model = teacher
+    entry = summary["models"][label]
+    card_data = ModelCardData(
+        license=license,
+        library_name="diffusers",
+        tags=list(CARD_TAGS),
+        base_model=base_model,
+        model_name=repo_id.split("/")[-1],
+        eval_results=eval_results_from_summary(summary, entry) or None,
+    )
+    preset = encoder_preset_name(config)
+    title = repo_id.split("/")[-1]
+    intro = (
+        f"A [LiteVAE](https://arxiv.org/abs/2405.14477) autoencoder for diffusers: a wavelet-based "
+        f"{'LiteVAE-' + preset if preset else 'LiteVAE'} encoder ({_millions(encoder_parameters)} parameters)"
+    )
+    if teacher:
+        intro += (
+            f" distilled against `{teacher}`, with that VAE's decoder unchanged. It encodes into the same latent space as "
+            f"`{teacher}`, so it replaces that VAE in existing pipelines and latent-caching jobs."
+        )
+    else:
+        intro += " with its decoder, packaged as a diffusers model (`AutoencoderLite`)."
+    license_note = (
+        f"The weights are released under `{license}`."
+        + (f" The decoder weights are copied from `{teacher}`; its license also applies to them." if teacher else "")
+    )
+    file_list = "\n".join(f"- `{name}`" for name in (files or []))
+    body = f"""# {title}
+
+{intro}
+
+## Usage
+
+{_usage(repo_id, teacher, pipeline_id, config['latent_channels'])}
+
+## Architecture
+
+{_architecture(config, encoder_parameters, decoder_parameters)}
+
+## Evaluation
+
+{_evaluation(summary, label, grid_file)}
+
+## Training
+
+{_training(distillation, curve_file)}
+
+## Files
+
+{file_list}
+
+## License
+
+{license_note}
+
+## Citation
+
+```bibtex
+{CITATION}
+```
+"""
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
