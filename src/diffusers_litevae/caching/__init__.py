@@ -1,0 +1,40 @@
+"""Latent caching for latent-diffusion training: encode once, train many epochs on memory-mapped latents.
+
+- :func:`cache_latents` / ``litevae cache-latents``: image folder or Hugging Face dataset -> safetensors shards +
+  index, with aspect-ratio buckets, incremental and crash-safe updates, and multi-GPU via ``accelerate launch``.
+- :class:`LatentDataset` and :class:`BucketBatchSampler`: read the cache in a training loop.
+
+See ``docs/caching.md``.
+"""
+
+from __future__ import annotations
+
+from .buckets import CropPlan, assign_bucket, make_buckets, plan_crop
+from .dataset import BucketBatchSampler, LatentDataset
+from .encode import CacheReport, cache_latents, encode_moments, load_vae, vae_identity
+from .index import CacheIndex, IncompatibleCacheError, load_manifest
+from .preprocess import TransformConfig, pixels_to_model_input, preprocess_image
+from .sources import HubDatasetSource, ImageFolderSource, SourceItem
+
+__all__ = [
+    "BucketBatchSampler",
+    "CacheIndex",
+    "CacheReport",
+    "CropPlan",
+    "HubDatasetSource",
+    "ImageFolderSource",
+    "IncompatibleCacheError",
+    "LatentDataset",
+    "SourceItem",
+    "TransformConfig",
+    "assign_bucket",
+    "cache_latents",
+    "encode_moments",
+    "load_manifest",
+    "load_vae",
+    "make_buckets",
+    "pixels_to_model_input",
+    "plan_crop",
+    "preprocess_image",
+    "vae_identity",
+]

@@ -1,0 +1,828 @@
+"""The caching job: encode an image folder or dataset into a latent cache, incrementally and resumably.
+
+One call of :func:`cache_latents` (or ``litevae cache-latents``):
+
+1. loads the VAE and checks the request against an existing cache's manifest (refusing on any difference in
+   VAE, transform, storage dtype or source kind, before any work);
+2. lists the source, loads the index (folding in shards from killed runs) and computes what to do: new or changed
+   images are encoded, unchanged ones kept (caption edits applied in place), removed ones dropped;
+3. decodes/resizes in DataLoader workers that batch by bucket, copies pinned ``uint8`` batches to the device
+   without blocking, encodes in bf16 autocast on GPU (fp32 on CPU), and hands the latents to a background
+   thread that writes shards atomically;
+4. merges every process's shards into one index (main process), deletes superseded shards and writes
+   ``errors.jsonl`` and ``last_run.json``.
+
+Under ``accelerate launch`` each process encodes a disjoint, interleaved part of the work list.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import UnidentifiedImageError
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from .index import (
+    ERRORS_NAME,
+    INDEX_NAME,
+    LAST_RUN_NAME,
+    MANIFEST_NAME,
+    CacheIndex,
+    IncompatibleCacheError,
+    compare_manifests,
+    load_manifest,
+)
+from .preprocess import TransformConfig, pixels_to_model_input, preprocess_image
+from .sources import HubDatasetSource, ImageFolderSource, SourceItem, content_hash
+from .writer import (
+    CACHE_FORMAT,
+    FORMAT_VERSION,
+    BackgroundWriter,
+    ShardWriter,
+    crash_point,
+    list_shard_files,
+    remove_temp_files,
+    write_bytes_atomic,
+    write_json_atomic,
+)
+
+__all__ = ["CacheReport", "cache_latents", "encode_moments", "load_vae", "vae_identity", "STORAGE_DTYPES"]
+
+logger = logging.getLogger(__name__)
+
+STORAGE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": None}
+
+
+# ----------------------------------------------------------------------------------------------- VAE
+
+
+def resolve_vae_class(class_name: str):
+    """The VAE class for a config's ``_class_name`` (``AutoencoderLite`` or any diffusers autoencoder)."""
+    from ..models.autoencoder_lite import AutoencoderLite
+
+    if class_name == "AutoencoderLite":
+        return AutoencoderLite
+    import diffusers
+
+    cls = getattr(diffusers, class_name, None)
+    if cls is None or not hasattr(cls, "encode"):
+        raise ValueError(
+            f"unknown VAE class {class_name!r}: use AutoencoderLite or a diffusers autoencoder such as AutoencoderKL "
+            "or AutoencoderTiny (pass --vae_class to override the config's _class_name)."
+        )
+    return cls
+
+
+def load_vae(
+    name_or_path: str,
+    subfolder: str | None = None,
+    vae_class: str | None = None,
+    revision: str | None = None,
+    variant: str | None = None,
+):
+    """Load a VAE from a local folder or Hub id, picking its class from ``config.json``'s ``_class_name``.
+
+    Args:
+        name_or_path (`str`): a folder with ``config.json`` and weights, or a Hub repo id.
+        subfolder (`str`, *optional*): e.g. ``"vae"`` for a full pipeline repo.
+        vae_class (`str`, *optional*): class name overriding the config's (``"AutoencoderKL"``, ...).
+        revision, variant: as in ``from_pretrained``.
+    """
+    from diffusers import AutoencoderKL
+
+    if vae_class is None:
+        try:
+            config = AutoencoderKL.load_config(name_or_path, subfolder=subfolder, revision=revision)
+        except (OSError, EnvironmentError) as error:
+            where = f"{name_or_path}" + (f" (subfolder {subfolder!r})" if subfolder else "")
+            raise OSError(
+                f"cannot read the VAE config from {where}: {error}. Pass a folder with config.json, a Hub id, "
+                "and --vae_subfolder vae for a pipeline repo."
+            ) from error
+        vae_class = config.get("_class_name") or "AutoencoderKL"
+    cls = resolve_vae_class(vae_class)
+    kwargs = {"subfolder": subfolder, "revision": revision}
+    if variant:
+        kwargs["variant"] = variant
+    return cls.from_pretrained(name_or_path, **kwargs)
+
+
+def _config_dict(vae) -> dict:
+    return {key: value for key, value in dict(vae.config).items() if not key.startswith("_")}
+
+
+def vae_identity(
+    vae, name_or_path: str | None = None, subfolder: str | None = None, revision: str | None = None
+) -> dict:
+    """What identifies a VAE's latents: class, config hash, weights hash and the latent-space factors.
+
+    The weights hash is BLAKE2b over every parameter and buffer (sorted by name), so the same weights loaded from
+    a copy or another path compare equal while a retrained or different checkpoint does not.
+    """
+    config = _config_dict(vae)
+    config_json = json.dumps(config, sort_keys=True, default=str)
+    weights = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(vae.state_dict().items()):
+        weights.update(name.encode())
+        weights.update(str(tensor.dtype).encode())
+        weights.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return {
+        "class": type(vae).__name__,
+        "name_or_path": name_or_path or getattr(vae, "name_or_path", None) or vae.config.get("_name_or_path"),
+        "subfolder": subfolder,
+        "revision": revision,
+        "config_hash": hashlib.blake2b(config_json.encode(), digest_size=16).hexdigest(),
+        "weights_hash": weights.hexdigest(),
+        "scaling_factor": config.get("scaling_factor"),
+        "shift_factor": config.get("shift_factor"),
+        "latents_mean": config.get("latents_mean"),
+        "latents_std": config.get("latents_std"),
+    }
+
+
+def encode_moments(vae, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Posterior mean and standard deviation of ``images`` (``(B, 3, H, W)`` in ``[-1, 1]``).
+
+    Returns:
+        ``(mean, std)`` in float32, shaped ``(B, C, H/f, W/f)``; ``std`` is ``exp(0.5 * logvar)`` with ``logvar``
+        clamped to ``[-30, 20]`` exactly as diffusers' ``DiagonalGaussianDistribution``. Deterministic VAEs
+        (``AutoencoderTiny``) return ``std=None``.
+    """
+    output = vae.encode(images)
+    distribution = getattr(output, "latent_dist", None)
+    if distribution is not None:
+        # Recompute from the raw moments in float32: under bf16 autocast the distribution's own tensors are bf16.
+        mean, logvar = torch.chunk(distribution.parameters.float(), 2, dim=1)
+        return mean, torch.exp(0.5 * torch.clamp(logvar, -30.0, 20.0))
+    for attribute in ("latents", "latent"):
+        latents = getattr(output, attribute, None)
+        if latents is not None:
+            return latents.float(), None
+    if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
+        return output[0].float(), None
+    raise TypeError(f"{type(vae).__name__}.encode returned {type(output).__name__}; expected latent_dist or latents.")
+
+
+def _probe_latent_geometry(vae, device: torch.device) -> tuple[int, int, bool]:
+    """``(latent_channels, downsample_factor, has_std)`` measured by encoding one 64x64 image."""
+    with torch.inference_mode():
+        mean, std = encode_moments(vae, torch.zeros(1, 3, 64, 64, device=device))
+    return mean.shape[1], 64 // mean.shape[-1], std is not None
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def _identity_collate(batch):
+    return batch
+
+
+def _worker_init(_worker_id: int) -> None:
+    torch.set_num_threads(1)  # workers decode with PIL; torch threads would only fight the encoder for cores
+
+
+class _DecodeStream(IterableDataset):
+    """Decodes and crops a list of source items in DataLoader workers, yielding same-bucket ``uint8`` batches.
+
+    Each worker takes an interleaved part of ``items`` and keeps one buffer per bucket; a buffer is yielded when it
+    holds ``batch_size`` images, or early (the fullest) when more than ``max_buffered`` images wait. Unreadable
+    images are yielded as ``failed`` records instead of raising.
+    """
+
+    def __init__(
+        self,
+        source,
+        items: list[SourceItem],
+        transform: TransformConfig,
+        batch_size: int,
+        max_buffered: int | None = None,
+    ):
+        self.source = source
+        self.items = items
+        self.transform = transform
+        self.batch_size = batch_size
+        self.max_buffered = max_buffered or 4 * batch_size
+
+    @staticmethod
+    def _batch(bucket, buffer, failed, decode_s) -> dict:
+        return {
+            "bucket": list(bucket),
+            "pixels": torch.stack([pixels for pixels, _ in buffer]),
+            "entries": [entry for _, entry in buffer],
+            "failed": failed,
+            "decode_s": decode_s,
+        }
+
+    def __iter__(self):
+        worker = get_worker_info()
+        items = self.items if worker is None else self.items[worker.id :: worker.num_workers]
+        buckets = self.transform.buckets()
+        buffers: dict[tuple[int, int], list] = {}
+        seconds: dict[tuple[int, int], float] = {}
+        for item in items:
+            start = time.perf_counter()
+            try:
+                data = self.source.read_bytes(item.locator)
+                digest = item.content_hash or content_hash(data)
+                pixels, plan = preprocess_image(data, self.transform, item.sample_id, buckets)
+            except Exception as error:  # noqa: BLE001 (any undecodable input is reported, never fatal)
+                message = f"{type(error).__name__}: {error}"
+                if isinstance(error, UnidentifiedImageError):
+                    message = "UnidentifiedImageError: not an image, or a format PIL cannot read"
+                yield {
+                    "bucket": None,
+                    "pixels": None,
+                    "entries": [],
+                    "decode_s": time.perf_counter() - start,
+                    "failed": [
+                        {
+                            "sample_id": item.sample_id,
+                            "path": self.source.path_of(item),
+                            "stage": "decode",
+                            "error": message,
+                            "fingerprint": item.fingerprint,
+                        }
+                    ],
+                }
+                continue
+            entry = {
+                "id": item.sample_id,
+                "bucket": list(plan.target_size),
+                "original_size": list(plan.original_size),
+                "resized_size": list(plan.resized_size),
+                "crop_ltrb": list(plan.crop_ltrb),
+                "caption": item.caption,
+                "content_hash": digest,
+                "fingerprint": item.fingerprint,
+            }
+            bucket = plan.target_size
+            buffers.setdefault(bucket, []).append((pixels, entry))
+            seconds[bucket] = seconds.get(bucket, 0.0) + time.perf_counter() - start
+            if len(buffers[bucket]) >= self.batch_size:
+                yield self._batch(bucket, buffers.pop(bucket), [], seconds.pop(bucket))
+            elif sum(len(buffer) for buffer in buffers.values()) > self.max_buffered:
+                fullest = max(buffers, key=lambda key: len(buffers[key]))
+                yield self._batch(fullest, buffers.pop(fullest), [], seconds.pop(fullest))
+        for bucket in sorted(buffers):
+            yield self._batch(bucket, buffers[bucket], [], seconds[bucket])
+
+
+# ----------------------------------------------------------------------------------------------- report
+
+
+@dataclass
+class CacheReport:
+    """What a caching run did.
+
+    Attributes:
+        output_dir: the cache folder.
+        num_samples: samples in the cache after the run.
+        num_encoded: samples encoded by this run (all processes).
+        num_unchanged: samples kept from earlier runs.
+        num_removed: index entries dropped because their image is gone (or changed and failed to decode).
+        num_failed: images that could not be read or decoded (listed in ``errors.jsonl``), this run or earlier.
+        num_skipped_files: files skipped while listing (not images), also in ``errors.jsonl``.
+        num_metadata_updates: unchanged images whose caption or file stat changed (index updated, no encode).
+        encoded_ids: ids this process encoded.
+        wall_s: seconds for the whole run; images_per_s: encoded images per second of the encode phase.
+        timings: where this process's encode phase went (seconds): ``loader_wait`` (waiting for decoded batches),
+            ``decode_worker`` (summed worker time), ``transfer`` (host to device), ``encode``, ``writer_busy``
+            (background thread), ``writer_wait`` (encoder blocked on the writer), ``encode_phase`` (wall), ``cpu``
+            (CPU seconds of this process and its loader workers during the encode phase).
+    """
+
+    output_dir: str
+    num_samples: int = 0
+    num_encoded: int = 0
+    num_unchanged: int = 0
+    num_removed: int = 0
+    num_failed: int = 0
+    num_skipped_files: int = 0
+    num_metadata_updates: int = 0
+    encoded_ids: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+    images_per_s: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("encoded_ids")
+        return data
+
+
+# ----------------------------------------------------------------------------------------------- job
+
+
+def _as_source(source, caption_extension: str | None, output_dir: Path, **dataset_kwargs):
+    if isinstance(source, (ImageFolderSource, HubDatasetSource)):
+        return source
+    if (
+        isinstance(source, (str, os.PathLike))
+        and Path(source).expanduser().is_dir()
+        and not ((Path(source) / "dataset_info.json").exists() or (Path(source) / "dataset_dict.json").exists())
+    ):
+        return ImageFolderSource(source, caption_extension=caption_extension, exclude=(output_dir,))
+    return HubDatasetSource(source, **dataset_kwargs)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by a kill
+            continue
+    return rows
+
+
+def _hash_files(source, items: list[SourceItem]) -> dict[str, str | None]:
+    def digest(item):
+        try:
+            return item.sample_id, content_hash(source.read_bytes(item.locator))
+        except OSError:
+            return item.sample_id, None
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return dict(pool.map(digest, items))
+
+
+def _plan_work(items, index: CacheIndex, previous_failures: dict[str, dict], source, retry_failed: bool):
+    """Decide per item: keep (maybe with metadata updates), encode, or skip as a known failure.
+
+    Mutates ``index.entries``: drops removed samples and the stale entries of changed ones, applies caption and
+    stat updates. Returns ``(todo, kept_failures, num_removed, num_updates)``.
+    """
+    source_ids = {item.sample_id for item in items}
+    removed = [sample_id for sample_id in index.entries if sample_id not in source_ids]
+    for sample_id in removed:
+        del index.entries[sample_id]
+    existing_shards = {relpath for relpath in index.live_shards() if (index.root / relpath).exists()}
+
+    todo: list[SourceItem] = []
+    needs_hash: list[tuple[SourceItem, dict]] = []
+    kept_failures: list[dict] = []
+    updates = 0
+    for item in items:
+        entry = index.entries.get(item.sample_id)
+        if entry is not None and entry["shard"] not in existing_shards:
+            del index.entries[item.sample_id]  # its shard was deleted by hand: encode again
+            entry = None
+        if entry is None:
+            failure = previous_failures.get(item.sample_id)
+            if failure is not None and failure.get("fingerprint") == item.fingerprint and not retry_failed:
+                kept_failures.append(failure)
+            else:
+                todo.append(item)
+            continue
+        if entry.get("fingerprint") == item.fingerprint or (
+            item.content_hash is not None and entry.get("content_hash") == item.content_hash
+        ):
+            if entry.get("caption") != item.caption:
+                entry["caption"] = item.caption
+                updates += 1
+        else:
+            needs_hash.append((item, entry))
+    # A changed stat (touched, copied, restored from backup) re-encodes only if the bytes differ.
+    hashes = _hash_files(source, [item for item, _ in needs_hash]) if needs_hash else {}
+    for item, entry in needs_hash:
+        if hashes.get(item.sample_id) is not None and hashes[item.sample_id] == entry.get("content_hash"):
+            entry["fingerprint"] = item.fingerprint
+            entry["caption"] = item.caption
+            updates += 1
+        else:
+            del index.entries[item.sample_id]
+            todo.append(item)
+    return todo, kept_failures, len(removed), updates
+
+
+def _build_manifest(
+    vae_info: dict, transform: TransformConfig, dtype: str, channels: int, factor: int, has_std: bool, source
+) -> dict:
+    stored = ["mean", "std"] if has_std else ["mean"]
+    if transform.flip:
+        stored += [f"{name}_flipped" for name in stored]
+    return {
+        "format": CACHE_FORMAT,
+        "version": FORMAT_VERSION,
+        "vae": vae_info,
+        "latents": {
+            "channels": channels,
+            "downsample_factor": factor,
+            "dtype": dtype,
+            "tensors": stored,
+            "std": "exp(0.5 * logvar), logvar clamped to [-30, 20] (diffusers DiagonalGaussianDistribution); "
+            "absent for deterministic VAEs",
+            "scaling": "unscaled: training latents are (latent - shift_factor) * scaling_factor",
+        },
+        "transform": transform.to_dict(),
+        "source": source.compared_identity(),
+        "source_info": source.identity(),
+    }
+
+
+class _SingleProcess:
+    """The one-process stand-in for accelerate's ``PartialState`` (leaves accelerate's global state untouched)."""
+
+    process_index = 0
+    num_processes = 1
+    is_main_process = True
+
+    def __init__(self):
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+
+def _process_state(device):
+    """accelerate's ``PartialState`` under ``accelerate launch``/torchrun (or when already set up), else one process."""
+    from accelerate import PartialState
+
+    if PartialState._shared_state or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Without CUDA, processes started by `accelerate launch --multi_gpu` / torchrun form a gloo (CPU) group.
+        cpu = (device is not None and torch.device(device).type == "cpu") or not torch.cuda.is_available()
+        return PartialState(cpu=cpu)
+    return _SingleProcess()
+
+
+def cache_latents(
+    source,
+    vae,
+    output_dir: str | os.PathLike,
+    *,
+    transform: TransformConfig | None = None,
+    dtype: str = "bf16",
+    batch_size: int = 16,
+    num_workers: int = 4,
+    samples_per_shard: int = 512,
+    mixed_precision: str = "bf16",
+    channels_last: bool = False,
+    compile: bool = False,
+    retry_failed: bool = False,
+    device: str | torch.device | None = None,
+    vae_subfolder: str | None = None,
+    vae_class: str | None = None,
+    revision: str | None = None,
+    variant: str | None = None,
+    caption_extension: str | None = ".txt",
+    dataset_config_name: str | None = None,
+    split: str = "train",
+    image_column: str | None = None,
+    caption_column: str | None = None,
+    dataset_cache_dir: str | None = None,
+    progress: bool = True,
+    **transform_kwargs,
+) -> CacheReport:
+    """Encode an image folder or dataset into a latent cache (incremental, resumable, multi-process aware).
+
+    Args:
+        source: an image folder path, a Hub dataset id / ``save_to_disk`` folder / ``datasets.Dataset``, or an
+            :class:`~diffusers_litevae.caching.sources.ImageFolderSource` / ``HubDatasetSource``.
+        vae: a loaded diffusers VAE (``AutoencoderLite``, ``AutoencoderKL``, ``AutoencoderTiny``, ...; moved to the
+            device and put in eval mode) or a folder / Hub id for :func:`load_vae`.
+        output_dir: the cache folder (created; an existing cache is updated if its settings match, else refused).
+        transform (`TransformConfig`): resize/crop settings; or give its fields as keyword arguments
+            (``resolution=512, bucketing=False, crop="random", flip=True, ...``).
+        dtype (`str`): storage dtype of ``mean``/``std``: ``"bf16"`` (default), ``"fp16"`` or ``"fp32"``.
+        batch_size (`int`): images per encoder call (per bucket).
+        num_workers (`int`): DataLoader worker processes decoding and resizing (0: in this process).
+        samples_per_shard (`int`): samples per safetensors shard.
+        mixed_precision (`str`): autocast dtype on CUDA (``"bf16"``, ``"fp16"``, ``"no"``); CPU always runs fp32.
+        channels_last (`bool`), compile (`bool`): channels-last layout / ``torch.compile`` of the encoder.
+        retry_failed (`bool`): try again images that failed before even if unchanged.
+        device: defaults to accelerate's device for this process (``cuda:<local rank>`` or ``cpu``).
+        vae_subfolder, vae_class, revision, variant: how to load ``vae`` when it is a name.
+        caption_extension (`str`): sidecar caption extension for folders.
+        dataset_config_name, split, image_column, caption_column, dataset_cache_dir: for dataset sources.
+        progress (`bool`): tqdm progress bar (main process).
+
+    Returns:
+        :class:`CacheReport`.
+    """
+    started = time.perf_counter()
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}.")
+    if mixed_precision not in _AUTOCAST_DTYPES:
+        raise ValueError(f"mixed_precision must be one of {sorted(_AUTOCAST_DTYPES)}, got {mixed_precision!r}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if transform is None:
+        transform = TransformConfig(**transform_kwargs)
+    elif transform_kwargs:
+        raise TypeError(f"pass either transform= or transform fields, not both (got {sorted(transform_kwargs)}).")
+
+    state = _process_state(device)
+    rank, world = state.process_index, state.num_processes
+    device = torch.device(device) if device is not None else state.device
+    root = Path(output_dir).expanduser().resolve()
+    source = _as_source(
+        source,
+        caption_extension,
+        root,
+        config_name=dataset_config_name,
+        split=split,
+        image_column=image_column,
+        caption_column=caption_column,
+        cache_dir=dataset_cache_dir,
+    )
+
+    # --- VAE and settings: every check before any long work --------------------------------------------------
+    if isinstance(vae, (str, os.PathLike)):
+        vae_name = str(vae)
+        vae = load_vae(vae_name, subfolder=vae_subfolder, vae_class=vae_class, revision=revision, variant=variant)
+    else:
+        vae_name = None
+    vae_info = vae_identity(vae, vae_name, vae_subfolder, revision)
+    vae = vae.to(device).eval().requires_grad_(False)
+    if any(parameter.dtype != torch.float32 for parameter in vae.parameters()):
+        vae = vae.float()  # fp32 weights: CPU encodes in fp32, CUDA autocasts to bf16/fp16
+    channels, factor, has_std = _probe_latent_geometry(vae, device)
+    transform.check_downsample_factor(factor)
+    manifest = _build_manifest(vae_info, transform, dtype, channels, factor, has_std, source)
+    existing = load_manifest(root)
+    if existing is None and (list_shard_files(root) or (root / INDEX_NAME).exists()):
+        raise IncompatibleCacheError(
+            f"{root} holds latent shards but no manifest.json, so their settings are unknown: use another "
+            "--output_dir (or delete the folder to rebuild it)."
+        )
+    if existing is not None:
+        differences = compare_manifests(existing, manifest)
+        if differences:
+            raise IncompatibleCacheError(
+                f"the cache in {root} was built with other settings; mixing them would corrupt it:\n  - "
+                + "\n  - ".join(differences)
+                + "\nUse another --output_dir for these settings (or delete the old cache to rebuild it)."
+            )
+        if existing.get("source_info") != manifest["source_info"] and state.is_main_process:
+            logger.warning(
+                "the cache was built from %s; it now mirrors %s (samples missing from it will be dropped).",
+                existing.get("source_info"),
+                manifest["source_info"],
+            )
+    state.wait_for_everyone()  # every process has read the manifest before the main one may write it
+    if state.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        remove_temp_files(root)
+        for stale in root.glob("errors.r*.partial.jsonl"):
+            stale.unlink()
+        if existing is None:
+            write_json_atomic(root / MANIFEST_NAME, manifest)
+
+    # --- what to do -------------------------------------------------------------------------------------------
+    items, skipped = source.scan()
+    index = CacheIndex.load(root)
+    previous_failures = {
+        row["sample_id"]: row for row in _read_jsonl(root / ERRORS_NAME) if row.get("stage") == "decode"
+    }
+    todo, kept_failures, num_removed, num_updates = _plan_work(items, index, previous_failures, source, retry_failed)
+    generation = index.next_generation()
+    known_before = set(index.known_shards)
+    state.wait_for_everyone()  # nobody writes a shard before every process has read the cache state
+    my_todo = todo[rank::world]
+    if state.is_main_process:
+        logger.info(
+            "%s: %d images, %d to encode (%d processes), %d unchanged, %d removed, %d known failures",
+            source.describe(),
+            len(items),
+            len(todo),
+            world,
+            len(items) - len(todo) - len(kept_failures),
+            num_removed,
+            len(kept_failures),
+        )
+
+    # --- encode -----------------------------------------------------------------------------------------------
+    timings, encoded_ids = _encode_items(
+        source,
+        my_todo,
+        transform,
+        vae,
+        device,
+        root,
+        generation,
+        rank,
+        dtype=dtype,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        samples_per_shard=samples_per_shard,
+        mixed_precision=mixed_precision,
+        channels_last=channels_last,
+        compile=compile,
+        has_std=has_std,
+        vae_info=vae_info,
+        progress=progress and state.is_main_process,
+        world=world,
+    )
+    crash_point("before_index")
+    state.wait_for_everyone()
+
+    # --- merge (main process) ---------------------------------------------------------------------------------
+    report = CacheReport(output_dir=str(root), encoded_ids=encoded_ids, timings=timings)
+    if state.is_main_process:
+        index.recover_orphans()  # this run's shards, from every process
+        source_ids = {item.sample_id for item in items}
+        for sample_id in [sample_id for sample_id in index.entries if sample_id not in source_ids]:
+            del index.entries[sample_id]
+        index.write()
+        index.delete_dead_shards()
+        new_failures = []
+        for partial in sorted(root.glob("errors.r*.partial.jsonl")):
+            new_failures.extend(_read_jsonl(partial))
+        failures = sorted(kept_failures + new_failures, key=lambda row: row["sample_id"])
+        rows = skipped + failures
+        write_bytes_atomic(
+            root / ERRORS_NAME, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
+        )
+        for partial in root.glob("errors.r*.partial.jsonl"):
+            partial.unlink()
+        new_shards = index.known_shards - known_before
+        report.num_samples = len(index.entries)
+        report.num_encoded = sum(1 for entry in index.entries.values() if entry["shard"] in new_shards)
+        report.num_unchanged = report.num_samples - report.num_encoded
+        report.num_removed = num_removed
+        report.num_failed = len(failures)
+        report.num_skipped_files = len(skipped)
+        report.num_metadata_updates = num_updates
+        report.wall_s = time.perf_counter() - started
+        phase = timings.get("encode_phase", 0.0)
+        report.images_per_s = report.num_encoded / phase if phase > 0 else 0.0
+        write_json_atomic(
+            root / LAST_RUN_NAME,
+            {
+                **report.to_dict(),
+                "processes": world,
+                "device": str(device),
+                "vae_name_or_path": vae_info["name_or_path"],
+            },
+        )
+        if failures or skipped:
+            logger.warning(
+                "%d images failed and %d files were skipped: see %s", len(failures), len(skipped), root / ERRORS_NAME
+            )
+    state.wait_for_everyone()
+    return report
+
+
+def _encode_items(
+    source,
+    items,
+    transform,
+    vae,
+    device,
+    root,
+    generation,
+    rank,
+    *,
+    dtype,
+    batch_size,
+    num_workers,
+    samples_per_shard,
+    mixed_precision,
+    channels_last,
+    compile,
+    has_std,
+    vae_info,
+    progress,
+    world,
+):
+    """Encode ``items`` into shards of ``generation``/``rank``; returns ``(timings, encoded_ids)``."""
+    from tqdm.auto import tqdm
+
+    timings = {
+        "loader_wait": 0.0,
+        "decode_worker": 0.0,
+        "transfer": 0.0,
+        "encode": 0.0,
+        "writer_busy": 0.0,
+        "writer_wait": 0.0,
+        "encode_phase": 0.0,
+        "cpu": 0.0,
+    }
+    encoded_ids: list[str] = []
+    if not items:
+        return timings, encoded_ids
+
+    cuda = device.type == "cuda"
+    autocast_dtype = _AUTOCAST_DTYPES[mixed_precision] if cuda else None
+    storage_dtype = STORAGE_DTYPES[dtype]
+    if channels_last:
+        vae = vae.to(memory_format=torch.channels_last)
+    if compile:
+        vae.encoder.compile()
+    stream = _DecodeStream(source, items, transform, batch_size)
+    loader = DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=num_workers,
+        pin_memory=cuda,
+        collate_fn=_identity_collate,
+        worker_init_fn=_worker_init if num_workers > 0 else None,
+        prefetch_factor=4 if num_workers > 0 else None,
+    )
+    metadata = {
+        "vae_class": vae_info["class"],
+        "vae_weights_hash": vae_info["weights_hash"],
+        "dtype": dtype,
+        "generation": str(generation),
+        "rank": str(rank),
+    }
+    writer = BackgroundWriter(ShardWriter(root, generation, rank, samples_per_shard, metadata=metadata))
+    errors_path = root / f"errors.r{rank:03d}.partial.jsonl"
+    events: list[tuple] = []
+    desc = f"caching latents ({device.type}" + (f", process {rank + 1}/{world})" if world > 1 else ")")
+    bar = tqdm(total=len(items), desc=desc, unit="img", disable=not progress, dynamic_ncols=True, smoothing=0.1)
+    phase_start = time.perf_counter()
+    cpu_start = os.times()
+    try:
+        iterator = iter(loader)
+        while True:
+            wait_start = time.perf_counter()
+            batch = next(iterator, None)
+            timings["loader_wait"] += time.perf_counter() - wait_start
+            if batch is None:
+                break
+            timings["decode_worker"] += batch["decode_s"]
+            if batch["failed"]:
+                with open(errors_path, "a", encoding="utf-8") as handle:
+                    handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in batch["failed"])
+                bar.update(len(batch["failed"]))
+            if batch["pixels"] is None:
+                continue
+            count = len(batch["entries"])
+            step_start = time.perf_counter()
+            if cuda:
+                marks = [torch.cuda.Event(enable_timing=True) for _ in range(3)]
+                marks[0].record()
+            pixels = batch["pixels"].to(device, non_blocking=True)
+            if cuda:
+                marks[1].record()
+            else:
+                timings["transfer"] += time.perf_counter() - step_start
+            encode_start = time.perf_counter()
+            with (
+                torch.inference_mode(),
+                torch.autocast("cuda", dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext(),
+            ):
+                images = pixels_to_model_input(pixels)
+                if transform.flip:
+                    images = torch.cat([images, images.flip(-1)])
+                if channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                mean, std = encode_moments(vae, images)
+            tensors = {"mean": mean}
+            if std is not None:
+                tensors["std"] = std
+            if transform.flip:
+                tensors = {
+                    key: value
+                    for name, tensor in tensors.items()
+                    for key, value in ((name, tensor[:count]), (f"{name}_flipped", tensor[count:]))
+                }
+            ready = None
+            if cuda:
+                tensors = {
+                    name: tensor.to(storage_dtype).to("cpu", non_blocking=True) for name, tensor in tensors.items()
+                }
+                marks[2].record()
+                ready = marks[2]
+                events.append(marks)
+            else:
+                tensors = {name: tensor.to(storage_dtype) for name, tensor in tensors.items()}
+                timings["encode"] += time.perf_counter() - encode_start
+            writer.submit(tuple(batch["bucket"]), batch["entries"], tensors, ready)
+            encoded_ids.extend(entry["id"] for entry in batch["entries"])
+            bar.update(count)
+        writer.close()
+    except BaseException:
+        # Keep what is already encoded (an interrupt or an error elsewhere): completed shards are picked up next run.
+        with contextlib.suppress(BaseException):
+            writer.close()
+        raise
+    finally:
+        bar.close()
+    if cuda:
+        torch.cuda.synchronize(device)
+        for start, copied, done in events:
+            timings["transfer"] += start.elapsed_time(copied) / 1000
+            timings["encode"] += copied.elapsed_time(done) / 1000
+    timings["encode_phase"] = time.perf_counter() - phase_start
+    cpu_end = os.times()  # after the loader's workers were joined, so their CPU time is in the children's counts
+    timings["cpu"] = sum(
+        getattr(cpu_end, key) - getattr(cpu_start, key)
+        for key in ("user", "system", "children_user", "children_system")
+    )
+    timings["writer_busy"] = writer.busy_s
+    timings["writer_wait"] = writer.submit_wait_s
+    return timings, encoded_ids

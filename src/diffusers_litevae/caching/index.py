@@ -1,0 +1,187 @@
+"""The cache's manifest (settings) and index (sample id -> shard and slot), with crash recovery.
+
+On disk::
+
+    <cache>/manifest.json   settings: VAE identity and latent-space factors, transform, storage dtype, source
+    <cache>/index.jsonl     line 1: header (generation, known shards); then one JSON line per sample
+    <cache>/errors.jsonl    samples that are not in the cache and why (unreadable, not an image)
+    <cache>/last_run.json   what the last run did (counts, images/s, time split)
+    <cache>/shards/g<generation>/r<rank>/<seq>.safetensors
+
+The index is rewritten atomically at the end of each run. A run killed before that leaves completed shards that
+the index does not list yet ("orphans"); their headers carry their entries, so the next run (and
+:class:`~diffusers_litevae.caching.dataset.LatentDataset`) folds them back in, newest last, and nothing is lost.
+The header's ``shards`` list holds every shard the index has absorbed, including fully superseded ones until
+they are deleted, so an old shard can never come back as an orphan and override a newer encoding.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from .writer import (
+    CACHE_FORMAT,
+    FORMAT_VERSION,
+    list_shard_files,
+    read_shard_entries,
+    shard_sort_key,
+    write_bytes_atomic,
+)
+
+__all__ = ["CacheIndex", "IncompatibleCacheError", "compare_manifests", "load_manifest"]
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+INDEX_NAME = "index.jsonl"
+ERRORS_NAME = "errors.jsonl"
+LAST_RUN_NAME = "last_run.json"
+
+# Manifest sections whose values decide the cached latents: any difference makes an existing cache unusable.
+COMPARED_SECTIONS = ("vae", "latents", "transform", "source")
+# Keys inside those sections that may differ (recorded for information only).
+INFORMATIONAL_KEYS = {("vae", "name_or_path"), ("vae", "subfolder"), ("vae", "revision")}
+
+
+class IncompatibleCacheError(ValueError):
+    """An existing cache was built with other settings than the current run's."""
+
+
+def load_manifest(root: str | os.PathLike) -> dict | None:
+    path = Path(root) / MANIFEST_NAME
+    if not path.exists():
+        return None
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != CACHE_FORMAT:
+        raise ValueError(f"{path} is not a {CACHE_FORMAT} manifest (format={manifest.get('format')!r}).")
+    return manifest
+
+
+def _flatten(obj, prefix: str = "") -> dict[str, object]:
+    if isinstance(obj, dict):
+        flat: dict[str, object] = {}
+        for key, value in obj.items():
+            flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: obj}
+
+
+def compare_manifests(existing: dict, requested: dict) -> list[str]:
+    """Human-readable differences between two manifests' compared sections (empty when compatible)."""
+    differences = []
+    for section in COMPARED_SECTIONS:
+        old = _flatten(existing.get(section, {}), section)
+        new = _flatten(requested.get(section, {}), section)
+        for key in sorted(set(old) | set(new)):
+            if tuple(key.split(".", 1)) in INFORMATIONAL_KEYS:
+                continue
+            if old.get(key, "<unset>") != new.get(key, "<unset>"):
+                differences.append(
+                    f"{key}: cache has {old.get(key, '<unset>')!r}, this run has {new.get(key, '<unset>')!r}"
+                )
+    return differences
+
+
+class CacheIndex:
+    """In-memory index: ``entries[sample_id]`` (with ``shard`` and ``slot``) and the shards absorbed so far.
+
+    Attributes:
+        root: the cache folder.
+        entries (`dict[str, dict]`): one index entry per cached sample.
+        known_shards (`set[str]`): shard paths already reflected in ``entries`` (live or superseded).
+        generation (`int`): the highest generation seen.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.entries: dict[str, dict] = {}
+        self.known_shards: set[str] = set()
+        self.generation = 0
+
+    @classmethod
+    def load(cls, root: str | os.PathLike, recover: bool = True) -> "CacheIndex":
+        """Read ``index.jsonl`` (if any) and, with ``recover``, fold in shards it does not list yet."""
+        index = cls(root)
+        path = index.root / INDEX_NAME
+        if path.exists():
+            with open(path, encoding="utf-8") as handle:
+                header = json.loads(handle.readline())
+                if header.get("format") != CACHE_FORMAT:
+                    raise ValueError(f"{path} is not a {CACHE_FORMAT} index.")
+                index.generation = int(header.get("generation", 0))
+                index.known_shards = set(header.get("shards", []))
+                for line in handle:
+                    entry = json.loads(line)
+                    index.entries[entry["id"]] = entry
+        if recover:
+            index.recover_orphans()
+        return index
+
+    def recover_orphans(self) -> list[str]:
+        """Fold in completed shards that the index does not list (from runs killed or still merging).
+
+        Returns:
+            The recovered shard paths, oldest first.
+        """
+        orphans = [relpath for relpath in list_shard_files(self.root) if relpath not in self.known_shards]
+        for relpath in orphans:  # sorted oldest first: a newer encoding of a sample replaces an older one
+            try:
+                shard_entries = read_shard_entries(self.root / relpath)
+            except Exception as error:  # noqa: BLE001 (a damaged shard must not stop recovery)
+                logger.warning("ignoring unreadable shard %s: %s", relpath, error)
+                continue
+            for slot, entry in enumerate(shard_entries):
+                self.entries[entry["id"]] = {**entry, "shard": relpath, "slot": slot}
+            self.known_shards.add(relpath)
+            self.generation = max(self.generation, shard_sort_key(relpath)[0])
+        return orphans
+
+    def next_generation(self) -> int:
+        """A generation number above every existing index entry and shard folder."""
+        on_disk = [shard_sort_key(relpath)[0] for relpath in list_shard_files(self.root)]
+        folders = [int(p.name[1:]) for p in (self.root / "shards").glob("g*") if p.name[1:].isdigit()]
+        return max([self.generation, *on_disk, *folders]) + 1
+
+    def live_shards(self) -> set[str]:
+        return {entry["shard"] for entry in self.entries.values()}
+
+    def dead_shards(self) -> list[str]:
+        """Absorbed shards no entry points to any more (every sample re-encoded or removed)."""
+        live = self.live_shards()
+        return sorted((relpath for relpath in self.known_shards if relpath not in live), key=shard_sort_key)
+
+    def write(self) -> None:
+        """Write ``index.jsonl`` atomically (entries sorted by sample id)."""
+        existing = {relpath for relpath in self.known_shards if (self.root / relpath).exists()}
+        self.known_shards = existing | self.live_shards()
+        header = {
+            "format": CACHE_FORMAT,
+            "version": FORMAT_VERSION,
+            "kind": "header",
+            "generation": self.generation,
+            "num_samples": len(self.entries),
+            "shards": sorted(self.known_shards, key=shard_sort_key),
+        }
+        lines = [json.dumps(header)]
+        lines.extend(json.dumps(self.entries[sample_id], ensure_ascii=False) for sample_id in sorted(self.entries))
+        write_bytes_atomic(
+            self.root / INDEX_NAME, ("\n".join(lines) + "\n").encode("utf-8"), crash_name="index_temp_written"
+        )
+
+    def delete_dead_shards(self) -> list[str]:
+        """Delete superseded shards (after :meth:`write`; they stay listed as known until the next write)."""
+        deleted = []
+        for relpath in self.dead_shards():
+            path = self.root / relpath
+            if path.exists():
+                path.unlink()
+                deleted.append(relpath)
+            for folder in (path.parent, path.parent.parent):  # drop emptied rank/generation folders
+                try:
+                    folder.rmdir()
+                except OSError:
+                    pass
+        return deleted

@@ -1,0 +1,173 @@
+"""Image decoding and the deterministic resize/crop that turns one image into one cached sample.
+
+The same function runs in the caching job's DataLoader workers and in tests/user code that want to check a
+cached latent against ``vae.encode`` of the same pixels: :func:`preprocess_image` is the single definition of
+"the preprocessed image" of a sample.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from .buckets import CropPlan, assign_bucket, make_buckets, plan_crop
+
+__all__ = ["TransformConfig", "decode_image", "pixels_to_model_input", "preprocess_image"]
+
+_RESAMPLING = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "area": Image.Resampling.BOX,
+}
+
+# EXIF orientations that swap width and height (transpose / rotate 90 / transverse / rotate 270).
+_SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
+
+
+@dataclass(frozen=True)
+class TransformConfig:
+    """Everything that decides which pixels a sample's latent encodes (recorded in the cache manifest).
+
+    Attributes:
+        resolution: side of the square target (fixed-size mode) or of the bucket area ``resolution**2``.
+        bucketing: ``True`` for SDXL-style aspect-ratio buckets, ``False`` for one ``resolution x resolution`` crop.
+        bucket_step: bucket sides are multiples of it (64 as in SDXL; must be a multiple of the VAE's factor).
+        max_aspect_ratio: longest/shortest side limit of the buckets.
+        crop: ``"center"`` or ``"random"`` (seeded per sample id by ``seed``).
+        seed: seed of random crops.
+        interpolation: ``"bicubic"``, ``"bilinear"``, ``"lanczos"`` or ``"area"`` (PIL resampling, antialiased).
+        flip: also encode the horizontally mirrored crop.
+        background: RGB colour that transparent pixels are composited onto.
+    """
+
+    resolution: int = 1024
+    bucketing: bool = True
+    bucket_step: int = 64
+    max_aspect_ratio: float = 4.0
+    crop: str = "center"
+    seed: int = 0
+    interpolation: str = "bicubic"
+    flip: bool = False
+    background: tuple[int, int, int] = field(default=(255, 255, 255))
+
+    def __post_init__(self):
+        if self.crop not in ("center", "random"):
+            raise ValueError(f"crop must be 'center' or 'random', got {self.crop!r}.")
+        if self.interpolation not in _RESAMPLING:
+            raise ValueError(f"interpolation must be one of {sorted(_RESAMPLING)}, got {self.interpolation!r}.")
+        if self.resolution <= 0:
+            raise ValueError(f"resolution must be positive, got {self.resolution}.")
+
+    def to_dict(self) -> dict:
+        """JSON-ready settings (the manifest's ``transform`` section); also what the latent values depend on."""
+        settings = asdict(self)
+        settings["background"] = list(self.background)
+        if not self.bucketing:  # bucket settings do not affect fixed-size crops
+            settings.pop("bucket_step")
+            settings.pop("max_aspect_ratio")
+        settings["exif_transpose"] = True
+        settings["jpeg_draft"] = True
+        settings["pixel_range"] = [-1.0, 1.0]
+        return settings
+
+    def buckets(self) -> list[tuple[int, int]]:
+        """All target sizes ``(height, width)`` this transform can produce."""
+        if not self.bucketing:
+            return [(self.resolution, self.resolution)]
+        return make_buckets(self.resolution, self.bucket_step, self.max_aspect_ratio)
+
+    def check_downsample_factor(self, factor: int) -> None:
+        """Raise if a target side would not be a multiple of the VAE's spatial downsampling factor."""
+        side, name = (self.bucket_step, "bucket_step") if self.bucketing else (self.resolution, "resolution")
+        if side % factor:
+            raise ValueError(
+                f"{name}={side} is not a multiple of the VAE's downsampling factor {factor}: latents would not tile "
+                f"the image. Use a multiple of {factor}, e.g. {max(factor, side // factor * factor)}."
+            )
+        if self.bucketing and self.resolution % self.bucket_step:
+            raise ValueError(
+                f"resolution={self.resolution} must be a multiple of bucket_step={self.bucket_step} "
+                f"(e.g. {max(self.bucket_step, self.resolution // self.bucket_step * self.bucket_step)})."
+            )
+
+    def plan(self, width: int, height: int, sample_id: str, buckets: list[tuple[int, int]] | None = None) -> CropPlan:
+        """The crop plan of a ``width x height`` image (see :func:`~diffusers_litevae.caching.buckets.plan_crop`)."""
+        target = assign_bucket(width, height, buckets or self.buckets())
+        return plan_crop(width, height, target, crop=self.crop, seed=self.seed, sample_id=sample_id)
+
+
+def decode_image(data: bytes | str) -> Image.Image:
+    """Open an image from bytes or a path (header only; pixels are decoded lazily by :func:`preprocess_image`)."""
+    return Image.open(io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data)
+
+
+def _oriented_size(image: Image.Image) -> tuple[int, int]:
+    orientation = image.getexif().get(0x0112, 1)
+    width, height = image.size
+    return (height, width) if orientation in _SWAPPING_ORIENTATIONS else (width, height)
+
+
+def _to_rgb(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit greyscale: PIL's convert("RGB") would clip
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        return Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    return image.convert("RGB")
+
+
+def preprocess_image(
+    data: bytes | str | Image.Image,
+    transform: TransformConfig,
+    sample_id: str,
+    buckets: list[tuple[int, int]] | None = None,
+) -> tuple[torch.Tensor, CropPlan]:
+    """Decode one image and resize/crop it to its bucket.
+
+    Steps: EXIF orientation; JPEG draft decoding at the smallest power-of-two reduction that still covers the
+    resized size (exact, and several times faster for large photos); RGB conversion (transparency composited onto
+    ``transform.background``); one antialiased resize of just the crop region to the target size.
+
+    Args:
+        data: encoded image bytes, a path, or an already opened PIL image.
+        transform (`TransformConfig`): the settings.
+        sample_id (`str`): seeds the random crop.
+        buckets: precomputed ``transform.buckets()`` (saves recomputing them per image).
+
+    Returns:
+        ``(pixels, plan)``: ``pixels`` a ``uint8`` tensor of shape ``(3, target_h, target_w)``; ``plan`` the
+        :class:`~diffusers_litevae.caching.buckets.CropPlan` (original size, resized size, crop box, target).
+    """
+    image = data if isinstance(data, Image.Image) else decode_image(data)
+    width, height = _oriented_size(image)
+    plan = transform.plan(width, height, sample_id, buckets)
+    resized_h, resized_w = plan.resized_size
+    if image.format == "JPEG":
+        swapped = (width, height) != image.size
+        image.draft("RGB", (resized_h, resized_w) if swapped else (resized_w, resized_h))
+    image = ImageOps.exif_transpose(image)
+    image = _to_rgb(image, transform.background)
+    # The decoded image may be smaller than `original_size` (JPEG draft): map the crop box into its pixels.
+    scale_x, scale_y = image.width / resized_w, image.height / resized_h
+    left, top, right, bottom = plan.crop_ltrb
+    box = (left * scale_x, top * scale_y, right * scale_x, bottom * scale_y)
+    target_h, target_w = plan.target_size
+    image = image.resize((target_w, target_h), _RESAMPLING[transform.interpolation], box=box)
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+    return pixels, plan
+
+
+def pixels_to_model_input(pixels: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``uint8`` pixels ``(..., 3, H, W)`` in ``[0, 255]`` -> ``dtype`` values in ``[-1, 1]`` (the VAE input range)."""
+    return pixels.to(dtype).div_(127.5).sub_(1.0)

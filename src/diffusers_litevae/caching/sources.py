@@ -1,0 +1,350 @@
+"""Readers for the caching job's inputs: an image folder (recursive) or a Hugging Face dataset.
+
+A source lists its samples cheaply (:meth:`scan`) as :class:`SourceItem` records: a stable sample id, a
+fingerprint that changes when the image changes, the caption, and a locator that a DataLoader worker turns into
+the image's bytes (:meth:`read_bytes`). The caching job compares fingerprints with its index to decide what to
+(re-)encode, so sources never decode pixels themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "DEFAULT_IMAGE_EXTENSIONS",
+    "HubDatasetSource",
+    "ImageFolderSource",
+    "SourceItem",
+    "content_hash",
+]
+
+DEFAULT_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm")
+_CAPTION_COLUMNS = ("text", "caption", "captions", "prompt", "sentence")
+
+
+def content_hash(data: bytes) -> str:
+    """Hex BLAKE2b-128 digest of a file's bytes (the ``content_hash`` recorded per sample)."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+@dataclass
+class SourceItem:
+    """One sample as listed by a source.
+
+    Attributes:
+        sample_id: stable id (folder: POSIX path relative to the root; dataset: ``"<row>-<hash16>"``).
+        locator: what :meth:`read_bytes` needs (folder: absolute path; dataset: row number).
+        fingerprint: compared with the index to detect changes (folder: ``size`` and ``mtime_ns``;
+            dataset: ``content_hash``).
+        caption: the sidecar text (folder) or caption column value (dataset), ``None`` when absent.
+        content_hash: the file's hash when known without decoding (datasets); folders compute it in the workers.
+    """
+
+    sample_id: str
+    locator: str | int
+    fingerprint: dict = field(default_factory=dict)
+    caption: str | list | None = None
+    content_hash: str | None = None
+
+
+class ImageFolderSource:
+    """Every image under ``root`` (recursively), with captions from ``<image stem><caption_extension>`` sidecars.
+
+    Hidden files and folders (leading ``.``) and the cache's own folder (when it lies inside ``root``) are
+    ignored. Other files whose extension is neither an image nor the caption extension are reported as skipped.
+
+    Args:
+        root: the folder.
+        caption_extension (`str`): sidecar caption extension (``".txt"``; ``None`` disables captions).
+        image_extensions: lower-case extensions treated as images.
+        exclude: folders not to descend into (the caching job passes its output folder).
+    """
+
+    kind = "folder"
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        caption_extension: str | None = ".txt",
+        image_extensions: tuple[str, ...] = DEFAULT_IMAGE_EXTENSIONS,
+        exclude: tuple[str | os.PathLike, ...] = (),
+    ):
+        self.root = Path(root).expanduser().resolve()
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"image folder {str(root)!r} does not exist or is not a folder.")
+        if caption_extension and not caption_extension.startswith("."):
+            caption_extension = "." + caption_extension
+        self.caption_extension = caption_extension.lower() if caption_extension else None
+        self.image_extensions = tuple(
+            ext.lower() if ext.startswith(".") else "." + ext.lower() for ext in image_extensions
+        )
+        self.exclude = {Path(path).expanduser().resolve() for path in exclude}
+
+    def identity(self) -> dict:
+        """What the manifest records about the source (the folder path itself may change: folders get moved)."""
+        return {
+            "kind": self.kind,
+            "path": str(self.root),
+            "caption_extension": self.caption_extension,
+            "image_extensions": list(self.image_extensions),
+        }
+
+    def compared_identity(self) -> dict:
+        """The part of :meth:`identity` that must match an existing cache (the cache mirrors the source it is
+        pointed at, so a moved folder is fine: only the kind of source must stay the same)."""
+        return {"kind": self.kind}
+
+    def describe(self) -> str:
+        return f"image folder {self.root}"
+
+    def scan(self) -> tuple[list[SourceItem], list[dict]]:
+        """List the images.
+
+        Returns:
+            ``(items, skipped)``: items sorted by sample id; ``skipped`` report rows (``sample_id``, ``path``,
+            ``stage="scan"``, ``error``) for files that are not images.
+        """
+        items: list[SourceItem] = []
+        skipped: list[dict] = []
+        stack = [self.root]
+        visited: set[Path] = set()
+        while stack:
+            folder = stack.pop()
+            real = folder.resolve()
+            if real in visited:  # a symlink loop, or two links to one folder
+                continue
+            visited.add(real)
+            try:
+                entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+            except OSError as error:
+                skipped.append(self._skip(folder, f"cannot list folder: {error}"))
+                continue
+            names = {entry.name for entry in entries}
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                path = Path(entry.path)
+                if entry.is_dir(follow_symlinks=True):
+                    if path.resolve() not in self.exclude:
+                        stack.append(path)
+                    continue
+                stem, ext = os.path.splitext(entry.name)
+                ext = ext.lower()
+                if self.caption_extension and ext == self.caption_extension:
+                    continue
+                if ext not in self.image_extensions:
+                    skipped.append(
+                        self._skip(
+                            path,
+                            f"not an image: extension {ext or '(none)'!r} is not one of "
+                            f"{', '.join(self.image_extensions)}",
+                        )
+                    )
+                    continue
+                try:
+                    stat = entry.stat(follow_symlinks=True)
+                except OSError as error:
+                    skipped.append(self._skip(path, f"cannot stat: {error}"))
+                    continue
+                caption = None
+                if self.caption_extension:
+                    caption_name = next(
+                        (
+                            stem + e
+                            for e in (self.caption_extension, self.caption_extension.upper())
+                            if stem + e in names
+                        ),
+                        None,
+                    )
+                    if caption_name is not None:
+                        caption = (path.parent / caption_name).read_text(encoding="utf-8", errors="replace").strip()
+                items.append(
+                    SourceItem(
+                        sample_id=path.relative_to(self.root).as_posix(),
+                        locator=str(path),
+                        fingerprint={"size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
+                        caption=caption,
+                    )
+                )
+        items.sort(key=lambda item: item.sample_id)
+        return items, skipped
+
+    def _skip(self, path: Path, error: str) -> dict:
+        return {
+            "sample_id": Path(path).relative_to(self.root).as_posix(),
+            "path": str(path),
+            "stage": "scan",
+            "error": error,
+        }
+
+    def read_bytes(self, locator: str) -> bytes:
+        with open(locator, "rb") as handle:
+            return handle.read()
+
+    def path_of(self, item: SourceItem) -> str:
+        return str(item.locator)
+
+
+class HubDatasetSource:
+    """A map-style Hugging Face dataset (Hub id, local ``save_to_disk`` folder, or a ``datasets.Dataset``).
+
+    The image column is read undecoded (``datasets.Image(decode=False)``), hashed, and decoded in the DataLoader
+    workers. Sample ids are ``"<row:09d>-<first 16 hex of the content hash>"``: appending rows keeps old ids, and a
+    changed image gets a new id (its old entry is dropped). Requires the optional ``datasets`` package.
+
+    Args:
+        dataset: Hub id, local folder, or a loaded ``datasets.Dataset`` / ``DatasetDict``.
+        config_name: dataset configuration.
+        split: split to cache (``"train"``).
+        image_column: image column (default: the first ``Image`` feature, else ``"image"``).
+        caption_column: caption column (default: the first of ``text``, ``caption``, ``captions``, ``prompt``,
+            ``sentence`` present; ``None`` when there is none).
+        cache_dir, revision: passed to ``datasets.load_dataset``.
+    """
+
+    kind = "dataset"
+
+    def __init__(
+        self,
+        dataset,
+        config_name: str | None = None,
+        split: str = "train",
+        image_column: str | None = None,
+        caption_column: str | None = None,
+        cache_dir: str | None = None,
+        revision: str | None = None,
+    ):
+        self.dataset_arg = dataset
+        self.config_name = config_name
+        self.split = split
+        self.cache_dir = cache_dir
+        self.revision = revision
+        self._dataset = None
+        self.image_column = image_column
+        self.caption_column = caption_column
+        self.name = (
+            dataset
+            if isinstance(dataset, str)
+            else (getattr(getattr(dataset, "info", None), "dataset_name", None) or "<in-memory datasets.Dataset>")
+        )
+
+    def _load(self):
+        if self._dataset is not None:
+            return self._dataset
+        try:
+            import datasets
+        except ImportError as error:  # optional extra
+            raise ImportError(
+                "Caching a Hugging Face dataset needs the `datasets` package: pip install 'diffusers-litevae[datasets]'"
+            ) from error
+        dataset = self.dataset_arg
+        if isinstance(dataset, str):
+            local = Path(dataset).expanduser()
+            if local.is_dir() and ((local / "dataset_info.json").exists() or (local / "dataset_dict.json").exists()):
+                dataset = datasets.load_from_disk(str(local))
+            else:
+                dataset = datasets.load_dataset(
+                    dataset, self.config_name, split=self.split, cache_dir=self.cache_dir, revision=self.revision
+                )
+        if isinstance(dataset, (datasets.DatasetDict, dict)):
+            if self.split not in dataset:
+                raise ValueError(f"dataset {self.name!r} has no split {self.split!r}; splits: {sorted(dataset)}.")
+            dataset = dataset[self.split]
+        if isinstance(dataset, datasets.IterableDataset):
+            raise ValueError(
+                "Streaming (iterable) datasets cannot be cached incrementally: load the dataset without streaming."
+            )
+        columns = list(dataset.column_names)
+        if self.image_column is None:
+            image_columns = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Image)]
+            self.image_column = image_columns[0] if image_columns else ("image" if "image" in columns else None)
+        if self.image_column not in columns:
+            raise ValueError(
+                f"dataset {self.name!r} has no image column {self.image_column!r}; columns: {columns}. "
+                "Pass --image_column."
+            )
+        if self.caption_column is None:
+            self.caption_column = next((name for name in _CAPTION_COLUMNS if name in columns), None)
+        elif self.caption_column not in columns:
+            raise ValueError(
+                f"dataset {self.name!r} has no caption column {self.caption_column!r}; columns: {columns}. "
+                "Pass --caption_column (or leave it out for no captions)."
+            )
+        if isinstance(dataset.features[self.image_column], datasets.Image):
+            dataset = dataset.cast_column(self.image_column, datasets.Image(decode=False))
+        self._dataset = dataset
+        self._images = dataset.select_columns([self.image_column])  # row reads in workers skip other columns
+        return dataset
+
+    def identity(self) -> dict:
+        self._load()
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "config_name": self.config_name,
+            "split": self.split,
+            "image_column": self.image_column,
+            "caption_column": self.caption_column,
+        }
+
+    def compared_identity(self) -> dict:
+        return {"kind": self.kind}
+
+    def describe(self) -> str:
+        return f"dataset {self.name} (split {self.split})"
+
+    @staticmethod
+    def _image_bytes(value) -> bytes:
+        if isinstance(value, dict):  # datasets.Image(decode=False)
+            if value.get("bytes") is not None:
+                return value["bytes"]
+            value = value.get("path")
+        if isinstance(value, (bytes, bytearray)):
+            return bytes(value)
+        if isinstance(value, str):
+            with open(value, "rb") as handle:
+                return handle.read()
+        raise TypeError(f"cannot read an image from a value of type {type(value).__name__}")
+
+    def scan(self) -> tuple[list[SourceItem], list[dict]]:
+        dataset = self._load()
+        columns = [self.image_column] + ([self.caption_column] if self.caption_column else [])
+        items: list[SourceItem] = []
+        skipped: list[dict] = []
+        row = 0
+        for batch in dataset.select_columns(columns).iter(batch_size=256):
+            captions = batch[self.caption_column] if self.caption_column else [None] * len(batch[self.image_column])
+            for value, caption in zip(batch[self.image_column], captions):
+                try:
+                    digest = content_hash(self._image_bytes(value))
+                except (OSError, TypeError) as error:
+                    skipped.append(
+                        {
+                            "sample_id": f"{row:09d}",
+                            "path": f"{self.name}[{row}]",
+                            "stage": "scan",
+                            "error": f"cannot read the image: {error}",
+                        }
+                    )
+                else:
+                    items.append(
+                        SourceItem(
+                            sample_id=f"{row:09d}-{digest[:16]}",
+                            locator=row,
+                            fingerprint={"content_hash": digest},
+                            caption=caption if caption is None or isinstance(caption, (str, list)) else str(caption),
+                            content_hash=digest,
+                        )
+                    )
+                row += 1
+        return items, skipped
+
+    def read_bytes(self, locator: int) -> bytes:
+        self._load()
+        return self._image_bytes(self._images[int(locator)][self.image_column])
+
+    def path_of(self, item: SourceItem) -> str:
+        return f"{self.name}[{item.locator}]"

@@ -1,0 +1,302 @@
+"""Safetensors shards written atomically, from a background thread.
+
+A shard holds up to ``samples_per_shard`` samples of one bucket, stacked: tensors ``mean`` and ``std``
+(``(N, C, h, w)`` in the storage dtype; ``std`` absent for deterministic VAEs such as ``AutoencoderTiny``) and,
+with flipping, ``mean_flipped``/``std_flipped``. Its safetensors header metadata carries the JSON list of the
+samples' index entries (``entries``), so a shard is self-describing: it is the journal of the caching job. A
+shard is written to a temporary file, fsynced, then renamed into place (``os.replace``), so it either exists
+complete or not at all, and is never modified afterwards.
+
+Shards live at ``shards/g<generation>/r<rank>/<seq>.safetensors``: one folder per run (generation) and process
+(rank), a few thousand files at most per folder even for millions of images.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+__all__ = [
+    "BackgroundWriter",
+    "ShardWriter",
+    "crash_point",
+    "list_shard_files",
+    "read_shard_entries",
+    "shard_relpath",
+    "shard_sort_key",
+    "write_bytes_atomic",
+    "write_json_atomic",
+]
+
+CACHE_FORMAT = "diffusers-litevae-latent-cache"
+FORMAT_VERSION = 1
+SHARDS_DIR = "shards"
+_SHARD_PATTERN = re.compile(r"^shards/g(\d+)/r(\d+)/(\d+)\.safetensors$")
+
+# Fault injection for the crash-safety tests: "<point>:<n>" SIGKILLs this process the n-th time <point> is reached.
+CRASH_ENV = "DIFFUSERS_LITEVAE_CACHE_CRASH_AT"
+_crash_counts: dict[str, int] = defaultdict(int)
+
+
+def crash_point(name: str) -> None:
+    """Kill this process with SIGKILL if ``$DIFFUSERS_LITEVAE_CACHE_CRASH_AT`` names this point (tests only)."""
+    spec = os.environ.get(CRASH_ENV)
+    if not spec:
+        return
+    point, _, count = spec.partition(":")
+    if point != name:
+        return
+    _crash_counts[name] += 1
+    if _crash_counts[name] >= int(count or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def shard_relpath(generation: int, rank: int, seq: int) -> str:
+    """Relative path of a shard (POSIX separators; the form stored in the index)."""
+    return f"{SHARDS_DIR}/g{generation:05d}/r{rank:03d}/{seq:06d}.safetensors"
+
+
+def shard_sort_key(relpath: str) -> tuple[int, int, int]:
+    """``(generation, rank, seq)`` of a shard path: later keys hold newer encodings of a sample."""
+    match = _SHARD_PATTERN.match(relpath)
+    if match is None:
+        raise ValueError(f"not a shard path: {relpath!r}")
+    return tuple(int(group) for group in match.groups())
+
+
+def list_shard_files(root: str | os.PathLike) -> list[str]:
+    """All completed shard files under ``root`` (temporary files excluded), oldest first."""
+    root = Path(root)
+    shards_dir = root / SHARDS_DIR
+    if not shards_dir.is_dir():
+        return []
+    found = []
+    for path in shards_dir.glob("g*/r*/*.safetensors"):
+        relpath = path.relative_to(root).as_posix()
+        if _SHARD_PATTERN.match(relpath):
+            found.append(relpath)
+    return sorted(found, key=shard_sort_key)
+
+
+def read_shard_entries(path: str | os.PathLike) -> list[dict]:
+    """The index entries stored in a shard's header (slot ``i`` is the ``i``-th entry)."""
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if metadata.get("format") != CACHE_FORMAT:
+        raise ValueError(f"{path} is not a {CACHE_FORMAT} shard (metadata format={metadata.get('format')!r}).")
+    return json.loads(metadata["entries"])
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, crash_name: str | None = None) -> None:
+    """Write ``data`` to ``path`` via a fsynced temporary file and ``os.replace`` (readers see old or new)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = _temp_path(path)
+    with open(temp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    if crash_name:
+        crash_point(crash_name)
+    os.replace(temp, path)
+    _fsync_dir(path.parent)
+
+
+def write_json_atomic(path: str | os.PathLike, obj, crash_name: str | None = None) -> None:
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode(), crash_name)
+
+
+def remove_temp_files(root: str | os.PathLike) -> int:
+    """Delete temporary files left by killed runs (call only while no process of this cache is writing)."""
+    removed = 0
+    for path in Path(root).rglob(".*.tmp-*"):
+        try:
+            path.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def save_shard(path: Path, tensors: dict[str, torch.Tensor], entries: list[dict], metadata: dict[str, str]) -> None:
+    """Write one shard atomically (temporary file, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = _temp_path(path)
+    header = {**metadata, "format": CACHE_FORMAT, "version": str(FORMAT_VERSION), "entries": json.dumps(entries)}
+    save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, str(temp), metadata=header)
+    with open(temp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    crash_point("shard_temp_written")
+    os.replace(temp, path)
+    _fsync_dir(path.parent)
+    crash_point("shard_renamed")
+
+
+class ShardWriter:
+    """Collects encoded samples per bucket and writes a shard whenever a bucket has ``samples_per_shard``.
+
+    Args:
+        root: the cache folder.
+        generation (`int`), rank (`int`): this run's generation and this process's rank (shard folder).
+        samples_per_shard (`int`): samples per shard (the last shards of a run may hold fewer).
+        max_buffered (`int`): when more samples than this wait in memory across buckets, the fullest bucket is
+            written early (bounds memory and the work a crash can lose).
+        metadata (`dict[str, str]`): extra header metadata for every shard.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        generation: int,
+        rank: int,
+        samples_per_shard: int = 512,
+        max_buffered: int | None = None,
+        metadata: dict[str, str] | None = None,
+    ):
+        if samples_per_shard < 1:
+            raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}.")
+        self.root = Path(root)
+        self.generation = generation
+        self.rank = rank
+        self.samples_per_shard = samples_per_shard
+        self.max_buffered = max_buffered or 4 * samples_per_shard
+        self.metadata = metadata or {}
+        self._seq = 0
+        self._buffers: dict[tuple[int, int], list[tuple[list[dict], dict[str, torch.Tensor]]]] = defaultdict(list)
+        self._counts: dict[tuple[int, int], int] = defaultdict(int)
+        self.written: list[str] = []
+        self.samples_written = 0
+
+    def add(self, bucket: tuple[int, int], entries: list[dict], tensors: dict[str, torch.Tensor]) -> None:
+        """Queue samples of one bucket: ``entries[i]`` describes row ``i`` of every tensor in ``tensors``."""
+        self._buffers[bucket].append((entries, tensors))
+        self._counts[bucket] += len(entries)
+        while self._counts[bucket] >= self.samples_per_shard:
+            self._write(bucket, self.samples_per_shard)
+        if sum(self._counts.values()) > self.max_buffered:
+            fullest = max(self._counts, key=self._counts.get)
+            self._write(fullest, self._counts[fullest])
+
+    def flush(self) -> None:
+        """Write every partially filled bucket."""
+        for bucket in list(self._buffers):
+            while self._counts[bucket] > 0:
+                self._write(bucket, min(self._counts[bucket], self.samples_per_shard))
+
+    def _write(self, bucket: tuple[int, int], count: int) -> None:
+        chunks = self._buffers[bucket]
+        taken_entries: list[dict] = []
+        taken: dict[str, list[torch.Tensor]] = defaultdict(list)
+        while len(taken_entries) < count:
+            entries, tensors = chunks[0]
+            need = count - len(taken_entries)
+            if len(entries) <= need:
+                chunks.pop(0)
+                taken_entries.extend(entries)
+                for name, tensor in tensors.items():
+                    taken[name].append(tensor)
+            else:
+                chunks[0] = (entries[need:], {name: tensor[need:] for name, tensor in tensors.items()})
+                taken_entries.extend(entries[:need])
+                for name, tensor in tensors.items():
+                    taken[name].append(tensor[:need])
+        self._counts[bucket] -= count
+        if not chunks:
+            del self._buffers[bucket], self._counts[bucket]
+        relpath = shard_relpath(self.generation, self.rank, self._seq)
+        self._seq += 1
+        metadata = {**self.metadata, "bucket": f"{bucket[0]}x{bucket[1]}"}
+        save_shard(
+            self.root / relpath, {name: torch.cat(parts) for name, parts in taken.items()}, taken_entries, metadata
+        )
+        self.written.append(relpath)
+        self.samples_written += count
+
+
+class BackgroundWriter:
+    """Runs a :class:`ShardWriter` in a thread so that encoding never waits on disk.
+
+    ``submit`` blocks only when ``max_queue`` batches are waiting (back-pressure bounds memory). An exception in
+    the thread is re-raised by the next ``submit`` or by ``close``.
+
+    Args:
+        writer (`ShardWriter`): the writer.
+        max_queue (`int`): batches that may wait.
+    """
+
+    def __init__(self, writer: ShardWriter, max_queue: int = 8):
+        self.writer = writer
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._error: BaseException | None = None
+        self.busy_s = 0.0  # time the thread spent writing (not waiting)
+        self.submit_wait_s = 0.0  # time callers spent blocked on a full queue
+        self._thread = threading.Thread(target=self._loop, name="latent-cache-writer", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                break
+            if self._error is not None:
+                continue
+            try:
+                bucket, entries, tensors, ready = job
+                if ready is not None:  # a CUDA event recorded after the non-blocking device-to-host copies
+                    ready.synchronize()
+                start = time.perf_counter()
+                self.writer.add(bucket, entries, tensors)
+                self.busy_s += time.perf_counter() - start
+            except BaseException as error:  # noqa: BLE001 (re-raised in the caller's thread)
+                self._error = error
+        if self._error is None:
+            try:
+                start = time.perf_counter()
+                self.writer.flush()
+                self.busy_s += time.perf_counter() - start
+            except BaseException as error:  # noqa: BLE001
+                self._error = error
+
+    def submit(
+        self, bucket: tuple[int, int], entries: list[dict], tensors: dict[str, torch.Tensor], ready=None
+    ) -> None:
+        if self._error is not None:
+            raise RuntimeError("the shard writer thread failed") from self._error
+        start = time.perf_counter()
+        self._queue.put((bucket, entries, tensors, ready))
+        self.submit_wait_s += time.perf_counter() - start
+
+    def close(self) -> None:
+        """Write what is buffered, stop the thread, and raise if it failed."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise RuntimeError("the shard writer thread failed") from self._error
