@@ -237,3 +237,11 @@ def test_cli_info_prints_presets(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "6.751 M" in out and "1.036 M" in out
+
+
+def test_misaligned_tile_size_is_rejected():
+    vae = tiny_autoencoder_lite()
+    vae.enable_tiling()
+    vae.tile_sample_min_size = 36
+    with pytest.raises(ValueError, match="multiple of 8"):
+        vae.encode(torch.rand(1, 3, 72, 72))

@@ -349,6 +349,11 @@ class AutoencoderLite(ModelMixin, AutoencoderMixin, ConfigMixin):
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_tiling and (x.shape[-1] > self.tile_sample_min_size or x.shape[-2] > self.tile_sample_min_size):
+            if self.tile_sample_min_size % self.downsample_factor:
+                raise ValueError(
+                    f"tile_sample_min_size={self.tile_sample_min_size} must be a multiple of {self.downsample_factor} "
+                    "so encoder tiles align with the latent grid."
+                )
             return self._tiled(x, self.encoder, self.tile_sample_min_size, 1 / self.downsample_factor)
         return self.encoder(x)
 
