@@ -1,0 +1,373 @@
+"""Training and validation data for distillation: image folders or Hub datasets, deterministic step-indexed batches.
+
+Every micro-batch is a pure function of ``(seed, micro-batch index, process rank)``: which images (a fresh
+permutation per epoch), where each is cropped and whether it is flipped. Resuming at step ``k`` therefore
+continues with exactly the batches an uninterrupted run would have seen, with no data-loader state to save, and
+every process of a multi-GPU run reads its own disjoint share.
+
+Unreadable images (truncated files, non-images with an image extension, undecodable dataset rows) are skipped:
+the sample is replaced by the next readable image, and the skipped names travel with the batch so the trainer
+counts and reports them. A run never crashes on one bad file.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import DistillationInputError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "DistillationDataset",
+    "FolderImageSource",
+    "HubImageSource",
+    "ResolutionSchedule",
+    "StepIndexedBatchSampler",
+    "collate_batch",
+    "find_images",
+    "image_to_tensor",
+    "load_eval_image",
+    "random_crop_flip",
+    "split_holdout",
+]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+
+
+# --------------------------------------------------------------------------------------------- image sources
+
+
+def find_images(folder: str | os.PathLike) -> list[Path]:
+    """All images under ``folder`` (recursive; .jpg/.jpeg/.png/.webp, any case), sorted by relative path.
+
+    Raises:
+        DistillationInputError: the folder does not exist or holds no images.
+    """
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise DistillationInputError(f"data folder {str(folder)!r} does not exist; pass --train_data_dir with your images.")
+    paths = sorted(
+        (p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
+        key=lambda p: p.relative_to(root).as_posix(),
+    )
+    if not paths:
+        raise DistillationInputError(
+            f"data folder {str(folder)!r} holds no {'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} images (searched recursively)."
+        )
+    return paths
+
+
+def split_holdout(paths: Sequence[Path], count: int, pattern: str = "*") -> tuple[list[Path], list[Path]]:
+    """Hold out the first ``count`` paths (sorted order) whose file name matches ``pattern``.
+
+    Returns:
+        ``(train, held_out)``; the held-out images are excluded from training.
+    """
+    held_out = [p for p in paths if fnmatch.fnmatch(p.name, pattern)][: max(count, 0)]
+    held = set(held_out)
+    return [p for p in paths if p not in held], held_out
+
+
+class FolderImageSource:
+    """Images from a list of files; ``load(i)`` opens file ``i`` as RGB (raises on unreadable files)."""
+
+    def __init__(self, paths: Sequence[Path]):
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def name(self, index: int) -> str:
+        return str(self.paths[index])
+
+    def load(self, index: int) -> Image.Image:
+        with Image.open(self.paths[index]) as image:
+            image.load()
+            return image.convert("RGB")
+
+
+class HubImageSource:
+    """Rows of a ``datasets.Dataset`` with an image column (decoded lazily, one row at a time).
+
+    Args:
+        dataset: a ``datasets.Dataset`` (map-style).
+        image_column: the column holding images (``datasets.Image`` feature, a PIL image, or a file path).
+        indices: the rows this source exposes (for train/validation splits).
+    """
+
+    def __init__(self, dataset, image_column: str, indices: Sequence[int] | None = None):
+        if image_column not in dataset.column_names:
+            raise DistillationInputError(
+                f"--image_column {image_column!r} is not a column of the dataset; columns: {dataset.column_names}."
+            )
+        self.dataset = dataset
+        self.image_column = image_column
+        self.indices = list(range(len(dataset))) if indices is None else list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def name(self, index: int) -> str:
+        return f"row {self.indices[index]}"
+
+    def load(self, index: int) -> Image.Image:
+        value = self.dataset[self.indices[index]][self.image_column]
+        if isinstance(value, (str, os.PathLike)):
+            value = Image.open(value)
+        if not isinstance(value, Image.Image):
+            raise TypeError(f"column {self.image_column!r} holds {type(value).__name__}, not an image.")
+        value.load()
+        return value.convert("RGB")
+
+
+def load_hub_dataset(name: str, config_name: str | None, split: str, cache_dir: str | None, image_column: str):
+    """``datasets.load_dataset`` (imported lazily: ``datasets`` is an optional extra), with one-line errors."""
+    try:
+        import datasets
+    except ImportError as error:
+        raise DistillationInputError(
+            "--dataset_name needs the `datasets` package: pip install 'diffusers-litevae[datasets]'."
+        ) from error
+    try:
+        dataset = datasets.load_dataset(name, config_name, split=split, cache_dir=cache_dir)
+    except Exception as error:
+        raise DistillationInputError(
+            f"could not load dataset {name!r} (split {split!r}): {type(error).__name__}: {' '.join(str(error).split())[:200]}"
+        ) from error
+    if image_column not in dataset.column_names:
+        raise DistillationInputError(
+            f"--image_column {image_column!r} is not a column of {name!r}; columns: {dataset.column_names}."
+        )
+    return dataset
+
+
+# ------------------------------------------------------------------------------------------- transforms
+
+
+def image_to_tensor(image: Image.Image) -> torch.Tensor:
+    """PIL RGB image -> ``(3, H, W)`` float tensor in ``[-1, 1]``."""
+    array = np.asarray(image, dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div(127.5).sub(1.0)
+
+
+def _resize_short_side(image: Image.Image, size: int) -> Image.Image:
+    width, height = image.size
+    scale = size / min(width, height)
+    new_size = (max(size, round(width * scale)), max(size, round(height * scale)))
+    return image.resize(new_size, Image.BICUBIC)
+
+
+def random_crop_flip(image: Image.Image, resolution: int, rng: np.random.Generator, flip: bool = True) -> torch.Tensor:
+    """A random ``resolution`` x ``resolution`` crop (and horizontal flip with probability 1/2).
+
+    Images whose short side is below ``resolution`` are first resized up (bicubic) so the short side fits.
+
+    Returns:
+        ``(3, resolution, resolution)`` tensor in ``[-1, 1]``.
+    """
+    if min(image.size) < resolution:
+        image = _resize_short_side(image, resolution)
+    width, height = image.size
+    left = int(rng.integers(0, width - resolution + 1))
+    top = int(rng.integers(0, height - resolution + 1))
+    image = image.crop((left, top, left + resolution, top + resolution))
+    if flip and rng.random() < 0.5:
+        image = image.transpose(Image.FLIP_LEFT_RIGHT)
+    return image_to_tensor(image)
+
+
+def load_eval_image(image: Image.Image, resolution: int | None = None, multiple: int = 8) -> torch.Tensor:
+    """A validation image: full size centre-cropped to a multiple of ``multiple`` (``resolution=None``), or a
+    centre ``resolution`` x ``resolution`` crop (short side resized up first if smaller).
+
+    Returns:
+        ``(3, H, W)`` tensor in ``[-1, 1]``.
+    """
+    if resolution is not None:
+        if min(image.size) < resolution:
+            image = _resize_short_side(image, resolution)
+        width, height = image.size
+        crop_w = crop_h = resolution
+    else:
+        width, height = image.size
+        crop_w, crop_h = width // multiple * multiple, height // multiple * multiple
+        if crop_w == 0 or crop_h == 0:
+            raise ValueError(f"image of size {image.size} is smaller than {multiple} pixels.")
+    left, top = (width - crop_w) // 2, (height - crop_h) // 2
+    return image_to_tensor(image.crop((left, top, left + crop_w, top + crop_h)))
+
+
+# ------------------------------------------------------------------------------------------ resolution schedule
+
+
+@dataclass(frozen=True)
+class ResolutionSchedule:
+    """Training resolution per optimizer step: ``stages`` is a list of ``(resolution, until_step)``, the last one
+    open-ended (``until_step=None``). Parsed from ``"128:2000,256"`` (128 px before step 2000, then 256 px) or a
+    single ``"256"``."""
+
+    stages: tuple[tuple[int, int | None], ...]
+
+    @classmethod
+    def parse(cls, text: str | int, multiple: int = 8) -> "ResolutionSchedule":
+        """Parse and check a schedule string.
+
+        Raises:
+            DistillationInputError: malformed text, a resolution that is not a positive multiple of ``multiple``,
+                or switch steps that do not increase.
+        """
+        stages: list[tuple[int, int | None]] = []
+        parts = [part.strip() for part in str(text).split(",") if part.strip()]
+        if not parts:
+            raise DistillationInputError("--resolution_schedule is empty; use e.g. '256' or '128:2000,256'.")
+        for position, part in enumerate(parts):
+            resolution_text, _, until_text = part.partition(":")
+            try:
+                resolution = int(resolution_text)
+                until = int(until_text) if until_text else None
+            except ValueError:
+                raise DistillationInputError(
+                    f"cannot read resolution stage {part!r}; use RESOLUTION or RESOLUTION:UNTIL_STEP, e.g. '128:2000,256'."
+                ) from None
+            if resolution <= 0 or resolution % multiple:
+                raise DistillationInputError(
+                    f"training resolution {resolution} is not a positive multiple of {multiple}; use e.g. "
+                    f"{max(multiple, resolution // multiple * multiple)}."
+                )
+            if until is None and position != len(parts) - 1:
+                raise DistillationInputError(f"resolution stage {part!r} needs ':UNTIL_STEP' (only the last stage is open-ended).")
+            if until is not None and (until <= 0 or (stages and until <= stages[-1][1])):
+                raise DistillationInputError(f"resolution schedule {text!r}: switch steps must be positive and increasing.")
+            stages.append((resolution, until))
+        resolution, _ = stages[-1]
+        stages[-1] = (resolution, None)
+        return cls(tuple(stages))
+
+    def resolution_at(self, step: int) -> int:
+        """Resolution for optimizer step ``step`` (0-based)."""
+        for resolution, until in self.stages:
+            if until is None or step < until:
+                return resolution
+        return self.stages[-1][0]
+
+    @property
+    def max_resolution(self) -> int:
+        return max(resolution for resolution, _ in self.stages)
+
+    def __str__(self) -> str:
+        return ",".join(f"{r}:{u}" if u is not None else f"{r}" for r, u in self.stages)
+
+
+# ----------------------------------------------------------------------------------------- step-indexed sampling
+
+
+class StepIndexedBatchSampler(torch.utils.data.Sampler):
+    """Yields micro-batches of ``(item index, resolution, crop seed)`` for one process, from a given step on.
+
+    The global sample stream is an endless sequence of epochs, each a permutation of ``range(num_items)`` drawn from
+    ``seed`` and the epoch number. Micro-batch ``m`` (``m = step * grad_accum + micro``) of process ``rank``
+    takes stream positions ``(m * world_size + rank) * batch_size ...`` onward, so processes read disjoint shares
+    and the stream does not depend on where a run was resumed.
+
+    Args:
+        num_items: dataset size.
+        batch_size: images per micro-batch per process.
+        schedule: resolution per optimizer step.
+        seed: data seed.
+        rank: this process's index.
+        world_size: number of processes.
+        grad_accum: micro-batches per optimizer step.
+        start_step: first optimizer step to yield.
+        end_step: yield up to (not including) this step.
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        batch_size: int,
+        schedule: ResolutionSchedule,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        grad_accum: int = 1,
+        start_step: int = 0,
+        end_step: int = 1,
+    ):
+        if num_items <= 0:
+            raise DistillationInputError("no training images left (after holding out validation images).")
+        self.num_items, self.batch_size, self.schedule = num_items, batch_size, schedule
+        self.seed, self.rank, self.world_size, self.grad_accum = seed, rank, world_size, grad_accum
+        self.start_step, self.end_step = start_step, end_step
+        self._epoch, self._permutation = -1, None
+
+    def __len__(self) -> int:
+        return max(self.end_step - self.start_step, 0) * self.grad_accum
+
+    def _item_at(self, position: int) -> int:
+        epoch, offset = divmod(position, self.num_items)
+        if epoch != self._epoch:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._permutation = torch.randperm(self.num_items, generator=generator).tolist()
+            self._epoch = epoch
+        return self._permutation[offset]
+
+    def micro_batch(self, micro_index: int) -> list[tuple[int, int, int]]:
+        """The ``(item, resolution, crop_seed)`` triples of global micro-batch ``micro_index`` for this rank."""
+        resolution = self.schedule.resolution_at(micro_index // self.grad_accum)
+        first = (micro_index * self.world_size + self.rank) * self.batch_size
+        # The crop seed is the stream position: unique per sample, independent of where the run resumed.
+        return [(self._item_at(p), resolution, self.seed * 1_000_003 + p) for p in range(first, first + self.batch_size)]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        for micro_index in range(self.start_step * self.grad_accum, self.end_step * self.grad_accum):
+            yield self.micro_batch(micro_index)
+
+
+class DistillationDataset(torch.utils.data.Dataset):
+    """Random crops of an image source, indexed by ``(item, resolution, crop_seed)`` triples.
+
+    Unreadable items are replaced by the next readable one (deterministically) and reported in the sample's
+    ``skipped`` list.
+
+    Args:
+        source: a :class:`FolderImageSource` or :class:`HubImageSource`.
+        flip: random horizontal flips.
+    """
+
+    def __init__(self, source, flip: bool = True):
+        self.source = source
+        self.flip = flip
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, key: tuple[int, int, int]) -> dict:
+        index, resolution, crop_seed = key
+        skipped = []
+        for attempt in range(len(self.source)):
+            item = (index + attempt) % len(self.source)
+            try:
+                image = self.source.load(item)
+            except Exception as error:  # PIL raises many types for bad files; never crash the run on one
+                skipped.append(f"{self.source.name(item)} ({type(error).__name__}: {' '.join(str(error).split())[:120]})")
+                continue
+            rng = np.random.default_rng([crop_seed, attempt])
+            return {"pixel_values": random_crop_flip(image, resolution, rng, self.flip), "skipped": skipped}
+        raise RuntimeError(f"none of the {len(self.source)} training images could be read; first error: {skipped[0]}")
+
+
+def collate_batch(samples: list[dict]) -> dict:
+    """Stack samples into ``{"pixel_values": (B, 3, R, R), "skipped": [names]}``."""
+    return {
+        "pixel_values": torch.stack([sample["pixel_values"] for sample in samples]),
+        "skipped": [name for sample in samples for name in sample["skipped"]],
+    }
+

@@ -1,0 +1,244 @@
+"""Distillation losses: latent matching, reconstruction through the frozen teacher decoder, wavelet, Gaussian, LPIPS.
+
+Every component has its own weight (0 switches it off) and is reported separately, so a run's log shows which
+term moves. Image-space terms compare the student's reconstruction (student latents decoded by the frozen
+teacher decoder) with the input image.
+
+Latent terms are measured in diffusion-model units (``(z - shift_factor) * scaling_factor``, see
+:meth:`~diffusers_litevae.training.teachers.DistillationTeacher.normalize_latents`):
+
+- ``latent``: MSE between the student's and the teacher's posterior means;
+- ``std``: MSE between their posterior standard deviations. With ``latent`` this is the squared 2-Wasserstein
+  distance between the two diagonal Gaussians, i.e. the expected squared difference of ``latent_dist.sample()``
+  under shared noise: it matches the teacher's log-variance where it matters to pipelines (the size of the
+  sampling noise) and, for deterministic teachers (TAESD-family), drives the student's noise to zero so
+  ``sample()`` equals ``mode()``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..transforms.haar import haar_wavedec
+from .errors import DistillationInputError
+
+__all__ = [
+    "DistillationLoss",
+    "LossWeights",
+    "charbonnier",
+    "gaussian_blur",
+    "gaussian_filtered_loss",
+    "load_lpips",
+    "wavelet_loss",
+]
+
+
+@dataclass
+class LossWeights:
+    """Weights of the loss components (0 disables a component).
+
+    Attributes:
+        latent: posterior-mean MSE (normalized latent units).
+        std: posterior standard-deviation MSE (normalized latent units).
+        reconstruction: L1 or Charbonnier between the reconstruction and the image (``[-1, 1]`` pixels).
+        wavelet: Charbonnier on the high-frequency Haar sub-bands (LiteVAE paper).
+        gaussian: L1 between the high-pass residuals ``x - blur(x)`` (LiteVAE paper).
+        lpips: LPIPS (needs the ``lpips`` package and its weights).
+    """
+
+    latent: float = 1.0
+    std: float = 1.0
+    reconstruction: float = 1.0
+    wavelet: float = 0.1
+    gaussian: float = 0.1
+    lpips: float = 0.0
+
+    def needs_decode(self) -> bool:
+        """Whether any image-space term is on (otherwise the teacher decoder is never run)."""
+        return any(w > 0 for w in (self.reconstruction, self.wavelet, self.gaussian, self.lpips))
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def charbonnier(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Mean Charbonnier distance ``sqrt((x - y)^2 + eps^2) - eps`` (a smooth L1; 0 when ``x == y``)."""
+    return (torch.sqrt((x - y).square() + eps * eps) - eps).mean()
+
+
+def wavelet_loss(reconstruction: torch.Tensor, target: torch.Tensor, levels: int = 3, eps: float = 1e-3) -> torch.Tensor:
+    """Charbonnier distance between the high-frequency Haar sub-bands (LH, HL, HH) of ``levels`` levels.
+
+    The LL band is left out: low frequencies are the reconstruction loss's job; this term sharpens detail.
+
+    Args:
+        reconstruction: ``(B, C, H, W)``; ``H`` and ``W`` multiples of ``2**levels``.
+        target: same shape.
+        levels: Haar levels.
+        eps: Charbonnier epsilon.
+
+    Returns:
+        Scalar: the mean over levels of the mean Charbonnier distance of that level's detail bands.
+    """
+    channels = reconstruction.shape[1]
+    losses = []
+    for rec_bands, tgt_bands in zip(haar_wavedec(reconstruction, levels), haar_wavedec(target, levels)):
+        losses.append(charbonnier(rec_bands[:, channels:], tgt_bands[:, channels:], eps))
+    return torch.stack(losses).mean()
+
+
+def _gaussian_kernel(sigma: float, device, dtype) -> torch.Tensor:
+    radius = max(1, math.ceil(3 * sigma))
+    positions = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (positions / sigma) ** 2)
+    return (kernel / kernel.sum()).to(dtype)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    """Separable Gaussian blur with reflect padding (same size as ``x``; ``(B, C, H, W)``)."""
+    kernel = _gaussian_kernel(sigma, x.device, x.dtype)
+    radius = kernel.numel() // 2
+    channels = x.shape[1]
+    horizontal = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
+    vertical = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), horizontal, groups=channels)
+    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), vertical, groups=channels)
+
+
+def gaussian_filtered_loss(reconstruction: torch.Tensor, target: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    """L1 between the high-pass residuals ``x - blur(x)`` of reconstruction and target (LiteVAE's Gaussian loss)."""
+    return F.l1_loss(reconstruction - gaussian_blur(reconstruction, sigma), target - gaussian_blur(target, sigma))
+
+
+def load_lpips(net: str = "vgg", device: torch.device | str = "cpu") -> nn.Module:
+    """The ``lpips`` package's LPIPS metric, frozen; inputs in ``[-1, 1]``.
+
+    Raises:
+        DistillationInputError: the package is not importable or its weights cannot be loaded (one line, with the
+            fix). LPIPS is never skipped silently.
+    """
+    try:
+        import lpips
+    except Exception as error:  # ImportError, or a broken torchvision underneath
+        raise DistillationInputError(
+            f"LPIPS was requested (--lpips_weight > 0) but the `lpips` package cannot be imported ({type(error).__name__}: "
+            f"{error}); install it with `pip install lpips` (it needs torchvision) or pass --lpips_weight 0."
+        ) from error
+    try:
+        model = lpips.LPIPS(net=net, verbose=False)
+    except Exception as error:  # the backbone weights are downloaded on first use
+        raise DistillationInputError(
+            f"LPIPS was requested but its {net!r} weights could not be loaded ({type(error).__name__}: "
+            f"{' '.join(str(error).split())[:200]}); run once with network access or pass --lpips_weight 0."
+        ) from error
+    model = model.to(device).eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+class DistillationLoss(nn.Module):
+    """Weighted sum of the distillation losses, with every component reported.
+
+    Args:
+        weights: :class:`LossWeights`.
+        reconstruction_loss: ``"l1"`` or ``"charbonnier"``.
+        charbonnier_eps: epsilon of the Charbonnier terms.
+        wavelet_levels: Haar levels of the wavelet loss.
+        gaussian_sigma: blur sigma of the Gaussian-filtered loss (pixels).
+        lpips_model: a loaded LPIPS module (see :func:`load_lpips`); required when ``weights.lpips > 0``.
+        latent_scale: the teacher's ``scaling_factor``: posterior standard deviations of raw latents are multiplied
+            by it, so the ``std`` term is in the same units as the (normalized) means.
+    """
+
+    def __init__(
+        self,
+        weights: LossWeights | None = None,
+        reconstruction_loss: str = "l1",
+        charbonnier_eps: float = 1e-3,
+        wavelet_levels: int = 3,
+        gaussian_sigma: float = 1.0,
+        lpips_model: nn.Module | None = None,
+        latent_scale: float = 1.0,
+    ):
+        super().__init__()
+        self.weights = weights or LossWeights()
+        if reconstruction_loss not in ("l1", "charbonnier"):
+            raise DistillationInputError(f"--reconstruction_loss must be 'l1' or 'charbonnier', got {reconstruction_loss!r}.")
+        for name, value in self.weights.as_dict().items():
+            if value < 0 or not math.isfinite(value):
+                raise DistillationInputError(f"loss weight --{name}_weight must be a finite number >= 0, got {value}.")
+        if self.weights.lpips > 0 and lpips_model is None:
+            raise DistillationInputError("--lpips_weight > 0 needs an LPIPS model; load it with load_lpips().")
+        self.reconstruction_loss = reconstruction_loss
+        self.charbonnier_eps = charbonnier_eps
+        self.wavelet_levels = wavelet_levels
+        self.gaussian_sigma = gaussian_sigma
+        self.lpips_model = lpips_model
+        self.latent_scale = float(latent_scale)
+
+    def forward(
+        self,
+        student_mean: torch.Tensor,
+        student_logvar: torch.Tensor,
+        teacher_mean: torch.Tensor,
+        teacher_logvar: torch.Tensor | None,
+        reconstruction: torch.Tensor | None = None,
+        target: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Compute the weighted loss.
+
+        Args:
+            student_mean: ``(B, C, h, w)`` student posterior mean, normalized latent units.
+            student_logvar: ``(B, C, h, w)`` student log-variance (of the *raw* latents, as the encoder outputs it).
+            teacher_mean: ``(B, C, h, w)`` teacher mean, normalized latent units.
+            teacher_logvar: ``(B, C, h, w)`` teacher log-variance of the raw latents, or ``None`` (deterministic).
+            reconstruction: ``(B, 3, H, W)`` student latents decoded by the teacher, ``[-1, 1]``; needed when any
+                image-space weight is > 0.
+            target: ``(B, 3, H, W)`` input images, ``[-1, 1]``.
+
+        Returns:
+            ``(total, components)``: the scalar loss to backpropagate and a dict of detached, unweighted
+            components (``latent`` and ``total`` always; the others when their weight is > 0).
+        """
+        weights = self.weights
+        student_mean, teacher_mean = student_mean.float(), teacher_mean.float()
+        components: dict[str, torch.Tensor] = {"latent": F.mse_loss(student_mean, teacher_mean)}
+        total = weights.latent * components["latent"]
+        if weights.std > 0:
+            # Same clamp as diffusers' DiagonalGaussianDistribution; std scaled like the latents.
+            scale = self.latent_scale
+            student_std = torch.exp(0.5 * student_logvar.float().clamp(-30.0, 20.0)) * scale
+            if teacher_logvar is None:
+                teacher_std = torch.zeros_like(student_std)
+            else:
+                teacher_std = torch.exp(0.5 * teacher_logvar.float().clamp(-30.0, 20.0)) * scale
+            components["std"] = F.mse_loss(student_std, teacher_std)
+            total = total + weights.std * components["std"]
+        if weights.needs_decode():
+            if reconstruction is None or target is None:
+                raise ValueError("image-space loss weights are > 0 but no reconstruction/target was given.")
+            reconstruction, target = reconstruction.float(), target.float()
+            if weights.reconstruction > 0:
+                if self.reconstruction_loss == "l1":
+                    components["reconstruction"] = F.l1_loss(reconstruction, target)
+                else:
+                    components["reconstruction"] = charbonnier(reconstruction, target, self.charbonnier_eps)
+                total = total + weights.reconstruction * components["reconstruction"]
+            if weights.wavelet > 0:
+                components["wavelet"] = wavelet_loss(reconstruction, target, self.wavelet_levels, self.charbonnier_eps)
+                total = total + weights.wavelet * components["wavelet"]
+            if weights.gaussian > 0:
+                components["gaussian"] = gaussian_filtered_loss(reconstruction, target, self.gaussian_sigma)
+                total = total + weights.gaussian * components["gaussian"]
+            if weights.lpips > 0:
+                components["lpips"] = self.lpips_model(reconstruction, target).mean()
+                total = total + weights.lpips * components["lpips"]
+        components = {name: value.detach() for name, value in components.items()}
+        components["total"] = total.detach()
+        return total, components

@@ -1,0 +1,887 @@
+"""Encoder distillation: train a LiteVAE encoder to reproduce a frozen teacher VAE's latents.
+
+The student is an :class:`~diffusers_litevae.AutoencoderLite` holding a fresh LiteVAE encoder and an exact copy
+of the teacher's decoder; only the encoder trains. Pieces, each importable and tested on its own:
+
+- :class:`DistillConfig`: every setting of a run (what ``litevae distill`` flags map to);
+- :func:`compute_distillation_loss`: one forward pass (teacher targets, student moments, decode, losses);
+- :func:`distill_step`: one optimizer step over the gradient-accumulation micro-batches;
+- :func:`distill`: the whole run with accelerate (mixed precision, multi-process, EMA, compile, channels_last,
+  LR warmup/schedule, atomic checkpoints and resume, periodic validation with grids and curves), writing an
+  ``AutoencoderLite`` folder plus ``distillation.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import defaultdict
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from ..models.autoencoder_lite import AutoencoderLite
+from ..models.litevae_encoder import ENCODER_PRESETS
+from .checkpointing import load_checkpoint, resolve_resume, save_checkpoint
+from .data import (
+    DistillationDataset,
+    FolderImageSource,
+    HubImageSource,
+    ResolutionSchedule,
+    StepIndexedBatchSampler,
+    collate_batch,
+    find_images,
+    load_eval_image,
+    load_hub_dataset,
+    split_holdout,
+)
+from .errors import DistillationInputError
+from .losses import DistillationLoss, LossWeights, load_lpips
+from .teachers import TEACHER_TYPES, DistillationTeacher, load_teacher, wrap_teacher
+from .validation import compute_teacher_reference, evaluate_student, plot_curve, save_reconstruction_grid
+
+__all__ = ["DistillConfig", "compute_distillation_loss", "distill", "distill_step", "validate_config"]
+
+logger = logging.getLogger(__name__)
+
+_MIXED_PRECISION = ("no", "fp16", "bf16")
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_PLOT_INTERVAL_S = 120
+_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
+
+
+@dataclass
+class DistillConfig:
+    """All settings of a distillation run (``litevae distill --help`` documents each flag of the same name).
+
+    Only ``teacher`` and one data source (``train_data_dir`` or ``dataset_name``) are required.
+    """
+
+    # teacher
+    teacher: str = ""
+    teacher_subfolder: str | None = None
+    teacher_type: str = "auto"
+    teacher_revision: str | None = None
+    teacher_variant: str | None = None
+    teacher_dtype: str = "auto"
+    teacher_scaling_factor: float | None = None
+    teacher_shift_factor: float | None = None
+    # student
+    student: str | None = "B"
+    student_config: dict | None = None
+    # data
+    train_data_dir: str | None = None
+    dataset_name: str | None = None
+    dataset_config_name: str | None = None
+    dataset_split: str = "train"
+    image_column: str = "image"
+    cache_dir: str | None = None
+    resolution_schedule: str = "256"
+    random_flip: bool = True
+    dataloader_num_workers: int = 0
+    # validation
+    validation_dir: str | None = None
+    num_validation_images: int | None = None
+    validation_glob: str = "*"
+    validation_resolution: int | None = None
+    max_validation_images: int | None = None
+    validation_steps: int = 250
+    num_grid_images: int = 4
+    # optimisation
+    output_dir: str = "litevae-distilled"
+    seed: int = 0
+    train_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    max_train_steps: int = 10_000
+    max_minutes: float | None = None
+    optimizer: str = "adamw"
+    learning_rate: float = 2e-4
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.99
+    adam_weight_decay: float = 0.0
+    adam_epsilon: float = 1e-8
+    lr_scheduler: str = "constant_with_warmup"
+    lr_warmup_steps: int = 100
+    max_grad_norm: float | None = 1.0
+    use_ema: bool = False
+    ema_decay: float = 0.999
+    ema_power: float = 0.75
+    # speed
+    mixed_precision: str | None = None
+    compile: bool = False
+    compile_mode: str | None = None
+    channels_last: bool = False
+    gradient_checkpointing: bool = False
+    allow_tf32: bool = False
+    # losses
+    latent_weight: float = 1.0
+    std_weight: float = 1.0
+    reconstruction_weight: float = 1.0
+    wavelet_weight: float = 0.1
+    gaussian_weight: float = 0.1
+    lpips_weight: float = 0.0
+    reconstruction_loss: str = "l1"
+    charbonnier_eps: float = 1e-3
+    wavelet_loss_levels: int = 3
+    gaussian_sigma: float = 1.0
+    lpips_net: str = "vgg"
+    # checkpoints and logging
+    checkpointing_steps: int = 500
+    checkpoints_total_limit: int | None = 3
+    resume_from_checkpoint: str | None = None
+    logging_steps: int = 10
+    report_to: str | None = None
+    progress_bar: bool = True
+
+    def loss_weights(self) -> LossWeights:
+        return LossWeights(
+            latent=self.latent_weight,
+            std=self.std_weight,
+            reconstruction=self.reconstruction_weight,
+            wavelet=self.wavelet_weight,
+            gaussian=self.gaussian_weight,
+            lpips=self.lpips_weight,
+        )
+
+    def student_encoder_spec(self) -> str | dict:
+        """What ``make_student`` takes: the preset name, or ``encoder_*`` keys (preset values overridden)."""
+        if not self.student_config:
+            return self.student or "B"
+        base = {}
+        if self.student:
+            preset = ENCODER_PRESETS[self.student.upper()]
+            base = dict(
+                encoder_feature_channels=preset.feature_channels,
+                encoder_feature_channel_mults=preset.feature_channel_mults,
+                encoder_aggregation_channels=preset.aggregation_channels,
+                encoder_aggregation_channel_mults=preset.aggregation_channel_mults,
+            )
+        return {**base, **self.student_config}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "DistillConfig":
+        """Build from a dict, ignoring keys that are not settings (e.g. an argparse namespace's extras)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in names})
+
+
+# ----------------------------------------------------------------------------------------------- validation
+
+
+def validate_config(config: DistillConfig) -> ResolutionSchedule:
+    """Check every setting that can be checked without loading anything; one-line errors.
+
+    Returns:
+        The parsed resolution schedule.
+
+    Raises:
+        DistillationInputError: the first problem found.
+    """
+    if not config.teacher:
+        raise DistillationInputError("no teacher given; pass --teacher (a diffusers VAE folder, Hub id, or TAESD-family folder).")
+    if config.teacher_type not in TEACHER_TYPES:
+        raise DistillationInputError(f"--teacher_type must be one of {', '.join(TEACHER_TYPES)}, got {config.teacher_type!r}.")
+    if config.teacher_dtype != "auto" and config.teacher_dtype not in _DTYPES:
+        raise DistillationInputError(f"--teacher_dtype must be auto, float32, bf16 or fp16, got {config.teacher_dtype!r}.")
+    if bool(config.train_data_dir) == bool(config.dataset_name):
+        raise DistillationInputError("give exactly one data source: --train_data_dir FOLDER or --dataset_name HUB_DATASET.")
+    if config.student and config.student.upper() not in ENCODER_PRESETS:
+        raise DistillationInputError(f"unknown --student preset {config.student!r}; choose one of {', '.join(ENCODER_PRESETS)}.")
+    if not config.student and not config.student_config:
+        raise DistillationInputError("give a --student preset (S, B, M, L) or a --student_config.")
+    if config.student_config:
+        bad = [key for key in config.student_config if not key.startswith("encoder_")]
+        if bad:
+            raise DistillationInputError(f"--student_config may only set encoder_* keys (the decoder is the teacher's); got {bad}.")
+    schedule = ResolutionSchedule.parse(config.resolution_schedule)
+    if config.validation_resolution is not None and (config.validation_resolution <= 0 or config.validation_resolution % 8):
+        raise DistillationInputError(
+            f"--validation_resolution {config.validation_resolution} is not a positive multiple of 8 (or omit it for full images)."
+        )
+    positive = {
+        "train_batch_size": config.train_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "max_train_steps": config.max_train_steps,
+        "checkpointing_steps": config.checkpointing_steps,
+        "validation_steps": config.validation_steps,
+        "logging_steps": config.logging_steps,
+    }
+    for name, value in positive.items():
+        if value is None or value <= 0:
+            raise DistillationInputError(f"--{name} must be a positive integer, got {value}.")
+    if config.learning_rate <= 0:
+        raise DistillationInputError(f"--learning_rate must be > 0, got {config.learning_rate}.")
+    if config.max_minutes is not None and config.max_minutes <= 0:
+        raise DistillationInputError(f"--max_minutes must be > 0, got {config.max_minutes}.")
+    if config.mixed_precision is not None and config.mixed_precision not in _MIXED_PRECISION:
+        raise DistillationInputError(f"--mixed_precision must be one of {', '.join(_MIXED_PRECISION)}, got {config.mixed_precision!r}.")
+    if config.optimizer not in ("adam", "adamw"):
+        raise DistillationInputError(f"--optimizer must be 'adam' or 'adamw', got {config.optimizer!r}.")
+    if config.lr_scheduler not in _SCHEDULERS:
+        raise DistillationInputError(f"--lr_scheduler must be one of {', '.join(_SCHEDULERS)}, got {config.lr_scheduler!r}.")
+    if config.dataloader_num_workers < 0:
+        raise DistillationInputError("--dataloader_num_workers must be >= 0.")
+    weights = config.loss_weights()
+    for name, value in weights.as_dict().items():
+        if value < 0 or not math.isfinite(value):
+            raise DistillationInputError(f"--{name}_weight must be a finite number >= 0, got {value}.")
+    if weights.latent == 0 and not weights.needs_decode():
+        raise DistillationInputError("every loss weight is 0; set --latent_weight and/or --reconstruction_weight > 0.")
+    if config.reconstruction_loss not in ("l1", "charbonnier"):
+        raise DistillationInputError(f"--reconstruction_loss must be 'l1' or 'charbonnier', got {config.reconstruction_loss!r}.")
+    if config.wavelet_weight > 0 and schedule.stages and min(r for r, _ in schedule.stages) % 2**config.wavelet_loss_levels:
+        raise DistillationInputError(
+            f"--wavelet_loss_levels {config.wavelet_loss_levels} needs resolutions divisible by {2**config.wavelet_loss_levels}."
+        )
+    if config.validation_dir and not Path(config.validation_dir).expanduser().is_dir():
+        raise DistillationInputError(f"--validation_dir {config.validation_dir!r} does not exist.")
+    return schedule
+
+
+# -------------------------------------------------------------------------------------------- one training step
+
+
+def compute_distillation_loss(
+    encoder: nn.Module,
+    teacher: DistillationTeacher,
+    loss_fn: DistillationLoss,
+    images: torch.Tensor,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Forward pass of one micro-batch: teacher targets (no grad), student moments, decode, weighted losses.
+
+    Args:
+        encoder: the student LiteVAE encoder (or its DDP/compiled wrapper): ``(B, 3, H, W)`` -> ``(B, 2C, H/8, W/8)``.
+        teacher: the frozen teacher.
+        loss_fn: the :class:`DistillationLoss`.
+        images: ``(B, 3, H, W)`` in ``[-1, 1]`` on the training device.
+
+    Returns:
+        ``(loss, components)`` as :meth:`DistillationLoss.forward` returns them.
+    """
+    teacher_parameter = next(teacher.parameters())
+    with torch.no_grad():
+        teacher_mean, teacher_logvar = teacher.encode(images.to(teacher_parameter.dtype))
+    moments = encoder(images)
+    student_mean, student_logvar = moments.chunk(2, dim=1)
+    reconstruction = None
+    if loss_fn.weights.needs_decode():
+        # Gradients flow through the frozen decoder into the student's latents only.
+        reconstruction = teacher.decode(student_mean.to(teacher_parameter.dtype))
+    return loss_fn(
+        teacher.normalize_latents(student_mean.float()),
+        student_logvar,
+        teacher.normalize_latents(teacher_mean.float()),
+        teacher_logvar,
+        reconstruction,
+        images,
+    )
+
+
+def distill_step(
+    accelerator,
+    encoder: nn.Module,
+    teacher: DistillationTeacher,
+    loss_fn: DistillationLoss,
+    micro_batches: list[torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler=None,
+    ema=None,
+    max_grad_norm: float | None = 1.0,
+    channels_last: bool = False,
+) -> dict[str, torch.Tensor]:
+    """One optimizer step: forward/backward over each micro-batch (gradient accumulation), clip, step, EMA.
+
+    Gradients are synchronised across processes only on the last micro-batch (``accelerator.no_sync``).
+
+    Args:
+        accelerator: an ``accelerate.Accelerator`` (``encoder`` and ``optimizer`` prepared with it).
+        encoder: the student encoder.
+        teacher: the frozen teacher, on the accelerator's device.
+        loss_fn: the :class:`DistillationLoss`.
+        micro_batches: ``gradient_accumulation_steps`` tensors ``(B, 3, R, R)`` in ``[-1, 1]`` (any device).
+        optimizer: the optimizer.
+        lr_scheduler: stepped once per optimizer step, or ``None``.
+        ema: a ``diffusers.training_utils.EMAModel`` over the encoder's parameters, or ``None``.
+        max_grad_norm: clip the global gradient norm to this (``None``: no clipping).
+        channels_last: feed images in channels-last memory format.
+
+    Returns:
+        The mean of each loss component over the micro-batches (detached tensors; ``.item()`` them when logging),
+        plus ``grad_norm`` when clipping.
+    """
+    encoder.train()
+    totals: dict[str, torch.Tensor] = {}
+    count = len(micro_batches)
+    for index, images in enumerate(micro_batches):
+        images = images.to(accelerator.device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        sync = index == count - 1
+        with nullcontext() if sync else accelerator.no_sync(encoder):
+            with accelerator.autocast():
+                loss, components = compute_distillation_loss(encoder, teacher, loss_fn, images)
+            accelerator.backward(loss / count)
+        for name, value in components.items():
+            totals[name] = totals.get(name, 0.0) + value / count
+    if max_grad_norm is not None and max_grad_norm > 0:
+        totals["grad_norm"] = accelerator.clip_grad_norm_(encoder.parameters(), max_grad_norm).detach()
+    optimizer.step()
+    if lr_scheduler is not None:
+        lr_scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    if ema is not None:
+        ema.step(accelerator.unwrap_model(encoder).parameters())
+    return totals
+
+
+# ------------------------------------------------------------------------------------------------- the run
+
+
+@dataclass
+class _Data:
+    source: object
+    validation_images: list[torch.Tensor]
+    eval_set: str
+    num_train_images: int
+
+
+def _prepare_data(config: DistillConfig) -> _Data:
+    """Find training images, split off validation images, load them. Raises one-line errors."""
+    if config.train_data_dir:
+        paths = find_images(config.train_data_dir)
+        count = config.num_validation_images
+        if count is None:  # auto: hold out up to 16 when there are enough images to spare them
+            count = 0 if config.validation_dir else min(16, len(paths) // 10)
+        train_paths, held_out = split_holdout(paths, count, config.validation_glob)
+        if not train_paths:
+            raise DistillationInputError(
+                f"all {len(paths)} images of {config.train_data_dir!r} were held out for validation; lower --num_validation_images."
+            )
+        source = FolderImageSource(train_paths)
+        if config.validation_dir:
+            eval_sources = FolderImageSource(find_images(config.validation_dir))
+            eval_set = f"{config.validation_dir}"
+        elif held_out:
+            eval_sources = FolderImageSource(held_out)
+            eval_set = f"{len(held_out)} held-out images of {config.train_data_dir} (glob {config.validation_glob!r})"
+        else:
+            eval_sources = FolderImageSource(train_paths[:4])
+            eval_set = f"first {min(4, len(train_paths))} training images (too few images to hold any out)"
+            logger.warning("validating on training images: %s", eval_set)
+        num_train = len(train_paths)
+    else:
+        dataset = load_hub_dataset(
+            config.dataset_name, config.dataset_config_name, config.dataset_split, config.cache_dir, config.image_column
+        )
+        count = config.num_validation_images
+        if count is None:
+            count = 0 if config.validation_dir else min(16, len(dataset) // 10)
+        source = HubImageSource(dataset, config.image_column, range(count, len(dataset)))
+        if len(source) == 0:
+            raise DistillationInputError(f"dataset {config.dataset_name!r} has no rows left for training after holding out {count}.")
+        if config.validation_dir:
+            eval_sources = FolderImageSource(find_images(config.validation_dir))
+            eval_set = f"{config.validation_dir}"
+        elif count:
+            eval_sources = HubImageSource(dataset, config.image_column, range(count))
+            eval_set = f"first {count} rows of {config.dataset_name} ({config.dataset_split})"
+        else:
+            eval_sources = HubImageSource(dataset, config.image_column, range(min(4, len(dataset))))
+            eval_set = f"first {min(4, len(dataset))} training rows of {config.dataset_name}"
+        num_train = len(source)
+    limit = config.max_validation_images or len(eval_sources)
+    images, unreadable = [], []
+    for index in range(min(limit, len(eval_sources))):
+        try:
+            images.append(load_eval_image(eval_sources.load(index), config.validation_resolution))
+        except Exception as error:  # an unreadable validation image is reported, not fatal
+            unreadable.append(f"{eval_sources.name(index)} ({type(error).__name__})")
+    if unreadable:
+        logger.warning("skipped %d unreadable validation images: %s", len(unreadable), "; ".join(unreadable[:5]))
+    if not images:
+        raise DistillationInputError(f"none of the validation images ({eval_set}) could be read.")
+    size = "full size (cropped to a multiple of 8)" if config.validation_resolution is None else f"centre {config.validation_resolution} px crops"
+    eval_set = f"{eval_set}: {len(images)} images, {size}"
+    return _Data(source, images, eval_set, num_train)
+
+
+def _has_accelerator_device() -> bool:
+    if torch.cuda.is_available():
+        return True
+    xpu = getattr(torch, "xpu", None)
+    if xpu is not None and xpu.is_available():
+        return True
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def _teacher_dtype(config: DistillConfig, mixed_precision: str) -> torch.dtype:
+    if config.teacher_dtype != "auto":
+        return _DTYPES[config.teacher_dtype]
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision, torch.float32)
+
+
+def _compile_teacher(teacher: DistillationTeacher, mode: str | None) -> None:
+    for name in ("tiny_encoder", "tiny_decoder"):
+        if hasattr(teacher, name):
+            getattr(teacher, name).compile(mode=mode)
+    vae = getattr(teacher, "vae", None)
+    for name in ("encoder", "decoder", "quant_conv", "post_quant_conv"):
+        module = getattr(vae, name, None) if vae is not None else None
+        if isinstance(module, nn.Module):
+            module.compile(mode=mode)
+
+
+def _student_description(config: DistillConfig, student: AutoencoderLite) -> dict:
+    encoder_config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in student.config.items() if k.startswith("encoder_")}
+    return {
+        "preset": config.student.upper() if config.student and not config.student_config else None,
+        "encoder_config": encoder_config,
+        "encoder_parameters": sum(p.numel() for p in student.encoder.parameters()),
+    }
+
+
+def _eager():
+    """Run torch.compile'd modules eagerly inside the block (torch >= 2.6; a no-op context before)."""
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    return set_stance("force_eager") if set_stance is not None else nullcontext()
+
+
+class _Timer:
+    """Wall time of this invocation, and the part of it spent in training steps (not validation/checkpoints)."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.train_seconds = 0.0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+class _EMAWeights:
+    """Context manager: the unwrapped encoder with the EMA weights swapped in (no-op without EMA)."""
+
+    def __init__(self, module: nn.Module, ema):
+        self.module, self.ema = module, ema
+
+    def __enter__(self) -> nn.Module:
+        if self.ema is not None:
+            self.ema.store(self.module.parameters())
+            self.ema.copy_to(self.module.parameters())
+        return self.module
+
+    def __exit__(self, *exc) -> None:
+        if self.ema is not None:
+            self.ema.restore(self.module.parameters())
+
+
+class _DistillRun:
+    """One invocation of :func:`distill`: set-up (all input checks), the loop, validation, checkpoints, output.
+
+    Every process builds one; validation, plots and the final output happen on the main process while the others
+    wait at the same barriers.
+    """
+
+    def __init__(self, config: DistillConfig, teacher: DistillationTeacher | nn.Module | None):
+        from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration
+
+        if teacher is not None and not config.teacher:
+            config.teacher = getattr(teacher, "name_or_path", type(teacher).__name__)
+        self.config = config
+        self.schedule = validate_config(config)
+        self.output_dir = Path(config.output_dir).expanduser()
+        self.checkpoints_dir = self.output_dir / "checkpoints"
+        self.resume_path = resolve_resume(config.resume_from_checkpoint, self.checkpoints_dir)
+        self.accelerator = Accelerator(
+            # Without an accelerator device, multi-process runs (`accelerate launch --multi_gpu --num_processes N`
+            # on a CPU machine) need cpu=True to use gloo instead of looking for GPUs.
+            cpu=not _has_accelerator_device(),
+            mixed_precision=config.mixed_precision,
+            log_with=config.report_to,
+            project_config=ProjectConfiguration(project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")),
+        )
+        if config.allow_tf32 and torch.cuda.is_available():
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        if self.accelerator.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        # Everything that can fail on bad input happens here, before any training.
+        lpips_model = load_lpips(config.lpips_net, self.accelerator.device) if config.lpips_weight > 0 else None
+        self.data = _prepare_data(config)
+        self.teacher, self.student = self._teacher_and_student(teacher)
+        self.loss_fn = DistillationLoss(
+            config.loss_weights(),
+            reconstruction_loss=config.reconstruction_loss,
+            charbonnier_eps=config.charbonnier_eps,
+            wavelet_levels=config.wavelet_loss_levels,
+            gaussian_sigma=config.gaussian_sigma,
+            lpips_model=lpips_model,
+            latent_scale=self.teacher.scaling_factor,
+        )
+        self._build_optimisation()
+        self.state = {
+            "step": 0, "images_seen": 0, "train_time_s": 0.0, "wall_time_s": 0.0, "curve": [], "loss_history": [], "skipped_images": [],
+        }
+        self._resume()
+        self.timer = _Timer()
+        self.wall_offset, self.train_offset = self.state["wall_time_s"], self.state["train_time_s"]
+        self.images_at_start = self.state["images_seen"]
+        self.skipped: dict[str, None] = dict.fromkeys(self.state["skipped_images"])
+        self.last_plot = time.perf_counter()
+        # Known on every process (the curve itself lives on the main process), so all reach the same barriers.
+        self.validated_step = self.state["curve"][-1]["step"] if self.state["curve"] else None
+        self.reference = None
+        if self.accelerator.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            if config.report_to:
+                trackable = {k: v for k, v in asdict(config).items() if isinstance(v, (int, float, str, bool))}
+                self.accelerator.init_trackers("litevae-distill", config=trackable)
+            with _eager():
+                self.reference = compute_teacher_reference(
+                    self.teacher, self.data.validation_images, self.accelerator.autocast, config.num_grid_images
+                )
+            logger.info("teacher on %s: PSNR %.2f dB, SSIM %.4f", self.data.eval_set, *self.reference.summary().values())
+
+    # -- set-up -------------------------------------------------------------------------------------------------
+
+    def _teacher_and_student(self, teacher) -> tuple[DistillationTeacher, AutoencoderLite]:
+        from accelerate.utils import set_seed
+
+        config, accelerator = self.config, self.accelerator
+        if teacher is None:
+            teacher = load_teacher(
+                config.teacher,
+                subfolder=config.teacher_subfolder,
+                teacher_type=config.teacher_type,
+                revision=config.teacher_revision,
+                variant=config.teacher_variant,
+                torch_dtype=torch.float32,
+                scaling_factor=config.teacher_scaling_factor,
+                shift_factor=config.teacher_shift_factor,
+            )
+        else:
+            teacher = wrap_teacher(teacher, config.teacher)
+        set_seed(config.seed)
+        # Built from the full-precision teacher, so the saved decoder holds the teacher's exact weights.
+        student = nn.Module.to(teacher.make_student(config.student_encoder_spec()), dtype=torch.float32)
+        teacher.to(accelerator.device, dtype=_teacher_dtype(config, accelerator.mixed_precision))
+        if config.channels_last:
+            teacher.to(memory_format=torch.channels_last)
+        return teacher, student
+
+    def _build_optimisation(self) -> None:
+        from diffusers.optimization import get_scheduler
+
+        config, accelerator = self.config, self.accelerator
+        encoder = self.student.encoder  # only the encoder trains; the decoder copy is carried to the output
+        if config.gradient_checkpointing:
+            self.student.enable_gradient_checkpointing()
+            # The frozen teacher decoder's activations dominate memory when image losses are on.
+            vae = getattr(self.teacher, "vae", None)
+            if vae is not None and getattr(vae, "_supports_gradient_checkpointing", False):
+                vae.enable_gradient_checkpointing()
+        if config.channels_last:
+            encoder.to(memory_format=torch.channels_last)
+        optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+        optimizer = optimizer_class(
+            encoder.parameters(),
+            lr=config.learning_rate,
+            betas=(config.adam_beta1, config.adam_beta2),
+            weight_decay=config.adam_weight_decay,
+            eps=config.adam_epsilon,
+        )
+        self.lr_scheduler = get_scheduler(
+            config.lr_scheduler, optimizer=optimizer, num_warmup_steps=config.lr_warmup_steps, num_training_steps=config.max_train_steps
+        )
+        self.encoder, self.optimizer = accelerator.prepare(encoder, optimizer)
+        # Stepped by hand once per optimizer step (a prepared scheduler steps once per process); saved with the state.
+        accelerator.register_for_checkpointing(self.lr_scheduler)
+        self.ema = None
+        if config.use_ema:
+            from diffusers.training_utils import EMAModel
+
+            self.ema = EMAModel(self.unwrapped.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=config.ema_power)
+            self.ema.to(accelerator.device)
+            accelerator.register_for_checkpointing(self.ema)
+        if config.compile:
+            self.unwrapped.compile(mode=config.compile_mode)
+            _compile_teacher(self.teacher, config.compile_mode)
+
+    def _resume(self) -> None:
+        if self.resume_path is None:
+            if self.config.resume_from_checkpoint == "latest":
+                logger.info("no checkpoint in %s yet: starting fresh", self.checkpoints_dir)
+            return
+        saved = json.loads((self.resume_path / "trainer_state.json").read_text())
+        if saved.get("student_config") and _comparable(saved["student_config"]) != _comparable(self.student.config):
+            raise DistillationInputError(
+                f"checkpoint {str(self.resume_path)!r} was made for a different student or teacher; resume with the same "
+                "--teacher/--student settings or use a new --output_dir."
+            )
+        self.state.update(load_checkpoint(self.accelerator, self.resume_path))
+        logger.info("resumed from %s at step %d", self.resume_path, self.state["step"])
+
+    @property
+    def unwrapped(self) -> nn.Module:
+        return self.accelerator.unwrap_model(self.encoder)
+
+    # -- validation, checkpoints -----------------------------------------------------------------------------------
+
+    def validate(self, step: int, train_losses: dict[str, float]) -> None:
+        """Validate on the main process (EMA weights when on), save a grid, extend the curve; every process calls it."""
+        if self.accelerator.is_main_process:
+            config = self.config
+            # Eager: validation images may each have their own size (no recompilation per shape).
+            with _EMAWeights(self.unwrapped, self.ema) as encoder, _eager():
+                metrics, student_grid = evaluate_student(
+                    encoder, self.teacher, self.data.validation_images, self.reference, self.accelerator.autocast,
+                    config.num_grid_images,
+                )
+            if student_grid:
+                save_reconstruction_grid(
+                    self.output_dir / "validation" / f"step_{step:06d}.png",
+                    self.data.validation_images[: len(student_grid)],
+                    self.reference.grid_reconstructions,
+                    student_grid,
+                )
+            entry = {
+                "step": step,
+                "images_seen": self.state["images_seen"],
+                "wall_time_s": round(self.wall_offset + self.timer.elapsed(), 2),
+                "train_time_s": round(self.train_offset + self.timer.train_seconds, 2),
+                **{k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()},
+                **{f"train_{k}": round(v, 6) for k, v in train_losses.items()},
+            }
+            self.state["curve"] = [e for e in self.state["curve"] if e["step"] != step] + [entry]
+            if config.report_to:
+                self.accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=step)
+            logger.info(
+                "step %d: PSNR student %.2f dB / teacher %.2f dB, SSIM %.4f / %.4f, latent MSE %.5f",
+                step, metrics["psnr_student"], metrics["psnr_teacher"], metrics["ssim_student"], metrics["ssim_teacher"],
+                metrics["latent_mse"],
+            )
+            if time.perf_counter() - self.last_plot > _PLOT_INTERVAL_S:  # ~1 s per plot; the final one always happens
+                self.plot()
+        self.validated_step = step
+        self.accelerator.wait_for_everyone()
+
+    def plot(self) -> None:
+        title = f"{self.teacher.name_or_path} -> LiteVAE"
+        plot_curve(self.state["curve"], self.state["loss_history"], self.output_dir / "curve.png", title=title)
+        self.last_plot = time.perf_counter()
+
+    def gather_skipped(self) -> None:
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            self.skipped.update(dict.fromkeys(gather_object(list(self.skipped))))
+
+    def checkpoint(self, step: int) -> None:
+        self.gather_skipped()
+        snapshot = {
+            **self.state,
+            "wall_time_s": round(self.wall_offset + self.timer.elapsed(), 2),
+            "train_time_s": round(self.train_offset + self.timer.train_seconds, 2),
+            "skipped_images": list(self.skipped),
+            "student_config": _jsonable(dict(self.student.config)),
+            "settings": _jsonable(asdict(self.config)),
+        }
+        save_checkpoint(self.accelerator, self.checkpoints_dir, step, snapshot, self.config.checkpoints_total_limit)
+
+    # -- the loop ------------------------------------------------------------------------------------------------
+
+    def _loader(self) -> torch.utils.data.DataLoader:
+        config, accelerator = self.config, self.accelerator
+        sampler = StepIndexedBatchSampler(
+            self.data.num_train_images,
+            config.train_batch_size,
+            self.schedule,
+            seed=config.seed,
+            rank=accelerator.process_index,
+            world_size=accelerator.num_processes,
+            grad_accum=config.gradient_accumulation_steps,
+            start_step=self.state["step"],
+            end_step=config.max_train_steps,
+        )
+        return torch.utils.data.DataLoader(
+            DistillationDataset(self.data.source, flip=config.random_flip),
+            batch_sampler=sampler,
+            collate_fn=collate_batch,
+            num_workers=config.dataloader_num_workers,
+            pin_memory=accelerator.device.type == "cuda",
+            persistent_workers=config.dataloader_num_workers > 0,
+        )
+
+    def _next_micro_batches(self, batches) -> list[torch.Tensor]:
+        micro_batches = []
+        for _ in range(self.config.gradient_accumulation_steps):
+            batch = next(batches)
+            for name in batch["skipped"]:
+                if name not in self.skipped:
+                    self.skipped[name] = None
+                    logger.warning("skipping unreadable image %s", name)
+            micro_batches.append(batch["pixel_values"])
+        return micro_batches
+
+    def _out_of_time(self, step: int) -> bool:
+        if self.config.max_minutes is None:
+            return False
+        over = self.timer.elapsed() > self.config.max_minutes * 60
+        if self.accelerator.num_processes == 1:
+            return over
+        if step % self.config.logging_steps:  # a collective costs a device sync: only at log steps
+            return False
+        from accelerate.utils import broadcast
+
+        # The main process decides, so every process stops after the same step.
+        return bool(broadcast(torch.tensor([float(over)], device=self.accelerator.device)).item())
+
+    def train(self) -> None:
+        from tqdm.auto import tqdm
+
+        config, accelerator, state = self.config, self.accelerator, self.state
+        step = state["step"]
+        if step == 0 and self.validated_step is None:
+            self.validate(0, {})
+        batches = iter(self._loader())
+        global_batch = config.train_batch_size * config.gradient_accumulation_steps * accelerator.num_processes
+        progress = tqdm(
+            total=config.max_train_steps, initial=step, desc="distill", unit="step", dynamic_ncols=True,
+            disable=not (accelerator.is_main_process and config.progress_bar),
+        )
+        pending: dict[str, list[torch.Tensor]] = defaultdict(list)  # per-step losses since the last log line
+        since_validation: dict[str, list[float]] = defaultdict(list)  # logged means since the last validation
+        stop = False
+        while step < config.max_train_steps and not stop:
+            step_start = time.perf_counter()
+            components = distill_step(
+                accelerator, self.encoder, self.teacher, self.loss_fn, self._next_micro_batches(batches), self.optimizer,
+                self.lr_scheduler, self.ema, config.max_grad_norm, config.channels_last,
+            )
+            step += 1
+            state["step"] = step
+            state["images_seen"] += global_batch
+            self.timer.train_seconds += time.perf_counter() - step_start
+            progress.update(1)
+            for name, value in components.items():
+                pending[name].append(value)
+            if step % config.logging_steps == 0 or step == config.max_train_steps:
+                means = self._log(step, pending, progress)
+                for name in components:
+                    since_validation[name].append(means[name])
+            stop = self._out_of_time(step)
+            if stop:
+                logger.info("time budget of %.1f minutes reached at step %d", config.max_minutes, step)
+            finished = step == config.max_train_steps or stop
+            if step % config.validation_steps == 0 or finished:
+                self.validate(step, {k: sum(v) / len(v) for k, v in since_validation.items()})
+                since_validation.clear()
+            if step % config.checkpointing_steps == 0 or finished:
+                self.checkpoint(step)
+        progress.close()
+
+    def _log(self, step: int, pending: dict[str, list[torch.Tensor]], progress) -> dict[str, float]:
+        # One device sync per logging interval (the float() calls), not one per step.
+        means = {name: float(torch.stack([v.float() for v in values]).mean()) for name, values in pending.items()}
+        pending.clear()
+        throughput = (self.state["images_seen"] - self.images_at_start) / max(self.timer.train_seconds, 1e-9)
+        means.update(
+            lr=self.lr_scheduler.get_last_lr()[0], images_per_s=round(throughput, 2), resolution=self.schedule.resolution_at(step - 1)
+        )
+        self.state["loss_history"].append({"step": step, **{k: round(v, 6) if isinstance(v, float) else v for k, v in means.items()}})
+        progress.set_postfix(loss=f"{means['total']:.4f}", latent=f"{means['latent']:.4f}", img_s=f"{throughput:.1f}", res=means["resolution"])
+        if self.config.report_to:
+            self.accelerator.log({f"train/{k}": v for k, v in means.items()}, step=step)
+        return means
+
+    # -- output --------------------------------------------------------------------------------------------------
+
+    def finish(self) -> dict:
+        """Write the model folder, ``distillation.json`` and ``curve.png``; return the summary."""
+        accelerator, state = self.accelerator, self.state
+        self.gather_skipped()
+        if self.validated_step != state["step"]:  # e.g. resumed from the last checkpoint of a finished run
+            self.validate(state["step"], {})
+        result = self._summary()
+        if accelerator.is_main_process:
+            with _EMAWeights(self.unwrapped, self.ema) as encoder:
+                weights = {k: v.detach().float().cpu() for k, v in encoder.state_dict().items()}
+            self.student.encoder.load_state_dict(weights)
+            nn.Module.to(self.student, "cpu")
+            self.student.save_pretrained(self.output_dir, safe_serialization=True)
+            (self.output_dir / "distillation.json").write_text(json.dumps(result, indent=1))
+            self.plot()
+            logger.info("wrote %s (%d steps, %.1f images/s)", self.output_dir, state["step"], result["train_images_per_s"])
+        if self.config.report_to:
+            accelerator.end_training()
+        accelerator.wait_for_everyone()
+        return result
+
+    def _summary(self) -> dict:
+        state, train_seconds = self.state, self.timer.train_seconds
+        last = state["curve"][-1] if state["curve"] else {}
+        metric_keys = ("psnr_student", "psnr_teacher", "ssim_student", "ssim_teacher", "latent_mse", "eval_images")
+        return {
+            "teacher": self.teacher.describe(),
+            "student": _student_description(self.config, self.student),
+            "settings": _jsonable(asdict(self.config)),
+            "final_metrics": {
+                "step": state["step"],
+                "images_seen": state["images_seen"],
+                **{key: last.get(key) for key in metric_keys},
+                "eval_set": self.data.eval_set,
+            },
+            "curve": state["curve"],
+            "loss_history": state["loss_history"],
+            "wall_time_s": round(self.wall_offset + self.timer.elapsed(), 2),
+            "train_time_s": round(self.train_offset + train_seconds, 2),
+            # This invocation's training steps (data loading included; validation and checkpoints not).
+            "train_images_per_s": round((state["images_seen"] - self.images_at_start) / train_seconds, 3) if train_seconds > 0 else 0.0,
+            "num_train_images": self.data.num_train_images,
+            "skipped_images": list(self.skipped),
+            "num_skipped_images": len(self.skipped),
+        }
+
+
+def distill(config: DistillConfig, teacher: DistillationTeacher | nn.Module | None = None) -> dict:
+    """Run a distillation and write ``config.output_dir``.
+
+    Every input is checked before training starts (settings, data, teacher, LPIPS); problems raise
+    :class:`~diffusers_litevae.training.errors.DistillationInputError` with a one-line message. Under
+    ``accelerate launch`` every process calls it.
+
+    Args:
+        config: the run's settings.
+        teacher: an already loaded teacher (a :class:`DistillationTeacher` or a diffusers VAE module) to use
+            instead of loading ``config.teacher``; ``config.teacher`` is then only recorded.
+
+    Returns:
+        The content written to ``distillation.json`` (the curve is complete on the main process only).
+
+    Writes (main process), in ``config.output_dir``:
+        ``config.json`` + ``diffusion_pytorch_model.safetensors`` (``AutoencoderLite.from_pretrained`` loads it),
+        ``distillation.json``, ``curve.png``, ``validation/step_<step>.png`` grids, ``checkpoints/checkpoint-<step>``.
+    """
+    run = _DistillRun(config, teacher)
+    run.train()
+    return run.finish()
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _comparable(config: dict) -> dict:
+    return {k: v for k, v in _jsonable(dict(config)).items() if not k.startswith("_")}

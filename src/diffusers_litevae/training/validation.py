@@ -1,0 +1,224 @@
+"""Validation during distillation: PSNR/SSIM of student vs teacher reconstructions, latent MSE, grids, curves.
+
+Both reconstructions go through the same frozen teacher decoder, so the gap between ``psnr_student`` (student
+encoder -> teacher decoder) and ``psnr_teacher`` (teacher encoder -> teacher decoder) is exactly what the
+distilled encoder loses. PSNR and SSIM come from torchmetrics on images in ``[0, 1]`` (data range 1), one image
+at a time so validation images may keep their own full sizes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+
+from .teachers import DistillationTeacher
+
+__all__ = ["TeacherReference", "compute_teacher_reference", "evaluate_student", "plot_curve", "save_reconstruction_grid"]
+
+logger = logging.getLogger(__name__)
+
+
+def _to_unit(images: torch.Tensor) -> torch.Tensor:
+    return images.float().clamp(-1, 1).add(1).div(2)
+
+
+def image_metrics(reconstruction: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
+    """PSNR (dB) and SSIM of one ``(1, 3, H, W)`` reconstruction against its target, both in ``[-1, 1]``."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+    prediction, reference = _to_unit(reconstruction), _to_unit(target)
+    psnr = peak_signal_noise_ratio(prediction, reference, data_range=1.0)
+    ssim = structural_similarity_index_measure(prediction, reference, data_range=1.0)
+    return float(psnr), float(ssim)
+
+
+@dataclass
+class TeacherReference:
+    """The teacher's side of validation, computed once per run.
+
+    Attributes:
+        latents: per image, the teacher's posterior mean in normalized units, ``(1, C, H/8, W/8)`` on CPU.
+        psnr: per-image PSNR of teacher-encode -> teacher-decode.
+        ssim: per-image SSIM of the same.
+        grid_reconstructions: teacher reconstructions of the first images (for grids), on CPU.
+    """
+
+    latents: list[torch.Tensor] = field(default_factory=list)
+    psnr: list[float] = field(default_factory=list)
+    ssim: list[float] = field(default_factory=list)
+    grid_reconstructions: list[torch.Tensor] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        return {"psnr_teacher": float(np.mean(self.psnr)), "ssim_teacher": float(np.mean(self.ssim))}
+
+
+def _teacher_input(teacher: DistillationTeacher, images: torch.Tensor) -> torch.Tensor:
+    parameter = next(teacher.parameters())
+    return images.to(parameter.device, parameter.dtype)
+
+
+@torch.no_grad()
+def compute_teacher_reference(
+    teacher: DistillationTeacher,
+    images: Sequence[torch.Tensor],
+    autocast=None,
+    num_grid_images: int = 4,
+) -> TeacherReference:
+    """Teacher latents and teacher-reconstruction metrics for each validation image.
+
+    Args:
+        teacher: the frozen teacher.
+        images: ``(3, H, W)`` tensors in ``[-1, 1]`` (sizes may differ).
+        autocast: a context-manager factory (e.g. ``accelerator.autocast``) or ``None``.
+        num_grid_images: how many teacher reconstructions to keep for grids.
+    """
+    reference = TeacherReference()
+    for index, image in enumerate(images):
+        x = _teacher_input(teacher, image[None])
+        with autocast() if autocast else nullcontext():
+            mean, _ = teacher.encode(x)
+            reconstruction = teacher.decode(mean)
+        psnr, ssim = image_metrics(reconstruction, x)
+        reference.latents.append(teacher.normalize_latents(mean.float()).cpu())
+        reference.psnr.append(psnr)
+        reference.ssim.append(ssim)
+        if index < num_grid_images:
+            reference.grid_reconstructions.append(reconstruction.float().cpu()[0])
+    return reference
+
+
+@torch.no_grad()
+def evaluate_student(
+    encoder: nn.Module,
+    teacher: DistillationTeacher,
+    images: Sequence[torch.Tensor],
+    reference: TeacherReference,
+    autocast=None,
+    num_grid_images: int = 0,
+) -> tuple[dict[str, float], list[torch.Tensor]]:
+    """Student-encode -> teacher-decode metrics on the validation images.
+
+    Args:
+        encoder: the student's LiteVAE encoder (images in ``[-1, 1]`` -> moments ``(B, 2C, H/8, W/8)``).
+        teacher: the frozen teacher.
+        images: ``(3, H, W)`` tensors in ``[-1, 1]``.
+        reference: :func:`compute_teacher_reference` for the same images.
+        autocast: a context-manager factory or ``None``.
+        num_grid_images: how many student reconstructions to return for grids.
+
+    Returns:
+        ``(metrics, reconstructions)``: mean ``psnr_student``, ``ssim_student``, ``latent_mse`` (normalized
+        units), the teacher's ``psnr_teacher`` / ``ssim_teacher``, ``eval_images``; and the first
+        ``num_grid_images`` student reconstructions on CPU.
+    """
+    was_training = encoder.training
+    encoder.eval()
+    encoder_parameter = next(encoder.parameters())
+    psnrs, ssims, latent_mses, reconstructions = [], [], [], []
+    try:
+        for index, image in enumerate(images):
+            x = image[None].to(encoder_parameter.device)
+            with autocast() if autocast else nullcontext():
+                mean = encoder(x.to(encoder_parameter.dtype)).chunk(2, dim=1)[0]
+                reconstruction = teacher.decode(_teacher_input(teacher, mean))
+            psnr, ssim = image_metrics(reconstruction, x)
+            psnrs.append(psnr)
+            ssims.append(ssim)
+            latent_mses.append(float(F.mse_loss(teacher.normalize_latents(mean.float()).cpu(), reference.latents[index])))
+            if index < num_grid_images:
+                reconstructions.append(reconstruction.float().cpu()[0])
+    finally:
+        encoder.train(was_training)
+    metrics = {
+        "psnr_student": float(np.mean(psnrs)),
+        "ssim_student": float(np.mean(ssims)),
+        "latent_mse": float(np.mean(latent_mses)),
+        **reference.summary(),
+        "eval_images": len(images),
+    }
+    return metrics, reconstructions
+
+
+def _centre_square(image: torch.Tensor, size: int) -> torch.Tensor:
+    height, width = image.shape[-2:]
+    size = min(size, height, width)
+    top, left = (height - size) // 2, (width - size) // 2
+    return image[..., top : top + size, left : left + size]
+
+
+def save_reconstruction_grid(
+    path: str | Path,
+    originals: Sequence[torch.Tensor],
+    teacher_reconstructions: Sequence[torch.Tensor],
+    student_reconstructions: Sequence[torch.Tensor],
+    tile: int = 256,
+) -> Path:
+    """Save a PNG with one row per image: original | teacher reconstruction | student reconstruction.
+
+    Each tile is the centre ``tile`` x ``tile`` square (smaller for small images; tiles are padded to one size).
+    """
+    rows = []
+    for triple in zip(originals, teacher_reconstructions, student_reconstructions):
+        tiles = [_centre_square(_to_unit(t.cpu()), tile) for t in triple]
+        size = max(max(t.shape[-2:]) for t in tiles)
+        tiles = [F.pad(t, (0, size - t.shape[-1], 0, size - t.shape[-2]), value=1.0) for t in tiles]
+        rows.append(torch.cat(tiles, dim=-1))
+    width = max(r.shape[-1] for r in rows)
+    rows = [F.pad(r, (0, width - r.shape[-1]), value=1.0) for r in rows]
+    grid = torch.cat(rows, dim=-2)
+    array = (grid.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def plot_curve(curve: Sequence[dict], loss_history: Sequence[dict], path: str | Path, title: str = "") -> Path | None:
+    """Save a two-panel PNG: training loss components vs step, and validation PSNR (student and teacher) vs step.
+
+    matplotlib is an optional extra (``plots``); without it this logs one line and returns ``None``.
+    """
+    try:
+        # A standalone Figure, not pyplot: switching the global backend (matplotlib.use) would silently break
+        # inline plots in a notebook that calls distill().
+        from matplotlib.figure import Figure
+    except ImportError:
+        logger.warning("matplotlib is not installed: no curve.png (pip install 'diffusers-litevae[plots]').")
+        return None
+    figure = Figure(figsize=(11, 4))
+    loss_axis, psnr_axis = figure.subplots(1, 2)
+    figure.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.84, wspace=0.25)  # tight_layout costs ~1 s
+    if loss_history:
+        steps = [entry["step"] for entry in loss_history]
+        names = [k for k in loss_history[-1] if k not in ("step", "lr", "images_per_s", "resolution", "grad_norm")]
+        for name in names:
+            values = [entry.get(name) for entry in loss_history]
+            if all(v is not None and v > 0 for v in values):
+                loss_axis.plot(steps, values, label=name, linewidth=1.5 if name == "total" else 1.0)
+        loss_axis.set_yscale("log")
+        loss_axis.legend(fontsize=8)
+    loss_axis.set_xlabel("step")
+    loss_axis.set_title("training loss (unweighted components)")
+    if curve:
+        steps = [entry["step"] for entry in curve]
+        psnr_axis.plot(steps, [entry["psnr_student"] for entry in curve], marker="o", label="student -> teacher decoder")
+        psnr_axis.axhline(curve[-1]["psnr_teacher"], color="black", linestyle="--", label="teacher encoder")
+        psnr_axis.legend(fontsize=8)
+    psnr_axis.set_xlabel("step")
+    psnr_axis.set_ylabel("PSNR (dB)")
+    psnr_axis.set_title("validation PSNR")
+    if title:
+        figure.suptitle(title, fontsize=10)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    return path

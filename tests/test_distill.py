@@ -1,0 +1,566 @@
+"""Encoder distillation (issue 3): teachers, losses, data, one training step, the full run, resume, multi-process,
+the output as a pipeline VAE, and bad-input errors.
+
+Everything runs on CPU against a tiny SD-layout ``AutoencoderKL`` teacher that a module fixture first trains for
+a few seconds on smooth synthetic images, so its decoder is a real target (its reconstructions beat a flat
+image) rather than a random function.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_file
+
+from diffusers_litevae import AutoencoderLite, TinyDecoder, TinyEncoder
+from diffusers_litevae.testing_utils import TINY_ENCODER, tiny_autoencoder_kl
+from diffusers_litevae.training import (
+    DistillationInputError,
+    DistillationLoss,
+    DistillConfig,
+    LossWeights,
+    ResolutionSchedule,
+    StepIndexedBatchSampler,
+    DistillationDataset,
+    FolderImageSource,
+    distill,
+    distill_step,
+    find_images,
+    gaussian_filtered_loss,
+    load_lpips,
+    load_teacher,
+    random_crop_flip,
+    wavelet_loss,
+    wrap_teacher,
+)
+
+RESOLUTION = 32  # training crops: 4x4 latents
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny convolutions are dominated by thread synchronisation; one thread is several times faster here.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _smooth_images(count: int, height: int, width: int, seed: int) -> torch.Tensor:
+    """Random colour fields (bicubic upsampling of 4x4 noise), ``(count, 3, height, width)`` in ``[-1, 1]``."""
+    generator = torch.Generator().manual_seed(seed)
+    low = torch.rand(count, 3, 4, 4, generator=generator)
+    return F.interpolate(low, size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1) * 2 - 1
+
+
+def _save_png(tensor: torch.Tensor, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = ((tensor.permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+    Image.fromarray(array).save(path)
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory) -> Path:
+    """14 smooth images in nested folders (one smaller than the crop), plus one corrupt file."""
+    root = tmp_path_factory.mktemp("photos")
+    for index, image in enumerate(_smooth_images(12, 40, 48, seed=1)):
+        _save_png(image, root / ("a" if index < 6 else "b/c") / f"img_{index:02d}.png")
+    _save_png(_smooth_images(1, 24, 40, seed=2)[0], root / "b" / "small.png")  # short side < crop: resized up
+    (root / "b" / "zz_corrupt.jpg").write_bytes(b"this is not a jpeg")
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory) -> Path:
+    """A tiny AutoencoderKL trained for ~100 Adam steps to reconstruct smooth 32 px images, saved as a folder."""
+    torch.manual_seed(0)
+    vae = tiny_autoencoder_kl()
+    optimizer = torch.optim.Adam(vae.parameters(), lr=1e-2)
+    for step in range(100):
+        images = _smooth_images(8, RESOLUTION, RESOLUTION, seed=100 + step)
+        reconstruction = vae.decode(vae.encode(images).latent_dist.mode()).sample
+        F.mse_loss(reconstruction, images).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    folder = tmp_path_factory.mktemp("teacher")
+    vae.save_pretrained(folder)
+    return folder
+
+
+def _config(image_folder: Path, teacher_dir: Path, output_dir: Path, **overrides) -> DistillConfig:
+    values = dict(
+        teacher=str(teacher_dir),
+        student=None,
+        student_config=dict(TINY_ENCODER),
+        train_data_dir=str(image_folder),
+        num_validation_images=2,
+        resolution_schedule=str(RESOLUTION),
+        train_batch_size=4,
+        max_train_steps=40,
+        learning_rate=2e-3,
+        lr_warmup_steps=0,
+        validation_steps=20,
+        checkpointing_steps=20,
+        logging_steps=5,
+        output_dir=str(output_dir),
+        progress_bar=False,
+        seed=0,
+    )
+    values.update(overrides)
+    return DistillConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def distilled(image_folder, teacher_dir, tmp_path_factory) -> tuple[Path, dict]:
+    output_dir = tmp_path_factory.mktemp("distilled")
+    result = distill(_config(image_folder, teacher_dir, output_dir))
+    return output_dir, result
+
+
+# ------------------------------------------------------------------------------------------------ teachers
+
+
+def _tiny_taesd_folder(folder: Path, latent_channels: int = 4) -> Path:
+    torch.manual_seed(0)
+    encoder = TinyEncoder(latent_channels=latent_channels, channels=8, num_blocks=(1, 1, 1, 1))
+    decoder = TinyDecoder(latent_channels=latent_channels, channels=8, num_blocks=(1, 1, 1, 1), midblock_gn=(True, False, False, False))
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(encoder.layers.state_dict(), folder / "toy_encoder.pth")
+    torch.save(decoder.layers.state_dict(), folder / "toy_decoder.pth")
+    return folder
+
+
+def _tiny_autoencoder_tiny():
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(0)
+    return AutoencoderTiny(
+        encoder_block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+        latent_channels=4,
+    )
+
+
+def test_teachers_from_folders_give_students_with_bit_identical_decoders(tmp_path):
+    kl = tiny_autoencoder_kl()
+    kl.save_pretrained(tmp_path / "kl")
+    tiny = _tiny_autoencoder_tiny()
+    tiny.save_pretrained(tmp_path / "tiny")
+    lite = AutoencoderLite(**{**dict(latent_channels=4, block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=4), **TINY_ENCODER})
+    lite.save_pretrained(tmp_path / "lite")
+    _tiny_taesd_folder(tmp_path / "taesd")
+
+    originals = {"kl": kl.eval(), "tiny": tiny.eval(), "lite": lite.eval()}  # eval, as from_pretrained gives
+    expected_types = {"kl": "autoencoder_kl", "tiny": "autoencoder_tiny", "lite": "diffusers_vae", "taesd": "taesd"}
+    latents = torch.randn(2, 4, 3, 5)
+    for name, kind in expected_types.items():
+        teacher = load_teacher(tmp_path / name)
+        assert teacher.teacher_type == kind and teacher.latent_channels == 4
+        assert not any(p.requires_grad for p in teacher.parameters()) and not teacher.training
+        student = teacher.make_student(dict(TINY_ENCODER))
+        with torch.no_grad():
+            assert torch.equal(student.decode(latents).sample, teacher.decode(latents)), name
+            if name in originals:  # ...and equal to the untouched diffusers model's own decode
+                assert torch.equal(student.decode(latents).sample, originals[name].decode(latents).sample), name
+        # The saved student keeps it.
+        student.save_pretrained(tmp_path / f"student_{name}")
+        reloaded = AutoencoderLite.from_pretrained(tmp_path / f"student_{name}")
+        with torch.no_grad():
+            assert torch.equal(reloaded.decode(latents).sample, teacher.decode(latents)), name
+    assert load_teacher(tmp_path / "kl").has_logvar and not load_teacher(tmp_path / "tiny").has_logvar
+
+
+def test_taesd_teacher_converts_value_ranges(tmp_path):
+    folder = _tiny_taesd_folder(tmp_path / "taesd")
+    teacher = load_teacher(folder)
+    encoder = TinyEncoder(latent_channels=4, channels=8, num_blocks=(1, 1, 1, 1))
+    encoder.layers.load_state_dict(torch.load(folder / "toy_encoder.pth"))
+    images = torch.rand(1, 3, 16, 24) * 2 - 1
+    with torch.no_grad():
+        mean, logvar = teacher.encode(images)
+        assert logvar is None
+        assert torch.equal(mean, encoder((images + 1) / 2))  # TAESD networks take [0, 1]
+
+
+def test_deterministic_protocol_teacher_returning_latents():
+    """A module following the diffusers VAE protocol with a deterministic `.latents` encoder is a usable teacher."""
+    from diffusers.models.autoencoders.autoencoder_tiny import AutoencoderTinyOutput
+    from diffusers.models.autoencoders.vae import DecoderOutput
+
+    inner = _tiny_autoencoder_tiny()
+
+    class CustomVAE(torch.nn.Module):
+        config = inner.config
+
+        def __init__(self):
+            super().__init__()
+            self.encoder, self.decoder = inner.encoder, inner.decoder
+
+        def encode(self, x):
+            return AutoencoderTinyOutput(latents=self.encoder(x))
+
+        def decode(self, z):
+            return DecoderOutput(sample=self.decoder(z))
+
+    teacher = wrap_teacher(CustomVAE(), "custom")
+    images = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        mean, logvar = teacher.encode(images)
+        student = teacher.make_student(dict(TINY_ENCODER))
+        assert torch.equal(student.decode(mean).sample, inner.decode(mean).sample)
+    assert logvar is None and not teacher.has_logvar and teacher.teacher_type == "diffusers_vae"
+
+
+def test_taef2_teacher_from_shared_weights(shared_dir):
+    teacher = load_teacher(shared_dir / "weights" / "taef2")
+    assert (teacher.teacher_type, teacher.latent_channels) == ("taesd", 32)
+    image = Image.open(sorted((shared_dir / "data" / "kodak24").glob("*.png"))[0]).convert("RGB")
+    from diffusers_litevae.training import load_eval_image
+
+    x = load_eval_image(image, resolution=64)[None]
+    with torch.no_grad():
+        reconstruction = teacher.decode(teacher.encode(x)[0])
+        student = teacher.make_student("S")
+        latents = torch.randn(1, 32, 4, 4)
+        assert torch.equal(student.decode(latents).sample, teacher.decode(latents))
+    psnr = -10 * torch.log10(F.mse_loss(reconstruction.clamp(-1, 1), x) / 4)
+    assert psnr > 22  # a real autoencoder in the right value range (a range mix-up gives < 12 dB)
+
+
+def test_teacher_errors(tmp_path):
+    with pytest.raises(DistillationInputError, match="does not exist"):
+        load_teacher(tmp_path / "missing")
+    (tmp_path / "pipe").mkdir()
+    (tmp_path / "pipe" / "model_index.json").write_text("{}")
+    with pytest.raises(DistillationInputError, match="--teacher_subfolder vae"):
+        load_teacher(tmp_path / "pipe")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DistillationInputError, match="neither a diffusers VAE"):
+        load_teacher(tmp_path / "empty")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "x_encoder.pth").write_bytes(b"garbage")
+    (tmp_path / "broken" / "x_decoder.pth").write_bytes(b"garbage")
+    with pytest.raises(DistillationInputError, match="could not read TAESD-family teacher"):
+        load_teacher(tmp_path / "broken")
+    with pytest.raises(DistillationInputError, match="Hugging Face Hub"):
+        load_teacher("nobody-litevae-test/no-such-vae")  # HF_HUB_OFFLINE=1: fails fast, one line
+
+
+# -------------------------------------------------------------------------------------------------- losses
+
+
+def test_losses_see_what_they_should():
+    torch.manual_seed(0)
+    target = torch.rand(2, 3, 32, 32) * 2 - 1
+    offset = target + 0.3  # a pure low-frequency change
+    assert wavelet_loss(offset, target) < 1e-6 and gaussian_filtered_loss(offset, target) < 1e-6
+    detail = target + 0.1 * torch.randn_like(target)  # high-frequency noise
+    assert wavelet_loss(detail, target) > 0.01 and gaussian_filtered_loss(detail, target) > 0.01
+
+    loss = DistillationLoss(LossWeights(latent=1, std=0.5, reconstruction=1, wavelet=0.1, gaussian=0.1), latent_scale=0.5)
+    mean = torch.randn(2, 4, 4, 4)
+    logvar = torch.full_like(mean, 2 * np.log(2.0))  # raw std 2 -> normalized std 1
+    total, parts = loss(mean + 1, logvar, mean, None, detail, target)
+    assert torch.isclose(parts["latent"], torch.tensor(1.0))
+    assert torch.isclose(parts["std"], torch.tensor(1.0))  # deterministic teacher: target std 0
+    expected = parts["latent"] + 0.5 * parts["std"] + parts["reconstruction"] + 0.1 * (parts["wavelet"] + parts["gaussian"])
+    assert torch.isclose(total, expected) and torch.isclose(parts["total"], expected)
+    _, parts = loss(mean, logvar, mean, logvar, target, target)  # identical posteriors and images: all zero
+    assert all(float(v) < 1e-6 for v in parts.values())
+
+
+def test_lpips_without_the_package_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "lpips", None)  # import fails even where lpips is installed
+    with pytest.raises(DistillationInputError, match="lpips") as error:
+        load_lpips()
+    assert "\n" not in str(error.value) and "--lpips_weight 0" in str(error.value)
+
+    import types
+
+    def no_weights(**kwargs):  # what lpips does offline: the VGG backbone download fails
+        raise OSError("could not download vgg16 weights")
+
+    monkeypatch.setitem(sys.modules, "lpips", types.SimpleNamespace(LPIPS=no_weights))
+    with pytest.raises(DistillationInputError, match="weights could not be loaded") as error:
+        load_lpips()
+    assert "\n" not in str(error.value)
+
+
+# ---------------------------------------------------------------------------------------------------- data
+
+
+def test_find_images_and_data_errors(image_folder, tmp_path):
+    names = [p.relative_to(image_folder).as_posix() for p in find_images(image_folder)]
+    assert names == sorted(names) and len(names) == 14 and "notes.txt" not in names and "b/zz_corrupt.jpg" in names
+    with pytest.raises(DistillationInputError, match="does not exist"):
+        find_images(tmp_path / "nope")
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "sub" / "readme.md").write_text("x")
+    with pytest.raises(DistillationInputError, match="holds no"):
+        find_images(tmp_path / "empty")
+
+
+def test_resolution_schedule():
+    schedule = ResolutionSchedule.parse("128:2000,256")
+    assert [schedule.resolution_at(s) for s in (0, 1999, 2000, 10**6)] == [128, 128, 256, 256]
+    assert ResolutionSchedule.parse("64").resolution_at(5) == 64
+    for bad, message in [("100", "multiple of 8"), ("128,256", "UNTIL_STEP"), ("128:20,64:10,32", "increasing"), ("x", "cannot read")]:
+        with pytest.raises(DistillationInputError, match=message):
+            ResolutionSchedule.parse(bad)
+
+
+def test_sampler_is_step_indexed_and_sharded():
+    schedule = ResolutionSchedule.parse("16:3,32")
+    full = list(StepIndexedBatchSampler(10, 4, schedule, seed=1, grad_accum=2, end_step=6))
+    resumed = list(StepIndexedBatchSampler(10, 4, schedule, seed=1, grad_accum=2, start_step=4, end_step=6))
+    assert resumed == full[8:]  # resuming needs no loader state
+    assert [batch[0][1] for batch in full] == [16] * 6 + [32] * 6  # resolution follows optimizer steps
+    epoch = [item for batch in full for item, _, _ in batch][:10]
+    assert sorted(epoch) == list(range(10))  # each epoch is a permutation
+    ranks = [list(StepIndexedBatchSampler(10, 2, schedule, seed=1, rank=r, world_size=2, end_step=2)) for r in (0, 1)]
+    single = list(StepIndexedBatchSampler(10, 4, schedule, seed=1, end_step=2))
+    for step in range(2):  # two processes of batch 2 read exactly what one process of batch 4 would
+        assert [i for i, _, _ in ranks[0][step] + ranks[1][step]] == [i for i, _, _ in single[step]]
+
+
+def test_dataset_crops_resizes_small_images_and_skips_unreadable(image_folder):
+    paths = [image_folder / "b" / "small.png", image_folder / "b" / "zz_corrupt.jpg", image_folder / "a" / "img_00.png"]
+    dataset = DistillationDataset(FolderImageSource(paths))
+    small = dataset[(0, RESOLUTION, 7)]
+    assert small["pixel_values"].shape == (3, RESOLUTION, RESOLUTION) and small["skipped"] == []
+    replaced = dataset[(1, RESOLUTION, 7)]  # the corrupt file is replaced by the next readable image
+    assert replaced["pixel_values"].shape == (3, RESOLUTION, RESOLUTION)
+    assert len(replaced["skipped"]) == 1 and "zz_corrupt.jpg" in replaced["skipped"][0]
+    image = Image.open(paths[2]).convert("RGB")
+    crop = random_crop_flip(image, 24, np.random.default_rng(3))
+    assert crop.shape == (3, 24, 24) and -1 <= crop.min() and crop.max() <= 1
+    assert torch.equal(crop, random_crop_flip(image, 24, np.random.default_rng(3)))  # crops are seeded
+
+
+def test_hub_dataset_source(monkeypatch, tmp_path):
+    """--dataset_name goes through datasets.load_dataset (mocked: no Hub here), rows split into validation and training."""
+    datasets = pytest.importorskip("datasets")
+    from diffusers_litevae.training.trainer import _prepare_data
+
+    images = [Image.fromarray((np.random.default_rng(i).random((40, 48, 3)) * 255).astype(np.uint8)) for i in range(6)]
+    table = datasets.Dataset.from_dict({"picture": images}).cast_column("picture", datasets.Image())
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: calls.append((args, kwargs)) or table)
+    config = DistillConfig(teacher="unused", dataset_name="someone/photos", image_column="picture", num_validation_images=2)
+    data = _prepare_data(config)
+    assert calls[0][0][0] == "someone/photos" and calls[0][1]["split"] == "train"
+    assert data.num_train_images == 4 and len(data.validation_images) == 2 and "first 2 rows" in data.eval_set
+    sample = DistillationDataset(data.source)[(0, RESOLUTION, 0)]
+    assert sample["pixel_values"].shape == (3, RESOLUTION, RESOLUTION)
+    with pytest.raises(DistillationInputError, match="--image_column 'image'"):
+        _prepare_data(DistillConfig(teacher="unused", dataset_name="someone/photos"))
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+
+def test_distill_step_accumulation_matches_one_big_batch(teacher_dir):
+    from accelerate import Accelerator
+
+    teacher = load_teacher(teacher_dir)
+    images = _smooth_images(4, RESOLUTION, RESOLUTION, seed=5)
+    weights = []
+    for micro_batches in ([images], list(images.split(2))):
+        torch.manual_seed(0)
+        student = teacher.make_student(dict(TINY_ENCODER))
+        accelerator = Accelerator()  # default device: the state is a process-wide singleton shared with other tests
+        teacher.to(accelerator.device)
+        encoder = student.encoder
+        optimizer = torch.optim.SGD(encoder.parameters(), lr=0.1)
+        encoder, optimizer = accelerator.prepare(encoder, optimizer)
+        parts = distill_step(accelerator, encoder, teacher, DistillationLoss(), micro_batches, optimizer, max_grad_norm=None)
+        assert {"latent", "std", "reconstruction", "wavelet", "gaussian", "total"} <= set(parts)
+        weights.append(torch.cat([p.detach().flatten() for p in encoder.parameters()]))
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-4, atol=1e-6)
+
+
+def test_distillation_learns_the_teacher(distilled, teacher_dir):
+    """Acceptance 1: latent MSE falls by at least half and the decoded reconstruction gets better."""
+    output_dir, result = distilled
+    first, last = result["curve"][0], result["curve"][-1]
+    assert first["step"] == 0 and last["step"] == 40
+    assert last["latent_mse"] <= 0.5 * first["latent_mse"], (first, last)
+    assert last["psnr_student"] > first["psnr_student"] + 0.5, (first, last)
+    # The teacher is a meaningful target: its own reconstructions beat the student's starting point.
+    assert last["psnr_teacher"] > first["psnr_student"] + 1.0
+    # The one corrupt file was met (40 steps x 4 images cover the 12 training images many times) and counted.
+    assert result["num_skipped_images"] == 1 and "zz_corrupt.jpg" in result["skipped_images"][0]
+
+
+def test_output_folder_contract(distilled, teacher_dir):
+    """Acceptance 4 (format half): AutoencoderLite.from_pretrained loads it; decoder bit-identical; JSON contract."""
+    from diffusers import AutoencoderKL
+
+    output_dir, result = distilled
+    student = AutoencoderLite.from_pretrained(output_dir)
+    teacher = AutoencoderKL.from_pretrained(teacher_dir)
+    latents = torch.randn(2, 4, 4, 6)
+    with torch.no_grad():
+        assert torch.equal(student.decode(latents).sample, teacher.decode(latents).sample)
+    assert student.config.scaling_factor == teacher.config.scaling_factor
+    assert tuple(student.config.block_out_channels) == tuple(teacher.config.block_out_channels)
+
+    saved = json.loads((output_dir / "distillation.json").read_text())
+    assert saved["teacher"]["type"] == "autoencoder_kl" and saved["teacher"]["latent_channels"] == 4
+    assert saved["student"]["preset"] is None
+    assert saved["student"]["encoder_parameters"] == sum(p.numel() for p in student.encoder.parameters())
+    metrics = saved["final_metrics"]
+    for key in ("step", "images_seen", "psnr_student", "psnr_teacher", "ssim_student", "ssim_teacher", "latent_mse", "eval_images", "eval_set"):
+        assert metrics[key] is not None, key
+    assert metrics["images_seen"] == 40 * 4 and metrics["eval_images"] == 2
+    assert saved["settings"]["resolution_schedule"] == str(RESOLUTION) and saved["train_images_per_s"] > 0
+    assert [entry["step"] for entry in saved["curve"]] == [0, 20, 40]
+    # The saved encoder is the one that produced the final metrics.
+    with torch.no_grad():
+        assert torch.equal(
+            load_file(output_dir / "diffusion_pytorch_model.safetensors")["encoder.aggregation_unet.conv_out.weight"],
+            student.encoder.aggregation_unet.conv_out.weight,
+        )
+    for name in ("curve.png", "validation/step_000000.png", "validation/step_000040.png"):
+        assert Image.open(output_dir / name).size[0] > 0
+    assert sorted(p.name for p in (output_dir / "checkpoints").iterdir()) == ["checkpoint-20", "checkpoint-40"]
+
+
+def test_distilled_vae_in_a_stable_diffusion_pipeline(distilled):
+    """Acceptance 4 (pipeline half): the output folder works as pipe.vae for text-to-image and image-to-image."""
+    from diffusers import DDIMScheduler, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline, UNet2DConditionModel
+
+    output_dir, _ = distilled
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=4,
+    )
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False)
+    pipe = StableDiffusionPipeline(
+        vae=tiny_autoencoder_kl(), text_encoder=None, tokenizer=None, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    vae = AutoencoderLite.from_pretrained(output_dir)
+    pipe.vae = vae
+    embeds = torch.randn(1, 4, 16, generator=torch.Generator().manual_seed(0))
+    kwargs = dict(prompt_embeds=embeds, negative_prompt_embeds=torch.zeros_like(embeds), num_inference_steps=2, height=64, width=64)
+    latents = pipe(**kwargs, output_type="latent", generator=torch.Generator().manual_seed(1)).images
+    image = pipe(**kwargs, output_type="np", generator=torch.Generator().manual_seed(1)).images
+    with torch.no_grad():
+        expected = (vae.decode(latents / vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
+    np.testing.assert_allclose(image[0], expected[0].permute(1, 2, 0).numpy(), atol=1e-5)
+
+    img2img = StableDiffusionImg2ImgPipeline(**pipe.components, requires_safety_checker=False)
+    source = Image.fromarray((image[0] * 255).astype(np.uint8))
+    out = img2img(image=source, strength=0.5, output_type="np", generator=torch.Generator().manual_seed(2), **kwargs).images
+    assert out.shape == (1, 64, 64, 3) and np.isfinite(out).all()
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resume_matches_an_uninterrupted_run(image_folder, teacher_dir, tmp_path, monkeypatch):
+    """Acceptance 2: a run killed right after its step-4 checkpoint and resumed with `latest` ends at the same
+    weights as 8 steps in one go (EMA, gradient accumulation and a warmup+cosine LR schedule included)."""
+    import diffusers_litevae.training.trainer as trainer_module
+
+    common = dict(
+        max_train_steps=8, checkpointing_steps=4, validation_steps=100, gradient_accumulation_steps=2, train_batch_size=2,
+        use_ema=True, lr_scheduler="cosine", lr_warmup_steps=2, num_grid_images=0,
+    )
+    straight_result = distill(_config(image_folder, teacher_dir, tmp_path / "straight", **common))
+
+    real_save = trainer_module.save_checkpoint
+
+    def save_then_die(accelerator, checkpoints_dir, step, *args, **kwargs):
+        path = real_save(accelerator, checkpoints_dir, step, *args, **kwargs)
+        if step == 4:
+            raise _Killed  # the process dies here: no final output is written
+        return path
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", save_then_die)
+    with pytest.raises(_Killed):
+        distill(_config(image_folder, teacher_dir, tmp_path / "resumed", **common))
+    monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
+    assert not (tmp_path / "resumed" / "distillation.json").exists()
+    result = distill(_config(image_folder, teacher_dir, tmp_path / "resumed", **common, resume_from_checkpoint="latest"))
+    assert result["final_metrics"]["step"] == 8 and result["final_metrics"]["images_seen"] == 8 * 2 * 2
+    # Logged at the same steps; the window 6-8, entirely after the resume, has the same mean loss.
+    assert [e["step"] for e in result["loss_history"]] == [e["step"] for e in straight_result["loss_history"]] == [5, 8]
+    assert result["loss_history"][-1]["total"] == pytest.approx(straight_result["loss_history"][-1]["total"], rel=1e-5)
+
+    for name in ("checkpoints/checkpoint-8/model.safetensors", "diffusion_pytorch_model.safetensors"):  # raw, EMA
+        straight, resumed = load_file(tmp_path / "straight" / name), load_file(tmp_path / "resumed" / name)
+        assert straight.keys() == resumed.keys()
+        for key in straight:
+            torch.testing.assert_close(resumed[key], straight[key], rtol=1e-5, atol=1e-6, msg=f"{name}: {key}")
+
+
+@pytest.mark.slow
+def test_accelerate_launch_two_processes(image_folder, teacher_dir, tmp_path):
+    """Acceptance 3: `accelerate launch --num_processes 2` on CPU (gloo) trains end to end into one output folder."""
+    output_dir = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        "-m", "diffusers_litevae.cli", "distill",
+        "--teacher", str(teacher_dir), "--train_data_dir", str(image_folder), "--student", "",
+        "--student_config", json.dumps(TINY_ENCODER), "--resolution_schedule", str(RESOLUTION),
+        "--train_batch_size", "2", "--max_train_steps", "4", "--validation_steps", "4", "--checkpointing_steps", "2",
+        "--num_validation_images", "2", "--output_dir", str(output_dir), "--no-progress_bar",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads((output_dir / "distillation.json").read_text())
+    assert result["final_metrics"]["images_seen"] == 4 * 2 * 2  # two processes, batch 2 each
+    assert sorted(p.name for p in (output_dir / "checkpoints" / "checkpoint-4").glob("random_states_*")) == [
+        "random_states_0.pkl", "random_states_1.pkl",
+    ]
+    AutoencoderLite.from_pretrained(output_dir)
+    assert [p.name for p in tmp_path.iterdir()] == ["ddp"]  # one output folder
+
+
+# -------------------------------------------------------------------------------------------------- errors
+
+
+def _cli(argv: list[str], capsys) -> tuple[int, str]:
+    from diffusers_litevae.cli import main
+
+    code = main(["distill", *argv])
+    return code, capsys.readouterr().err.strip()
+
+
+def test_bad_inputs_fail_before_training(image_folder, teacher_dir, tmp_path, capsys, monkeypatch):
+    """Acceptance 5: one clear line each, and no training output written."""
+    base = ["--teacher", str(teacher_dir), "--train_data_dir", str(image_folder), "--student", "S", "--output_dir"]
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setitem(sys.modules, "lpips", None)
+    cases = {
+        "missing data": ([*base, str(tmp_path / "o1"), "--train_data_dir", str(tmp_path / "nope")], "does not exist"),
+        "no images": ([*base, str(tmp_path / "o2"), "--train_data_dir", str(tmp_path / "empty")], "holds no"),
+        "teacher path": ([*base, str(tmp_path / "o3"), "--teacher", str(tmp_path / "no_teacher")], "teacher path"),
+        "resolution": ([*base, str(tmp_path / "o4"), "--resolution_schedule", "100"], "multiple of 8"),
+        "lpips": ([*base, str(tmp_path / "o5"), "--lpips_weight", "0.1"], "lpips"),
+    }
+    for name, (argv, message) in cases.items():
+        code, err = _cli(argv, capsys)
+        assert code == 2, name
+        lines = [line for line in err.splitlines() if "error:" in line]
+        assert len(lines) == 1 and message in lines[0], (name, err)
+        assert not (Path(argv[argv.index("--output_dir") + 1]) / "checkpoints").exists(), name
