@@ -440,3 +440,14 @@ def test_example_training_loop_runs(tmp_path, lite):
         ["--cache_dir", str(cache), "--max_train_steps", "4", "--train_batch_size", "2", "--unet_channels", "8", "16"]
     )
     assert len(losses) == 4 and all(np.isfinite(losses))
+
+
+def test_vae_identity_ignores_memory_format():
+    """channels_last models (the fast layout on GPUs) hash to the same identity as contiguous ones."""
+    from diffusers_litevae.caching.encode import vae_identity
+    from diffusers_litevae.testing_utils import tiny_autoencoder_lite
+
+    vae = tiny_autoencoder_lite()
+    contiguous = vae_identity(vae)["weights_hash"]
+    assert vae_identity(vae.to(memory_format=torch.channels_last))["weights_hash"] == contiguous
+    assert vae_identity(tiny_autoencoder_lite(seed=1))["weights_hash"] != contiguous

@@ -135,7 +135,9 @@ def vae_identity(
     for name, tensor in sorted(vae.state_dict().items()):
         weights.update(name.encode())
         weights.update(str(tensor.dtype).encode())
-        weights.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        # reshape(-1), not contiguous(): a channels_last 1x1-conv weight counts as contiguous while its last stride
+        # is not 1, and view(uint8) then fails. The bytes hashed are the logical (row-major) values either way.
+        weights.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
     return {
         "class": type(vae).__name__,
         "name_or_path": name_or_path or getattr(vae, "name_or_path", None) or vae.config.get("_name_or_path"),
