@@ -21,7 +21,7 @@ __all__ = [
     "content_hash",
 ]
 
-DEFAULT_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm")
+from ..image_files import IMAGE_EXTENSIONS as DEFAULT_IMAGE_EXTENSIONS
 _CAPTION_COLUMNS = ("text", "caption", "captions", "prompt", "sentence")
 
 

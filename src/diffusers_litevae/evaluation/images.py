@@ -29,7 +29,7 @@ __all__ = [
     "tensor_to_images",
 ]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+from ..image_files import IMAGE_EXTENSIONS
 CROPS = ("square", "multiple_of_8")
 _MULTIPLE = 8  # every f=8 VAE needs H and W divisible by 8
 

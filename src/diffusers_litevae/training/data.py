@@ -39,7 +39,7 @@ __all__ = [
     "split_holdout",
 ]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+from ..image_files import IMAGE_EXTENSIONS
 
 
 # --------------------------------------------------------------------------------------------- image sources
