@@ -44,26 +44,11 @@ from diffusers_litevae.caching import (
     preprocess_image,
 )
 from diffusers_litevae.caching.sources import ImageFolderSource
+from diffusers_litevae.testing_utils import sd_vae_autoencoder_kl
 
 TARGET_CPU_SPEEDUP = 3.5
 TARGET_GPU_SPEEDUP = 1.5
 TARGET_PIPELINE_FRACTION = 0.8
-
-
-def sd_vae():
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(128, 256, 512, 512),
-        layers_per_block=2,
-        norm_num_groups=32,
-        sample_size=512,
-    )
 
 
 def parse_args(argv=None):
@@ -166,7 +151,7 @@ def run(args, work: Path) -> dict:
     pixels = torch.stack([preprocess_image(item.locator, transform, item.sample_id)[0] for item in items])
     batches = [chunk.to(device) for chunk in pixels.split(args.batch_size)]
 
-    factories = {"litevae-b": lambda: AutoencoderLite.from_preset("B"), "sd-vae": sd_vae}
+    factories = {"litevae-b": lambda: AutoencoderLite.from_preset("B"), "sd-vae": sd_vae_autoencoder_kl}
     results: dict[str, dict] = {}
     for name in args.vaes:
         torch.manual_seed(0)

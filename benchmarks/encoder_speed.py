@@ -153,29 +153,13 @@ class SDVAEEncoder(nn.Module):
 def build_encoder(name: str) -> nn.Module:
     """A randomly initialised encoder (fp32, on the current default device)."""
     if name in ("S", "B", "M", "L"):
-        from diffusers_litevae import LiteVAEEncoder, encoder_preset
+        from diffusers_litevae import LiteVAEEncoder
 
-        preset = encoder_preset(name)
-        return LiteVAEEncoder(
-            latent_channels=4,
-            feature_channels=preset.feature_channels,
-            feature_channel_mults=preset.feature_channel_mults,
-            aggregation_channels=preset.aggregation_channels,
-            aggregation_channel_mults=preset.aggregation_channel_mults,
-        )
+        return LiteVAEEncoder.from_preset(name, latent_channels=4)
     if name == "sd-vae":
-        from diffusers import AutoencoderKL
+        from diffusers_litevae.testing_utils import sd_vae_autoencoder_kl
 
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(128, 256, 512, 512),
-            layers_per_block=2,
-            latent_channels=4,
-        )
-        return SDVAEEncoder(vae)
+        return SDVAEEncoder(sd_vae_autoencoder_kl())
     if name == "taesd":
         from diffusers import AutoencoderTiny
 

@@ -10,14 +10,7 @@ PAPER_ENCODER_PARAMS = {"S": 1.03e6, "B": 6.75e6, "M": 32.75e6, "L": 41.42e6}
 
 
 def _encoder(name: str, latent_channels: int = 4) -> LiteVAEEncoder:
-    spec = encoder_preset(name)
-    return LiteVAEEncoder(
-        latent_channels=latent_channels,
-        feature_channels=spec.feature_channels,
-        feature_channel_mults=spec.feature_channel_mults,
-        aggregation_channels=spec.aggregation_channels,
-        aggregation_channel_mults=spec.aggregation_channel_mults,
-    )
+    return LiteVAEEncoder.from_preset(name, latent_channels=latent_channels)
 
 
 @pytest.mark.parametrize("name", ["S", "B", "M", "L"])

@@ -30,13 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"{'preset':<8}{'feature UNets':<22}{'aggregation UNet':<22}{'encoder params':>16}")
     for name, spec in ENCODER_PRESETS.items():
-        encoder = LiteVAEEncoder(
-            latent_channels=args.latent_channels,
-            feature_channels=spec.feature_channels,
-            feature_channel_mults=spec.feature_channel_mults,
-            aggregation_channels=spec.aggregation_channels,
-            aggregation_channel_mults=spec.aggregation_channel_mults,
-        )
+        encoder = LiteVAEEncoder.from_preset(name, latent_channels=args.latent_channels)
         count = sum(p.numel() for p in encoder.parameters())
         print(
             f"{name:<8}{f'{spec.feature_channels} x {spec.feature_channel_mults}':<22}"

@@ -11,7 +11,7 @@ from diffusers import AutoencoderKL
 
 from .models.autoencoder_lite import AutoencoderLite
 
-__all__ = ["TINY_ENCODER", "tiny_autoencoder_kl", "tiny_autoencoder_lite"]
+__all__ = ["TINY_ENCODER", "sd_vae_autoencoder_kl", "tiny_autoencoder_kl", "tiny_autoencoder_lite"]
 
 # A LiteVAE encoder at toy width (about 60 k parameters), same structure as the paper's presets.
 TINY_ENCODER = dict(
@@ -55,3 +55,23 @@ def tiny_autoencoder_lite(latent_channels: int = 4, seed: int = 0, **overrides) 
     )
     config.update(overrides)
     return AutoencoderLite(**config)
+
+
+def sd_vae_autoencoder_kl(seed: int | None = None) -> AutoencoderKL:
+    """The Stable Diffusion 1.x/2.x VAE architecture (34.16 M-parameter encoder) with random weights.
+
+    The reference every speed benchmark compares LiteVAE against: same layers and FLOPs as ``sd-vae-ft-mse``.
+    """
+    if seed is not None:
+        torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        norm_num_groups=32,
+        sample_size=512,
+    )

@@ -212,6 +212,18 @@ class LiteVAEEncoder(nn.Module):
             act_fn,
         )
 
+    @classmethod
+    def from_preset(cls, name: str, **kwargs) -> "LiteVAEEncoder":
+        """A randomly initialised encoder of scale ``name`` (``"S"``, ``"B"``, ``"M"``, ``"L"``); ``kwargs`` override."""
+        spec = encoder_preset(name)
+        widths = dict(
+            feature_channels=spec.feature_channels,
+            feature_channel_mults=spec.feature_channel_mults,
+            aggregation_channels=spec.aggregation_channels,
+            aggregation_channel_mults=spec.aggregation_channel_mults,
+        )
+        return cls(**{**widths, **kwargs})
+
     @property
     def downsample_factor(self) -> int:
         return 2**self.wavelet_levels
