@@ -39,7 +39,7 @@ from diffusers_litevae import AutoencoderLite
 from diffusers_litevae.caching import (
     TransformConfig,
     cache_latents,
-    encode_moments,
+    posterior_moments,
     pixels_to_model_input,
     preprocess_image,
 )
@@ -82,7 +82,7 @@ def sync(device):
 
 
 def encoder_only(vae, batches, device, autocast_dtype, channels_last, repeats) -> tuple[float, float]:
-    """``(images per second, images per CPU second)`` of ``encode_moments`` alone on device-resident ``uint8``
+    """``(images per second, images per CPU second)`` of ``posterior_moments`` alone on device-resident ``uint8``
     batches (including the scaling to [-1, 1])."""
     context = torch.autocast("cuda", dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
 
@@ -92,10 +92,10 @@ def encoder_only(vae, batches, device, autocast_dtype, channels_last, repeats) -
                 images = pixels_to_model_input(pixels)
                 if channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
-                encode_moments(vae, images)
+                posterior_moments(vae, images)
 
     with torch.inference_mode(), context:  # warm-up (kernel selection, compile)
-        encode_moments(vae, pixels_to_model_input(batches[0]))
+        posterior_moments(vae, pixels_to_model_input(batches[0]))
     sync(device)
     start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(repeats):

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from .buckets import CropPlan, assign_bucket, make_buckets, plan_crop
 from .dataset import BucketBatchSampler, LatentDataset
-from .encode import CacheReport, cache_latents, encode_moments, load_vae, vae_identity
+from ..vae_io import load_vae, posterior_moments, vae_identity
+from .encode import CacheReport, cache_latents
 from .index import CacheIndex, IncompatibleCacheError, load_manifest
 from .preprocess import TransformConfig, pixels_to_model_input, preprocess_image
 from .sources import HubDatasetSource, ImageFolderSource, SourceItem
@@ -29,9 +30,9 @@ __all__ = [
     "TransformConfig",
     "assign_bucket",
     "cache_latents",
-    "encode_moments",
     "load_manifest",
     "load_vae",
+    "posterior_moments",
     "make_buckets",
     "pixels_to_model_input",
     "plan_crop",

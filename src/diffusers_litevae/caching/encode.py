@@ -18,7 +18,6 @@ Under ``accelerate launch`` each process encodes a disjoint, interleaved part of
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ import torch
 from PIL import UnidentifiedImageError
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from ..vae_io import load_vae, posterior_moments, vae_identity
 from .index import (
     ERRORS_NAME,
     INDEX_NAME,
@@ -55,7 +55,7 @@ from .writer import (
     write_json_atomic,
 )
 
-__all__ = ["CacheReport", "cache_latents", "encode_moments", "load_vae", "vae_identity", "STORAGE_DTYPES"]
+__all__ = ["CacheReport", "cache_latents", "STORAGE_DTYPES"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,119 +66,10 @@ _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": None}
 # ----------------------------------------------------------------------------------------------- VAE
 
 
-def resolve_vae_class(class_name: str):
-    """The VAE class for a config's ``_class_name`` (``AutoencoderLite`` or any diffusers autoencoder)."""
-    from ..models.autoencoder_lite import AutoencoderLite
-
-    if class_name == "AutoencoderLite":
-        return AutoencoderLite
-    import diffusers
-
-    cls = getattr(diffusers, class_name, None)
-    if cls is None or not hasattr(cls, "encode"):
-        raise ValueError(
-            f"unknown VAE class {class_name!r}: use AutoencoderLite or a diffusers autoencoder such as AutoencoderKL "
-            "or AutoencoderTiny (pass --vae_class to override the config's _class_name)."
-        )
-    return cls
-
-
-def load_vae(
-    name_or_path: str,
-    subfolder: str | None = None,
-    vae_class: str | None = None,
-    revision: str | None = None,
-    variant: str | None = None,
-):
-    """Load a VAE from a local folder or Hub id, picking its class from ``config.json``'s ``_class_name``.
-
-    Args:
-        name_or_path (`str`): a folder with ``config.json`` and weights, or a Hub repo id.
-        subfolder (`str`, *optional*): e.g. ``"vae"`` for a full pipeline repo.
-        vae_class (`str`, *optional*): class name overriding the config's (``"AutoencoderKL"``, ...).
-        revision, variant: as in ``from_pretrained``.
-    """
-    from diffusers import AutoencoderKL
-
-    if vae_class is None:
-        try:
-            config = AutoencoderKL.load_config(name_or_path, subfolder=subfolder, revision=revision)
-        except (OSError, EnvironmentError) as error:
-            where = f"{name_or_path}" + (f" (subfolder {subfolder!r})" if subfolder else "")
-            raise OSError(
-                f"cannot read the VAE config from {where}: {error}. Pass a folder with config.json, a Hub id, "
-                "and --vae_subfolder vae for a pipeline repo."
-            ) from error
-        vae_class = config.get("_class_name") or "AutoencoderKL"
-    cls = resolve_vae_class(vae_class)
-    kwargs = {"subfolder": subfolder, "revision": revision}
-    if variant:
-        kwargs["variant"] = variant
-    return cls.from_pretrained(name_or_path, **kwargs)
-
-
-def _config_dict(vae) -> dict:
-    return {key: value for key, value in dict(vae.config).items() if not key.startswith("_")}
-
-
-def vae_identity(
-    vae, name_or_path: str | None = None, subfolder: str | None = None, revision: str | None = None
-) -> dict:
-    """What identifies a VAE's latents: class, config hash, weights hash and the latent-space factors.
-
-    The weights hash is BLAKE2b over every parameter and buffer (sorted by name), so the same weights loaded from
-    a copy or another path compare equal while a retrained or different checkpoint does not.
-    """
-    config = _config_dict(vae)
-    config_json = json.dumps(config, sort_keys=True, default=str)
-    weights = hashlib.blake2b(digest_size=16)
-    for name, tensor in sorted(vae.state_dict().items()):
-        weights.update(name.encode())
-        weights.update(str(tensor.dtype).encode())
-        # reshape(-1), not contiguous(): a channels_last 1x1-conv weight counts as contiguous while its last stride
-        # is not 1, and view(uint8) then fails. The bytes hashed are the logical (row-major) values either way.
-        weights.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
-    return {
-        "class": type(vae).__name__,
-        "name_or_path": name_or_path or getattr(vae, "name_or_path", None) or vae.config.get("_name_or_path"),
-        "subfolder": subfolder,
-        "revision": revision,
-        "config_hash": hashlib.blake2b(config_json.encode(), digest_size=16).hexdigest(),
-        "weights_hash": weights.hexdigest(),
-        "scaling_factor": config.get("scaling_factor"),
-        "shift_factor": config.get("shift_factor"),
-        "latents_mean": config.get("latents_mean"),
-        "latents_std": config.get("latents_std"),
-    }
-
-
-def encode_moments(vae, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Posterior mean and standard deviation of ``images`` (``(B, 3, H, W)`` in ``[-1, 1]``).
-
-    Returns:
-        ``(mean, std)`` in float32, shaped ``(B, C, H/f, W/f)``; ``std`` is ``exp(0.5 * logvar)`` with ``logvar``
-        clamped to ``[-30, 20]`` exactly as diffusers' ``DiagonalGaussianDistribution``. Deterministic VAEs
-        (``AutoencoderTiny``) return ``std=None``.
-    """
-    output = vae.encode(images)
-    distribution = getattr(output, "latent_dist", None)
-    if distribution is not None:
-        # Recompute from the raw moments in float32: under bf16 autocast the distribution's own tensors are bf16.
-        mean, logvar = torch.chunk(distribution.parameters.float(), 2, dim=1)
-        return mean, torch.exp(0.5 * torch.clamp(logvar, -30.0, 20.0))
-    for attribute in ("latents", "latent"):
-        latents = getattr(output, attribute, None)
-        if latents is not None:
-            return latents.float(), None
-    if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
-        return output[0].float(), None
-    raise TypeError(f"{type(vae).__name__}.encode returned {type(output).__name__}; expected latent_dist or latents.")
-
-
 def _probe_latent_geometry(vae, device: torch.device) -> tuple[int, int, bool]:
     """``(latent_channels, downsample_factor, has_std)`` measured by encoding one 64x64 image."""
     with torch.inference_mode():
-        mean, std = encode_moments(vae, torch.zeros(1, 3, 64, 64, device=device))
+        mean, std = posterior_moments(vae, torch.zeros(1, 3, 64, 64, device=device))
     return mean.shape[1], 64 // mean.shape[-1], std is not None
 
 
@@ -470,6 +361,7 @@ def cache_latents(
     num_workers: int = 4,
     samples_per_shard: int = 512,
     mixed_precision: str = "bf16",
+    cpu_mixed_precision: bool = False,
     channels_last: bool = False,
     compile: bool = False,
     retry_failed: bool = False,
@@ -501,7 +393,9 @@ def cache_latents(
         batch_size (`int`): images per encoder call (per bucket).
         num_workers (`int`): DataLoader worker processes decoding and resizing (0: in this process).
         samples_per_shard (`int`): samples per safetensors shard.
-        mixed_precision (`str`): autocast dtype on CUDA (``"bf16"``, ``"fp16"``, ``"no"``); CPU always runs fp32.
+        mixed_precision (`str`): autocast dtype on CUDA (``"bf16"``, ``"fp16"``, ``"no"``).
+        cpu_mixed_precision (`bool`): also autocast on CPU (``bf16`` only; several times faster on CPUs with
+            AVX-512 BF16 / AMX, at bf16 precision). Off: CPU encodes in fp32.
         channels_last (`bool`), compile (`bool`): channels-last layout / ``torch.compile`` of the encoder.
         retry_failed (`bool`): try again images that failed before even if unchanged.
         device: defaults to accelerate's device for this process (``cuda:<local rank>`` or ``cpu``).
@@ -620,6 +514,7 @@ def cache_latents(
         num_workers=num_workers,
         samples_per_shard=samples_per_shard,
         mixed_precision=mixed_precision,
+        cpu_mixed_precision=cpu_mixed_precision,
         channels_last=channels_last,
         compile=compile,
         has_std=has_std,
@@ -692,6 +587,7 @@ def _encode_items(
     num_workers,
     samples_per_shard,
     mixed_precision,
+    cpu_mixed_precision,
     channels_last,
     compile,
     has_std,
@@ -717,7 +613,10 @@ def _encode_items(
         return timings, encoded_ids
 
     cuda = device.type == "cuda"
-    autocast_dtype = _AUTOCAST_DTYPES[mixed_precision] if cuda else None
+    if cuda:
+        autocast_dtype = _AUTOCAST_DTYPES[mixed_precision]
+    else:  # CPU autocast supports bf16 only
+        autocast_dtype = torch.bfloat16 if cpu_mixed_precision and mixed_precision != "no" else None
     storage_dtype = STORAGE_DTYPES[dtype]
     if channels_last:
         vae = vae.to(memory_format=torch.channels_last)
@@ -775,14 +674,16 @@ def _encode_items(
             encode_start = time.perf_counter()
             with (
                 torch.inference_mode(),
-                torch.autocast("cuda", dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext(),
+                torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext(),
             ):
                 images = pixels_to_model_input(pixels)
                 if transform.flip:
                     images = torch.cat([images, images.flip(-1)])
                 if channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
-                mean, std = encode_moments(vae, images)
+                mean, std = posterior_moments(vae, images)
+                mean = mean.float()
+                std = std.float() if std is not None else None
             tensors = {"mean": mean}
             if std is not None:
                 tensors["std"] = std

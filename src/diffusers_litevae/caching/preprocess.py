@@ -38,7 +38,10 @@ class TransformConfig:
         bucketing: ``True`` for SDXL-style aspect-ratio buckets, ``False`` for one ``resolution x resolution`` crop.
         bucket_step: bucket sides are multiples of it (64 as in SDXL; must be a multiple of the VAE's factor).
         max_aspect_ratio: longest/shortest side limit of the buckets.
-        crop: ``"center"`` or ``"random"`` (seeded per sample id by ``seed``).
+        crop: ``"center"`` or ``"random"`` (seeded per sample id by ``seed``), or ``"full"``: keep the whole
+            image at its own size (no bucket; images whose short side is below ``resolution`` are resized up to
+            it), centre-trimmed to multiples of ``size_multiple``. Used for distillation targets, where training
+            crops are cut from the cached latents on the latent grid; every distinct size becomes its own shard.
         seed: seed of random crops.
         interpolation: ``"bicubic"``, ``"bilinear"``, ``"lanczos"`` or ``"area"`` (PIL resampling, antialiased).
         flip: also encode the horizontally mirrored crop.
@@ -54,10 +57,13 @@ class TransformConfig:
     interpolation: str = "bicubic"
     flip: bool = False
     background: tuple[int, int, int] = field(default=(255, 255, 255))
+    size_multiple: int = 8
 
     def __post_init__(self):
-        if self.crop not in ("center", "random"):
-            raise ValueError(f"crop must be 'center' or 'random', got {self.crop!r}.")
+        if self.crop not in ("center", "random", "full"):
+            raise ValueError(f"crop must be 'center', 'random' or 'full', got {self.crop!r}.")
+        if self.crop == "full" and self.bucketing:
+            raise ValueError("crop='full' keeps each image's own size: set bucketing=False.")
         if self.interpolation not in _RESAMPLING:
             raise ValueError(f"interpolation must be one of {sorted(_RESAMPLING)}, got {self.interpolation!r}.")
         if self.resolution <= 0:
@@ -70,6 +76,8 @@ class TransformConfig:
         if not self.bucketing:  # bucket settings do not affect fixed-size crops
             settings.pop("bucket_step")
             settings.pop("max_aspect_ratio")
+        if self.crop != "full":
+            settings.pop("size_multiple")
         settings["exif_transpose"] = True
         settings["jpeg_draft"] = True
         settings["pixel_range"] = [-1.0, 1.0]
@@ -77,13 +85,18 @@ class TransformConfig:
 
     def buckets(self) -> list[tuple[int, int]]:
         """All target sizes ``(height, width)`` this transform can produce."""
+        if self.crop == "full":
+            return []  # every image keeps its own size
         if not self.bucketing:
             return [(self.resolution, self.resolution)]
         return make_buckets(self.resolution, self.bucket_step, self.max_aspect_ratio)
 
     def check_downsample_factor(self, factor: int) -> None:
         """Raise if a target side would not be a multiple of the VAE's spatial downsampling factor."""
-        side, name = (self.bucket_step, "bucket_step") if self.bucketing else (self.resolution, "resolution")
+        if self.crop == "full":
+            side, name = self.size_multiple, "size_multiple"
+        else:
+            side, name = (self.bucket_step, "bucket_step") if self.bucketing else (self.resolution, "resolution")
         if side % factor:
             raise ValueError(
                 f"{name}={side} is not a multiple of the VAE's downsampling factor {factor}: latents would not tile "
@@ -97,6 +110,12 @@ class TransformConfig:
 
     def plan(self, width: int, height: int, sample_id: str, buckets: list[tuple[int, int]] | None = None) -> CropPlan:
         """The crop plan of a ``width x height`` image (see :func:`~diffusers_litevae.caching.buckets.plan_crop`)."""
+        if self.crop == "full":
+            scale = max(1.0, self.resolution / min(width, height))
+            resized_w, resized_h = max(self.resolution, round(width * scale)), max(self.resolution, round(height * scale))
+            target_w, target_h = resized_w // self.size_multiple * self.size_multiple, resized_h // self.size_multiple * self.size_multiple
+            left, top = (resized_w - target_w) // 2, (resized_h - target_h) // 2
+            return CropPlan((height, width), (resized_h, resized_w), (left, top, left + target_w, top + target_h), (target_h, target_w))
         target = assign_bucket(width, height, buckets or self.buckets())
         return plan_crop(width, height, target, crop=self.crop, seed=self.seed, sample_id=sample_id)
 

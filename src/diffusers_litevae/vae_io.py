@@ -1,0 +1,377 @@
+"""The one place VAEs are loaded, encoded and their latents normalised: used by distill, cache-latents and eval.
+
+- :func:`load_vae` turns what a user types after ``--vae`` / ``--teacher`` into a module with the diffusers VAE
+  protocol (``encode(x)`` in ``[-1, 1]`` -> ``latent_dist`` or ``latents``; ``decode(z).sample`` in ``[-1, 1]``;
+  a ``config`` with the latent-space keys): a diffusers VAE folder (class from ``config.json``'s
+  ``_class_name``), a saved pipeline folder (its ``vae/``), a Hub repo id, or a folder holding a TAESD-family
+  ``*encoder`` + ``*decoder`` checkpoint pair (``.pth``/``.pt``/``.safetensors``; TAESD, TAESDXL, TAESD3, TAEF1,
+  TAEF2), which loads as a :class:`TinyAutoencoder`.
+- :func:`posterior_moments` reads any supported VAE's posterior as ``(mean, std)`` in float32 (``std`` is
+  ``None`` for deterministic encoders).
+- :class:`LatentNormalization` is the single definition of "diffusion-model units": ``(z - shift) * scale`` or,
+  for VAEs whose config has ``latents_mean``/``latents_std`` (SDXL-style pipelines), ``(z - mean) * scale / std``.
+- :func:`vae_identity` names a VAE's latent space (class, config hash, weights hash) so a latent cache made with
+  one VAE is never read as another's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+__all__ = [
+    "LatentNormalization",
+    "TinyAutoencoder",
+    "VAELoadError",
+    "find_tiny_pair",
+    "load_vae",
+    "posterior_moments",
+    "resolve_vae_class",
+    "vae_identity",
+]
+
+_TINY_SUFFIXES = (".pth", ".pt", ".safetensors")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class VAELoadError(ValueError):
+    """A VAE could not be loaded from what the user gave; the message names the problem and the fix."""
+
+
+# --------------------------------------------------------------------------------------------- TAESD-family pair
+
+
+class TinyAutoencoder(nn.Module):
+    """A TAESD-family encoder/decoder pair behind the diffusers VAE protocol.
+
+    The original checkpoints work on images in ``[0, 1]``; this wrapper takes and returns ``[-1, 1]`` like every
+    diffusers VAE, and its encoder is deterministic (``encode(x).latents``, no posterior), like diffusers'
+    ``AutoencoderTiny``. Latents are raw (the checkpoints carry no scaling: ``scaling_factor`` 1.0 unless given).
+
+    Args:
+        encoder: a :class:`~diffusers_litevae.models.tiny_autoencoder.TinyEncoder`.
+        decoder: a :class:`~diffusers_litevae.models.tiny_autoencoder.TinyDecoder` with the same latent channels.
+        name_or_path: where it was loaded from (recorded in caches and reports).
+        scaling_factor: latent scale a diffusion model would use (1.0: raw latents).
+        shift_factor: latent shift (``None``: none).
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, name_or_path: str = "", scaling_factor: float = 1.0,
+                 shift_factor: float | None = None):
+        from diffusers.configuration_utils import FrozenDict
+
+        super().__init__()
+        latent_channels = encoder.layers[-1].out_channels
+        if decoder.layers[1].in_channels != latent_channels:
+            raise VAELoadError(
+                f"TAESD-family pair {name_or_path!r}: the encoder makes {latent_channels} latent channels but the "
+                f"decoder takes {decoder.layers[1].in_channels}; use an encoder and decoder of the same model."
+            )
+        self.encoder = encoder
+        self.decoder = decoder
+        self.name_or_path = str(name_or_path)
+        self.config = FrozenDict(
+            _class_name="TinyAutoencoder",
+            _name_or_path=self.name_or_path,
+            in_channels=encoder.layers[0].in_channels,
+            latent_channels=latent_channels,
+            scaling_factor=float(scaling_factor),
+            shift_factor=shift_factor,
+            latents_mean=None,
+            latents_std=None,
+        )
+
+    def encode(self, x: torch.Tensor, return_dict: bool = True):
+        """``(B, 3, H, W)`` in ``[-1, 1]`` -> ``AutoencoderTinyOutput(latents=(B, C, H/8, W/8))`` raw latents."""
+        from diffusers.models.autoencoders.autoencoder_tiny import AutoencoderTinyOutput
+
+        latents = self.encoder(x.add(1).div(2))
+        return AutoencoderTinyOutput(latents=latents) if return_dict else (latents,)
+
+    def decode(self, z: torch.Tensor, return_dict: bool = True, generator=None):
+        """``(B, C, h, w)`` raw latents -> ``DecoderOutput(sample=(B, 3, 8h, 8w))`` in about ``[-1, 1]``."""
+        from diffusers.models.autoencoders.vae import DecoderOutput
+
+        sample = self.decoder(z).mul(2).sub(1)
+        return DecoderOutput(sample=sample) if return_dict else (sample,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x).latents).sample
+
+
+def find_tiny_pair(folder: str | os.PathLike) -> tuple[Path, Path] | None:
+    """The ``(*encoder, *decoder)`` checkpoint files of a TAESD-family folder, or ``None`` if it holds none.
+
+    A file counts when its stem ends in ``encoder``/``decoder`` and its suffix is ``.pth``, ``.pt`` or
+    ``.safetensors`` (``taef2_encoder.pth``, ``taesd_decoder.safetensors``).
+
+    Raises:
+        VAELoadError: the folder holds such files but not exactly one encoder and one decoder.
+    """
+    folder = Path(folder)
+
+    def pick(role: str) -> list[Path]:
+        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in _TINY_SUFFIXES and p.stem.lower().endswith(role))
+
+    encoders, decoders = pick("encoder"), pick("decoder")
+    if not encoders and not decoders:
+        return None
+    if len(encoders) != 1 or len(decoders) != 1:
+        raise VAELoadError(
+            f"{str(folder)!r} must hold exactly one TAESD-family *encoder and one *decoder checkpoint "
+            f"(.pth/.pt/.safetensors); found {[p.name for p in encoders + decoders]}. Keep one pair per folder."
+        )
+    return encoders[0], decoders[0]
+
+
+def _load_tiny_pair(folder: Path, name: str, scaling_factor: float | None, shift_factor: float | None) -> TinyAutoencoder:
+    from .models.tiny_autoencoder import load_tiny_decoder, load_tiny_encoder
+
+    encoder_file, decoder_file = find_tiny_pair(folder)
+    try:
+        encoder, decoder = load_tiny_encoder(encoder_file), load_tiny_decoder(decoder_file)
+    except (ValueError, FileNotFoundError) as error:
+        raise VAELoadError(f"could not read the TAESD-family pair in {name!r}: {error}") from error
+    # Checkpoints stored in fp16 (small downloads) compute in fp32 unless the caller casts them.
+    encoder, decoder = encoder.float(), decoder.float()
+    return TinyAutoencoder(encoder, decoder, str(folder.resolve()), 1.0 if scaling_factor is None else scaling_factor, shift_factor)
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def resolve_vae_class(class_name: str):
+    """The class for a config's ``_class_name``: ``AutoencoderLite`` or any diffusers autoencoder."""
+    from .models.autoencoder_lite import AutoencoderLite
+
+    if class_name == "AutoencoderLite":
+        return AutoencoderLite
+    import diffusers
+
+    cls = getattr(diffusers, class_name, None)
+    if cls is None or not hasattr(cls, "encode") or not hasattr(cls, "from_pretrained"):
+        raise VAELoadError(
+            f"unknown VAE class {class_name!r}: use AutoencoderLite or a diffusers autoencoder such as AutoencoderKL "
+            "or AutoencoderTiny (or a folder with a TAESD-family *encoder/*decoder checkpoint pair)."
+        )
+    return cls
+
+
+def load_vae(
+    name_or_path: str | os.PathLike,
+    subfolder: str | None = None,
+    torch_dtype: torch.dtype | None = None,
+    revision: str | None = None,
+    variant: str | None = None,
+    vae_class: str | None = None,
+    scaling_factor: float | None = None,
+    shift_factor: float | None = None,
+) -> nn.Module:
+    """Load a VAE from a folder or the Hub; see the module docstring for what ``name_or_path`` may be.
+
+    Args:
+        name_or_path: a diffusers VAE folder, a saved pipeline folder (its ``vae/`` is used), a TAESD-family
+            checkpoint folder, or a Hub repo id (``owner/name``).
+        subfolder: the VAE's subfolder in a pipeline folder or repo (usually ``"vae"``).
+        torch_dtype: weights dtype (default: as stored; TAESD-family pairs load in float32).
+        revision, variant: as in ``from_pretrained``.
+        vae_class: class name overriding ``config.json``'s ``_class_name``.
+        scaling_factor, shift_factor: latent-space factors for TAESD-family pairs, whose checkpoints carry none.
+
+    Returns:
+        The VAE in eval mode with gradients off.
+
+    Raises:
+        VAELoadError: the path does not exist, holds no VAE, or the Hub download failed (one line with the fix).
+    """
+    name = os.fspath(name_or_path)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise VAELoadError(f"{name!r} is a file; pass the folder that holds the VAE (config.json + weights, or a TAESD-family pair).")
+        folder = path / subfolder if subfolder else path
+        if not folder.is_dir():
+            raise VAELoadError(f"subfolder {subfolder!r} not found in {name!r}.")
+        if not (folder / "config.json").is_file() and not subfolder and (path / "vae" / "config.json").is_file():
+            folder = path / "vae"  # a saved pipeline: use its VAE
+        if (folder / "config.json").is_file() and vae_class != "TinyAutoencoder":
+            class_name = vae_class or _read_class_name(folder / "config.json")
+            vae = _from_pretrained(resolve_vae_class(class_name), str(folder), name, torch_dtype=torch_dtype, variant=variant)
+        elif find_tiny_pair(folder) is not None:
+            vae = _load_tiny_pair(folder, name, scaling_factor, shift_factor)
+            if torch_dtype is not None:
+                vae = vae.to(torch_dtype)
+        elif (folder / "model_index.json").is_file():
+            raise VAELoadError(f"{name!r} is a pipeline folder without a vae/ subfolder; pass the VAE's subfolder.")
+        else:
+            raise VAELoadError(
+                f"{str(folder)!r} is not a VAE folder: it has no config.json (a diffusers VAE saved with "
+                "save_pretrained) and no *encoder + *decoder checkpoint pair (a TAESD-family model)."
+            )
+    elif name.startswith((".", "/", "~")) or not _HUB_ID.match(name):
+        raise VAELoadError(f"{name!r} is neither an existing folder nor a Hugging Face Hub repo id (owner/name).")
+    else:
+        vae = _load_from_hub(name, subfolder, torch_dtype, revision, variant, vae_class)
+    return vae.eval().requires_grad_(False)
+
+
+def _read_class_name(config_file: Path) -> str:
+    try:
+        return json.loads(config_file.read_text()).get("_class_name") or "AutoencoderKL"
+    except (OSError, json.JSONDecodeError) as error:
+        raise VAELoadError(f"could not read {str(config_file)!r}: {error}") from error
+
+
+def _from_pretrained(cls, where: str, name: str, **kwargs) -> nn.Module:
+    kwargs = {key: value for key, value in kwargs.items() if value is not None}
+    try:
+        return cls.from_pretrained(where, **kwargs)
+    except (OSError, ValueError) as error:  # diffusers' errors for broken/mismatched folders and failed downloads
+        first_line = " ".join(str(error).split())[:300]
+        raise VAELoadError(f"could not load {name!r} as {cls.__name__}: {type(error).__name__}: {first_line}") from error
+
+
+def _load_from_hub(repo_id, subfolder, torch_dtype, revision, variant, vae_class) -> nn.Module:
+    if vae_class is None:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            config_file = hf_hub_download(repo_id, "config.json", subfolder=subfolder, revision=revision)
+        except Exception as error:  # offline, not found, gated: huggingface_hub raises many kinds
+            hint = " (a pipeline repo needs its VAE subfolder, usually 'vae')" if not subfolder else ""
+            raise VAELoadError(
+                f"could not fetch config.json of Hub repo {repo_id!r}{hint}: {type(error).__name__}: "
+                f"{' '.join(str(error).split())[:200]}. Check the id, your network and HF_HUB_OFFLINE."
+            ) from error
+        vae_class = _read_class_name(Path(config_file))
+    cls = resolve_vae_class(vae_class)
+    return _from_pretrained(cls, repo_id, repo_id, subfolder=subfolder, revision=revision, variant=variant, torch_dtype=torch_dtype)
+
+
+# --------------------------------------------------------------------------------------------- encoding
+
+
+def posterior_moments(vae: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The posterior of ``images`` (``(B, 3, H, W)`` in ``[-1, 1]``) as float32 ``(mean, std)``.
+
+    ``std`` is ``exp(0.5 * logvar)`` with ``logvar`` clamped to ``[-30, 20]`` exactly as diffusers'
+    ``DiagonalGaussianDistribution``; deterministic encoders (``AutoencoderTiny``, TAESD-family pairs) give
+    ``std=None``. Both are raw (unscaled) latents ``(B, C, H/f, W/f)``.
+    """
+    mean, logvar = posterior_mean_logvar(vae, images)
+    return mean.float(), None if logvar is None else torch.exp(0.5 * logvar.float())
+
+
+def posterior_mean_logvar(vae: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Like :func:`posterior_moments` but ``(mean, logvar)`` (``logvar`` clamped to ``[-30, 20]``), keeping dtype.
+
+    Differentiable (no ``no_grad`` inside), so a student can be trained through it.
+    """
+    output = vae.encode(images)
+    distribution = getattr(output, "latent_dist", None)
+    if distribution is None and isinstance(output, tuple) and output and hasattr(output[0], "parameters"):
+        distribution = output[0]
+    if distribution is not None:
+        # From the raw moments: under autocast the distribution's own tensors may be bf16/fp16.
+        mean, logvar = torch.chunk(distribution.parameters, 2, dim=1)
+        if getattr(distribution, "deterministic", False):
+            return mean, None
+        return mean, torch.clamp(logvar, -30.0, 20.0)
+    latents = getattr(output, "latents", None)
+    if latents is None and isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
+        latents = output[0]
+    if latents is None:
+        raise TypeError(f"{type(vae).__name__}.encode returned {type(output).__name__}; expected latent_dist or latents.")
+    return latents, None
+
+
+# --------------------------------------------------------------------------------------------- latent units
+
+
+@dataclass(frozen=True)
+class LatentNormalization:
+    """Raw VAE latents <-> the units a diffusion model is trained on (what diffusers pipelines and training
+    scripts do): ``(z - shift_factor) * scaling_factor``, or with per-channel ``latents_mean``/``latents_std``
+    ``(z - latents_mean) * scaling_factor / latents_std`` (SDXL-style pipelines; ``shift_factor`` is then unused).
+
+    Build it with :meth:`from_config` from a VAE config or a latent-cache manifest's ``vae`` entry.
+    """
+
+    scaling_factor: float = 1.0
+    shift_factor: float = 0.0
+    latents_mean: tuple[float, ...] | None = None
+    latents_std: tuple[float, ...] | None = None
+
+    @classmethod
+    def from_config(cls, config) -> "LatentNormalization":
+        get = config.get if hasattr(config, "get") else lambda key, default=None: getattr(config, key, default)
+        mean, std = get("latents_mean", None), get("latents_std", None)
+        return cls(
+            scaling_factor=float(get("scaling_factor", None) or 1.0),
+            shift_factor=float(get("shift_factor", None) or 0.0),
+            latents_mean=tuple(float(v) for v in mean) if mean is not None and std is not None else None,
+            latents_std=tuple(float(v) for v in std) if mean is not None and std is not None else None,
+        )
+
+    def _channels(self, values, like: torch.Tensor) -> torch.Tensor:
+        shape = [1] * like.dim()
+        shape[-3] = -1  # (C, h, w) or (B, C, h, w)
+        return torch.tensor(values, dtype=like.dtype, device=like.device).view(shape)
+
+    def normalize(self, latents: torch.Tensor) -> torch.Tensor:
+        """Raw latents -> diffusion-model units."""
+        if self.latents_mean is not None:
+            return (latents - self._channels(self.latents_mean, latents)) * self.scaling_factor / self._channels(self.latents_std, latents)
+        return (latents - self.shift_factor) * self.scaling_factor
+
+    def denormalize(self, latents: torch.Tensor) -> torch.Tensor:
+        """Diffusion-model units -> raw latents (what ``vae.decode`` takes)."""
+        if self.latents_mean is not None:
+            return latents * self._channels(self.latents_std, latents) / self.scaling_factor + self._channels(self.latents_mean, latents)
+        return latents / self.scaling_factor + self.shift_factor
+
+    def scale_std(self, std: torch.Tensor) -> torch.Tensor:
+        """A raw posterior standard deviation in diffusion-model units (the linear part of :meth:`normalize`)."""
+        if self.latents_std is not None:
+            return std * self.scaling_factor / self._channels(self.latents_std, std)
+        return std * self.scaling_factor
+
+
+# --------------------------------------------------------------------------------------------- identity
+
+
+def vae_identity(vae: nn.Module, name_or_path: str | None = None, subfolder: str | None = None, revision: str | None = None) -> dict:
+    """What identifies a VAE's latents: class, config hash, weights hash and the latent-space factors.
+
+    The weights hash is BLAKE2b over every parameter and buffer (sorted by name), so the same weights loaded from
+    a copy or another path compare equal while a retrained or different checkpoint does not.
+    """
+    config = {key: value for key, value in dict(vae.config).items() if not key.startswith("_")}
+    config_json = json.dumps(config, sort_keys=True, default=str)
+    weights = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(vae.state_dict().items()):
+        weights.update(name.encode())
+        weights.update(str(tensor.dtype).encode())
+        # reshape(-1), not contiguous(): a channels_last 1x1-conv weight counts as contiguous while its last stride
+        # is not 1, and view(uint8) then fails. The bytes hashed are the logical (row-major) values either way.
+        weights.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    name_or_path = name_or_path or getattr(vae, "name_or_path", None) or vae.config.get("_name_or_path")
+    return {
+        "class": type(vae).__name__,
+        "name_or_path": None if name_or_path is None else os.fspath(name_or_path),
+        "subfolder": subfolder,
+        "revision": revision,
+        "config_hash": hashlib.blake2b(config_json.encode(), digest_size=16).hexdigest(),
+        "weights_hash": weights.hexdigest(),
+        "scaling_factor": config.get("scaling_factor"),
+        "shift_factor": config.get("shift_factor"),
+        "latents_mean": config.get("latents_mean"),
+        "latents_std": config.get("latents_std"),
+    }
