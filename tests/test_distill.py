@@ -564,3 +564,106 @@ def test_bad_inputs_fail_before_training(image_folder, teacher_dir, tmp_path, ca
         lines = [line for line in err.splitlines() if "error:" in line]
         assert len(lines) == 1 and message in lines[0], (name, err)
         assert not (Path(argv[argv.index("--output_dir") + 1]) / "checkpoints").exists(), name
+
+
+# ------------------------------------------------------------------------------------------ cached teacher targets
+
+
+def test_cached_targets_crop_on_the_latent_grid_and_match_the_teacher(image_folder, teacher_dir, tmp_path):
+    """A cached crop's target equals the teacher's latents of the whole image at that place (flipped: of the mirror)."""
+    from diffusers_litevae.caching.preprocess import pixels_to_model_input, preprocess_image
+    from diffusers_litevae.training.targets import CachedTargetDataset, prepare_teacher_latents
+
+    teacher = load_teacher(str(teacher_dir))
+    paths = [p for p in find_images(image_folder) if p.suffix == ".png"]
+    targets = prepare_teacher_latents(str(tmp_path / "targets"), teacher, str(image_folder), paths, RESOLUTION, flip=True, progress=False)
+    dataset = CachedTargetDataset(paths, targets, flip=True)
+    seen_flips = set()
+    for seed in range(8):
+        index = seed % len(paths)
+        sample = dataset[(index, RESOLUTION, seed)]
+        assert sample["pixel_values"].shape == (3, RESOLUTION, RESOLUTION)
+        assert sample["teacher_mean"].shape == (4, RESOLUTION // 8, RESOLUTION // 8)
+        pixels, _ = preprocess_image(str(paths[index]), targets.transform, "")
+        whole = pixels_to_model_input(pixels)
+        for flipped in (False, True):
+            image = whole.flip(-1) if flipped else whole
+            # Find the crop inside the (possibly mirrored) whole image: it must start on the 8 px grid.
+            match = [
+                (top, left)
+                for top in range(0, image.shape[1] - RESOLUTION + 1, 8)
+                for left in range(0, image.shape[2] - RESOLUTION + 1, 8)
+                if torch.equal(image[:, top : top + RESOLUTION, left : left + RESOLUTION], sample["pixel_values"])
+            ]
+            if match:
+                break
+        assert match, "the crop is not on the latent grid of the cached image"
+        seen_flips.add(flipped)
+        top, left = match[0]
+        with torch.no_grad():
+            mean, logvar = teacher.encode(image[None])
+        expected = mean[0, :, top // 8 : (top + RESOLUTION) // 8, left // 8 : (left + RESOLUTION) // 8]
+        torch.testing.assert_close(sample["teacher_mean"], expected, atol=1e-5, rtol=1e-5)
+        assert sample["teacher_logvar"] is not None  # a Gaussian teacher: its log-variance is a target too
+    assert seen_flips == {False, True}
+
+
+def test_distill_from_cached_targets_never_runs_the_teacher_encoder(image_folder, teacher_dir, tmp_path, monkeypatch):
+    """With the reconstruction losses off no teacher encoder runs in a training step; the run still learns."""
+    from diffusers_litevae.training import teachers as teachers_module
+
+    calls = {"encode": 0}
+    original = teachers_module.DiffusersVAETeacher.encode
+
+    def counting_encode(self, images):
+        calls["encode"] += 1
+        return original(self, images)
+
+    monkeypatch.setattr(teachers_module.DiffusersVAETeacher, "encode", counting_encode)
+    config = _config(
+        image_folder, teacher_dir, tmp_path / "out", teacher_latents=str(tmp_path / "targets"),
+        reconstruction_weight=0.0, wavelet_weight=0.0, gaussian_weight=0.0,
+    )
+    result = distill(config)
+    # Validation encodes the held-out images with the teacher once (its reference); training adds nothing.
+    assert calls["encode"] == 2, calls
+    first, last = result["curve"][0], result["curve"][-1]
+    assert last["latent_mse"] <= 0.5 * first["latent_mse"], (first, last)
+    # A second run reuses the cache: nothing is encoded again.
+    from diffusers_litevae.caching.index import LAST_RUN_NAME
+
+    before = json.loads((tmp_path / "targets" / LAST_RUN_NAME).read_text())
+    distill(_config(image_folder, teacher_dir, tmp_path / "out2", teacher_latents=str(tmp_path / "targets"), max_train_steps=2))
+    after = json.loads((tmp_path / "targets" / LAST_RUN_NAME).read_text())
+    assert after.get("num_encoded", 0) == 0, (before, after)
+
+
+def test_cached_target_errors_before_training(image_folder, teacher_dir, tmp_path, capsys):
+    """Another teacher, other preprocessing, or missing images: one error line and no training output."""
+    base = ["--teacher", str(teacher_dir), "--train_data_dir", str(image_folder), "--student", "S",
+            "--resolution", str(RESOLUTION), "--max_train_steps", "1", "--num_validation_images", "2", "--no-progress_bar"]
+    targets = tmp_path / "targets"
+    code, err = _cli([*base, "--teacher_latents", str(targets), "--output_dir", str(tmp_path / "ok")], capsys)
+    assert code == 0, err
+    other_teacher = tmp_path / "other_teacher"
+    tiny_autoencoder_kl(seed=3).save_pretrained(other_teacher)
+    partial = tmp_path / "partial"
+    subset = tmp_path / "subset"
+    (subset / "a").mkdir(parents=True)
+    for path in sorted((image_folder / "a").glob("*.png"))[:3]:
+        (subset / "a" / path.name).write_bytes(path.read_bytes())
+    code, err = _cli([*base[:3], str(subset), *base[4:], "--teacher_latents", str(partial), "--output_dir", str(tmp_path / "p")], capsys)
+    assert code == 0, err
+    cases = {
+        "teacher": (["--teacher", str(other_teacher), "--teacher_latents", str(targets)], "another teacher"),
+        "preprocessing": (["--resolution", "48", "--teacher_latents", str(targets)], "other preprocessing"),
+        "missing": (["--teacher_latents", str(partial), "--no-build_teacher_latents"], "missing from --teacher_latents"),
+        "border": (["--teacher_latents", str(targets), "--teacher_latents_border", "2"], "--teacher_latents_border"),
+    }
+    for name, (extra, message) in cases.items():
+        output_dir = tmp_path / f"bad_{name}"
+        code, err = _cli([*base, *extra, "--output_dir", str(output_dir)], capsys)
+        assert code == 2, (name, err)
+        lines = [line for line in err.splitlines() if "error:" in line]
+        assert len(lines) == 1 and message in lines[0], (name, err)
+        assert not (output_dir / "checkpoints").exists(), name

@@ -76,6 +76,8 @@ class DistillationTeacher(nn.Module):
         self.scaling_factor = float(scaling_factor)
         self.shift_factor = float(shift_factor or 0.0)
         self.has_logvar = False
+        # Memory format the trainer feeds this teacher's inputs in (set with the weights' format).
+        self.memory_format = torch.contiguous_format
 
     # -- the interface ------------------------------------------------------------------------------------------
 

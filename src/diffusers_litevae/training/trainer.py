@@ -71,6 +71,9 @@ class DistillConfig:
     teacher_dtype: str = "auto"
     teacher_scaling_factor: float | None = None
     teacher_shift_factor: float | None = None
+    teacher_latents: str | None = None
+    build_teacher_latents: bool = True
+    teacher_latents_border: int = 0
     # student
     student: str | None = "B"
     student_config: dict | None = None
@@ -116,6 +119,7 @@ class DistillConfig:
     compile: bool = False
     compile_mode: str | None = None
     channels_last: bool = False
+    teacher_channels_last: bool = False
     gradient_checkpointing: bool = False
     allow_tf32: bool = False
     # losses
@@ -238,6 +242,15 @@ def validate_config(config: DistillConfig) -> ResolutionSchedule:
         raise DistillationInputError(
             f"--wavelet_loss_levels {config.wavelet_loss_levels} needs resolutions divisible by {2**config.wavelet_loss_levels}."
         )
+    if config.teacher_latents and not config.train_data_dir:
+        raise DistillationInputError("--teacher_latents needs --train_data_dir (cached targets are keyed by file path).")
+    if config.teacher_latents_border < 0 or (
+        schedule.stages and 2 * config.teacher_latents_border >= min(r for r, _ in schedule.stages) // 8
+    ):
+        raise DistillationInputError(
+            f"--teacher_latents_border {config.teacher_latents_border} must be >= 0 and leave latent pixels inside the "
+            "smallest training crop (crop / 8 > 2 * border)."
+        )
     if config.validation_dir and not Path(config.validation_dir).expanduser().is_dir():
         raise DistillationInputError(f"--validation_dir {config.validation_dir!r} does not exist.")
     return schedule
@@ -251,6 +264,8 @@ def compute_distillation_loss(
     teacher: DistillationTeacher,
     loss_fn: DistillationLoss,
     images: torch.Tensor,
+    targets: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+    border: int = 0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Forward pass of one micro-batch: teacher targets (no grad), student moments, decode, weighted losses.
 
@@ -259,19 +274,31 @@ def compute_distillation_loss(
         teacher: the frozen teacher.
         loss_fn: the :class:`DistillationLoss`.
         images: ``(B, 3, H, W)`` in ``[-1, 1]`` on the training device.
+        targets: precomputed teacher ``(mean, logvar or None)`` raw latents of ``images`` (from a teacher-latent
+            cache); ``None`` runs the teacher's encoder here.
+        border: latent pixels at each border left out of the latent losses (cached targets saw more context there).
 
     Returns:
         ``(loss, components)`` as :meth:`DistillationLoss.forward` returns them.
     """
     teacher_parameter = next(teacher.parameters())
-    with torch.no_grad():
-        teacher_mean, teacher_logvar = teacher.encode(images.to(teacher_parameter.dtype))
+    # The teacher may run in another memory format than the student (see ``teacher_channels_last``).
+    teacher_format = getattr(teacher, "memory_format", torch.contiguous_format)
+    if targets is None:
+        with torch.no_grad():
+            teacher_mean, teacher_logvar = teacher.encode(images.to(teacher_parameter.dtype).contiguous(memory_format=teacher_format))
+    else:
+        teacher_mean, teacher_logvar = targets
     moments = encoder(images)
     student_mean, student_logvar = moments.chunk(2, dim=1)
     reconstruction = None
     if loss_fn.weights.needs_decode():
         # Gradients flow through the frozen decoder into the student's latents only.
-        reconstruction = teacher.decode(student_mean.to(teacher_parameter.dtype))
+        reconstruction = teacher.decode(student_mean.to(teacher_parameter.dtype).contiguous(memory_format=teacher_format))
+    if border:
+        inner = (Ellipsis, slice(border, -border), slice(border, -border))
+        student_mean, student_logvar, teacher_mean = student_mean[inner], student_logvar[inner], teacher_mean[inner]
+        teacher_logvar = None if teacher_logvar is None else teacher_logvar[inner]
     return loss_fn(
         teacher.normalize_latents(student_mean.float()),
         student_logvar,
@@ -287,12 +314,13 @@ def distill_step(
     encoder: nn.Module,
     teacher: DistillationTeacher,
     loss_fn: DistillationLoss,
-    micro_batches: list[torch.Tensor],
+    micro_batches: list[torch.Tensor | dict],
     optimizer: torch.optim.Optimizer,
     lr_scheduler=None,
     ema=None,
     max_grad_norm: float | None = 1.0,
     channels_last: bool = False,
+    border: int = 0,
 ) -> dict[str, torch.Tensor]:
     """One optimizer step: forward/backward over each micro-batch (gradient accumulation), clip, step, EMA.
 
@@ -303,12 +331,14 @@ def distill_step(
         encoder: the student encoder.
         teacher: the frozen teacher, on the accelerator's device.
         loss_fn: the :class:`DistillationLoss`.
-        micro_batches: ``gradient_accumulation_steps`` tensors ``(B, 3, R, R)`` in ``[-1, 1]`` (any device).
+        micro_batches: ``gradient_accumulation_steps`` tensors ``(B, 3, R, R)`` in ``[-1, 1]`` (any device), or
+            dicts with ``pixel_values`` and the cached teacher targets ``teacher_mean`` / ``teacher_logvar``.
         optimizer: the optimizer.
         lr_scheduler: stepped once per optimizer step, or ``None``.
         ema: a ``diffusers.training_utils.EMAModel`` over the encoder's parameters, or ``None``.
         max_grad_norm: clip the global gradient norm to this (``None``: no clipping).
         channels_last: feed images in channels-last memory format.
+        border: see :func:`compute_distillation_loss`.
 
     Returns:
         The mean of each loss component over the micro-batches (detached tensors; ``.item()`` them when logging),
@@ -317,14 +347,24 @@ def distill_step(
     encoder.train()
     totals: dict[str, torch.Tensor] = {}
     count = len(micro_batches)
-    for index, images in enumerate(micro_batches):
+    for index, batch in enumerate(micro_batches):
+        targets = None
+        if isinstance(batch, dict):
+            images = batch["pixel_values"]
+            logvar = batch.get("teacher_logvar")
+            targets = (
+                batch["teacher_mean"].to(accelerator.device, non_blocking=True),
+                None if logvar is None else logvar.to(accelerator.device, non_blocking=True),
+            )
+        else:
+            images = batch
         images = images.to(accelerator.device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         sync = index == count - 1
         with nullcontext() if sync else accelerator.no_sync(encoder):
             with accelerator.autocast():
-                loss, components = compute_distillation_loss(encoder, teacher, loss_fn, images)
+                loss, components = compute_distillation_loss(encoder, teacher, loss_fn, images, targets, border)
             accelerator.backward(loss / count)
         for name, value in components.items():
             totals[name] = totals.get(name, 0.0) + value / count
@@ -348,6 +388,7 @@ class _Data:
     validation_images: list[torch.Tensor]
     eval_set: str
     num_train_images: int
+    train_paths: list | None = None
 
 
 def _prepare_data(config: DistillConfig) -> _Data:
@@ -407,7 +448,7 @@ def _prepare_data(config: DistillConfig) -> _Data:
         raise DistillationInputError(f"none of the validation images ({eval_set}) could be read.")
     size = "full size (cropped to a multiple of 8)" if config.validation_resolution is None else f"centre {config.validation_resolution} px crops"
     eval_set = f"{eval_set}: {len(images)} images, {size}"
-    return _Data(source, images, eval_set, num_train)
+    return _Data(source, images, eval_set, num_train, train_paths if config.train_data_dir else None)
 
 
 def _has_accelerator_device() -> bool:
@@ -570,9 +611,21 @@ class _DistillRun:
         set_seed(config.seed)
         # Built from the full-precision teacher, so the saved decoder holds the teacher's exact weights.
         student = nn.Module.to(teacher.make_student(config.student_encoder_spec()), dtype=torch.float32)
+        self.targets = None
+        if config.teacher_latents:
+            # Before the teacher is cast to the training dtype: targets are computed from the full-precision weights.
+            from .targets import prepare_teacher_latents
+
+            self.targets = prepare_teacher_latents(
+                config.teacher_latents, teacher.to(accelerator.device), config.train_data_dir, self.data.train_paths,
+                self.schedule.max_resolution, config.random_flip, build=config.build_teacher_latents,
+                mixed_precision=accelerator.mixed_precision, num_workers=config.dataloader_num_workers,
+                progress=config.progress_bar and accelerator.is_main_process,
+            )
         teacher.to(accelerator.device, dtype=_teacher_dtype(config, accelerator.mixed_precision))
-        if config.channels_last:
+        if config.channels_last or config.teacher_channels_last:
             teacher.to(memory_format=torch.channels_last)
+            teacher.memory_format = torch.channels_last
         return teacher, student
 
     def _build_optimisation(self) -> None:
@@ -709,10 +762,16 @@ class _DistillRun:
             start_step=self.state["step"],
             end_step=config.max_train_steps,
         )
+        if self.targets is not None:
+            from .targets import CachedTargetDataset, collate_targets
+
+            dataset, collate = CachedTargetDataset(self.data.train_paths, self.targets, flip=config.random_flip), collate_targets
+        else:
+            dataset, collate = DistillationDataset(self.data.source, flip=config.random_flip), collate_batch
         return torch.utils.data.DataLoader(
-            DistillationDataset(self.data.source, flip=config.random_flip),
+            dataset,
             batch_sampler=sampler,
-            collate_fn=collate_batch,
+            collate_fn=collate,
             num_workers=config.dataloader_num_workers,
             pin_memory=accelerator.device.type == "cuda",
             persistent_workers=config.dataloader_num_workers > 0,
@@ -726,7 +785,7 @@ class _DistillRun:
                 if name not in self.skipped:
                     self.skipped[name] = None
                     logger.warning("skipping unreadable image %s", name)
-            micro_batches.append(batch["pixel_values"])
+            micro_batches.append(batch if "teacher_mean" in batch else batch["pixel_values"])
         return micro_batches
 
     def _out_of_time(self, step: int) -> bool:
@@ -762,7 +821,7 @@ class _DistillRun:
             step_start = time.perf_counter()
             components = distill_step(
                 accelerator, self.encoder, self.teacher, self.loss_fn, self._next_micro_batches(batches), self.optimizer,
-                self.lr_scheduler, self.ema, config.max_grad_norm, config.channels_last,
+                self.lr_scheduler, self.ema, config.max_grad_norm, config.channels_last, config.teacher_latents_border,
             )
             step += 1
             state["step"] = step
