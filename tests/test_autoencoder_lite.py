@@ -1,4 +1,4 @@
-"""AutoencoderLite keeps the diffusers VAE contract (DESIGN.md section 6) and the teacher's decoder exactly."""
+"""AutoencoderLite keeps the diffusers VAE contract and the teacher's decoder exactly."""
 
 import json
 
@@ -48,6 +48,37 @@ def test_from_autoencoder_kl_keeps_dtype_and_uses_presets():
     assert lite.config.encoder_feature_channels == 16
     with pytest.raises(TypeError, match="AutoencoderKL"):
         AutoencoderLite.from_autoencoder_kl(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize(
+    "override, teacher_value, why",
+    [
+        (dict(latent_channels=16), 4, "latent space"),
+        (dict(scaling_factor=0.5), 0.18215, "latent space"),
+        (dict(block_out_channels=(8, 16, 16)), (8, 16, 16, 16), "need its architecture"),
+        (dict(decoder_type="tiny"), "kl", "need its architecture"),
+        (dict(use_smc=True), False, "Self-Modulated"),
+        (dict(force_upcast=False), True, "fp16"),
+    ],
+)
+def test_from_autoencoder_kl_rejects_conflicting_overrides(override, teacher_value, why):
+    teacher = tiny_autoencoder_kl()
+    ((key, value),) = override.items()
+    pattern = rf"{key}={value!r} conflicts with the teacher's {key}={teacher_value!r}; .*{why}"
+    with pytest.raises(ValueError, match=pattern.replace("(", r"\(").replace(")", r"\)")):
+        AutoencoderLite.from_autoencoder_kl(teacher, encoder=TINY_ENCODER, **override)
+    with pytest.raises(ValueError, match=f"encoder {key}="):
+        AutoencoderLite.from_autoencoder_kl(teacher, encoder={**TINY_ENCODER, **override})
+
+
+def test_from_autoencoder_kl_accepts_matching_overrides_and_tile_size():
+    teacher = tiny_autoencoder_kl(scaling_factor=0.13025)
+    lite = AutoencoderLite.from_autoencoder_kl(
+        teacher, encoder=TINY_ENCODER, latent_channels=4, scaling_factor=0.13025, block_out_channels=[8, 16, 16, 16],
+        sample_size=32,
+    )
+    assert lite.config.scaling_factor == 0.13025 and lite.config.sample_size == 32
+    assert lite.tile_sample_min_size == 32
 
 
 def test_encode_decode_contract():
@@ -114,7 +145,7 @@ def test_save_load_round_trip_with_safetensors_and_dtype(tmp_path):
 def test_fp16_variant_holds_real_fp16_tensors(tmp_path):
     vae = tiny_autoencoder_lite()
     vae.save_pretrained(tmp_path)
-    # diffusers' variant only renames the file: cast first (DESIGN.md section 6).
+    # diffusers' variant only renames the file: cast first.
     vae.to(torch.float16).save_pretrained(tmp_path, variant="fp16")
     with safe_open(str(tmp_path / "diffusion_pytorch_model.fp16.safetensors"), "pt") as f:
         dtypes = {f.get_tensor(name).dtype for name in f.keys()}
@@ -126,19 +157,28 @@ def test_fp16_variant_holds_real_fp16_tensors(tmp_path):
 
 
 def test_mismatched_config_fails_with_a_clear_message(tmp_path):
-    tiny_autoencoder_lite().save_pretrained(tmp_path / "model")
-    with pytest.raises(ValueError, match=r"config overrides \['latent_channels'\] change the architecture"):
-        AutoencoderLite.from_pretrained(tmp_path / "model", latent_channels=8)
+    folder = tmp_path / "model"
+    tiny_autoencoder_lite().save_pretrained(folder)
+    with pytest.raises(ValueError, match=r"config overrides \['latent_channels'\] change the architecture") as info:
+        AutoencoderLite.from_pretrained(folder, latent_channels=8)
+    assert repr(str(folder)) in str(info.value) and "drop them" in str(info.value)
+    # diffusers' own error, naming the weight that does not fit, is kept as the cause (not rewritten).
+    assert type(info.value.__cause__) is ValueError and "decoder.conv_in.weight" in str(info.value.__cause__)
 
-    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    config = json.loads((folder / "config.json").read_text())
     config["encoder_feature_channels"] = 16
-    (tmp_path / "model" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="config.json describes a different architecture.*encoder.feature_unets"):
-        AutoencoderLite.from_pretrained(tmp_path / "model")
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="config.json was edited.*different architecture.*re-save") as info:
+        AutoencoderLite.from_pretrained(folder)
+    assert repr(str(folder)) in str(info.value)
+    assert "encoder.feature_unets" in str(info.value.__cause__)
 
     tiny_autoencoder_kl().save_pretrained(tmp_path / "kl")
-    with pytest.raises(ValueError, match="holds a AutoencoderKL.*from_autoencoder_kl"):
+    with pytest.raises(ValueError, match="class AutoencoderKL.*not an AutoencoderLite.*from_autoencoder_kl"):
         AutoencoderLite.from_pretrained(tmp_path / "kl")
+
+    with pytest.raises(OSError):  # a missing folder is not rewrapped
+        AutoencoderLite.from_pretrained(tmp_path / "missing")
 
 
 @pytest.mark.parametrize(
@@ -237,6 +277,74 @@ def test_cli_info_prints_presets(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "6.751 M" in out and "1.036 M" in out
+
+
+def test_cli_help_imports_neither_torch_nor_diffusers():
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, contextlib, io\n"
+        "from diffusers_litevae.cli import main\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['--help'])\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['push', '--help'])\n"
+        "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))\n"
+        "# diffusers' pipeline loader finds the VAE class in sys.modules: registered, not yet run\n"
+        "print(type(sys.modules['diffusers_litevae.models.autoencoder_lite']).__name__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["[]", "_DeferredModule"]
+
+
+def test_package_import_keeps_autoencoder_lite_resolvable_for_pipelines():
+    import subprocess
+    import sys
+
+    # inspect.getmodule scans sys.modules while torch imports; that must not run the deferred module half-way.
+    probe = (
+        "import diffusers_litevae\n"
+        "from diffusers.pipelines.pipeline_loading_utils import _get_library_or_raise\n"
+        "module = _get_library_or_raise('diffusers_litevae.models.autoencoder_lite')\n"
+        "from diffusers_litevae import AutoencoderLite\n"
+        "assert module.AutoencoderLite is AutoencoderLite and module.ModelMixin is not None\n"
+        "assert diffusers_litevae.models.autoencoder_lite is module\n"
+        "from diffusers_litevae.models.autoencoder_lite import *\n"
+        "print(AutoencoderLite.__module__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "diffusers_litevae.models.autoencoder_lite"
+
+
+def test_every_subcommand_help_shows_defaults():
+    import argparse
+
+    from diffusers_litevae.cli import SUBCOMMANDS, build_parser
+
+    for name in SUBCOMMANDS:
+        parser = build_parser([name])
+        (subparsers,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        sub = subparsers.choices[name]
+        assert issubclass(sub.formatter_class, argparse.ArgumentDefaultsHelpFormatter), name
+        text = " ".join(sub.format_help().split())
+        for action in sub._actions:
+            if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+                shown = f"default: {action.default}" in text or "%(default)" in (action.help or "")
+                assert shown or "(default" in (action.help or ""), (name, action.dest)
+
+    from diffusers_litevae.cli import DefaultsHelpFormatter
+
+    parser = argparse.ArgumentParser(formatter_class=DefaultsHelpFormatter)
+    parser.add_argument("--no_help", default="bicubic")
+    parser.add_argument("--named", default=3, help="already says it (default: 3)")
+    parser.add_argument("--unset", default=None, help="computed when not given")
+    parser.add_argument("--switch", action="store_true", help="a switch")
+    text = " ".join(parser.format_help().split())
+    assert "--no_help NO_HELP default: bicubic" in text
+    assert text.count("default: 3") == 1 and "default: None" not in text and "default: False" not in text
 
 
 def test_misaligned_tile_size_is_rejected():

@@ -1,4 +1,4 @@
-"""Tiled encoding and decoding of a 1024 x 1024 image (issue 2, acceptance item 6).
+"""Tiled encoding and decoding of a 1024 x 1024 image.
 
 Two different questions, two different tolerances:
 

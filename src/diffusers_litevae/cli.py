@@ -8,6 +8,7 @@ needed when it is used.
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import sys
 
@@ -19,6 +20,27 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("diffusers_litevae.evaluation.cli", "reconstruction metrics and speed of one or more VAEs"),
     "push": ("diffusers_litevae.hub.cli", "write a model card and upload a model folder to the Hugging Face Hub"),
 }
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` lists every option's default: appended as ``(default: ...)``, also for options without help
+    text, except where there is nothing to show (``None``, off switches) or the help text already names it."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not action.help and _has_default_to_show(action):
+            action = copy.copy(action)
+            action.help = "default: %(default)s"
+        return super()._format_action(action)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help_text = action.help or ""
+        if not _has_default_to_show(action) or "%(default)" in help_text or "(default" in help_text:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _has_default_to_show(action: argparse.Action) -> bool:
+    return bool(action.option_strings) and action.default not in (None, False, argparse.SUPPRESS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,10 +68,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="litevae", description="LiteVAE for Hugging Face diffusers.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        sub = subparsers.add_parser(name, help=help_text, description=help_text, formatter_class=DefaultsHelpFormatter)
         sub.set_defaults(_module=module_name)
         if name == chosen:
             _module(module_name).add_arguments(sub)
+            # After add_arguments, which may set its own formatter: every subcommand's --help shows all defaults.
+            sub.formatter_class = DefaultsHelpFormatter
     return parser
 
 

@@ -22,10 +22,10 @@ import tempfile
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 from huggingface_hub import HfApi, get_token
 
 from ..models.autoencoder_lite import AutoencoderLite
+from ..models.utils import cast_module
 from .model_card import _REPO_ID, build_model_card
 
 __all__ = [
@@ -182,8 +182,7 @@ def prepare_upload_folder(
     if output.exists() and any(output.iterdir()):
         raise PushError(f"output folder {str(output)!r} is not empty; pass a new --output_dir (nothing is overwritten).")
 
-    model = AutoencoderLite.from_pretrained(str(model_path))
-    nn.Module.to(model, dtype=torch.float32)  # nn.Module.to: ModelMixin.to warns on dtype casts
+    model = AutoencoderLite.from_pretrained(str(model_path), torch_dtype=torch.float32)
     encoder_parameters = sum(p.numel() for p in model.encoder.parameters())
     decoder_parameters = sum(p.numel() for p in model.decoder.parameters())
     if model.post_quant_conv is not None:
@@ -199,7 +198,7 @@ def prepare_upload_folder(
     output.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(output), safe_serialization=True)
     # save_pretrained(variant="fp16") only renames the file: cast first, so the fp16 file really holds fp16 tensors.
-    nn.Module.to(model, dtype=torch.float16)
+    cast_module(model, dtype=torch.float16)
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise PushError(f"{str(model_path)!r} has weights outside the fp16 range; they would turn into inf in the fp16 variant.")
     model.save_pretrained(str(output), safe_serialization=True, variant="fp16")

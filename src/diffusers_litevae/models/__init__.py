@@ -1,21 +1,47 @@
-"""Models: the LiteVAE encoder, Self-Modulated Convolution, TAESD-family modules and ``AutoencoderLite``."""
+"""Models: the LiteVAE encoder, Self-Modulated Convolution, TAESD-family modules and ``AutoencoderLite``.
 
-from .autoencoder_lite import AutoencoderLite
-from .litevae_encoder import ENCODER_PRESETS, EncoderPreset, LiteVAEEncoder, LiteVAEUNet, encoder_preset
-from .smc import SelfModulatedConv2d, replace_resnet_norms_with_smc
-from .tiny_autoencoder import TinyDecoder, TinyEncoder, load_tiny_decoder, load_tiny_encoder
+The names below are imported from their submodules on first use (module ``__getattr__``), so importing the
+package (as ``litevae --help`` does) does not load torch or diffusers.
+"""
 
-__all__ = [
-    "AutoencoderLite",
-    "ENCODER_PRESETS",
-    "EncoderPreset",
-    "LiteVAEEncoder",
-    "LiteVAEUNet",
-    "SelfModulatedConv2d",
-    "TinyDecoder",
-    "TinyEncoder",
-    "encoder_preset",
-    "load_tiny_decoder",
-    "load_tiny_encoder",
-    "replace_resnet_norms_with_smc",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+# public name -> submodule defining it
+_EXPORTS = {
+    "AutoencoderLite": "autoencoder_lite",
+    "ENCODER_PRESETS": "litevae_encoder",
+    "EncoderPreset": "litevae_encoder",
+    "LiteVAEEncoder": "litevae_encoder",
+    "LiteVAEUNet": "litevae_encoder",
+    "encoder_preset": "litevae_encoder",
+    "SelfModulatedConv2d": "smc",
+    "replace_resnet_norms_with_smc": "smc",
+    "TinyDecoder": "tiny_autoencoder",
+    "TinyEncoder": "tiny_autoencoder",
+    "load_tiny_decoder": "tiny_autoencoder",
+    "load_tiny_encoder": "tiny_autoencoder",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .autoencoder_lite import AutoencoderLite
+    from .litevae_encoder import ENCODER_PRESETS, EncoderPreset, LiteVAEEncoder, LiteVAEUNet, encoder_preset
+    from .smc import SelfModulatedConv2d, replace_resnet_norms_with_smc
+    from .tiny_autoencoder import TinyDecoder, TinyEncoder, load_tiny_decoder, load_tiny_encoder
+
+
+def __getattr__(name: str):
+    submodule = _EXPORTS.get(name)
+    if submodule is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{submodule}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -4,8 +4,8 @@ A drop-in diffusers VAE: it keeps the whole contract pipelines rely on (``encode
 with a ``DiagonalGaussianDistribution``, ``decode(z, return_dict, generator)`` -> ``DecoderOutput`` in
 ``[-1, 1]``, the config keys ``block_out_channels``, ``latent_channels``, ``scaling_factor``,
 ``shift_factor``, ``latents_mean``/``latents_std`` and ``force_upcast``, ``post_quant_conv``, slicing,
-tiling, CPU offload hooks and gradient checkpointing), so ``pipe.vae = AutoencoderLite.from_pretrained(...)``
-works in SD 1.x/2.x, SDXL and SD3/FLUX-style pipelines.
+tiling, CPU offload hooks, group offloading and gradient checkpointing), so
+``pipe.vae = AutoencoderLite.from_pretrained(...)`` works in SD 1.x/2.x, SDXL and SD3/FLUX-style pipelines.
 
 This module path (``diffusers_litevae.models.autoencoder_lite``) is recorded by
 ``DiffusionPipeline.save_pretrained`` in ``model_index.json``: it is a public contract and must not move.
@@ -24,6 +24,7 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 from .litevae_encoder import LiteVAEEncoder, encoder_preset
 from .smc import replace_resnet_norms_with_smc
 from .tiny_autoencoder import TinyDecoder
+from .utils import cast_module
 
 __all__ = ["AutoencoderLite"]
 
@@ -85,6 +86,11 @@ class AutoencoderLite(ModelMixin, AutoencoderMixin, ConfigMixin):
 
     _supports_gradient_checkpointing = True
     _no_split_modules = ["LiteVAEUNet", "ResnetBlock2D", "Attention", "TinyBlock"]
+    # Block-level group offloading (``enable_group_offload(..., offload_type="block_level")``): each of these
+    # submodules gets its own groups, onloaded by its own forward. Without the list they would all share the
+    # top-level group that only ``forward`` onloads, and pipelines call ``encode``/``decode`` directly.
+    # ``post_quant_conv`` is None for SD3/FLUX-style and tiny decoders; diffusers skips names that are not children.
+    _group_offload_block_modules = ["encoder", "post_quant_conv", "decoder"]
 
     @register_to_config
     def __init__(
@@ -199,7 +205,9 @@ class AutoencoderLite(ModelMixin, AutoencoderMixin, ConfigMixin):
         Args:
             vae: a diffusers ``AutoencoderKL`` (SD 1.x/2.x, SDXL, SD3/FLUX-style 16 channels).
             encoder: encoder preset name or a dict of ``encoder_*`` config keys.
-            kwargs: further config overrides for the encoder (decoder keys come from ``vae``).
+            kwargs: further config overrides for the encoder, and ``sample_size`` (the tiling tile size). Keys
+                that describe the teacher's latent space or decoder architecture come from ``vae``: passing one
+                with a different value raises a ``ValueError`` (the copied decoder would not fit it).
         """
         config = getattr(vae, "config", None)
         if getattr(config, "latent_channels", None) is None or not hasattr(config, "up_block_types"):
@@ -226,7 +234,12 @@ class AutoencoderLite(ModelMixin, AutoencoderMixin, ConfigMixin):
             latents_std=_tuple_or_none(getattr(config, "latents_std", None)),
             force_upcast=getattr(config, "force_upcast", True),
         )
+        decoder_keys["use_smc"] = False  # SMC has no GroupNorms and extra weights: the teacher's would not load
+        if "sample_size" in kwargs:  # only the tiling tile size; any value works with the teacher's decoder
+            decoder_keys["sample_size"] = kwargs.pop("sample_size")
+        _reject_teacher_conflicts(kwargs, decoder_keys)
         encoder_keys = _encoder_kwargs(encoder) if isinstance(encoder, str) else dict(encoder)
+        _reject_teacher_conflicts(encoder_keys, decoder_keys, source="encoder")
         model = cls(**{**encoder_keys, **kwargs, **decoder_keys})
         model.decoder.load_state_dict(vae.decoder.state_dict())
         if model.post_quant_conv is not None:
@@ -275,35 +288,38 @@ class AutoencoderLite(ModelMixin, AutoencoderMixin, ConfigMixin):
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "AutoencoderLite":
         """Load a saved ``AutoencoderLite`` (local folder or Hub id); see ``ModelMixin.from_pretrained``.
 
-        Raises a ``ValueError`` naming the folder, the mismatching weight and the fix when the weights do not fit
-        the config (edited ``config.json``, or architecture keys overridden through ``kwargs``), and when the
-        folder holds another VAE class (e.g. an ``AutoencoderKL``: use :meth:`from_autoencoder_kl`).
+        Raises a ``ValueError`` when the folder's ``config.json`` names another class (e.g. an ``AutoencoderKL``:
+        diffusers would load it with a random encoder and only a warning; use :meth:`from_autoencoder_kl`).
+        When diffusers' loader fails (typically weights that do not fit the config: an edited ``config.json``, or
+        architecture keys overridden through ``kwargs``), its error is re-raised as the same type with the folder
+        and the likely fix, chained to diffusers' original error, which names the mismatching weight.
         """
         hub_kwargs = {key: kwargs[key] for key in _HUB_KWARGS if key in kwargs}
         saved_class = cls.load_config(pretrained_model_name_or_path, **hub_kwargs).get("_class_name")
         if saved_class and saved_class != cls.__name__:
-            # diffusers would load it anyway, with a random encoder and only a warning.
             raise ValueError(
-                f"{pretrained_model_name_or_path!r} holds a {saved_class}, not an AutoencoderLite. To give it a "
-                f"LiteVAE encoder, load it with diffusers.{saved_class}.from_pretrained(...) and call "
+                f"{pretrained_model_name_or_path!r} holds a model of class {saved_class} (its config.json "
+                f"'_class_name'), not an AutoencoderLite. To give it a LiteVAE encoder, load it with "
+                f"diffusers.{saved_class}.from_pretrained(...) and call "
                 "AutoencoderLite.from_autoencoder_kl(vae, encoder='B'), then distil the encoder."
             )
         try:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         except (ValueError, RuntimeError) as error:
-            message = str(error)
-            if not any(hint in message for hint in ("expected shape", "size mismatch", "Missing key", "missing keys")):
-                raise
             overridden = sorted(key for key in kwargs if key in cls._init_keys())
-            cause = (
-                f"the config overrides {overridden} change the architecture"
-                if overridden
-                else "its config.json describes a different architecture than the saved weights"
-            )
-            raise ValueError(
-                f"cannot load AutoencoderLite weights from {pretrained_model_name_or_path!r}: {cause}. "
-                f"First mismatch: {message.split(' If you want')[0].replace('Cannot load  because ', '')} "
-                "Load with the config saved beside these weights (drop architecture overrides), or re-save the model."
+            if overridden:
+                hint = (
+                    f"the config overrides {overridden} change the architecture, so the saved weights may not fit; "
+                    "drop them to load with the config saved beside the weights"
+                )
+            else:
+                hint = (
+                    "if config.json was edited, it may describe a different architecture than the saved weights; "
+                    "restore it or re-save the model with save_pretrained"
+                )
+            raise type(error)(
+                f"AutoencoderLite.from_pretrained could not load {pretrained_model_name_or_path!r} (diffusers' "
+                f"error above): {hint}."
             ) from error
 
     @classmethod
@@ -502,6 +518,33 @@ def _encoder_kwargs(preset: str) -> dict:
     )
 
 
+_LATENT_SPACE_KEYS = ("latent_channels", "scaling_factor", "shift_factor", "latents_mean", "latents_std")
+
+
+def _reject_teacher_conflicts(overrides: dict, teacher_keys: dict, source: str = "keyword argument") -> None:
+    """Raise if ``overrides`` sets a key that :meth:`AutoencoderLite.from_autoencoder_kl` takes from the teacher."""
+    for key, value in overrides.items():
+        if key not in teacher_keys or _normalise(value) == _normalise(teacher_keys[key]):
+            continue
+        if key in _LATENT_SPACE_KEYS:
+            why = "it defines the teacher's latent space, which the copied decoder decodes and the encoder must match"
+        elif key == "force_upcast":
+            why = "it records whether the teacher's decoder (copied unchanged) is safe to run in fp16"
+        elif key == "use_smc":
+            why = "Self-Modulated Convolutions replace the GroupNorm+conv pairs whose weights are copied from the teacher"
+        else:
+            why = "the teacher's decoder weights are copied unchanged and need its architecture"
+        raise ValueError(
+            f"from_autoencoder_kl: {source} {key}={value!r} conflicts with the teacher's {key}={teacher_keys[key]!r}; "
+            f"{why}. Drop {key!r} (it is taken from the teacher), or build AutoencoderLite(...) directly and train "
+            "its decoder."
+        )
+
+
+def _normalise(value):
+    return tuple(_normalise(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
 def _tiny_stage_layout(decoder: TinyDecoder) -> tuple[tuple[int, ...], tuple[bool, ...]]:
     from .tiny_autoencoder import TinyBlock
 
@@ -545,8 +588,7 @@ def _blend_mask(shape, overlap, edges, device, dtype) -> torch.Tensor:
 
 def _match_device_dtype(model: nn.Module, reference: nn.Module) -> nn.Module:
     parameter = next(reference.parameters())
-    # nn.Module.to: diffusers 0.42's ModelMixin.to warns about fp32 modules on every dtype cast, even with none.
-    return nn.Module.to(model, device=parameter.device, dtype=parameter.dtype)
+    return cast_module(model, device=parameter.device, dtype=parameter.dtype)
 
 
 def _first(value):

@@ -1,13 +1,22 @@
 """Self-Modulated Convolution (SMC), LiteVAE paper section 4.2.
 
-Replaces a GroupNorm + conv pair inside a decoder ResBlock. Each output channel's kernel is modulated by a
-learned per-input-channel scale ``s``, normalised to unit norm, and multiplied by a learned scalar gain ``g``:
+Replaces a GroupNorm + conv pair inside a decoder ResBlock. What :class:`SelfModulatedConv2d` computes, for a
+weight ``w`` of shape ``(out, in, k, k)``, a learned per-input-channel scale ``s`` and a learned scalar ``g``:
 
-    w'_o = g * (s * w_o) / sqrt(sum_{i,k} (s_i * w_oik)^2 + eps)
-    y    = conv(x, w') + b
+    v_oik = s_i * w_oik                                   (modulation)
+    w'_oik = g * v_oik / sqrt(sum_{i,k} v_oik^2 + eps)    (demodulation, then gain)
+    y      = conv2d(x, w') + b
 
-Normalising the weights instead of the activations removes GroupNorm's blob artifacts (StyleGAN2's
-weight demodulation, without a style input) and is cheaper at run time.
+Normalising the weights instead of the activations removes GroupNorm's blob artifacts and is cheaper at run
+time. The modulation and demodulation are StyleGAN2's weight demodulation with a learned vector in place of the
+per-sample style (hence "self-modulated").
+
+Deviation from StyleGAN2's demodulation: the scalar gain ``g``. StyleGAN2 has no such term; there every
+demodulated kernel has unit norm, and ``s`` cannot change a layer's overall output scale because demodulation
+divides any common factor of ``s`` out again. With GroupNorm (and its learned affine scale) removed, nothing
+else in the ResBlock could learn how strongly that conv's branch contributes, so ``g`` gives each SMC one learned
+output scale. It is initialised to 1, which makes a fresh SMC exactly StyleGAN2-style demodulation; with
+``g`` fixed at 1 the formula above reduces to StyleGAN2's.
 """
 
 from __future__ import annotations
@@ -20,7 +29,11 @@ __all__ = ["SelfModulatedConv2d", "replace_resnet_norms_with_smc"]
 
 
 class SelfModulatedConv2d(nn.Conv2d):
-    """A ``Conv2d`` with self-modulated, demodulated weights.
+    """A ``Conv2d`` with self-modulated, demodulated weights: ``conv2d(x, g * v / sqrt(sum v^2 + eps), b)``.
+
+    ``v = s * w`` scales the kernel per input channel; the sum runs over input channels and kernel positions of
+    each output channel. The scalar gain ``g`` is not part of StyleGAN2's demodulation; see the module docstring
+    for why it is here.
 
     Args:
         in_channels: input channels.
@@ -63,7 +76,13 @@ class SelfModulatedConv2d(nn.Conv2d):
 
 
 def replace_resnet_norms_with_smc(module: nn.Module) -> int:
-    """Swap every diffusers ``ResnetBlock2D``'s (GroupNorm, conv3x3) pairs for (Identity, SMC).
+    """Swap every diffusers ``ResnetBlock2D``'s (GroupNorm, conv3x3) pairs for (Identity, SMC), in place.
+
+    Each SMC takes over the replaced conv's ``weight`` and ``bias`` (copied; same shape, device and dtype), with
+    ``modulation`` and ``gain`` at 1, so converting a pretrained decoder keeps its conv kernels as the starting
+    point. Its outputs still change: the GroupNorms are gone and every kernel is demodulated to unit norm, so a
+    converted pretrained decoder needs fine-tuning. A conv the SMC cannot represent (grouped, strided or dilated)
+    is left unconverted, with its GroupNorm, rather than replaced by a randomly initialised SMC.
 
     The skip path (``conv_shortcut``) and every other normalisation (attention, output head) stay as they are.
     Returns the number of ResBlocks changed.
@@ -74,15 +93,33 @@ def replace_resnet_norms_with_smc(module: nn.Module) -> int:
     for block in module.modules():
         if not isinstance(block, ResnetBlock2D):
             continue
+        converted = False
         for norm_name, conv_name in (("norm1", "conv1"), ("norm2", "conv2")):
             conv = getattr(block, conv_name)
+            if isinstance(conv, SelfModulatedConv2d) or not _plain_square_conv(conv):
+                continue
+            smc = SelfModulatedConv2d(
+                conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.padding[0], conv.bias is not None
+            ).to(device=conv.weight.device, dtype=conv.weight.dtype)
+            with torch.no_grad():
+                smc.weight.copy_(conv.weight)
+                if conv.bias is not None:
+                    smc.bias.copy_(conv.bias)
             setattr(block, norm_name, nn.Identity())
-            setattr(
-                block,
-                conv_name,
-                SelfModulatedConv2d(
-                    conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.padding[0], conv.bias is not None
-                ),
-            )
-        changed += 1
+            setattr(block, conv_name, smc)
+            converted = True
+        changed += converted
     return changed
+
+
+def _plain_square_conv(conv: nn.Module) -> bool:
+    return (
+        isinstance(conv, nn.Conv2d)
+        and conv.groups == 1
+        and conv.stride == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.kernel_size[0] == conv.kernel_size[1]
+        and isinstance(conv.padding, tuple)
+        and conv.padding[0] == conv.padding[1]
+        and conv.padding_mode == "zeros"
+    )

@@ -137,9 +137,17 @@ class TinyDecoder(nn.Module):
                 layers.append(nn.Conv2d(channels, channels, 3, padding=1, bias=False))
         layers.append(nn.Conv2d(channels, out_channels, 3, padding=1))
         self.layers = nn.Sequential(*layers)
+        # diffusers' ModelMixin.enable_gradient_checkpointing() sets this flag and `_gradient_checkpointing_func`
+        # on every submodule that has the attribute (as on diffusers' own ``Decoder``).
+        self.gradient_checkpointing = False
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.layers(z)
+        if not (torch.is_grad_enabled() and self.gradient_checkpointing):
+            return self.layers(z)
+        # Recompute each TinyBlock in the backward pass instead of storing its three convs' activations.
+        for layer in self.layers:
+            z = self._gradient_checkpointing_func(layer, z) if isinstance(layer, TinyBlock) else layer(z)
+        return z
 
 
 def _load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
