@@ -29,7 +29,8 @@ Measurements:
 Examples::
 
     python benchmarks/encoder_speed.py                       # CPU defaults: 256 px, eager + compile, batch 2
-    python benchmarks/encoder_speed.py --quick               # smoke test: 128 px, eager, one timed call
+    python benchmarks/encoder_speed.py --quick               # minutes: S, B, SD-VAE, TAESD; 128 px, eager only
+    python benchmarks/encoder_speed.py --quick --resolutions 64 --no_memory   # smoke test in well under a minute
     python benchmarks/encoder_speed.py --resolutions 256,512,1024 --modes eager   # CPU scaling (slow: see README)
     python benchmarks/encoder_speed.py --device cuda         # 256/512/1024 px, batch 32, bf16 + channels_last
     python benchmarks/encoder_speed.py --device cuda --batch_size 8,32 --compile_mode reduce-overhead
@@ -56,6 +57,8 @@ MODEL_NAMES = ("S", "B", "M", "L", "sd-vae", "taesd")
 REFERENCE = "sd-vae"
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 MODE_FLAGS = {"bf16", "fp16", "cl"}
+QUICK_MODELS = "S,B,sd-vae,taesd"
+DEFAULT_OUTPUT_JSON = "outputs/encoder_speed.json"  # outputs/ is git-ignored
 
 
 # ---------------------------------------------------------------------------------------------- arguments
@@ -70,7 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resolutions", default=None, help="comma-separated square sizes in px (multiples of 8); "
                         "default 256 on CPU (see benchmarks/README.md for 512/1024 run times), 256,512,1024 on CUDA.")
     parser.add_argument("--batch_size", default=None, help="comma-separated batch sizes; default 2 on CPU, 32 on CUDA.")
-    parser.add_argument("--models", default=",".join(MODEL_NAMES), help=f"comma-separated subset of {MODEL_NAMES}.")
+    parser.add_argument("--models", default=None, help=f"comma-separated subset of {MODEL_NAMES}; default all "
+                        f"({QUICK_MODELS} with --quick).")
     parser.add_argument("--modes", default=None, help="comma-separated modes: eager|compile[+bf16|+fp16][+cl]; default "
                         "eager,compile on CPU, eager+bf16+cl,compile+bf16+cl on CUDA.")
     parser.add_argument("--compile_mode", default=None, choices=COMPILE_MODES,
@@ -83,25 +87,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--min_time", type=float, default=None, help="stop timing once this many seconds have passed "
                         "(at least one call); default 3 on CPU, 2 on CUDA.")
     parser.add_argument("--no_memory", action="store_true", help="skip the peak-memory call.")
-    parser.add_argument("--output_json", default="encoder_speed.json", help="where to write all results.")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 128 px, batch 1, no warmup, one timed call, "
-                        "eager only on CPU (explicit flags still win; the figures are not representative).")
+    parser.add_argument("--output_json", default=DEFAULT_OUTPUT_JSON, help="where to write all results "
+                        "('' for nowhere).")
+    parser.add_argument("--quick", action="store_true", help="a few minutes on a small CPU: models "
+                        f"{QUICK_MODELS}, 128 px, batch 1, eager only (no torch.compile), one warm-up and at most 3 "
+                        "timed calls (explicit flags still win; rough figures, for checking the setup).")
     args = parser.parse_args(argv)
 
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
         parser.error(f"--device {args.device} but torch.cuda.is_available() is False; use --device cpu.")
     if args.quick:
-        defaults = dict(resolutions="128", batch_size="1", warmup=0, iters=1, min_time=0.0)
+        defaults = dict(resolutions="128", batch_size="1", warmup=1, iters=3, min_time=0.0, models=QUICK_MODELS)
     elif cuda:
-        defaults = dict(resolutions="256,512,1024", batch_size="32", warmup=5, iters=200, min_time=2.0)
+        defaults = dict(resolutions="256,512,1024", batch_size="32", warmup=5, iters=200, min_time=2.0,
+                        models=",".join(MODEL_NAMES))
     else:
-        defaults = dict(resolutions="256", batch_size="2", warmup=1, iters=50, min_time=3.0)
+        defaults = dict(resolutions="256", batch_size="2", warmup=1, iters=50, min_time=3.0, models=",".join(MODEL_NAMES))
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.modes is None:
-        args.modes = "eager+bf16+cl,compile+bf16+cl" if cuda else "eager" if args.quick else "eager,compile"
+        if args.quick:
+            args.modes = "eager+bf16+cl" if cuda else "eager"
+        else:
+            args.modes = "eager+bf16+cl,compile+bf16+cl" if cuda else "eager,compile"
     if args.compile_mode is None:
         args.compile_mode = "max-autotune-no-cudagraphs" if cuda else "default"
 

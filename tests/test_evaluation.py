@@ -243,7 +243,7 @@ def test_taesd_family_folder_loads(tmp_path):
         (["--image_dir", "{images}", "--resolution", "30"], "multiple of 8"),
         (["--image_dir", "{images}", "--vae", "{lite}"], "two models are labelled"),
         (["--image_dir", "{images}", "--vae", "{tmp}/images"], "not a VAE folder"),
-        ([], "exactly one of --image_dir"),
+        (["--image_dir", "{images}", "--dataset_name", "{images}"], "at most one of --image_dir"),
     ],
 )
 def test_eval_bad_input_fails_clearly(tmp_path, image_dir, vae_dirs, capsys, extra, message):

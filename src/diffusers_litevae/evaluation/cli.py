@@ -1,9 +1,12 @@
 """``litevae eval``: reconstruction metrics and speed of one or more VAEs on the same images.
 
-Example::
+With no arguments it runs offline on what ships with the package: the bundled LiteVAE-S (distilled against TAEF2,
+label ``litevae-s``) against TAEF2 itself (label ``taef2``) on three bundled Kodak crops, writing to
+``outputs/litevae-eval``. Examples::
 
-    litevae eval --image_dir ../shared/data/kodak24 --resolution 256 \\
-        --vae ../shared/weights/taef2:taef2 --vae outputs/litevae-taef2:litevae-b --output_dir eval/kodak
+    litevae eval
+    litevae eval --image_dir photos/ --resolution 256 \\
+        --vae path/to/taef2:taef2 --vae outputs/litevae-taef2:litevae-b --output_dir eval/photos
 """
 
 from __future__ import annotations
@@ -12,18 +15,45 @@ import argparse
 import shlex
 import sys
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["DEFAULT_OUTPUT_DIR", "DEFAULT_VAES", "add_arguments", "default_vae_specs", "run"]
 
 _ALWAYS_RECORDED = {"resolution", "crop", "batch_size", "device", "dtype"}
+DEFAULT_OUTPUT_DIR = "outputs/litevae-eval"
+# (bundled model name, label) compared when no --vae is given.
+DEFAULT_VAES = (("litevae-s-taef2", "litevae-s"), ("taef2", "taef2"))
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except where there is nothing to show (``None``, off switches)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def default_vae_specs() -> list[str]:
+    """The ``--vae`` values used when none is given: the bundled LiteVAE-S and TAEF2, labelled."""
+    from ..pretrained import pretrained_path
+
+    return [f"{pretrained_path(name)}:{label}" for name, label in DEFAULT_VAES]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = _HelpFormatter
+    parser.description = (
+        "Reconstruction metrics (PSNR, SSIM; LPIPS and rFID where their networks load) and encoder/decoder speed of "
+        "one or more VAEs on the same images. With no arguments: the bundled LiteVAE-S and TAEF2 on three bundled "
+        "Kodak crops, offline."
+    )
     models = parser.add_argument_group("models")
     models.add_argument(
-        "--vae", action="append", required=True, metavar="PATH_OR_ID[:LABEL]",
+        "--vae", action="append", default=None, metavar="PATH_OR_ID[:LABEL]",
         help="a VAE to evaluate (repeat for several): a diffusers VAE folder or Hub id (AutoencoderLite, AutoencoderKL, "
-        "AutoencoderTiny, picked from config.json), a saved pipeline folder, or a folder with a TAESD-family "
-        "*encoder*.pth + *decoder*.pth pair. ':LABEL' names it in the report (default: the folder name / repo id).",
+        "AutoencoderTiny, picked from config.json), a saved pipeline folder, a folder with a TAESD-family "
+        "*encoder* + *decoder* .pth/.safetensors pair, or a bundled model's folder "
+        "(diffusers_litevae.pretrained_path). ':LABEL' names it in the report (default: the folder name / repo id). "
+        "Without --vae: the bundled litevae-s-taef2 (label litevae-s) and taef2 (label taef2).",
     )
     models.add_argument(
         "--vae_subfolder", action="append", default=None, metavar="SUBFOLDER",
@@ -31,7 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "in the same order ('' for none).",
     )
     data = parser.add_argument_group("images")
-    data.add_argument("--image_dir", default=None, help="folder of images (png, jpg, webp, ...; not recursive)")
+    data.add_argument(
+        "--image_dir", default=None,
+        help="folder of images (png, jpg, webp, ...; not recursive). Without --image_dir and --dataset_name: three "
+        "bundled Kodak crops (256x256)",
+    )
     data.add_argument("--dataset_name", default=None, help="Hugging Face dataset id instead of --image_dir (needs `datasets`)")
     data.add_argument("--dataset_config", default=None, help="dataset configuration name")
     data.add_argument("--image_column", default="image", help="dataset column holding the images")
@@ -58,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_group.add_argument("--speed_warmup", type=int, default=1, help="untimed runs before timing")
     run_group.add_argument("--speed_repeats", type=int, default=3, help="timed runs per encoder / decoder")
     output = parser.add_argument_group("output")
-    output.add_argument("--output_dir", required=True, help="writes summary.json, per_image.csv, grid.png here")
+    output.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR, help="writes summary.json, per_image.csv, grid.png here")
     output.add_argument("--grid_images", type=int, default=4, help="images in the comparison grid (0: none)")
     output.add_argument("--grid_tile_height", type=int, default=256, help="grid row height in pixels")
 
@@ -76,18 +110,24 @@ def run(args: argparse.Namespace) -> int:
     from .vaes import default_label, parse_vae_spec
 
     # Validate every flag before loading a model or an image.
-    if (args.image_dir is None) == (args.dataset_name is None):
-        return _fail("pass exactly one of --image_dir FOLDER or --dataset_name HUB_DATASET_ID.")
+    if args.image_dir is not None and args.dataset_name is not None:
+        return _fail("pass at most one of --image_dir FOLDER or --dataset_name HUB_DATASET_ID (neither: the bundled samples).")
+    bundled_samples = args.image_dir is None and args.dataset_name is None
+    image_dir = args.image_dir
+    if bundled_samples:
+        from ..pretrained import pretrained_path
+
+        image_dir = pretrained_path("samples")
     try:
         resolution = parse_resolution(args.resolution)
         resolve_device(args.device)
-        if args.image_dir is not None:
-            list_image_files(args.image_dir)
+        if image_dir is not None:
+            list_image_files(image_dir)
     except (ValueError, FileNotFoundError) as error:
         return _fail(str(error))
     if args.max_images is not None and args.max_images < 1:
         return _fail(f"--max_images must be >= 1, got {args.max_images}.")
-    specs = [parse_vae_spec(spec) for spec in args.vae]
+    specs = [parse_vae_spec(spec) for spec in (args.vae or default_vae_specs())]
     subfolders = args.vae_subfolder or []
     if len(subfolders) not in (0, 1, len(specs)):
         return _fail(f"give --vae_subfolder once (for all) or once per --vae ({len(specs)}), not {len(subfolders)} times.")
@@ -111,8 +151,10 @@ def run(args: argparse.Namespace) -> int:
         except Exception as error:  # datasets raises many kinds: not found, offline, gated, ...
             return _fail(f"could not load dataset {args.dataset_name!r} (split {args.split!r}): {type(error).__name__}: {error}")
         dataset = f"{args.dataset_name}" + (f"[{args.dataset_config}]" if args.dataset_config else "") + f":{args.split}"
+    elif bundled_samples:
+        images, dataset = image_dir, "the bundled samples"
     else:
-        images, dataset = args.image_dir, str(Path(args.image_dir))
+        images, dataset = image_dir, str(Path(image_dir))
 
     try:
         result = evaluate_vaes(
