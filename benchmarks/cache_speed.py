@@ -11,7 +11,7 @@ Both VAEs have random weights (no downloads here): speed depends on the architec
 bf16 autocast on CUDA with the faster of contiguous/channels-last (picked by an encoder-only trial), and
 ``torch.compile`` with ``--compile``.
 
-Targets (issue 4): CPU: LiteVAE-B >= 3.5x the SD-VAE end to end; GPU: >= 1.5x, and the pipeline keeps >= 80% of
+Targets: CPU: LiteVAE-B >= 3.5x the SD-VAE end to end; GPU: >= 1.5x, and the pipeline keeps >= 80% of
 encoder-only throughput (with enough loader workers).
 
     python benchmarks/cache_speed.py --data_dir ../shared/data/photos-train --num_images 16 --resolution 256 \\

@@ -3,7 +3,7 @@
 
 For each ``--presets`` entry this trains a student with the project's trainer
 (:func:`diffusers_litevae.training.distill`) on ``photos-train`` (holding out the first ``--holdout`` files matching
-``--holdout_glob`` in sorted order, as the issue's baseline does), records the validation PSNR-vs-steps curve,
+``--holdout_glob`` in sorted order, as the baseline below does), records the validation PSNR-vs-steps curve,
 then evaluates teacher and student on full-size images (Kodak-24 and/or the held-out photos): PSNR, SSIM and
 latent MSE, through the same frozen teacher decoder. It writes one JSON report and one PNG with the curves.
 
@@ -52,7 +52,7 @@ from diffusers_litevae.training import (
     split_holdout,
 )
 
-# The issue's baseline: a plain prototype loop (eager bf16, AdamW 3e-4, latent MSE + L1, batch 32 at 256 px) on one
+# Baseline: a plain prototype loop (eager bf16, AdamW 3e-4, latent MSE + L1, batch 32 at 256 px) on one
 # H100, PSNR on the 60 held-out photos (full size); TAEF2's own encoder gives 28.16 dB there.
 BASELINE = {
     "description": "plain prototype loop, eager bf16, AdamW lr 3e-4, latent MSE + L1, batch 32, 256 px, H100",

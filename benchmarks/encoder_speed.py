@@ -388,7 +388,7 @@ def summarise(results: list[Result], models: list[str]) -> dict:
 
 
 def check_targets(summary: dict, device: str) -> list[dict]:
-    """The issue's targets, each model in its fastest mode, ratios from this run (only those this run covers)."""
+    """The speed targets, each model in its fastest mode, ratios from this run (only those this run covers)."""
     targets = []
 
     def add(key: str, model: str, what: str, value, goal: float, higher_is_better: bool = True):

@@ -108,7 +108,7 @@ def test_assign_bucket_and_crop_plan():
 
 
 def test_images_land_in_their_buckets_and_batches_share_a_shape(tmp_path, lite):
-    """Acceptance 4: several aspect ratios -> the right buckets; the batch sampler yields same-shape batches."""
+    """several aspect ratios -> the right buckets; the batch sampler yields same-shape batches."""
     folder = make_folder(tmp_path / "images")
     cache = tmp_path / "cache"
     cache_latents(folder, lite, cache, num_workers=0, batch_size=4, progress=False, **RES)
@@ -154,7 +154,7 @@ def test_bucket_batch_sampler_shuffling_drop_last_and_replicas():
 
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 def test_round_trip_equals_vae_encode(tmp_path, lite, dtype):
-    """Acceptance 1: what LatentDataset returns is vae.encode of the preprocessed image, to the storage precision."""
+    """what LatentDataset returns is vae.encode of the preprocessed image, to the storage precision."""
     folder = make_folder(tmp_path / "images")
     cache = tmp_path / "cache"
     transform = TransformConfig(crop="random", seed=7, flip=True, **RES)
@@ -230,7 +230,7 @@ def test_autoencoder_tiny_stores_deterministic_latents(tmp_path):
 
 
 def test_metadata_follows_sample_id_under_shuffling(tmp_path, lite):
-    """Acceptance 1: captions and metadata travel with their latent, with shuffling and DataLoader workers."""
+    """captions and metadata travel with their latent, with shuffling and DataLoader workers."""
     folder = make_folder(tmp_path / "images")
     cache = tmp_path / "cache"
     cache_latents(folder, lite, cache, num_workers=2, batch_size=2, samples_per_shard=3, progress=False, **RES)
@@ -277,7 +277,7 @@ def test_posterior_sampling_is_reproducible(tmp_path, lite):
 
 
 def test_incremental_updates(tmp_path, lite):
-    """Acceptance 2 (in-process part): no repeated work; only changed/new images encoded; removed ones dropped."""
+    """no repeated work; only changed/new images encoded; removed ones dropped."""
     folder = make_folder(tmp_path / "images")
     cache = tmp_path / "cache"
     options = dict(num_workers=0, batch_size=2, samples_per_shard=2, progress=False, **RES)
@@ -343,7 +343,7 @@ def test_cache_inside_the_image_folder_is_not_scanned(tmp_path, lite):
 
 
 def test_cli_skips_corrupt_and_non_image_files(tmp_path, lite, caplog):
-    """Acceptance 3: a corrupt image and non-image files are skipped and reported; exit code 0; the rest cached."""
+    """a corrupt image and non-image files are skipped and reported; exit code 0; the rest cached."""
     from diffusers_litevae.cli import main
 
     folder = make_folder(tmp_path / "images", {"a.png": (64, 64), "b.jpg": (80, 64)})
@@ -423,8 +423,39 @@ def test_load_vae_picks_the_class_from_the_config(tmp_path, lite):
     assert isinstance(load_vae(str(tmp_path / "kl")), AutoencoderKL)
     with pytest.raises(ValueError, match="unknown VAE class"):
         load_vae(str(tmp_path / "kl"), vae_class="NotAVae")
-    with pytest.raises(OSError, match="--vae_subfolder"):
-        load_vae(str(tmp_path / "pipe"))
+    # A saved pipeline folder: its vae/ is found without --vae_subfolder.
+    assert type(load_vae(str(tmp_path / "pipe"))).__name__ == "AutoencoderLite"
+    with pytest.raises(ValueError, match="neither an existing folder nor a Hugging Face Hub repo id"):
+        load_vae(str(tmp_path / "nothing_here"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="not a VAE folder"):
+        load_vae(str(tmp_path / "empty"))
+
+
+def test_the_same_vae_values_work_in_cache_latents_eval_and_distill(tmp_path, shared_dir, capsys):
+    """One loader: a TAESD-family folder (TAEF2) is a valid --vae for cache-latents and eval and --teacher for distill."""
+    from diffusers_litevae.cli import main
+    from diffusers_litevae.training import load_teacher
+
+    taef2 = shared_dir / "weights" / "taef2"
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("kodim03.png", "kodim15.png"):
+        (images / name).write_bytes((shared_dir / "data" / "kodak24" / name).read_bytes())
+    code = main(["cache-latents", "--train_data_dir", str(images), "--vae", str(taef2), "--output_dir", str(tmp_path / "cache"),
+                 "--resolution", "64", "--no_buckets", "--num_workers", "0", "--no_progress", "--max_images", "1"])
+    assert code == 0, capsys.readouterr().err
+    dataset = LatentDataset(tmp_path / "cache", latent_sampling="mean")
+    assert len(dataset) == 1 and dataset[0]["latents"].shape == (32, 8, 8)
+    assert dataset.manifest["vae"]["class"] == "TinyAutoencoder"
+    code = main(["eval", "--image_dir", str(images), "--vae", f"{taef2}:taef2", "--resolution", "64", "--skip_speed",
+                 "--grid_images", "0", "--output_dir", str(tmp_path / "eval")])
+    assert code == 0
+    assert load_teacher(str(taef2)).latent_channels == 32
+    capsys.readouterr()
+    code = main(["cache-latents", "--train_data_dir", str(images), "--vae", str(tmp_path / "nothing"), "--output_dir", str(tmp_path / "c2")])
+    lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert code == 2 and len(lines) == 1 and "nothing" in lines[0]
 
 
 def test_example_training_loop_runs(tmp_path, lite):
@@ -451,3 +482,15 @@ def test_vae_identity_ignores_memory_format():
     contiguous = vae_identity(vae)["weights_hash"]
     assert vae_identity(vae.to(memory_format=torch.channels_last))["weights_hash"] == contiguous
     assert vae_identity(tiny_autoencoder_lite(seed=1))["weights_hash"] != contiguous
+
+
+def test_cache_latents_leaves_the_callers_vae_as_it_was(tmp_path, lite):
+    """A pipeline's VAE passed in comes back unchanged: same dtype, memory format, mode and requires_grad."""
+    lite = lite.to(torch.bfloat16).train()
+    before = {name: tensor.clone() for name, tensor in lite.state_dict().items()}
+    cache_latents(make_folder(tmp_path / "images"), lite, tmp_path / "cache", num_workers=0, progress=False,
+                  channels_last=True, **RES)
+    assert lite.training and all(p.requires_grad for p in lite.parameters())
+    for name, tensor in lite.state_dict().items():
+        assert tensor.dtype == torch.bfloat16 and tensor.is_contiguous(), name
+        assert torch.equal(tensor, before[name]), name

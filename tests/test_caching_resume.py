@@ -124,7 +124,7 @@ def samples_in_shards(cache: Path) -> int:
 
 
 def test_killed_runs_resume_without_loss_or_duplicates(tmp_path):
-    """Acceptance 2: SIGKILL mid-shard, after a shard, and mid-index; the resumed cache equals a clean run's."""
+    """SIGKILL mid-shard, after a shard, and mid-index; the resumed cache equals a clean run's."""
     folder = make_images(tmp_path / "images", 12)
     vae = tiny_autoencoder_lite(seed=0)
     vae.save_pretrained(tmp_path / "vae")
@@ -167,7 +167,7 @@ def test_killed_runs_resume_without_loss_or_duplicates(tmp_path):
 
 
 def test_external_sigkill_at_an_arbitrary_moment(tmp_path):
-    """Acceptance 2: a kill from outside (DataLoader worker running, writer thread busy) loses nothing."""
+    """a kill from outside (DataLoader worker running, writer thread busy) loses nothing."""
     folder = make_images(tmp_path / "images", 40)
     vae = tiny_autoencoder_lite(seed=0)
     vae.save_pretrained(tmp_path / "vae")
@@ -205,7 +205,7 @@ def test_external_sigkill_at_an_arbitrary_moment(tmp_path):
 
 @pytest.mark.slow
 def test_accelerate_launch_two_processes_write_one_index(tmp_path):
-    """Acceptance 5: `accelerate launch --num_processes 2` on CPU: disjoint work, one merged index, every image once."""
+    """`accelerate launch --num_processes 2` on CPU: disjoint work, one merged index, every image once."""
     folder = make_images(tmp_path / "images", 10)
     vae = tiny_autoencoder_lite(seed=0)
     vae.save_pretrained(tmp_path / "vae")

@@ -1,4 +1,4 @@
-"""Encoder distillation (issue 3): teachers, losses, data, one training step, the full run, resume, multi-process,
+"""Encoder distillation: teachers, losses, data, one training step, the full run, resume, multi-process,
 the output as a pipeline VAE, and bad-input errors.
 
 Everything runs on CPU against a tiny SD-layout ``AutoencoderKL`` teacher that a module fixture first trains for
@@ -392,7 +392,7 @@ def test_distill_step_accumulation_matches_one_big_batch(teacher_dir):
 
 
 def test_distillation_learns_the_teacher(distilled, teacher_dir):
-    """Acceptance 1: latent MSE falls by at least half and the decoded reconstruction gets better."""
+    """latent MSE falls by at least half and the decoded reconstruction gets better."""
     output_dir, result = distilled
     first, last = result["curve"][0], result["curve"][-1]
     assert first["step"] == 0 and last["step"] == 40
@@ -405,7 +405,7 @@ def test_distillation_learns_the_teacher(distilled, teacher_dir):
 
 
 def test_output_folder_contract(distilled, teacher_dir):
-    """Acceptance 4 (format half): AutoencoderLite.from_pretrained loads it; decoder bit-identical; JSON contract."""
+    """AutoencoderLite.from_pretrained loads it; decoder bit-identical; JSON contract."""
     from diffusers import AutoencoderKL
 
     output_dir, result = distilled
@@ -439,7 +439,7 @@ def test_output_folder_contract(distilled, teacher_dir):
 
 
 def test_distilled_vae_in_a_stable_diffusion_pipeline(distilled):
-    """Acceptance 4 (pipeline half): the output folder works as pipe.vae for text-to-image and image-to-image."""
+    """the output folder works as pipe.vae for text-to-image and image-to-image."""
     from diffusers import DDIMScheduler, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline, UNet2DConditionModel
 
     output_dir, _ = distilled
@@ -475,7 +475,7 @@ class _Killed(Exception):
 
 
 def test_resume_matches_an_uninterrupted_run(image_folder, teacher_dir, tmp_path, monkeypatch):
-    """Acceptance 2: a run killed right after its step-4 checkpoint and resumed with `latest` ends at the same
+    """a run killed right after its step-4 checkpoint and resumed with `latest` ends at the same
     weights as 8 steps in one go (EMA, gradient accumulation and a warmup+cosine LR schedule included)."""
     import diffusers_litevae.training.trainer as trainer_module
 
@@ -513,7 +513,7 @@ def test_resume_matches_an_uninterrupted_run(image_folder, teacher_dir, tmp_path
 
 @pytest.mark.slow
 def test_accelerate_launch_two_processes(image_folder, teacher_dir, tmp_path):
-    """Acceptance 3: `accelerate launch --num_processes 2` on CPU (gloo) trains end to end into one output folder."""
+    """`accelerate launch --num_processes 2` on CPU (gloo) trains end to end into one output folder."""
     output_dir = tmp_path / "ddp"
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
@@ -547,7 +547,7 @@ def _cli(argv: list[str], capsys) -> tuple[int, str]:
 
 
 def test_bad_inputs_fail_before_training(image_folder, teacher_dir, tmp_path, capsys, monkeypatch):
-    """Acceptance 5: one clear line each, and no training output written."""
+    """one clear line each, and no training output written."""
     base = ["--teacher", str(teacher_dir), "--train_data_dir", str(image_folder), "--student", "S", "--output_dir"]
     (tmp_path / "empty").mkdir()
     monkeypatch.setitem(sys.modules, "lpips", None)

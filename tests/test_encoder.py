@@ -5,7 +5,7 @@ import torch
 
 from diffusers_litevae import ENCODER_PRESETS, LiteVAEEncoder, encoder_preset
 
-# LiteVAE paper Table 6 / DESIGN.md section 2, at 4 latent channels.
+# LiteVAE paper (arXiv 2405.14477) Table 6, at 4 latent channels.
 PAPER_ENCODER_PARAMS = {"S": 1.03e6, "B": 6.75e6, "M": 32.75e6, "L": 41.42e6}
 
 

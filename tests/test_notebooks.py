@@ -1,4 +1,4 @@
-"""The notebooks in ``notebooks/`` run top to bottom headless in small mode and show what they claim (issue 5).
+"""The notebooks in ``notebooks/`` run top to bottom headless in small mode and show what they claim.
 
 Each notebook is copied into a temporary working folder and executed with nbclient on the ``python3`` kernel
 (ipykernel of this interpreter), with ``LITEVAE_NOTEBOOK_SMALL=1`` (tiny locally built models and synthetic

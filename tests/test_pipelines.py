@@ -1,4 +1,4 @@
-"""AutoencoderLite as a drop-in VAE in real diffusers pipelines (issue 2, acceptance item 4).
+"""AutoencoderLite as a drop-in VAE in real diffusers pipelines.
 
 Covered: Stable Diffusion text-to-image, img2img and inpainting (9-channel inpainting UNet and the legacy
 4-channel latent-blend path), SDXL text-to-image with an fp32 VAE and with an fp16 VAE and ``force_upcast``,

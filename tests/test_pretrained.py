@@ -89,10 +89,10 @@ def test_bundled_taef2_loads_with_the_project_loaders(shared_dir):
     assert teacher.latent_channels == 32
     # the bundled decoder is the one the bundled LiteVAE carries, and the upstream weights unchanged
     lite = AutoencoderLite.from_pretrained(pretrained_path("litevae-s-taef2"), torch_dtype=torch.float32)
-    for key, value in model.decoder_module.state_dict().items():
+    for key, value in model.vae.decoder.state_dict().items():
         assert torch.equal(lite.decoder.state_dict()[key], value), key
     upstream = torch.load(shared_dir / "weights" / "taef2" / "taef2_encoder.pth", map_location="cpu", weights_only=True)
-    for key, value in model.encoder_module.layers.state_dict().items():
+    for key, value in model.vae.encoder.layers.state_dict().items():
         assert torch.equal(upstream[key].float(), value), key
 
 

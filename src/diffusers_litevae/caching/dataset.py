@@ -22,6 +22,7 @@ from safetensors import safe_open
 from torch.utils.data import Dataset, Sampler
 
 from .buckets import sample_seed
+from ..vae_io import LatentNormalization
 from .index import CacheIndex, load_manifest
 
 __all__ = ["BucketBatchSampler", "LatentDataset"]
@@ -97,6 +98,7 @@ class LatentDataset(Dataset):
             )
         self.flip_probability = flip_probability
         vae = manifest["vae"]
+        self.normalization = LatentNormalization.from_config(vae)
         self.scaling_factor = float(vae.get("scaling_factor") or 1.0)
         self.shift_factor = float(vae.get("shift_factor") or 0.0)
         self.latents_mean = self._channel_tensor(vae.get("latents_mean"))
@@ -137,16 +139,12 @@ class LatentDataset(Dataset):
         return self._position[sample_id]
 
     def scale_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Raw VAE latents -> diffusion-model latents (the convention of diffusers' pipelines)."""
-        if self.latents_mean is not None and self.latents_std is not None:
-            return (latents - self.latents_mean) * self.scaling_factor / self.latents_std
-        return (latents - self.shift_factor) * self.scaling_factor
+        """Raw VAE latents -> diffusion-model latents (:class:`~diffusers_litevae.vae_io.LatentNormalization`)."""
+        return self.normalization.normalize(latents)
 
     def unscale_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`scale_latents` (what ``vae.decode`` expects)."""
-        if self.latents_mean is not None and self.latents_std is not None:
-            return latents * self.latents_std.to(latents) / self.scaling_factor + self.latents_mean.to(latents)
-        return latents / self.scaling_factor + self.shift_factor
+        return self.normalization.denormalize(latents)
 
     def _handle(self, relpath: str):
         if self._handles_pid != os.getpid():  # a forked DataLoader worker: open its own handles

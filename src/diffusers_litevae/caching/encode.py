@@ -18,6 +18,7 @@ Under ``accelerate launch`` each process encodes a disjoint, interleaved part of
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -37,6 +38,7 @@ from .index import (
     LAST_RUN_NAME,
     MANIFEST_NAME,
     CacheIndex,
+    CacheInputError,
     IncompatibleCacheError,
     compare_manifests,
     load_manifest,
@@ -232,11 +234,14 @@ def _read_jsonl(path: Path) -> list[dict]:
     if not path.exists():
         return []
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, 1):
         try:
             rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by a kill
-            continue
+        except json.JSONDecodeError:
+            # The last line may be cut by a kill mid-write (expected, harmless); anything else is reported.
+            if number != len(lines):
+                logger.warning("%s line %d is not valid JSON and was ignored: %r", path, number, line[:120])
     return rows
 
 
@@ -377,6 +382,7 @@ def cache_latents(
     caption_column: str | None = None,
     dataset_cache_dir: str | None = None,
     progress: bool = True,
+    max_images: int | None = None,
     **transform_kwargs,
 ) -> CacheReport:
     """Encode an image folder or dataset into a latent cache (incremental, resumable, multi-process aware).
@@ -384,8 +390,9 @@ def cache_latents(
     Args:
         source: an image folder path, a Hub dataset id / ``save_to_disk`` folder / ``datasets.Dataset``, or an
             :class:`~diffusers_litevae.caching.sources.ImageFolderSource` / ``HubDatasetSource``.
-        vae: a loaded diffusers VAE (``AutoencoderLite``, ``AutoencoderKL``, ``AutoencoderTiny``, ...; moved to the
-            device and put in eval mode) or a folder / Hub id for :func:`load_vae`.
+        vae: a loaded diffusers VAE (``AutoencoderLite``, ``AutoencoderKL``, ``AutoencoderTiny``, ...; the job encodes
+            with a copy of it, so the caller's model is not moved, cast or compiled) or a folder / Hub id for
+            :func:`~diffusers_litevae.vae_io.load_vae`.
         output_dir: the cache folder (created; an existing cache is updated if its settings match, else refused).
         transform (`TransformConfig`): resize/crop settings; or give its fields as keyword arguments
             (``resolution=512, bucketing=False, crop="random", flip=True, ...``).
@@ -403,17 +410,19 @@ def cache_latents(
         caption_extension (`str`): sidecar caption extension for folders.
         dataset_config_name, split, image_column, caption_column, dataset_cache_dir: for dataset sources.
         progress (`bool`): tqdm progress bar (main process).
+        max_images (`int`, *optional*): cache only the first ``max_images`` source images (sorted by sample id);
+            the cache mirrors that subset (entries of other images are removed).
 
     Returns:
         :class:`CacheReport`.
     """
     started = time.perf_counter()
     if dtype not in STORAGE_DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}.")
+        raise CacheInputError(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}.")
     if mixed_precision not in _AUTOCAST_DTYPES:
-        raise ValueError(f"mixed_precision must be one of {sorted(_AUTOCAST_DTYPES)}, got {mixed_precision!r}.")
+        raise CacheInputError(f"mixed_precision must be one of {sorted(_AUTOCAST_DTYPES)}, got {mixed_precision!r}.")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        raise CacheInputError(f"batch_size must be >= 1, got {batch_size}.")
     if transform is None:
         transform = TransformConfig(**transform_kwargs)
     elif transform_kwargs:
@@ -441,6 +450,10 @@ def cache_latents(
     else:
         vae_name = None
     vae_info = vae_identity(vae, vae_name, vae_subfolder, revision)
+    if vae_name is None:
+        # The caller's model (e.g. a pipeline's pipe.vae) is left as it was: moving, upcasting, channels-last and
+        # compiling happen on a copy.
+        vae = copy.deepcopy(vae)
     vae = vae.to(device).eval().requires_grad_(False)
     if any(parameter.dtype != torch.float32 for parameter in vae.parameters()):
         vae = vae.float()  # fp32 weights: CPU encodes in fp32, CUDA autocasts to bf16/fp16
@@ -478,6 +491,10 @@ def cache_latents(
 
     # --- what to do -------------------------------------------------------------------------------------------
     items, skipped = source.scan()
+    if max_images is not None:
+        if max_images < 1:
+            raise CacheInputError(f"max_images must be >= 1, got {max_images}.")
+        items = items[:max_images]
     index = CacheIndex.load(root)
     previous_failures = {
         row["sample_id"]: row for row in _read_jsonl(root / ERRORS_NAME) if row.get("stage") == "decode"

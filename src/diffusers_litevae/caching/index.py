@@ -31,7 +31,7 @@ from .writer import (
     write_bytes_atomic,
 )
 
-__all__ = ["CacheIndex", "IncompatibleCacheError", "compare_manifests", "load_manifest"]
+__all__ = ["CacheIndex", "CacheInputError", "IncompatibleCacheError", "compare_manifests", "load_manifest"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,12 @@ COMPARED_SECTIONS = ("vae", "latents", "transform", "source")
 INFORMATIONAL_KEYS = {("vae", "name_or_path"), ("vae", "subfolder"), ("vae", "revision")}
 
 
-class IncompatibleCacheError(ValueError):
+class CacheInputError(ValueError):
+    """Bad input to the caching job (settings, source, an unreadable manifest or index): ``litevae cache-latents``
+    prints it as one ``error:`` line (exit code 2). Anything else propagates with its traceback."""
+
+
+class IncompatibleCacheError(CacheInputError):
     """An existing cache was built with other settings than the current run's."""
 
 
@@ -56,7 +61,7 @@ def load_manifest(root: str | os.PathLike) -> dict | None:
         return None
     manifest = json.loads(path.read_text())
     if manifest.get("format") != CACHE_FORMAT:
-        raise ValueError(f"{path} is not a {CACHE_FORMAT} manifest (format={manifest.get('format')!r}).")
+        raise CacheInputError(f"{path} is not a {CACHE_FORMAT} manifest (format={manifest.get('format')!r}).")
     return manifest
 
 
@@ -110,7 +115,7 @@ class CacheIndex:
             with open(path, encoding="utf-8") as handle:
                 header = json.loads(handle.readline())
                 if header.get("format") != CACHE_FORMAT:
-                    raise ValueError(f"{path} is not a {CACHE_FORMAT} index.")
+                    raise CacheInputError(f"{path} is not a {CACHE_FORMAT} index.")
                 index.generation = int(header.get("generation", 0))
                 index.known_shards = set(header.get("shards", []))
                 for line in handle:

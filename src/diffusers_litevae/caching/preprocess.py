@@ -15,6 +15,7 @@ import torch
 from PIL import Image, ImageOps
 
 from .buckets import CropPlan, assign_bucket, make_buckets, plan_crop
+from .index import CacheInputError
 
 __all__ = ["TransformConfig", "decode_image", "pixels_to_model_input", "preprocess_image"]
 
@@ -61,13 +62,13 @@ class TransformConfig:
 
     def __post_init__(self):
         if self.crop not in ("center", "random", "full"):
-            raise ValueError(f"crop must be 'center', 'random' or 'full', got {self.crop!r}.")
+            raise CacheInputError(f"crop must be 'center', 'random' or 'full', got {self.crop!r}.")
         if self.crop == "full" and self.bucketing:
-            raise ValueError("crop='full' keeps each image's own size: set bucketing=False.")
+            raise CacheInputError("crop='full' keeps each image's own size: set bucketing=False.")
         if self.interpolation not in _RESAMPLING:
-            raise ValueError(f"interpolation must be one of {sorted(_RESAMPLING)}, got {self.interpolation!r}.")
+            raise CacheInputError(f"interpolation must be one of {sorted(_RESAMPLING)}, got {self.interpolation!r}.")
         if self.resolution <= 0:
-            raise ValueError(f"resolution must be positive, got {self.resolution}.")
+            raise CacheInputError(f"resolution must be positive, got {self.resolution}.")
 
     def to_dict(self) -> dict:
         """JSON-ready settings (the manifest's ``transform`` section); also what the latent values depend on."""
@@ -98,12 +99,12 @@ class TransformConfig:
         else:
             side, name = (self.bucket_step, "bucket_step") if self.bucketing else (self.resolution, "resolution")
         if side % factor:
-            raise ValueError(
+            raise CacheInputError(
                 f"{name}={side} is not a multiple of the VAE's downsampling factor {factor}: latents would not tile "
                 f"the image. Use a multiple of {factor}, e.g. {max(factor, side // factor * factor)}."
             )
         if self.bucketing and self.resolution % self.bucket_step:
-            raise ValueError(
+            raise CacheInputError(
                 f"resolution={self.resolution} must be a multiple of bucket_step={self.bucket_step} "
                 f"(e.g. {max(self.bucket_step, self.resolution // self.bucket_step * self.bucket_step)})."
             )

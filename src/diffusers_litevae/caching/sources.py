@@ -22,6 +22,7 @@ __all__ = [
 ]
 
 from ..image_files import IMAGE_EXTENSIONS as DEFAULT_IMAGE_EXTENSIONS
+from .index import CacheInputError
 _CAPTION_COLUMNS = ("text", "caption", "captions", "prompt", "sentence")
 
 
@@ -74,7 +75,7 @@ class ImageFolderSource:
     ):
         self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
-            raise FileNotFoundError(f"image folder {str(root)!r} does not exist or is not a folder.")
+            raise CacheInputError(f"image folder {str(root)!r} does not exist or is not a folder.")
         if caption_extension and not caption_extension.startswith("."):
             caption_extension = "." + caption_extension
         self.caption_extension = caption_extension.lower() if caption_extension else None
@@ -237,7 +238,7 @@ class HubDatasetSource:
         try:
             import datasets
         except ImportError as error:  # optional extra
-            raise ImportError(
+            raise CacheInputError(
                 "Caching a Hugging Face dataset needs the `datasets` package: pip install 'diffusers-litevae[datasets]'"
             ) from error
         dataset = self.dataset_arg
@@ -251,10 +252,10 @@ class HubDatasetSource:
                 )
         if isinstance(dataset, (datasets.DatasetDict, dict)):
             if self.split not in dataset:
-                raise ValueError(f"dataset {self.name!r} has no split {self.split!r}; splits: {sorted(dataset)}.")
+                raise CacheInputError(f"dataset {self.name!r} has no split {self.split!r}; splits: {sorted(dataset)}.")
             dataset = dataset[self.split]
         if isinstance(dataset, datasets.IterableDataset):
-            raise ValueError(
+            raise CacheInputError(
                 "Streaming (iterable) datasets cannot be cached incrementally: load the dataset without streaming."
             )
         columns = list(dataset.column_names)
@@ -262,14 +263,14 @@ class HubDatasetSource:
             image_columns = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Image)]
             self.image_column = image_columns[0] if image_columns else ("image" if "image" in columns else None)
         if self.image_column not in columns:
-            raise ValueError(
+            raise CacheInputError(
                 f"dataset {self.name!r} has no image column {self.image_column!r}; columns: {columns}. "
                 "Pass --image_column."
             )
         if self.caption_column is None:
             self.caption_column = next((name for name in _CAPTION_COLUMNS if name in columns), None)
         elif self.caption_column not in columns:
-            raise ValueError(
+            raise CacheInputError(
                 f"dataset {self.name!r} has no caption column {self.caption_column!r}; columns: {columns}. "
                 "Pass --caption_column (or leave it out for no captions)."
             )

@@ -105,6 +105,8 @@ def _fail(message: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from ..vae_io import VAELoadError
+    from .errors import EvaluationInputError
     from .images import iter_hub_dataset_images, list_image_files, parse_resolution
     from .run import evaluate_vaes, format_summary, resolve_device
     from .vaes import default_label, parse_vae_spec
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         resolve_device(args.device)
         if image_dir is not None:
             list_image_files(image_dir)
-    except (ValueError, FileNotFoundError) as error:
+    except EvaluationInputError as error:
         return _fail(str(error))
     if args.max_images is not None and args.max_images < 1:
         return _fail(f"--max_images must be >= 1, got {args.max_images}.")
@@ -146,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
             images = iter_hub_dataset_images(
                 args.dataset_name, args.image_column, args.split, args.max_images, args.dataset_config, args.streaming
             )
-        except (ValueError, ImportError) as error:
+        except EvaluationInputError as error:
             return _fail(str(error))
         except Exception as error:  # datasets raises many kinds: not found, offline, gated, ...
             return _fail(f"could not load dataset {args.dataset_name!r} (split {args.split!r}): {type(error).__name__}: {error}")
@@ -177,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
             dataset_name=dataset,
             subfolders=subfolder_of,
         )
-    except (ValueError, FileNotFoundError, OSError, TypeError) as error:
+    except (EvaluationInputError, VAELoadError) as error:  # bad input: one line; anything else keeps its traceback
         return _fail(str(error))
     result.summary["command"] = command_line(args)
     paths = result.save(args.output_dir)

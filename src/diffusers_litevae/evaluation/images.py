@@ -6,6 +6,8 @@ model, so all models in one run see exactly the same pixels.
 
 from __future__ import annotations
 
+from .errors import EvaluationInputError
+
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -43,11 +45,11 @@ def parse_resolution(value: int | str) -> int | str:
         if value.strip().lower() == "native":
             return "native"
         if not value.strip().isdigit():
-            raise ValueError(f"resolution must be a positive multiple of 8 or 'native', got {value!r}.")
+            raise EvaluationInputError(f"resolution must be a positive multiple of 8 or 'native', got {value!r}.")
         value = int(value)
     if not isinstance(value, int) or value <= 0 or value % _MULTIPLE:
         suggestion = max(_MULTIPLE, round(value / _MULTIPLE) * _MULTIPLE) if isinstance(value, int) else 256
-        raise ValueError(
+        raise EvaluationInputError(
             f"resolution must be a positive multiple of {_MULTIPLE} or 'native', got {value!r}; try {suggestion}."
         )
     return value
@@ -82,7 +84,7 @@ def prepare_image(image: Image.Image, resolution: int | str = 256, crop: str = "
     """
     resolution = parse_resolution(resolution)
     if crop not in CROPS:
-        raise ValueError(f"crop must be one of {CROPS}, got {crop!r}.")
+        raise EvaluationInputError(f"crop must be one of {CROPS}, got {crop!r}.")
     image = image.convert("RGB")
     if resolution != "native":
         short = min(image.size)
@@ -110,10 +112,10 @@ def list_image_files(folder: str | os.PathLike, max_images: int | None = None) -
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"image folder not found: {str(folder)!r}; pass an existing folder of images.")
+        raise EvaluationInputError(f"image folder not found: {str(folder)!r}; pass an existing folder of images.")
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
-        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found directly in {str(folder)!r}.")
+        raise EvaluationInputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found directly in {str(folder)!r}.")
     return files[:max_images] if max_images else files
 
 
@@ -163,13 +165,13 @@ def iter_hub_dataset_images(
     try:
         import datasets
     except ImportError as error:  # optional extra
-        raise ImportError(
+        raise EvaluationInputError(
             "evaluating on a Hub dataset needs the `datasets` package: pip install 'diffusers-litevae[datasets]'."
         ) from error
     dataset = datasets.load_dataset(dataset_name, dataset_config, split=split, streaming=streaming)
     columns = getattr(dataset, "column_names", None)
     if columns is not None and image_column not in columns:
-        raise ValueError(
+        raise EvaluationInputError(
             f"dataset {dataset_name!r} (split {split!r}) has no column {image_column!r}; its columns are {columns}. "
             "Pass --image_column."
         )

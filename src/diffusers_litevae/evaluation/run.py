@@ -8,6 +8,8 @@ warm-up. Results: per-image rows, a summary dict (the ``summary.json`` schema do
 
 from __future__ import annotations
 
+from .errors import EvaluationInputError
+
 import csv
 import json
 import math
@@ -86,7 +88,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         return torch.device("cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available here; use --device cpu.")
+        raise EvaluationInputError("device 'cuda' requested but CUDA is not available here; use --device cpu.")
     return device
 
 
@@ -97,7 +99,7 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(set(DTYPES))}, got {dtype!r}.")
+        raise EvaluationInputError(f"dtype must be one of {sorted(set(DTYPES))}, got {dtype!r}.")
     return DTYPES[dtype]
 
 
@@ -124,7 +126,7 @@ def measure_throughput(model: ReconstructionModel, images: torch.Tensor, warmup:
         ``(encode images/s, decode images/s)``: ``B / median seconds per run``.
     """
     if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}.")
+        raise EvaluationInputError(f"repeats must be >= 1, got {repeats}.")
     device = model.device
     images = images.to(device, model.dtype)
     latents = None
@@ -225,14 +227,14 @@ def evaluate_vaes(
     """
     # Check everything cheap before loading models or touching images.
     if not models:
-        raise ValueError("no models to evaluate: pass at least one (label -> VAE).")
+        raise EvaluationInputError("no models to evaluate: pass at least one (label -> VAE).")
     resolution = parse_resolution(resolution)
     if crop not in CROPS:
-        raise ValueError(f"crop must be one of {CROPS}, got {crop!r}.")
+        raise EvaluationInputError(f"crop must be one of {CROPS}, got {crop!r}.")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        raise EvaluationInputError(f"batch_size must be >= 1, got {batch_size}.")
     if max_images is not None and max_images < 1:
-        raise ValueError(f"max_images must be >= 1, got {max_images}.")
+        raise EvaluationInputError(f"max_images must be >= 1, got {max_images}.")
     device, dtype = resolve_device(device), resolve_dtype(dtype)
     named_images, total, source_name = _named_images(images)
     if total is not None and max_images is not None:
@@ -299,7 +301,7 @@ def evaluate_vaes(
         bar.set_postfix({f"{label} PSNR": f"{_mean([r['psnr'] for r in rows if r['model'] == label]):.2f}" for label in loaded})
     bar.close()
     if count == 0:
-        raise ValueError(f"no images were read from {dataset_name or source_name!r}.")
+        raise EvaluationInputError(f"no images were read from {dataset_name or source_name!r}.")
 
     summary = {
         "dataset": dataset_name or source_name,

@@ -6,7 +6,7 @@ The names below are imported on first use, so ``litevae push --help`` does not l
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
 from typing import TYPE_CHECKING
 
 _EXPORTS = {
@@ -26,14 +26,4 @@ if TYPE_CHECKING:
     from .push import PushError, load_metrics_entry, prepare_upload_folder, push_to_hub, validate_model_folder
 
 
-def __getattr__(name: str):
-    submodule = _EXPORTS.get(name)
-    if submodule is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{submodule}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -242,6 +242,8 @@ def _training(distillation: dict | None, curve_file: str | None = None) -> str:
         f"| Wall time | {_fmt(distillation.get('wall_time_s'), '.0f')} s |",
         f"| Training throughput | {_fmt(distillation.get('train_images_per_s'))} images/s |",
     ]
+    if distillation.get("command"):
+        lines += ["", "Training command:", "", "```bash", distillation["command"], "```"]
     if final:
         lines += [
             "",

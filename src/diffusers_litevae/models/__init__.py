@@ -6,7 +6,7 @@ package (as ``litevae --help`` does) does not load torch or diffusers.
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
 from typing import TYPE_CHECKING
 
 # public name -> submodule defining it
@@ -34,14 +34,4 @@ if TYPE_CHECKING:
     from .tiny_autoencoder import TinyDecoder, TinyEncoder, load_tiny_decoder, load_tiny_encoder
 
 
-def __getattr__(name: str):
-    submodule = _EXPORTS.get(name)
-    if submodule is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{submodule}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -144,6 +145,12 @@ def config_from_args(args: argparse.Namespace):
     return DistillConfig.from_dict(vars(args))
 
 
+def accelerate_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``litevae distill``; bad input prints one ``error:`` line and returns 2."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -155,6 +162,13 @@ def run(args: argparse.Namespace) -> int:
     except DistillationInputError as error:
         print(f"litevae distill: error: {error}", file=sys.stderr)
         return 2
+    if accelerate_main_process():
+        # Record the exact command beside the settings: the model card shows it as the way to reproduce the run.
+        summary = Path(config.output_dir).expanduser() / "distillation.json"
+        if summary.is_file():
+            data = json.loads(summary.read_text())
+            data["command"] = shlex.join(["litevae", *sys.argv[1:]]) if Path(sys.argv[0]).name == "litevae" else None
+            summary.write_text(json.dumps(data, indent=1))
     metrics = result["final_metrics"]
     if metrics.get("psnr_student") is not None:
         print(

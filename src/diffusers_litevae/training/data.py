@@ -351,17 +351,33 @@ class DistillationDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, key: tuple[int, int, int]) -> dict:
         index, resolution, crop_seed = key
-        skipped = []
-        for attempt in range(len(self.source)):
-            item = (index + attempt) % len(self.source)
-            try:
-                image = self.source.load(item)
-            except Exception as error:  # PIL raises many types for bad files; never crash the run on one
-                skipped.append(f"{self.source.name(item)} ({type(error).__name__}: {' '.join(str(error).split())[:120]})")
-                continue
-            rng = np.random.default_rng([crop_seed, attempt])
-            return {"pixel_values": random_crop_flip(image, resolution, rng, self.flip), "skipped": skipped}
-        raise RuntimeError(f"none of the {len(self.source)} training images could be read; first error: {skipped[0]}")
+
+        def sample(item: int, rng: np.random.Generator) -> dict:
+            return {"pixel_values": random_crop_flip(self.source.load(item), resolution, rng, self.flip)}
+
+        return first_readable(len(self.source), index, crop_seed, sample, self.source.name)
+
+
+def first_readable(count: int, index: int, seed: int, make_sample, name_of) -> dict:
+    """``make_sample(item, rng)`` for the first item from ``index`` on (cyclically) that can be read.
+
+    Unreadable items (PIL raises many error types for bad files) are skipped, never fatal: the sample is replaced
+    by the next readable one, deterministically (the generator is seeded by ``(seed, attempt)``), and the skipped
+    names are returned in the sample's ``skipped`` list.
+
+    Raises:
+        RuntimeError: none of the ``count`` items could be read.
+    """
+    skipped = []
+    for attempt in range(count):
+        item = (index + attempt) % count
+        try:
+            sample = make_sample(item, np.random.default_rng([seed, attempt]))
+        except Exception as error:  # noqa: BLE001 (any unreadable input is reported, never fatal)
+            skipped.append(f"{name_of(item)} ({type(error).__name__}: {' '.join(str(error).split())[:120]})")
+            continue
+        return {**sample, "skipped": skipped}
+    raise RuntimeError(f"none of the {count} training images could be read; first error: {skipped[0]}")
 
 
 def collate_batch(samples: list[dict]) -> dict:

@@ -152,8 +152,9 @@ class DistillationLoss(nn.Module):
         wavelet_levels: Haar levels of the wavelet loss.
         gaussian_sigma: blur sigma of the Gaussian-filtered loss (pixels).
         lpips_model: a loaded LPIPS module (see :func:`load_lpips`); required when ``weights.lpips > 0``.
-        latent_scale: the teacher's ``scaling_factor``: posterior standard deviations of raw latents are multiplied
-            by it, so the ``std`` term is in the same units as the (normalized) means.
+        latent_scale: the teacher's ``scaling_factor`` (posterior standard deviations of raw latents are multiplied
+            by it), or a function doing that conversion (``LatentNormalization.scale_std``, for per-channel
+            ``latents_std``), so the ``std`` term is in the same units as the (normalized) means.
     """
 
     def __init__(
@@ -180,7 +181,7 @@ class DistillationLoss(nn.Module):
         self.wavelet_levels = wavelet_levels
         self.gaussian_sigma = gaussian_sigma
         self.lpips_model = lpips_model
-        self.latent_scale = float(latent_scale)
+        self.latent_scale = latent_scale if callable(latent_scale) else float(latent_scale)
 
     def forward(
         self,
@@ -212,12 +213,12 @@ class DistillationLoss(nn.Module):
         total = weights.latent * components["latent"]
         if weights.std > 0:
             # Same clamp as diffusers' DiagonalGaussianDistribution; std scaled like the latents.
-            scale = self.latent_scale
-            student_std = torch.exp(0.5 * student_logvar.float().clamp(-30.0, 20.0)) * scale
+            scale = self.latent_scale if callable(self.latent_scale) else (lambda std: std * self.latent_scale)
+            student_std = scale(torch.exp(0.5 * student_logvar.float().clamp(-30.0, 20.0)))
             if teacher_logvar is None:
                 teacher_std = torch.zeros_like(student_std)
             else:
-                teacher_std = torch.exp(0.5 * teacher_logvar.float().clamp(-30.0, 20.0)) * scale
+                teacher_std = scale(torch.exp(0.5 * teacher_logvar.float().clamp(-30.0, 20.0)))
             components["std"] = F.mse_loss(student_std, teacher_std)
             total = total + weights.std * components["std"]
         if weights.needs_decode():

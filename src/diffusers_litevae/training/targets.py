@@ -25,6 +25,7 @@ import torch.nn as nn
 from ..caching.index import IncompatibleCacheError, compare_manifests, load_manifest
 from ..caching.preprocess import TransformConfig, pixels_to_model_input, preprocess_image
 from ..vae_io import TinyAutoencoder, vae_identity
+from .data import first_readable
 from .errors import DistillationInputError
 
 __all__ = ["CachedTargetDataset", "TeacherLatents", "prepare_teacher_latents", "target_transform", "teacher_as_vae"]
@@ -113,7 +114,8 @@ def prepare_teacher_latents(
             report = cache_latents(
                 train_root, vae, root_path, transform=transform, dtype="fp32", batch_size=batch_size,
                 num_workers=num_workers, mixed_precision="bf16" if mixed_precision == "bf16" else "no",
-                cpu_mixed_precision=mixed_precision == "bf16", progress=progress, caption_extension=None,
+                cpu_mixed_precision=mixed_precision == "bf16", channels_last=mixed_precision == "bf16",
+                progress=progress, caption_extension=None,
                 device=next(teacher.parameters()).device,
             )
         except IncompatibleCacheError as error:
@@ -190,16 +192,9 @@ class CachedTargetDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, key: tuple[int, int, int]) -> dict:
         index, resolution, crop_seed = key
-        skipped = []
-        for attempt in range(len(self.paths)):
-            item = (index + attempt) % len(self.paths)
-            try:
-                sample = self._sample(item, resolution, np.random.default_rng([crop_seed, attempt]))
-            except Exception as error:  # an unreadable image is replaced by the next one, never fatal
-                skipped.append(f"{self.paths[item]} ({type(error).__name__}: {' '.join(str(error).split())[:120]})")
-                continue
-            return {**sample, "skipped": skipped}
-        raise RuntimeError(f"none of the {len(self.paths)} training images could be read; first error: {skipped[0]}")
+        return first_readable(
+            len(self.paths), index, crop_seed, lambda item, rng: self._sample(item, resolution, rng), lambda item: str(self.paths[item])
+        )
 
 
 def collate_targets(samples: list[dict]) -> dict:

@@ -30,15 +30,13 @@ Supported teachers (:func:`load_teacher` picks the adapter from what it finds):
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from ..models.autoencoder_lite import AutoencoderLite
-from ..models.tiny_autoencoder import TinyDecoder, TinyEncoder, load_tiny_decoder, load_tiny_encoder
+from ..models.tiny_autoencoder import TinyDecoder, TinyEncoder
 from .errors import DistillationInputError
 
 __all__ = [
@@ -52,7 +50,6 @@ __all__ = [
 ]
 
 TEACHER_TYPES = ("auto", "autoencoder_kl", "autoencoder_tiny", "taesd", "diffusers_vae")
-_TINY_SUFFIXES = (".pth", ".pt", ".safetensors")
 
 
 class DistillationTeacher(nn.Module):
@@ -75,6 +72,9 @@ class DistillationTeacher(nn.Module):
         self.latent_channels = int(latent_channels)
         self.scaling_factor = float(scaling_factor)
         self.shift_factor = float(shift_factor or 0.0)
+        # Per-channel statistics some VAE configs carry (SDXL-style pipelines normalise with them).
+        self.latents_mean: tuple[float, ...] | None = None
+        self.latents_std: tuple[float, ...] | None = None
         self.has_logvar = False
         # Memory format the trainer feeds this teacher's inputs in (set with the weights' format).
         self.memory_format = torch.contiguous_format
@@ -97,9 +97,17 @@ class DistillationTeacher(nn.Module):
 
     # -- shared helpers -----------------------------------------------------------------------------------------
 
+    @property
+    def normalization(self):
+        """The :class:`~diffusers_litevae.vae_io.LatentNormalization` of this teacher's latent space (the one
+        definition of diffusion-model units, shared with the latent cache and ``LatentDataset``)."""
+        from ..vae_io import LatentNormalization
+
+        return LatentNormalization(self.scaling_factor, self.shift_factor, self.latents_mean, self.latents_std)
+
     def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Raw latents -> diffusion-model units ``(z - shift_factor) * scaling_factor``."""
-        return (latents - self.shift_factor) * self.scaling_factor
+        """Raw latents -> diffusion-model units (see :attr:`normalization`)."""
+        return self.normalization.normalize(latents)
 
     def describe(self) -> dict:
         """The ``teacher`` entry of ``distillation.json``."""
@@ -171,6 +179,10 @@ class DiffusersVAETeacher(DistillationTeacher):
             getattr(config, "shift_factor", None),
         )
         self.vae = vae
+        from ..vae_io import LatentNormalization
+
+        normalization = LatentNormalization.from_config(config)
+        self.latents_mean, self.latents_std = normalization.latents_mean, normalization.latents_std
         self.teacher_type = teacher_type or _infer_type(vae)
         # Tiling/slicing change the teacher's numbers; distillation wants the plain network.
         for attribute in ("use_tiling", "use_slicing"):
@@ -179,22 +191,9 @@ class DiffusersVAETeacher(DistillationTeacher):
         self.has_logvar = self.teacher_type != "autoencoder_tiny" and _has_posterior(vae)
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        output = self.vae.encode(images)
-        distribution = getattr(output, "latent_dist", None)
-        if distribution is None and isinstance(output, tuple):
-            distribution = output[0] if hasattr(output[0], "mean") else None
-        if distribution is not None:
-            logvar = getattr(distribution, "logvar", None)
-            if getattr(distribution, "deterministic", False):
-                logvar = None
-            return distribution.mean, logvar
-        for name in ("latents", "latent"):
-            latents = getattr(output, name, None)
-            if latents is not None:
-                return latents, None
-        raise TypeError(
-            f"teacher {self.name_or_path!r}: encode() returned {type(output).__name__} with neither latent_dist nor latents."
-        )
+        from ..vae_io import posterior_mean_logvar
+
+        return posterior_mean_logvar(self.vae, images)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         output = self.vae.decode(latents)
@@ -319,105 +318,35 @@ def load_teacher(
         DistillationInputError: the path does not exist, holds no VAE this loader understands, or the Hub
             download failed (one line naming the problem and the fix).
     """
+    from ..vae_io import TinyAutoencoder, VAELoadError, load_vae
+
     if teacher_type not in TEACHER_TYPES:
         raise DistillationInputError(f"unknown --teacher_type {teacher_type!r}; choose one of {', '.join(TEACHER_TYPES)}.")
     name = os.fspath(name_or_path)
-    path = Path(name).expanduser()
-    if path.exists():
-        folder = path / subfolder if subfolder else path
-        if not folder.is_dir():
-            raise DistillationInputError(
-                f"teacher {name!r}{f' (subfolder {subfolder!r})' if subfolder else ''} is not a folder; give the folder "
-                "holding the VAE's config.json or the TAESD-family *_encoder.pth/*_decoder.pth files."
-            )
-        teacher = _load_local(folder, name, teacher_type, variant, torch_dtype, scaling_factor, shift_factor)
-    elif name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name:
-        raise DistillationInputError(f"teacher path {name!r} does not exist; pass a local VAE folder or a Hub repo id.")
+    try:
+        vae = load_vae(
+            name,
+            subfolder=subfolder,
+            torch_dtype=torch_dtype,
+            revision=revision,
+            variant=variant,
+            vae_class="TinyAutoencoder" if teacher_type == "taesd" else None,
+            scaling_factor=scaling_factor,
+            shift_factor=shift_factor,
+        )
+    except VAELoadError as error:
+        raise DistillationInputError(f"teacher {name!r}: {error}") from error
+    if isinstance(vae, TinyAutoencoder):
+        teacher = TinyCheckpointTeacher(vae.encoder, vae.decoder, name, vae.config.scaling_factor, shift_factor)
+    elif teacher_type == "taesd":
+        raise DistillationInputError(f"--teacher_type taesd, but {name!r} holds no *_encoder.pth/*_decoder.pth pair.")
     else:
-        teacher = _load_hub(name, subfolder, teacher_type, revision, variant, torch_dtype)
-    if scaling_factor is not None and not isinstance(teacher, TinyCheckpointTeacher):
-        teacher.scaling_factor = float(scaling_factor)
-    if shift_factor is not None and not isinstance(teacher, TinyCheckpointTeacher):
-        teacher.shift_factor = float(shift_factor)
+        teacher = wrap_teacher(vae, name, _type_for_class(type(vae).__name__, teacher_type))
+        if scaling_factor is not None:
+            teacher.scaling_factor = float(scaling_factor)
+        if shift_factor is not None:
+            teacher.shift_factor = float(shift_factor)
     return teacher.freeze()
-
-
-def _find_tiny_checkpoints(folder: Path) -> tuple[Path, Path] | None:
-    def pick(role: str) -> list[Path]:
-        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in _TINY_SUFFIXES and p.stem.endswith(role))
-
-    encoders, decoders = pick("encoder"), pick("decoder")
-    if not encoders and not decoders:
-        return None
-    if len(encoders) != 1 or len(decoders) != 1:
-        raise DistillationInputError(
-            f"TAESD-family teacher folder {str(folder)!r} must hold exactly one *encoder and one *decoder checkpoint "
-            f"(.pth/.safetensors); found {[p.name for p in encoders + decoders]}."
-        )
-    return encoders[0], decoders[0]
-
-
-def _load_local(folder, name, teacher_type, variant, torch_dtype, scaling_factor, shift_factor) -> DistillationTeacher:
-    tiny_files = _find_tiny_checkpoints(folder) if teacher_type in ("auto", "taesd") else None
-    has_config = (folder / "config.json").is_file()
-    if tiny_files and (teacher_type == "taesd" or not has_config):
-        try:
-            encoder, decoder = load_tiny_encoder(tiny_files[0]), load_tiny_decoder(tiny_files[1])
-        except (ValueError, FileNotFoundError) as error:
-            raise DistillationInputError(f"could not read TAESD-family teacher {name!r}: {_one_line(error)}") from error
-        encoder, decoder = (nn.Module.to(m, dtype=torch_dtype) for m in (encoder, decoder))
-        return TinyCheckpointTeacher(encoder, decoder, name, scaling_factor if scaling_factor is not None else 1.0, shift_factor)
-    if teacher_type == "taesd":
-        raise DistillationInputError(f"--teacher_type taesd, but {str(folder)!r} holds no *_encoder.pth/*_decoder.pth pair.")
-    if not has_config:
-        if (folder / "model_index.json").is_file():
-            raise DistillationInputError(
-                f"teacher {name!r} is a pipeline folder; add --teacher_subfolder vae to use its VAE."
-            )
-        raise DistillationInputError(
-            f"teacher folder {str(folder)!r} holds neither a diffusers VAE (config.json) nor TAESD-family "
-            "*_encoder.pth/*_decoder.pth checkpoints."
-        )
-    try:
-        class_name = json.loads((folder / "config.json").read_text()).get("_class_name", "AutoencoderKL")
-    except (OSError, json.JSONDecodeError) as error:
-        raise DistillationInputError(f"could not read {str(folder / 'config.json')!r}: {_one_line(error)}") from error
-    vae_class = _vae_class(class_name, name)
-    try:
-        vae = vae_class.from_pretrained(folder, torch_dtype=torch_dtype, variant=variant)
-    except Exception as error:  # diffusers raises OSError/ValueError/EnvironmentError for broken folders
-        raise DistillationInputError(f"could not load teacher {name!r} as {class_name}: {_one_line(error)}") from error
-    return wrap_teacher(vae, name, _type_for_class(class_name, teacher_type))
-
-
-def _load_hub(repo_id, subfolder, teacher_type, revision, variant, torch_dtype) -> DistillationTeacher:
-    from huggingface_hub import hf_hub_download
-
-    try:
-        config_path = hf_hub_download(repo_id, "config.json", subfolder=subfolder, revision=revision)
-        class_name = json.loads(Path(config_path).read_text()).get("_class_name", "AutoencoderKL")
-    except Exception as error:
-        hint = " (pipeline repos need --teacher_subfolder vae)" if not subfolder else ""
-        raise DistillationInputError(
-            f"could not load teacher {repo_id!r} from the Hugging Face Hub{hint}: {_one_line(error)}"
-        ) from error
-    vae_class = _vae_class(class_name, repo_id)
-    try:
-        vae = vae_class.from_pretrained(repo_id, subfolder=subfolder, revision=revision, variant=variant, torch_dtype=torch_dtype)
-    except Exception as error:
-        raise DistillationInputError(f"could not load teacher {repo_id!r} as {class_name}: {_one_line(error)}") from error
-    return wrap_teacher(vae, repo_id, _type_for_class(class_name, teacher_type))
-
-
-def _vae_class(class_name: str, name: str):
-    import diffusers
-
-    if class_name == "AutoencoderLite":
-        return AutoencoderLite
-    vae_class = getattr(diffusers, class_name, None)
-    if vae_class is None or not hasattr(vae_class, "from_pretrained"):
-        raise DistillationInputError(f"teacher {name!r} is a {class_name!r}, which diffusers does not provide.")
-    return vae_class
 
 
 def _type_for_class(class_name: str, requested: str) -> str | None:
@@ -498,9 +427,3 @@ def tiny_decoder_from_decoder_tiny(decoder: nn.Module) -> TinyDecoder:
     tiny.layers.load_state_dict(shifted, strict=True)
     parameter = next(decoder.parameters())
     return nn.Module.to(tiny, device=parameter.device, dtype=parameter.dtype)
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    text = text if len(text) <= 300 else text[:297] + "..."
-    return f"{type(error).__name__}: {text}"

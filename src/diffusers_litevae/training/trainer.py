@@ -563,7 +563,7 @@ class _DistillRun:
             wavelet_levels=config.wavelet_loss_levels,
             gaussian_sigma=config.gaussian_sigma,
             lpips_model=lpips_model,
-            latent_scale=self.teacher.scaling_factor,
+            latent_scale=self.teacher.normalization.scale_std,
         )
         self._build_optimisation()
         self.state = {
@@ -855,6 +855,12 @@ class _DistillRun:
         )
         self.state["loss_history"].append({"step": step, **{k: round(v, 6) if isinstance(v, float) else v for k, v in means.items()}})
         progress.set_postfix(loss=f"{means['total']:.4f}", latent=f"{means['latent']:.4f}", img_s=f"{throughput:.1f}", res=means["resolution"])
+        if not self.config.progress_bar and self.accelerator.is_main_process:
+            # Without a bar, a line per logging interval shows the run is alive (and how fast it goes).
+            logger.info(
+                "step %d/%d: loss %.4f, latent %.4f, lr %.2e, %.1f images/s, %d px",
+                step, self.config.max_train_steps, means["total"], means["latent"], means["lr"], throughput, means["resolution"],
+            )
         if self.config.report_to:
             self.accelerator.log({f"train/{k}": v for k, v in means.items()}, step=step)
         return means
