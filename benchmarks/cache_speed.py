@@ -39,8 +39,8 @@ from diffusers_litevae import AutoencoderLite
 from diffusers_litevae.caching import (
     TransformConfig,
     cache_latents,
-    posterior_moments,
     pixels_to_model_input,
+    posterior_moments,
     preprocess_image,
 )
 from diffusers_litevae.caching.sources import ImageFolderSource
@@ -209,7 +209,7 @@ def run(args, work: Path) -> dict:
     summary = {
         "device": torch.cuda.get_device_name(device)
         if cuda
-        else f"cpu ({platform.processor() or platform.machine()}, " f"{torch.get_num_threads()} threads)",
+        else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "precision": args.mixed_precision if cuda else "fp32",
         "images": len(items),
         "resolution": args.resolution,

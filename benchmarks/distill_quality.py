@@ -72,7 +72,9 @@ logger = logging.getLogger("distill_quality")
 
 def parse_args(argv=None) -> argparse.Namespace:
     shared = Path(__file__).resolve().parents[2] / "shared"
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--presets", nargs="+", default=["S"], help="student presets, trained one after the other")
     parser.add_argument("--teacher", default=str(shared / "weights" / "taef2"))
     parser.add_argument("--train_data_dir", default=str(shared / "data" / "photos-train"))
@@ -80,7 +82,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--holdout", type=int, default=60, help="held-out photos, excluded from training")
     parser.add_argument("--holdout_glob", default="bsds_val_*")
     parser.add_argument("--work_dir", default="/tmp/litevae-distill-quality", help="model folders and checkpoints")
-    parser.add_argument("--report", default="benchmarks/results/distill_quality.json", help="JSON report (PNG beside it)")
+    parser.add_argument(
+        "--report", default="benchmarks/results/distill_quality.json", help="JSON report (PNG beside it)"
+    )
     # training
     parser.add_argument("--max_minutes", type=float, default=7.0, help="training budget per preset and invocation")
     parser.add_argument("--max_train_steps", type=int, default=100_000)
@@ -103,10 +107,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num_threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     # evaluation
-    parser.add_argument("--curve_set", default="kodak", choices=["kodak", "holdout"], help="validation set during training")
-    parser.add_argument("--curve_resolution", type=int, default=None, help="centre crop for the training curve (default full)")
-    parser.add_argument("--final_eval", default="kodak",
-                        help="comma list of full-size final evaluations (kodak, holdout), or 'none' to report the curve's last point")
+    parser.add_argument(
+        "--curve_set", default="kodak", choices=["kodak", "holdout"], help="validation set during training"
+    )
+    parser.add_argument(
+        "--curve_resolution", type=int, default=None, help="centre crop for the training curve (default full)"
+    )
+    parser.add_argument(
+        "--final_eval",
+        default="kodak",
+        help="comma list of full-size final evaluations (kodak, holdout), or 'none' to report the curve's last point",
+    )
     parser.add_argument("--max_eval_images", type=int, default=None, help="cap every evaluation set (smoke runs only)")
     return parser.parse_args(argv)
 
@@ -125,7 +136,10 @@ def final_eval_sets(args) -> dict[str, tuple[str, list[Path]]]:
     _, held_out = split_holdout(find_images(args.train_data_dir), args.holdout, args.holdout_glob)
     sets = {
         "kodak": (f"Kodak-24 ({args.kodak_dir}), full 768x512", find_images(args.kodak_dir)),
-        "holdout": (f"first {len(held_out)} {args.holdout_glob} of photos-train, full size (cropped to a multiple of 8)", held_out),
+        "holdout": (
+            f"first {len(held_out)} {args.holdout_glob} of photos-train, full size (cropped to a multiple of 8)",
+            held_out,
+        ),
     }
     return {name: sets[name] for name in args.final_eval.split(",") if name and name != "none"}
 
@@ -145,7 +159,12 @@ def predict_steps_to_gap(curve: list[dict], teacher_psnr: float, target_gap: flo
     if slope >= 0:
         return {"fit": "gap not shrinking over the fitted range", "exponent": float(slope)}
     images = math.exp((math.log(target_gap) - intercept) / slope)
-    return {"fit": "gap_dB = a * images_seen^b on the curve's second half", "a": float(math.exp(intercept)), "b": float(slope), "images_to_0.5dB": images}
+    return {
+        "fit": "gap_dB = a * images_seen^b on the curve's second half",
+        "a": float(math.exp(intercept)),
+        "b": float(slope),
+        "images_to_0.5dB": images,
+    }
 
 
 def psnr_at_wall_minutes(curve: list[dict], minutes: float) -> float | None:
@@ -169,16 +188,35 @@ def plot(report: dict, path: Path) -> None:
     figure.subplots_adjust(left=0.06, right=0.98, bottom=0.13, top=0.85, wspace=0.2)
     for preset, entry in report["students"].items():
         curve = entry["curve"]
-        by_step.plot([e["step"] for e in curve], [e["psnr_student"] for e in curve], marker="o", label=f"LiteVAE-{preset}")
-        by_time.plot([e["wall_time_s"] / 60 for e in curve], [e["psnr_student"] for e in curve], marker="o", label=f"LiteVAE-{preset}")
+        by_step.plot(
+            [e["step"] for e in curve], [e["psnr_student"] for e in curve], marker="o", label=f"LiteVAE-{preset}"
+        )
+        by_time.plot(
+            [e["wall_time_s"] / 60 for e in curve],
+            [e["psnr_student"] for e in curve],
+            marker="o",
+            label=f"LiteVAE-{preset}",
+        )
         teacher = curve[-1]["psnr_teacher"]
     for axis in (by_step, by_time):
         axis.axhline(teacher, color="black", linestyle="--", label="TAEF2 encoder (teacher)")
         axis.set_ylabel(f"PSNR (dB), {report['curve_set']}")
     if report["curve_set_is_baseline_set"]:
         base = BASELINE["curve"]
-        by_step.plot([b["step"] for b in base], [b["psnr_student"] for b in base], "s:", color="gray", label="baseline loop (H100)")
-        by_time.plot([b["wall_minutes"] for b in base], [b["psnr_student"] for b in base], "s:", color="gray", label="baseline loop (H100)")
+        by_step.plot(
+            [b["step"] for b in base],
+            [b["psnr_student"] for b in base],
+            "s:",
+            color="gray",
+            label="baseline loop (H100)",
+        )
+        by_time.plot(
+            [b["wall_minutes"] for b in base],
+            [b["psnr_student"] for b in base],
+            "s:",
+            color="gray",
+            label="baseline loop (H100)",
+        )
     by_step.set_xlabel("optimizer step")
     by_time.set_xlabel("wall time (minutes)")
     by_step.legend(fontsize=8)
@@ -190,10 +228,16 @@ def plot(report: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    device = (
+        torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    )
     curve_set = (
         f"Kodak-24 {'full' if args.curve_resolution is None else f'centre {args.curve_resolution} px crops'}"
         if args.curve_set == "kodak"
@@ -280,24 +324,40 @@ def main(argv=None) -> int:
         paths = paths[: args.max_eval_images] if args.max_eval_images else paths
         images = load_images(paths)
         reference = compute_teacher_reference(teacher, images, num_grid_images=0)
-        rows = {"teacher": {"psnr": reference.summary()["psnr_teacher"], "ssim": reference.summary()["ssim_teacher"], "latent_mse": 0.0}}
+        rows = {
+            "teacher": {
+                "psnr": reference.summary()["psnr_teacher"],
+                "ssim": reference.summary()["ssim_teacher"],
+                "latent_mse": 0.0,
+            }
+        }
         for preset in args.presets:
             student = AutoencoderLite.from_pretrained(report["students"][preset]["model_dir"])
             metrics, _ = evaluate_student(student.encoder, teacher, images, reference)
             rows[f"LiteVAE-{preset}"] = {
-                "psnr": metrics["psnr_student"], "ssim": metrics["ssim_student"], "latent_mse": metrics["latent_mse"],
+                "psnr": metrics["psnr_student"],
+                "ssim": metrics["ssim_student"],
+                "latent_mse": metrics["latent_mse"],
                 "gap_to_teacher_db": metrics["psnr_teacher"] - metrics["psnr_student"],
             }
-        report["final"][name] = {"eval_set": description, "num_images": len(images), "models": rows,
-                                 "eval_seconds": round(time.perf_counter() - eval_start, 1)}
+        report["final"][name] = {
+            "eval_set": description,
+            "num_images": len(images),
+            "models": rows,
+            "eval_seconds": round(time.perf_counter() - eval_start, 1),
+        }
         logger.info("final %s: %s", name, json.dumps(rows))
     if not report["final"]:  # --final_eval none: the last curve point is the final evaluation
         rows = {"teacher": None}
         for preset, entry in report["students"].items():
             last = entry["curve"][-1]
             rows["teacher"] = {"psnr": last["psnr_teacher"], "ssim": last["ssim_teacher"], "latent_mse": 0.0}
-            rows[f"LiteVAE-{preset}"] = {"psnr": last["psnr_student"], "ssim": last["ssim_student"], "latent_mse": last["latent_mse"],
-                                         "gap_to_teacher_db": last["psnr_teacher"] - last["psnr_student"]}
+            rows[f"LiteVAE-{preset}"] = {
+                "psnr": last["psnr_student"],
+                "ssim": last["ssim_student"],
+                "latent_mse": last["latent_mse"],
+                "gap_to_teacher_db": last["psnr_teacher"] - last["psnr_student"],
+            }
         report["final"]["curve_set"] = {"eval_set": curve_set, "num_images": last["eval_images"], "models": rows}
     report["total_seconds"] = round(time.perf_counter() - start, 1)
 
@@ -318,8 +378,10 @@ def print_table(report: dict) -> None:
         )
         print("  step  wall_min  psnr_student  latent_mse")
         for e in entry["curve"]:
-            print(f"  {e['step']:>4}  {e['wall_time_s'] / 60:>8.2f}  {e['psnr_student']:>12.2f}  {e['latent_mse']:>10.4f}")
-    for name, final in report["final"].items():
+            print(
+                f"  {e['step']:>4}  {e['wall_time_s'] / 60:>8.2f}  {e['psnr_student']:>12.2f}  {e['latent_mse']:>10.4f}"
+            )
+    for final in report["final"].values():
         print(f"\n{final['eval_set']} ({final['num_images']} images):")
         print(f"  {'model':<12}{'PSNR':>8}{'SSIM':>8}{'latent MSE':>12}")
         for model, row in final["models"].items():

@@ -70,28 +70,57 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda or cuda:N.")
-    parser.add_argument("--resolutions", default=None, help="comma-separated square sizes in px (multiples of 8); "
-                        "default 256 on CPU (see benchmarks/README.md for 512/1024 run times), 256,512,1024 on CUDA.")
+    parser.add_argument(
+        "--resolutions",
+        default=None,
+        help="comma-separated square sizes in px (multiples of 8); "
+        "default 256 on CPU (see benchmarks/README.md for 512/1024 run times), 256,512,1024 on CUDA.",
+    )
     parser.add_argument("--batch_size", default=None, help="comma-separated batch sizes; default 2 on CPU, 32 on CUDA.")
-    parser.add_argument("--models", default=None, help=f"comma-separated subset of {MODEL_NAMES}; default all "
-                        f"({QUICK_MODELS} with --quick).")
-    parser.add_argument("--modes", default=None, help="comma-separated modes: eager|compile[+bf16|+fp16][+cl]; default "
-                        "eager,compile on CPU, eager+bf16+cl,compile+bf16+cl on CUDA.")
-    parser.add_argument("--compile_mode", default=None, choices=COMPILE_MODES,
-                        help="torch.compile mode; default 'default' on CPU, 'max-autotune-no-cudagraphs' on CUDA.")
+    parser.add_argument(
+        "--models",
+        default=None,
+        help=f"comma-separated subset of {MODEL_NAMES}; default all ({QUICK_MODELS} with --quick).",
+    )
+    parser.add_argument(
+        "--modes",
+        default=None,
+        help="comma-separated modes: eager|compile[+bf16|+fp16][+cl]; default "
+        "eager,compile on CPU, eager+bf16+cl,compile+bf16+cl on CUDA.",
+    )
+    parser.add_argument(
+        "--compile_mode",
+        default=None,
+        choices=COMPILE_MODES,
+        help="torch.compile mode; default 'default' on CPU, 'max-autotune-no-cudagraphs' on CUDA.",
+    )
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads).")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed calls before timing (after compiling); "
-                        "default 1 on CPU, 5 on CUDA.")
-    parser.add_argument("--iters", type=int, default=None, help="at most this many timed calls; default 50 CPU, "
-                        "200 CUDA.")
-    parser.add_argument("--min_time", type=float, default=None, help="stop timing once this many seconds have passed "
-                        "(at least one call); default 3 on CPU, 2 on CUDA.")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="untimed calls before timing (after compiling); default 1 on CPU, 5 on CUDA.",
+    )
+    parser.add_argument(
+        "--iters", type=int, default=None, help="at most this many timed calls; default 50 CPU, 200 CUDA."
+    )
+    parser.add_argument(
+        "--min_time",
+        type=float,
+        default=None,
+        help="stop timing once this many seconds have passed (at least one call); default 3 on CPU, 2 on CUDA.",
+    )
     parser.add_argument("--no_memory", action="store_true", help="skip the peak-memory call.")
-    parser.add_argument("--output_json", default=DEFAULT_OUTPUT_JSON, help="where to write all results "
-                        "('' for nowhere).")
-    parser.add_argument("--quick", action="store_true", help="a few minutes on a small CPU: models "
-                        f"{QUICK_MODELS}, 128 px, batch 1, eager only (no torch.compile), one warm-up and at most 3 "
-                        "timed calls (explicit flags still win; rough figures, for checking the setup).")
+    parser.add_argument(
+        "--output_json", default=DEFAULT_OUTPUT_JSON, help="where to write all results ('' for nowhere)."
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a few minutes on a small CPU: models "
+        f"{QUICK_MODELS}, 128 px, batch 1, eager only (no torch.compile), one warm-up and at most 3 "
+        "timed calls (explicit flags still win; rough figures, for checking the setup).",
+    )
     args = parser.parse_args(argv)
 
     cuda = args.device.startswith("cuda")
@@ -100,10 +129,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         defaults = dict(resolutions="128", batch_size="1", warmup=1, iters=3, min_time=0.0, models=QUICK_MODELS)
     elif cuda:
-        defaults = dict(resolutions="256,512,1024", batch_size="32", warmup=5, iters=200, min_time=2.0,
-                        models=",".join(MODEL_NAMES))
+        defaults = dict(
+            resolutions="256,512,1024", batch_size="32", warmup=5, iters=200, min_time=2.0, models=",".join(MODEL_NAMES)
+        )
     else:
-        defaults = dict(resolutions="256", batch_size="2", warmup=1, iters=50, min_time=3.0, models=",".join(MODEL_NAMES))
+        defaults = dict(
+            resolutions="256", batch_size="2", warmup=1, iters=50, min_time=3.0, models=",".join(MODEL_NAMES)
+        )
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -281,7 +313,7 @@ def run_case(
     torch.manual_seed(0)
     model = build_encoder(name).eval().to(device=device, dtype=dtype, memory_format=memory_format)
     generator = torch.Generator().manual_seed(0)
-    images = (torch.rand(batch_size, 3, resolution, resolution, generator=generator) * 2 - 1)
+    images = torch.rand(batch_size, 3, resolution, resolution, generator=generator) * 2 - 1
     images = images.to(device=device, dtype=dtype).contiguous(memory_format=memory_format)
     cudagraphs = base == "compile" and args.compile_mode == "reduce-overhead"
 
@@ -395,12 +427,21 @@ def check_targets(summary: dict, device: str) -> list[dict]:
         if value is None:
             return
         met = value >= goal if higher_is_better else value <= goal
-        targets.append({"case": key, "model": model, "metric": what, "value": value, "target": goal,
-                        "met": met, "margin": value / goal if higher_is_better else goal / value})
+        targets.append(
+            {
+                "case": key,
+                "model": model,
+                "metric": what,
+                "value": value,
+                "target": goal,
+                "met": met,
+                "margin": value / goal if higher_is_better else goal / value,
+            }
+        )
 
     for key, entry in summary.items():
         resolution, batch = (int(part.rstrip("px").removeprefix("batch")) for part in key.split("_"))
-        get = lambda model, metric: entry.get(model, {}).get(metric)  # noqa: E731
+        get = lambda model, metric, entry=entry: entry.get(model, {}).get(metric)  # noqa: E731
         if device == "cpu" and resolution == 256:
             add(key, "B", "speedup_vs_sd_vae", get("B", "speedup_vs_sd_vae"), 4.0)
             add(key, "S", "speedup_vs_sd_vae", get("S", "speedup_vs_sd_vae"), 15.0)
@@ -429,8 +470,11 @@ def print_table(results: list[Result], summary: dict, args: argparse.Namespace) 
             header += f" {'fastest':>16s} {'peak MiB':>9s} {'x SD-VAE':>9s} {'mem x SD':>9s}"
             print(header)
             for name in args.models:
-                rows = {r.mode: r for r in results if r.model == name and r.resolution == resolution
-                        and r.batch_size == batch_size}
+                rows = {
+                    r.mode: r
+                    for r in results
+                    if r.model == name and r.resolution == resolution and r.batch_size == batch_size
+                }
                 if not rows:
                     continue
                 any_row = next(iter(rows.values()))
@@ -475,23 +519,39 @@ def main(argv: list[str] | None = None) -> int:
     parameters = {name: sum(p.numel() for p in build_encoder(name).parameters()) for name in args.models}
     gflops = {(name, r): count_gflops_per_image(name, r) for name in args.models for r in args.resolutions}
 
-    cases = [(r, b, name, mode) for r in args.resolutions for b in args.batch_size for name in args.models
-             for mode in args.modes]
-    print(f"{len(cases)} cases on {describe_device(args)}; compile mode {args.compile_mode!r}; "
-          f"warmup {args.warmup}, timing up to {args.iters} calls or {args.min_time} s", flush=True)
+    cases = [
+        (r, b, name, mode)
+        for r in args.resolutions
+        for b in args.batch_size
+        for name in args.models
+        for mode in args.modes
+    ]
+    print(
+        f"{len(cases)} cases on {describe_device(args)}; compile mode {args.compile_mode!r}; "
+        f"warmup {args.warmup}, timing up to {args.iters} calls or {args.min_time} s",
+        flush=True,
+    )
     results: list[Result] = []
     run_start = time.perf_counter()
     for index, (resolution, batch_size, name, mode) in enumerate(cases, 1):
-        result = run_case(name, resolution, batch_size, mode, args, cpu_memory, parameters[name],
-                          gflops[(name, resolution)])
-        results.append(result)
-        status = f"FAILED {result.error}" if result.error else (
-            f"{result.images_per_s:8.2f} img/s  {result.seconds_per_batch * 1e3:9.1f} ms/batch  "
-            f"peak {_fmt(result.peak_memory_mib, '.0f')} MiB"
-            + (f"  compile {result.compile_s:.1f} s" if result.compile_s is not None else "")
+        result = run_case(
+            name, resolution, batch_size, mode, args, cpu_memory, parameters[name], gflops[(name, resolution)]
         )
-        print(f"[{index}/{len(cases)} {time.perf_counter() - run_start:6.0f} s] {name:6s} {resolution:5d}px "
-              f"b{batch_size:<3d} {mode:18s} {status}", flush=True)
+        results.append(result)
+        status = (
+            f"FAILED {result.error}"
+            if result.error
+            else (
+                f"{result.images_per_s:8.2f} img/s  {result.seconds_per_batch * 1e3:9.1f} ms/batch  "
+                f"peak {_fmt(result.peak_memory_mib, '.0f')} MiB"
+                + (f"  compile {result.compile_s:.1f} s" if result.compile_s is not None else "")
+            )
+        )
+        print(
+            f"[{index}/{len(cases)} {time.perf_counter() - run_start:6.0f} s] {name:6s} {resolution:5d}px "
+            f"b{batch_size:<3d} {mode:18s} {status}",
+            flush=True,
+        )
 
     summary = summarise(results, args.models)
     print_table(results, summary, args)
@@ -499,9 +559,11 @@ def main(argv: list[str] | None = None) -> int:
     if targets:
         print("\ntargets (each model in its fastest mode, ratios within this run):")
         for t in targets:
-            print(f"  {t['case']:18s} {t['model']:2s} {t['metric']:24s} {t['value']:7.2f} (target "
-                  f"{'>=' if t['metric'].startswith('speedup') else '<='} {t['target']}): "
-                  f"{'met' if t['met'] else 'MISSED'}")
+            print(
+                f"  {t['case']:18s} {t['model']:2s} {t['metric']:24s} {t['value']:7.2f} (target "
+                f"{'>=' if t['metric'].startswith('speedup') else '<='} {t['target']}): "
+                f"{'met' if t['met'] else 'MISSED'}"
+            )
     report = {
         "device": describe_device(args),
         "torch": torch.__version__,

@@ -110,8 +110,16 @@ MODELS = ("S", "B", "sd-vae", "taesd")
 REFERENCE = "sd-vae"
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-SCRATCH = ("cache_images", "cache_variants", "cache-litevae-b", "cache-sd-vae", "train_images", "teacher_latents",
-           "distill-speed-live", "distill-speed-cached")
+SCRATCH = (
+    "cache_images",
+    "cache_variants",
+    "cache-litevae-b",
+    "cache-sd-vae",
+    "train_images",
+    "teacher_latents",
+    "distill-speed-live",
+    "distill-speed-cached",
+)
 
 # Targets (the reasons are in the module docstring).
 TARGET_B_SPEEDUP = 2.0
@@ -180,41 +188,80 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--smoke", action="store_true", help="tiny CPU-friendly run of every code path (seconds).")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda, cuda:N or cpu.")
-    parser.add_argument("--budget_minutes", type=float, default=None, help="skip what no longer fits (default 7; "
-                        "2 with --smoke).")
-    parser.add_argument("--output_jsonl", default="outputs/gpu_suite.jsonl", help="one JSON line per measurement, "
-                        "appended as each finishes.")
+    parser.add_argument(
+        "--budget_minutes", type=float, default=None, help="skip what no longer fits (default 7; 2 with --smoke)."
+    )
+    parser.add_argument(
+        "--output_jsonl",
+        default="outputs/gpu_suite.jsonl",
+        help="one JSON line per measurement, appended as each finishes.",
+    )
     parser.add_argument("--output_json", default="outputs/gpu_suite.json", help="the summary, written at the end.")
-    parser.add_argument("--work_dir", default=None, help="scratch folder (caches, distilled models); default a new "
-                        "temporary folder, deleted at the end unless --keep_work.")
+    parser.add_argument(
+        "--work_dir",
+        default=None,
+        help="scratch folder (caches, distilled models); default a new "
+        "temporary folder, deleted at the end unless --keep_work.",
+    )
     parser.add_argument("--keep_work", action="store_true", help="keep --work_dir (e.g. the distilled model).")
-    parser.add_argument("--data_dir", default=None, help="images for the caching run (default: the bundled samples, "
-                        "with flips and rotations, repeated up to --cache_images).")
-    parser.add_argument("--train_data_dir", default=None, help="training images for the distillation runs "
-                        "(default: --data_dir; the bundled samples' flips and rotations when that has < 16 images).")
-    parser.add_argument("--eval_dir", default=None, help="evaluation images of the quality run (default: the bundled "
-                        "samples; pass Kodak-24 on a real run).")
+    parser.add_argument(
+        "--data_dir",
+        default=None,
+        help="images for the caching run (default: the bundled samples, "
+        "with flips and rotations, repeated up to --cache_images).",
+    )
+    parser.add_argument(
+        "--train_data_dir",
+        default=None,
+        help="training images for the distillation runs "
+        "(default: --data_dir; the bundled samples' flips and rotations when that has < 16 images).",
+    )
+    parser.add_argument(
+        "--eval_dir",
+        default=None,
+        help="evaluation images of the quality run (default: the bundled samples; pass Kodak-24 on a real run).",
+    )
     parser.add_argument("--teacher", default=None, help="distillation teacher (default: the bundled TAEF2 pair).")
     parser.add_argument("--models", default=",".join(MODELS), help=f"encoders to time, a subset of {MODELS}.")
-    parser.add_argument("--resolutions", default=None, help="encoder grid, px (default 256,512,1024). Targets use the "
-                        "first two.")
-    parser.add_argument("--batch_sizes", default=None, help="encoder grid (default 1,8,32). Targets use the largest "
-                        "and the second-largest.")
-    parser.add_argument("--precision", default=None, choices=["bf16", "fp32"], help="bf16 autocast over fp32 "
-                        "weights, or fp32 (default bf16 on CUDA, fp32 on CPU).")
-    parser.add_argument("--channels_last", default="auto", choices=["auto", "on", "off"],
-                        help="channels_last inputs/weights (auto: on for CUDA, off for CPU).")
+    parser.add_argument(
+        "--resolutions", default=None, help="encoder grid, px (default 256,512,1024). Targets use the first two."
+    )
+    parser.add_argument(
+        "--batch_sizes",
+        default=None,
+        help="encoder grid (default 1,8,32). Targets use the largest and the second-largest.",
+    )
+    parser.add_argument(
+        "--precision",
+        default=None,
+        choices=["bf16", "fp32"],
+        help="bf16 autocast over fp32 weights, or fp32 (default bf16 on CUDA, fp32 on CPU).",
+    )
+    parser.add_argument(
+        "--channels_last",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="channels_last inputs/weights (auto: on for CUDA, off for CPU).",
+    )
     parser.add_argument("--no_compile", action="store_true", help="no torch.compile (always so with --smoke or CPU).")
     parser.add_argument("--compile_mode", default="default", choices=COMPILE_MODES)
-    parser.add_argument("--compile_shapes", default=None, help="RESxBATCH cells to compile, in priority order "
-                        "(default 256x32,512x32,256x8,512x8).")
+    parser.add_argument(
+        "--compile_shapes",
+        default=None,
+        help="RESxBATCH cells to compile, in priority order (default 256x32,512x32,256x8,512x8).",
+    )
     parser.add_argument("--warmup", type=int, default=None, help="untimed calls before timing (default 3).")
-    parser.add_argument("--min_time", type=float, default=None, help="time at least this many seconds per cell "
-                        "(default 0.3).")
+    parser.add_argument(
+        "--min_time", type=float, default=None, help="time at least this many seconds per cell (default 0.3)."
+    )
     parser.add_argument("--min_calls", type=int, default=None, help="at least this many timed calls (default 3).")
     parser.add_argument("--max_calls", type=int, default=None, help="at most this many timed calls (default 100).")
-    parser.add_argument("--num_workers", type=int, default=None, help="loader workers for caching and training "
-                        "(default: min(8, CPUs - 2) on CUDA, 0 on CPU).")
+    parser.add_argument(
+        "--num_workers",
+        type=int,
+        default=None,
+        help="loader workers for caching and training (default: min(8, CPUs - 2) on CUDA, 0 on CPU).",
+    )
     parser.add_argument("--cache_images", type=int, default=None, help="images per caching run (default 1024).")
     parser.add_argument("--cache_resolution", type=int, default=None, help="caching crop, px (default 256).")
     parser.add_argument("--cache_batch_size", type=int, default=None, help="caching batch (default 32).")
@@ -250,8 +297,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.models or not set(args.models) <= set(MODELS):
         parser.error(f"--models: choose from {MODELS}, got {args.models}.")
     try:
-        args.compile_shapes = [tuple(int(v) for v in cell.lower().split("x")) for cell in args.compile_shapes.split(",")
-                               if cell.strip()]
+        args.compile_shapes = [
+            tuple(int(v) for v in cell.lower().split("x")) for cell in args.compile_shapes.split(",") if cell.strip()
+        ]
     except ValueError:
         parser.error(f"--compile_shapes takes RESxBATCH cells, e.g. 256x32,512x32; got {args.compile_shapes!r}.")
     if any(len(cell) != 2 for cell in args.compile_shapes):
@@ -290,8 +338,9 @@ class Budget:
     def check(self, estimate_s: float, reserve_s: float = 0.0) -> str | None:
         if self.left() >= estimate_s + reserve_s:
             return None
-        return (f"budget: {max(self.left(), 0):.0f} s of {self.total_s:.0f} s left, this needs ~{estimate_s:.0f} s"
-                + (f" and ~{reserve_s:.0f} s stay reserved for later sections" if reserve_s else ""))
+        return f"budget: {max(self.left(), 0):.0f} s of {self.total_s:.0f} s left, this needs ~{estimate_s:.0f} s" + (
+            f" and ~{reserve_s:.0f} s stay reserved for later sections" if reserve_s else ""
+        )
 
 
 class Recorder:
@@ -306,8 +355,14 @@ class Recorder:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def add(self, kind: str, name: str, status: str, text: str = "", **fields) -> dict:
-        record = {"run_id": self.run_id, "kind": kind, "name": name, "status": status,
-                  "t_s": round(self.budget.elapsed(), 2), **fields}
+        record = {
+            "run_id": self.run_id,
+            "kind": kind,
+            "name": name,
+            "status": status,
+            "t_s": round(self.budget.elapsed(), 2),
+            **fields,
+        }
         self.records.append(record)
         if self.path:
             with open(self.path, "a") as stream:
@@ -456,11 +511,18 @@ def build_encoder(name: str, ctx: Context) -> nn.Module:
 
 def skip_rule(name: str, resolution: int, batch: int, args: argparse.Namespace) -> str | None:
     """Cells not worth running (out-of-memory risk or too slow for the budget), with the reason."""
-    if (name == REFERENCE and len(args.resolutions) > 1 and len(args.batch_sizes) > 1
-            and resolution == max(args.resolutions) and batch == max(args.batch_sizes)):
-        return (f"SD-VAE at the grid's largest resolution and batch ({resolution} px x {batch}; on the default grid "
-                "1024 px x 32: tens of GiB of activations, an out-of-memory risk on 80 GB cards, and about a second "
-                "per call); no target uses this cell")
+    if (
+        name == REFERENCE
+        and len(args.resolutions) > 1
+        and len(args.batch_sizes) > 1
+        and resolution == max(args.resolutions)
+        and batch == max(args.batch_sizes)
+    ):
+        return (
+            f"SD-VAE at the grid's largest resolution and batch ({resolution} px x {batch}; on the default grid "
+            "1024 px x 32: tens of GiB of activations, an out-of-memory risk on 80 GB cards, and about a second "
+            "per call); no target uses this cell"
+        )
     return None
 
 
@@ -522,8 +584,9 @@ def measure_encoder(ctx: Context, model: nn.Module, name: str, resolution: int, 
         _sync(device)
         # Peak memory = weights + input + what one call allocates (measured as the rise over what was allocated
         # before the call, so that anything else left on the device cannot count).
-        resident = (sum(p.numel() * p.element_size() for p in model.parameters())
-                    + images.numel() * images.element_size()) / 2**20
+        resident = (
+            sum(p.numel() * p.element_size() for p in model.parameters()) + images.numel() * images.element_size()
+        ) / 2**20
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
             before = torch.cuda.memory_allocated(device)
@@ -545,10 +608,26 @@ def measure_encoder(ctx: Context, model: nn.Module, name: str, resolution: int, 
     return result
 
 
-def run_encoder_cell(ctx: Context, model: nn.Module, name: str, resolution: int, batch: int, mode: str,
-                     estimate: float, reserve: float, params: int) -> dict:
-    fields = dict(model=name, resolution=resolution, batch_size=batch, mode=mode, parameters=params,
-                  precision=ctx.args.precision, channels_last=ctx.args.use_channels_last)
+def run_encoder_cell(
+    ctx: Context,
+    model: nn.Module,
+    name: str,
+    resolution: int,
+    batch: int,
+    mode: str,
+    estimate: float,
+    reserve: float,
+    params: int,
+) -> dict:
+    fields = dict(
+        model=name,
+        resolution=resolution,
+        batch_size=batch,
+        mode=mode,
+        parameters=params,
+        precision=ctx.args.precision,
+        channels_last=ctx.args.use_channels_last,
+    )
     label = f"{name} {resolution}px b{batch} {mode}"
     reason = skip_rule(name, resolution, batch, ctx.args) or ctx.budget.check(estimate, reserve)
     if reason:
@@ -559,15 +638,29 @@ def run_encoder_cell(ctx: Context, model: nn.Module, name: str, resolution: int,
     except Exception as error:  # noqa: BLE001  one cell failing must not end the run
         _free(ctx.device)
         if _is_oom(error):
-            return ctx.rec.add("encoder_speed", label, "skipped", reason=f"out of memory ({_error_text(error)})",
-                               duration_s=round(time.perf_counter() - begin, 2), **fields)
-        return ctx.rec.add("encoder_speed", label, "failed", reason=_error_text(error),
-                           duration_s=round(time.perf_counter() - begin, 2), **fields)
+            return ctx.rec.add(
+                "encoder_speed",
+                label,
+                "skipped",
+                reason=f"out of memory ({_error_text(error)})",
+                duration_s=round(time.perf_counter() - begin, 2),
+                **fields,
+            )
+        return ctx.rec.add(
+            "encoder_speed",
+            label,
+            "failed",
+            reason=_error_text(error),
+            duration_s=round(time.perf_counter() - begin, 2),
+            **fields,
+        )
     duration = round(time.perf_counter() - begin, 2)
     peak = result.get("peak_memory_mib")
-    text = (f"{result['images_per_s']:10.1f} img/s  {result['ms_per_batch']:9.2f} ms/batch  peak "
-            f"{'-' if peak is None else f'{peak:.0f}'} MiB" + (f"  compile {result['compile_s']:.0f} s"
-                                                             if "compile_s" in result else ""))
+    text = (
+        f"{result['images_per_s']:10.1f} img/s  {result['ms_per_batch']:9.2f} ms/batch  peak "
+        f"{'-' if peak is None else f'{peak:.0f}'} MiB"
+        + (f"  compile {result['compile_s']:.0f} s" if "compile_s" in result else "")
+    )
     return ctx.rec.add("encoder_speed", label, "ok", text=text, duration_s=duration, **fields, **result)
 
 
@@ -612,32 +705,62 @@ def encoder_section_compiled(ctx: Context, encoders: dict[str, nn.Module], param
     grid = [(r, b) for r in args.resolutions for b in args.batch_sizes]
     why_not = None
     if not args.compile:
-        why_not = ("--smoke: no torch.compile" if args.smoke else "--no_compile" if args.no_compile
-                   else f"torch.compile is measured on CUDA only (device {device.type})")
+        why_not = (
+            "--smoke: no torch.compile"
+            if args.smoke
+            else "--no_compile"
+            if args.no_compile
+            else f"torch.compile is measured on CUDA only (device {device.type})"
+        )
     for name in args.models:  # cells that are never compiled, recorded once each
         for resolution, batch in grid:
             if why_not or ((resolution, batch), name) not in planned:
-                reason = why_not or ("not in --compile_shapes: each compilation costs ~30-60 s per model and shape, so "
-                                     "only the target cells are compiled")
-                ctx.rec.add("encoder_speed", f"{name} {resolution}px b{batch} compile", "skipped", reason=reason,
-                            model=name, resolution=resolution, batch_size=batch, mode="compile")
+                reason = why_not or (
+                    "not in --compile_shapes: each compilation costs ~30-60 s per model and shape, so "
+                    "only the target cells are compiled"
+                )
+                ctx.rec.add(
+                    "encoder_speed",
+                    f"{name} {resolution}px b{batch} compile",
+                    "skipped",
+                    reason=reason,
+                    model=name,
+                    resolution=resolution,
+                    batch_size=batch,
+                    mode="compile",
+                )
     if why_not:
         return
     compile_seconds: dict[str, float] = {}
     for (resolution, batch), models in compile_units(args):
         if (resolution, batch) not in grid:
             for name in models:
-                ctx.rec.add("encoder_speed", f"{name} {resolution}px b{batch} compile", "skipped",
-                            reason="compile cell outside the --resolutions x --batch_sizes grid", model=name,
-                            resolution=resolution, batch_size=batch, mode="compile")
+                ctx.rec.add(
+                    "encoder_speed",
+                    f"{name} {resolution}px b{batch} compile",
+                    "skipped",
+                    reason="compile cell outside the --resolutions x --batch_sizes grid",
+                    model=name,
+                    resolution=resolution,
+                    batch_size=batch,
+                    mode="compile",
+                )
             continue
         default = max(compile_seconds.values(), default=ctx.est["compile"])
         estimate = sum(compile_seconds.get(name, default) * 1.1 + 3 for name in models)
         reason = ctx.budget.check(estimate)
         for name in models:
             if reason:  # the unit is all or nothing, so that compiled SD-VAE and B figures come in pairs
-                ctx.rec.add("encoder_speed", f"{name} {resolution}px b{batch} compile", "skipped", reason=reason,
-                            model=name, resolution=resolution, batch_size=batch, mode="compile")
+                ctx.rec.add(
+                    "encoder_speed",
+                    f"{name} {resolution}px b{batch} compile",
+                    "skipped",
+                    reason=reason,
+                    model=name,
+                    resolution=resolution,
+                    batch_size=batch,
+                    mode="compile",
+                )
                 continue
             model = encoders[name].to(device=device, memory_format=ctx.memory_format)
             record = run_encoder_cell(ctx, model, name, resolution, batch, "compile", 0.0, 0.0, params[name])
@@ -660,9 +783,16 @@ def dihedral_variants(sources: list[Path], out: Path, max_side: int | None = Non
     from PIL import Image
 
     out.mkdir(parents=True, exist_ok=True)
-    ops = [None, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_90,
-           Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270, Image.Transpose.TRANSPOSE,
-           Image.Transpose.TRANSVERSE]
+    ops = [
+        None,
+        Image.Transpose.FLIP_LEFT_RIGHT,
+        Image.Transpose.FLIP_TOP_BOTTOM,
+        Image.Transpose.ROTATE_90,
+        Image.Transpose.ROTATE_180,
+        Image.Transpose.ROTATE_270,
+        Image.Transpose.TRANSPOSE,
+        Image.Transpose.TRANSVERSE,
+    ]
     paths = []
     for source in sources:
         with Image.open(source) as image:
@@ -737,11 +867,19 @@ def cache_section(ctx: Context) -> None:
     transform = TransformConfig(resolution=args.cache_resolution, bucketing=False, crop="center")
     results = {}
     for index, name in enumerate(names):
-        fields = dict(vae=name, images=args.cache_images, resolution=args.cache_resolution,
-                      batch_size=args.cache_batch_size, num_workers=args.num_workers, precision=args.precision,
-                      channels_last=args.use_channels_last, data_dir=str(args.data_dir or "bundled samples"))
-        reason = ctx.budget.check(ctx.est["cache_run"], ctx.reserve("train", "distill")
-                                  + (ctx.est["cache_run"] if index == 0 else 0))
+        fields = dict(
+            vae=name,
+            images=args.cache_images,
+            resolution=args.cache_resolution,
+            batch_size=args.cache_batch_size,
+            num_workers=args.num_workers,
+            precision=args.precision,
+            channels_last=args.use_channels_last,
+            data_dir=str(args.data_dir or "bundled samples"),
+        )
+        reason = ctx.budget.check(
+            ctx.est["cache_run"], ctx.reserve("train", "distill") + (ctx.est["cache_run"] if index == 0 else 0)
+        )
         if reason:
             ctx.rec.add("cache_latents", name, "skipped", reason=reason, **fields)
             continue
@@ -757,16 +895,32 @@ def cache_section(ctx: Context) -> None:
                 posterior_moments(vae, warm.mul(2).sub(1).contiguous(memory_format=ctx.memory_format))
             _sync(device)
             report = cache_latents(
-                folder, vae, ctx.work / f"cache-{name}", transform=transform, dtype="bf16",
-                batch_size=args.cache_batch_size, num_workers=args.num_workers, mixed_precision=ctx.mixed_precision,
-                channels_last=args.use_channels_last, device=device, progress=False, caption_extension=None,
+                folder,
+                vae,
+                ctx.work / f"cache-{name}",
+                transform=transform,
+                dtype="bf16",
+                batch_size=args.cache_batch_size,
+                num_workers=args.num_workers,
+                mixed_precision=ctx.mixed_precision,
+                channels_last=args.use_channels_last,
+                device=device,
+                progress=False,
+                caption_extension=None,
             )
             if report.num_encoded != args.cache_images:
-                raise RuntimeError(f"encoded {report.num_encoded} of {args.cache_images} images ({report.num_failed} "
-                                   "failed)")
+                raise RuntimeError(
+                    f"encoded {report.num_encoded} of {args.cache_images} images ({report.num_failed} failed)"
+                )
         except Exception as error:  # noqa: BLE001
-            ctx.rec.add("cache_latents", name, "failed", reason=_error_text(error),
-                        duration_s=round(time.perf_counter() - begin, 2), **fields)
+            ctx.rec.add(
+                "cache_latents",
+                name,
+                "failed",
+                reason=_error_text(error),
+                duration_s=round(time.perf_counter() - begin, 2),
+                **fields,
+            )
             continue
         finally:
             if vae is not None:
@@ -778,13 +932,18 @@ def cache_section(ctx: Context) -> None:
         if name == REFERENCE and "litevae-b" in results:
             extra["litevae_b_speedup_vs_sd_vae"] = round(results["litevae-b"] / report.images_per_s, 3)
         ctx.rec.add(
-            "cache_latents", name, "ok",
+            "cache_latents",
+            name,
+            "ok",
             text=f"{report.images_per_s:10.1f} img/s end to end ({report.num_encoded} images, encode phase "
-                 f"{report.timings.get('encode_phase', float('nan')):.1f} s)"
-                 + (f"  B/SD-VAE {extra['litevae_b_speedup_vs_sd_vae']:.2f}x" if extra else ""),
-            duration_s=round(time.perf_counter() - begin, 2), images_per_s=round(report.images_per_s, 3),
-            wall_s=round(report.wall_s, 2), timings_s={k: round(v, 3) for k, v in report.timings.items()},
-            **fields, **extra,
+            f"{report.timings.get('encode_phase', float('nan')):.1f} s)"
+            + (f"  B/SD-VAE {extra['litevae_b_speedup_vs_sd_vae']:.2f}x" if extra else ""),
+            duration_s=round(time.perf_counter() - begin, 2),
+            images_per_s=round(report.images_per_s, 3),
+            wall_s=round(report.wall_s, 2),
+            timings_s={k: round(v, 3) for k, v in report.timings.items()},
+            **fields,
+            **extra,
         )
         shutil.rmtree(ctx.work / f"cache-{name}", ignore_errors=True)
 
@@ -840,9 +999,17 @@ def train_speed_section(ctx: Context, train_dir: Path) -> None:
     args = ctx.args
     rates = {}
     for index, mode in enumerate(("live", "cached")):
-        fields = dict(targets=mode, student="B", teacher="TAEF2" if not args.teacher else args.teacher,
-                      resolution=args.train_resolution, batch_size=args.train_batch_size, steps=args.train_steps,
-                      precision=args.precision, num_workers=args.num_workers, train_data_dir=str(train_dir))
+        fields = dict(
+            targets=mode,
+            student="B",
+            teacher="TAEF2" if not args.teacher else args.teacher,
+            resolution=args.train_resolution,
+            batch_size=args.train_batch_size,
+            steps=args.train_steps,
+            precision=args.precision,
+            num_workers=args.num_workers,
+            train_data_dir=str(train_dir),
+        )
         reserve = ctx.reserve("distill") + (ctx.est["train_run"] if index == 0 else 0)
         reason = ctx.budget.check(ctx.est["train_run"], reserve)
         if reason:
@@ -851,15 +1018,25 @@ def train_speed_section(ctx: Context, train_dir: Path) -> None:
         begin = time.perf_counter()
         try:
             config = distill_config(
-                ctx, train_dir, ctx.work / f"distill-speed-{mode}", max_train_steps=args.train_steps,
-                max_validation_images=2, num_grid_images=1,
+                ctx,
+                train_dir,
+                ctx.work / f"distill-speed-{mode}",
+                max_train_steps=args.train_steps,
+                max_validation_images=2,
+                num_grid_images=1,
                 teacher_latents=str(ctx.work / "teacher_latents") if mode == "cached" else None,
             )
             result = distill(config)
         except Exception as error:  # noqa: BLE001
-            ctx.rec.add("train_speed", f"B {mode} targets", "failed", reason=_error_text(error),
-                        trace=traceback.format_exc()[-2000:], duration_s=round(time.perf_counter() - begin, 2),
-                        **fields)
+            ctx.rec.add(
+                "train_speed",
+                f"B {mode} targets",
+                "failed",
+                reason=_error_text(error),
+                trace=traceback.format_exc()[-2000:],
+                duration_s=round(time.perf_counter() - begin, 2),
+                **fields,
+            )
             continue
         wall = time.perf_counter() - begin
         _free(ctx.device)
@@ -871,13 +1048,20 @@ def train_speed_section(ctx: Context, train_dir: Path) -> None:
         if mode == "cached" and "live" in rates:
             extra["cached_speedup_vs_live"] = round(rates["cached"] / rates["live"], 3)
         ctx.rec.add(
-            "train_speed", f"B {mode} targets", "ok",
+            "train_speed",
+            f"B {mode} targets",
+            "ok",
             text=f"{result['train_images_per_s']:10.1f} img/s (steady {steady if steady is not None else '-'}), "
-                 f"{result['final_metrics']['step']} steps, set-up + finish {wall - result['train_time_s']:.1f} s"
-                 + (f"  cached/live {extra['cached_speedup_vs_live']:.2f}x" if extra else ""),
-            duration_s=round(wall, 2), train_images_per_s=result["train_images_per_s"], steady_images_per_s=steady,
-            train_time_s=result["train_time_s"], steps_done=result["final_metrics"]["step"],
-            setup_and_finish_s=round(wall - result["train_time_s"], 2), **fields, **extra,
+            f"{result['final_metrics']['step']} steps, set-up + finish {wall - result['train_time_s']:.1f} s"
+            + (f"  cached/live {extra['cached_speedup_vs_live']:.2f}x" if extra else ""),
+            duration_s=round(wall, 2),
+            train_images_per_s=result["train_images_per_s"],
+            steady_images_per_s=steady,
+            train_time_s=result["train_time_s"],
+            steps_done=result["final_metrics"]["step"],
+            setup_and_finish_s=round(wall - result["train_time_s"], 2),
+            **fields,
+            **extra,
         )
 
 
@@ -888,32 +1072,60 @@ def distill_quality_section(ctx: Context, train_dir: Path) -> None:
     args = ctx.args
     minutes = args.distill_minutes
     eval_dir = args.eval_dir or pretrained_path("samples")
-    fields = dict(student="B", teacher="TAEF2" if not args.teacher else args.teacher, targets="cached",
-                  precision=args.precision, learning_rate=args.learning_rate, ema=True,
-                  resolution=args.train_resolution, batch_size=args.train_batch_size, eval_dir=str(eval_dir),
-                  eval_resolution=args.eval_resolution, train_data_dir=str(train_dir),
-                  eval_is_training_data=Path(eval_dir).resolve() == Path(args.train_data_dir or args.data_dir
-                                                                          or pretrained_path("samples")).resolve())
+    fields = dict(
+        student="B",
+        teacher="TAEF2" if not args.teacher else args.teacher,
+        targets="cached",
+        precision=args.precision,
+        learning_rate=args.learning_rate,
+        ema=True,
+        resolution=args.train_resolution,
+        batch_size=args.train_batch_size,
+        eval_dir=str(eval_dir),
+        eval_resolution=args.eval_resolution,
+        train_data_dir=str(train_dir),
+        eval_is_training_data=Path(eval_dir).resolve()
+        == Path(args.train_data_dir or args.data_dir or pretrained_path("samples")).resolve(),
+    )
     needed = minutes * 60 + ctx.est["distill_overhead"]
     if ctx.budget.check(needed):
         fitting = (ctx.budget.left() - ctx.est["distill_overhead"]) / 60
         if fitting < minutes / 2:
-            ctx.rec.add("distill_quality", "B vs TAEF2", "skipped", reason=ctx.budget.check(needed),
-                        planned_minutes=minutes, **fields)
+            ctx.rec.add(
+                "distill_quality",
+                "B vs TAEF2",
+                "skipped",
+                reason=ctx.budget.check(needed),
+                planned_minutes=minutes,
+                **fields,
+            )
             return
         fields["shortened_from_minutes"] = minutes
         minutes = round(fitting, 2)
     begin = time.perf_counter()
     try:
         config = distill_config(
-            ctx, train_dir, ctx.work / "distill-quality", teacher_latents=str(ctx.work / "teacher_latents"),
-            max_minutes=minutes, max_train_steps=args.train_steps if args.smoke else 10**7,
-            learning_rate=args.learning_rate, use_ema=True, validation_steps=args.validation_steps,
+            ctx,
+            train_dir,
+            ctx.work / "distill-quality",
+            teacher_latents=str(ctx.work / "teacher_latents"),
+            max_minutes=minutes,
+            max_train_steps=args.train_steps if args.smoke else 10**7,
+            learning_rate=args.learning_rate,
+            use_ema=True,
+            validation_steps=args.validation_steps,
         )
         result = distill(config)
     except Exception as error:  # noqa: BLE001
-        ctx.rec.add("distill_quality", "B vs TAEF2", "failed", reason=_error_text(error),
-                    trace=traceback.format_exc()[-2000:], duration_s=round(time.perf_counter() - begin, 2), **fields)
+        ctx.rec.add(
+            "distill_quality",
+            "B vs TAEF2",
+            "failed",
+            reason=_error_text(error),
+            trace=traceback.format_exc()[-2000:],
+            duration_s=round(time.perf_counter() - begin, 2),
+            **fields,
+        )
         return
     _free(ctx.device)
     if not args.keep_work:  # keep the distilled model, drop the training state
@@ -921,15 +1133,26 @@ def distill_quality_section(ctx: Context, train_dir: Path) -> None:
     metrics = result["final_metrics"]
     curve = [{k: e.get(k) for k in ("step", "train_time_s", "psnr_student", "psnr_teacher")} for e in result["curve"]]
     ctx.rec.add(
-        "distill_quality", "B vs TAEF2", "ok",
+        "distill_quality",
+        "B vs TAEF2",
+        "ok",
         text=f"PSNR student {metrics['psnr_student']:.2f} dB / teacher {metrics['psnr_teacher']:.2f} dB after "
-             f"{metrics['step']} steps ({result['train_time_s']:.0f} s, {result['train_images_per_s']:.0f} img/s)",
-        duration_s=round(time.perf_counter() - begin, 2), minutes=minutes,
-        psnr_student=metrics["psnr_student"], psnr_teacher=metrics["psnr_teacher"],
-        ssim_student=metrics.get("ssim_student"), ssim_teacher=metrics.get("ssim_teacher"),
-        latent_mse=metrics.get("latent_mse"), eval_images=metrics.get("eval_images"), steps_done=metrics["step"],
-        images_seen=metrics["images_seen"], train_time_s=result["train_time_s"],
-        train_images_per_s=result["train_images_per_s"], curve=curve, model_dir=config.output_dir, **fields,
+        f"{metrics['step']} steps ({result['train_time_s']:.0f} s, {result['train_images_per_s']:.0f} img/s)",
+        duration_s=round(time.perf_counter() - begin, 2),
+        minutes=minutes,
+        psnr_student=metrics["psnr_student"],
+        psnr_teacher=metrics["psnr_teacher"],
+        ssim_student=metrics.get("ssim_student"),
+        ssim_teacher=metrics.get("ssim_teacher"),
+        latent_mse=metrics.get("latent_mse"),
+        eval_images=metrics.get("eval_images"),
+        steps_done=metrics["step"],
+        images_seen=metrics["images_seen"],
+        train_time_s=result["train_time_s"],
+        train_images_per_s=result["train_images_per_s"],
+        curve=curve,
+        model_dir=config.output_dir,
+        **fields,
     )
 
 
@@ -958,7 +1181,7 @@ def encoder_table(records: list[dict]) -> dict[str, dict]:
                 best = max(rates, key=rates.get)
                 cell["best_mode"], cell["best_images_per_s"] = best, rates[best]
         reference = models.get(REFERENCE, {})
-        for name, cell in models.items():
+        for cell in models.values():
             if cell.get("best_images_per_s") and reference.get("best_images_per_s"):
                 cell["speedup_vs_sd_vae"] = round(cell["best_images_per_s"] / reference["best_images_per_s"], 3)
             if cell.get("eager_peak_memory_mib") and reference.get("eager_peak_memory_mib"):
@@ -975,32 +1198,81 @@ def evaluate_targets(table: dict[str, dict], args: argparse.Namespace, device_ty
     note = "" if device_type == "cuda" else " (GPU targets; on CPU a smoke check only)"
     specs = []
     for r in target_resolutions:
-        specs.append(("B", r, largest, "speedup_vs_sd_vae", ">=", TARGET_B_SPEEDUP, "best_images_per_s",
-                      f"LiteVAE-B encoder >= {TARGET_B_SPEEDUP:g}x SD-VAE img/s at {r} px, batch {largest} (best of "
-                      "eager/compiled each)"))
-        specs.append(("S", r, largest, "speedup_vs_sd_vae", ">=", TARGET_S_SPEEDUP, "best_images_per_s",
-                      f"LiteVAE-S encoder >= {TARGET_S_SPEEDUP:g}x SD-VAE img/s at {r} px, batch {largest} (best of "
-                      "eager/compiled each)"))
+        specs.append(
+            (
+                "B",
+                r,
+                largest,
+                "speedup_vs_sd_vae",
+                ">=",
+                TARGET_B_SPEEDUP,
+                "best_images_per_s",
+                f"LiteVAE-B encoder >= {TARGET_B_SPEEDUP:g}x SD-VAE img/s at {r} px, batch {largest} (best of "
+                "eager/compiled each)",
+            )
+        )
+        specs.append(
+            (
+                "S",
+                r,
+                largest,
+                "speedup_vs_sd_vae",
+                ">=",
+                TARGET_S_SPEEDUP,
+                "best_images_per_s",
+                f"LiteVAE-S encoder >= {TARGET_S_SPEEDUP:g}x SD-VAE img/s at {r} px, batch {largest} (best of "
+                "eager/compiled each)",
+            )
+        )
     for r in target_resolutions:
-        specs.append(("B", r, largest, "memory_ratio_vs_sd_vae", "<=", TARGET_B_MEMORY_RATIO, "eager_peak_memory_mib",
-                      f"LiteVAE-B peak memory <= {TARGET_B_MEMORY_RATIO:g}x SD-VAE's at {r} px, batch {largest} "
-                      "(eager)"))
+        specs.append(
+            (
+                "B",
+                r,
+                largest,
+                "memory_ratio_vs_sd_vae",
+                "<=",
+                TARGET_B_MEMORY_RATIO,
+                "eager_peak_memory_mib",
+                f"LiteVAE-B peak memory <= {TARGET_B_MEMORY_RATIO:g}x SD-VAE's at {r} px, batch {largest} (eager)",
+            )
+        )
     if small is not None:
         for r in args.resolutions:
-            specs.append(("B", r, small, "speedup_vs_sd_vae", ">=", TARGET_B_SMALL_BATCH_SPEEDUP, "best_images_per_s",
-                          f"LiteVAE-B encoder not slower than SD-VAE at {r} px, batch {small} (best of eager/compiled "
-                          "each)"))
+            specs.append(
+                (
+                    "B",
+                    r,
+                    small,
+                    "speedup_vs_sd_vae",
+                    ">=",
+                    TARGET_B_SMALL_BATCH_SPEEDUP,
+                    "best_images_per_s",
+                    f"LiteVAE-B encoder not slower than SD-VAE at {r} px, batch {small} (best of eager/compiled each)",
+                )
+            )
     targets = []
     for model, r, b, metric, op, goal, basis, text in specs:
         models = table.get(f"{r}px_b{b}", {})
         value = models.get(model, {}).get(metric)
-        entry = {"id": f"{model}_{metric}_{r}px_b{b}", "target": text + note, "model": model, "resolution": r,
-                 "batch_size": b, "metric": metric, "comparison": op, "goal": goal, "value": value}
+        entry = {
+            "id": f"{model}_{metric}_{r}px_b{b}",
+            "target": text + note,
+            "model": model,
+            "resolution": r,
+            "batch_size": b,
+            "metric": metric,
+            "comparison": op,
+            "goal": goal,
+            "value": value,
+        }
         if value is None:
             missing = [m for m in (model, REFERENCE) if not models.get(m, {}).get(basis)]
             details = "; ".join(f"{m}: {models.get(m, {}).get('eager_status', 'not run')}" for m in missing)
-            entry.update(status="NOT MEASURED", reason=f"no {basis} for {', '.join(missing) or model} ({details})"
-                         if missing else f"no {metric}")
+            entry.update(
+                status="NOT MEASURED",
+                reason=f"no {basis} for {', '.join(missing) or model} ({details})" if missing else f"no {metric}",
+            )
         else:
             met = value >= goal if op == ">=" else value <= goal
             entry["status"] = "MET" if met else "MISSED"
@@ -1013,10 +1285,14 @@ def _fmt(value, spec: str = ".1f") -> str:
 
 
 def print_report(summary: dict, args: argparse.Namespace) -> None:
-    print(f"\n== encoder speed ({summary['device']}, {args.precision}"
-          f"{', channels_last' if args.use_channels_last else ''}) ==")
-    print(f"{'cell':14s} {'model':7s} {'eager img/s':>12s} {'compiled':>10s} {'best':>10s} {'x SD-VAE':>9s} "
-          f"{'peak MiB':>9s} {'mem x SD':>9s}")
+    print(
+        f"\n== encoder speed ({summary['device']}, {args.precision}"
+        f"{', channels_last' if args.use_channels_last else ''}) =="
+    )
+    print(
+        f"{'cell':14s} {'model':7s} {'eager img/s':>12s} {'compiled':>10s} {'best':>10s} {'x SD-VAE':>9s} "
+        f"{'peak MiB':>9s} {'mem x SD':>9s}"
+    )
     for key, models in summary["encoder_speed"].items():
         for name in args.models:
             cell = models.get(name)
@@ -1024,10 +1300,12 @@ def print_report(summary: dict, args: argparse.Namespace) -> None:
                 continue
             eager = _fmt(cell.get("eager_images_per_s")) if "eager_status" not in cell else "skipped"
             compiled = _fmt(cell.get("compile_images_per_s")) if "compile_status" not in cell else "-"
-            print(f"{key:14s} {name:7s} {eager:>12s} {compiled:>10s} {_fmt(cell.get('best_images_per_s')):>10s} "
-                  f"{_fmt(cell.get('speedup_vs_sd_vae'), '.2f'):>9s} "
-                  f"{_fmt(cell.get('eager_peak_memory_mib'), '.0f'):>9s} "
-                  f"{_fmt(cell.get('memory_ratio_vs_sd_vae'), '.2f'):>9s}")
+            print(
+                f"{key:14s} {name:7s} {eager:>12s} {compiled:>10s} {_fmt(cell.get('best_images_per_s')):>10s} "
+                f"{_fmt(cell.get('speedup_vs_sd_vae'), '.2f'):>9s} "
+                f"{_fmt(cell.get('eager_peak_memory_mib'), '.0f'):>9s} "
+                f"{_fmt(cell.get('memory_ratio_vs_sd_vae'), '.2f'):>9s}"
+            )
     print("\n== latent caching end to end ==")
     for name, r in summary["cache_latents"].items():
         print(f"  {name:10s} {r}")
@@ -1047,15 +1325,38 @@ def print_report(summary: dict, args: argparse.Namespace) -> None:
 
 def build_summary(rec: Recorder, args: argparse.Namespace, environment: dict, budget: Budget) -> dict:
     table = encoder_table(rec.records)
-    cache = {r["name"]: {k: r.get(k) for k in ("status", "images_per_s", "reason", "litevae_b_speedup_vs_sd_vae")
-                         if r.get(k) is not None} for r in rec.of("cache_latents", None)}
-    train = {r["targets"]: {k: r.get(k) for k in ("status", "train_images_per_s", "steady_images_per_s", "reason",
-                                                  "cached_speedup_vs_live") if r.get(k) is not None}
-             for r in rec.of("train_speed", None)}
+    cache = {
+        r["name"]: {
+            k: r.get(k)
+            for k in ("status", "images_per_s", "reason", "litevae_b_speedup_vs_sd_vae")
+            if r.get(k) is not None
+        }
+        for r in rec.of("cache_latents", None)
+    }
+    train = {
+        r["targets"]: {
+            k: r.get(k)
+            for k in ("status", "train_images_per_s", "steady_images_per_s", "reason", "cached_speedup_vs_live")
+            if r.get(k) is not None
+        }
+        for r in rec.of("train_speed", None)
+    }
     quality = next(iter(rec.of("distill_quality", None)), {})
-    quality = {k: quality.get(k) for k in ("status", "reason", "psnr_student", "psnr_teacher", "steps_done", "minutes",
-                                           "train_images_per_s", "eval_dir", "eval_is_training_data")
-               if quality.get(k) is not None}
+    quality = {
+        k: quality.get(k)
+        for k in (
+            "status",
+            "reason",
+            "psnr_student",
+            "psnr_teacher",
+            "steps_done",
+            "minutes",
+            "train_images_per_s",
+            "eval_dir",
+            "eval_is_training_data",
+        )
+        if quality.get(k) is not None
+    }
     return {
         "run_id": rec.run_id,
         **environment,
@@ -1077,10 +1378,20 @@ def describe_environment(args: argparse.Namespace) -> dict:
     import diffusers
 
     device = torch.device(args.device)
-    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
-            else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
-    return {"device": name, "torch": torch.__version__, "cuda": torch.version.cuda, "diffusers": diffusers.__version__,
-            "python": platform.python_version(), "cpus": os.cpu_count(), "smoke": args.smoke}
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    )
+    return {
+        "device": name,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "diffusers": diffusers.__version__,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "smoke": args.smoke,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -1100,9 +1411,15 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     environment = describe_environment(args)
-    rec.add("run", "start", "ok", text=f"{environment['device']}, torch {environment['torch']}, budget "
-            f"{args.budget_minutes:g} min, work dir {work}", **environment,
-            settings={k: v for k, v in vars(args).items()})
+    rec.add(
+        "run",
+        "start",
+        "ok",
+        text=f"{environment['device']}, torch {environment['torch']}, budget "
+        f"{args.budget_minutes:g} min, work dir {work}",
+        **environment,
+        settings={k: v for k, v in vars(args).items()},
+    )
     ctx = Context(args, budget, rec, work)
     try:
         encoders, params = {}, {}
@@ -1114,8 +1431,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             train_dir = training_folder(ctx)
         except BaseException as error:  # noqa: BLE001
-            for kind, name in (("train_speed", "B live targets"), ("train_speed", "B cached targets"),
-                               ("distill_quality", "B vs TAEF2")):
+            for kind, name in (
+                ("train_speed", "B live targets"),
+                ("train_speed", "B cached targets"),
+                ("distill_quality", "B vs TAEF2"),
+            ):
                 rec.add(kind, name, "failed", reason=f"training images: {_error_text(error)}")
         else:
             train_speed_section(ctx, train_dir)
@@ -1124,14 +1444,21 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         summary = build_summary(rec, args, environment, budget)
         for target in summary["targets"]:
-            rec.add("target", target["id"], target["status"], text=f"{target['status']}: {target['target']}",
-                    **{k: v for k, v in target.items() if k not in ("id", "status")})
+            rec.add(
+                "target",
+                target["id"],
+                target["status"],
+                text=f"{target['status']}: {target['target']}",
+                **{k: v for k, v in target.items() if k not in ("id", "status")},
+            )
         if args.output_json:
             Path(args.output_json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.output_json).write_text(json.dumps(_jsonable(summary), indent=1) + "\n")
         print_report(summary, args)
-        print(f"\n{len(rec.records)} records in {args.output_jsonl}; summary in {args.output_json}; "
-              f"{budget.elapsed():.0f} s of the {budget.total_s:.0f} s budget")
+        print(
+            f"\n{len(rec.records)} records in {args.output_jsonl}; summary in {args.output_json}; "
+            f"{budget.elapsed():.0f} s of the {budget.total_s:.0f} s budget"
+        )
         if not args.keep_work and not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
         elif not args.keep_work:  # a given --work_dir keeps the distilled model (distill-quality/) only

@@ -49,13 +49,22 @@ MODELS = ("tiny", "S", "B", "M", "L", "taef2")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="tiny", choices=MODELS, help="tiny: testing_utils model; S/B/M/L: preset "
-                        "encoder + SD-layout decoder (random weights); taef2: trained TAEF2 decoder "
-                        "(needs --taef2_dir).")
+    parser.add_argument(
+        "--model",
+        default="tiny",
+        choices=MODELS,
+        help="tiny: testing_utils model; S/B/M/L: preset "
+        "encoder + SD-layout decoder (random weights); taef2: trained TAEF2 decoder "
+        "(needs --taef2_dir).",
+    )
     parser.add_argument("--pretrained", default=None, help="an AutoencoderLite folder or Hub id (overrides --model).")
     parser.add_argument("--taef2_dir", default=None, help="folder with taef2_encoder.pth and taef2_decoder.pth.")
-    parser.add_argument("--image", default=None, help="an RGB image to encode (resized to --resolution); "
-                        "default: uniform noise, on which random-weight networks tile most faithfully.")
+    parser.add_argument(
+        "--image",
+        default=None,
+        help="an RGB image to encode (resized to --resolution); "
+        "default: uniform noise, on which random-weight networks tile most faithfully.",
+    )
     parser.add_argument("--resolution", type=int, default=1024, help="square image side in pixels (multiple of 8).")
     parser.add_argument("--tile", type=int, default=512, help="tile size in pixels (model.tile_sample_min_size).")
     parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap factor (model.tile_overlap_factor).")
@@ -212,8 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         "tile": args.tile,
         "overlap": args.overlap,
         "input": args.image or "uniform noise",
-        "memory_method": "torch.cuda.max_memory_allocated delta" if args.device.startswith("cuda") else
-        "child-process VmHWM minus VmRSS before the call, MALLOC_MMAP_THRESHOLD_=1MiB",
+        "memory_method": "torch.cuda.max_memory_allocated delta"
+        if args.device.startswith("cuda")
+        else "child-process VmHWM minus VmRSS before the call, MALLOC_MMAP_THRESHOLD_=1MiB",
         "ops": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -238,15 +248,21 @@ def main(argv: list[str] | None = None) -> int:
                 entry["psnr_tiled_vs_untiled_db"] = psnr(tiled, untiled)
             results["ops"][op] = entry
 
-    print(f"{label}: {args.resolution}x{args.resolution}, tiles of {args.tile} px (overlap {args.overlap}), "
-          f"{results['device']}, {args.dtype}, input: {results['input']}")
-    print(f"{'op':8s} {'peak MiB untiled':>17s} {'tiled':>8s} {'ratio':>6s} {'s untiled':>10s} {'s tiled':>8s} "
-          f"{'rel. RMS diff':>14s} {'PSNR dB':>8s}")
+    print(
+        f"{label}: {args.resolution}x{args.resolution}, tiles of {args.tile} px (overlap {args.overlap}), "
+        f"{results['device']}, {args.dtype}, input: {results['input']}"
+    )
+    print(
+        f"{'op':8s} {'peak MiB untiled':>17s} {'tiled':>8s} {'ratio':>6s} {'s untiled':>10s} {'s tiled':>8s} "
+        f"{'rel. RMS diff':>14s} {'PSNR dB':>8s}"
+    )
     for op, entry in results["ops"].items():
         psnr_text = f"{entry['psnr_tiled_vs_untiled_db']:8.2f}" if "psnr_tiled_vs_untiled_db" in entry else f"{'':8s}"
-        print(f"{op:8s} {entry['peak_mib_untiled']:17.1f} {entry['peak_mib_tiled']:8.1f} "
-              f"{entry['memory_ratio_tiled_over_untiled']:6.2f} {entry['seconds_untiled']:10.2f} "
-              f"{entry['seconds_tiled']:8.2f} {entry['relative_rms_difference']:14.4f} {psnr_text}")
+        print(
+            f"{op:8s} {entry['peak_mib_untiled']:17.1f} {entry['peak_mib_tiled']:8.1f} "
+            f"{entry['memory_ratio_tiled_over_untiled']:6.2f} {entry['seconds_untiled']:10.2f} "
+            f"{entry['seconds_tiled']:8.2f} {entry['relative_rms_difference']:14.4f} {psnr_text}"
+        )
     if args.output_json:
         Path(args.output_json).write_text(json.dumps(results, indent=2))
         print(f"wrote {args.output_json}")

@@ -105,20 +105,28 @@ def _parse_extra(text: str) -> tuple[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("model_dir", help="AutoencoderLite folder (config.json + weights)")
     parser.add_argument("--name", required=True, help="bundled name, e.g. litevae-s-taef2")
     parser.add_argument("--subfolder", default=None, help="subfolder of model_dir holding the VAE (e.g. 'vae')")
     parser.add_argument("--readme", default=None, help="model card to copy as README.md")
-    parser.add_argument("--extra_file", action="append", default=[], metavar="SRC[:DEST]",
-                        help="file to copy into the bundle, optionally renamed (repeatable)")
+    parser.add_argument(
+        "--extra_file",
+        action="append",
+        default=[],
+        metavar="SRC[:DEST]",
+        help="file to copy into the bundle, optionally renamed (repeatable)",
+    )
     parser.add_argument("--dtype", default="float16", choices=("float16", "bfloat16", "float32"), help="stored dtype")
     parser.add_argument("--output_root", default=str(PACKAGE_PRETRAINED), help="folder holding the bundled models")
     args = parser.parse_args(argv)
     extra = dict(_parse_extra(item) for item in args.extra_file)
     try:
-        target = bundle_model(args.model_dir, args.name, args.readme, extra, args.output_root,
-                              getattr(torch, args.dtype), args.subfolder)
+        target = bundle_model(
+            args.model_dir, args.name, args.readme, extra, args.output_root, getattr(torch, args.dtype), args.subfolder
+        )
     except (ValueError, FileNotFoundError, OSError) as error:
         print(f"bundle_pretrained: error: {error}", file=sys.stderr)
         return 2

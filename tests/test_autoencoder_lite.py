@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-from diffusers import AutoencoderKL
 from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from safetensors import safe_open
@@ -12,16 +11,32 @@ from safetensors import safe_open
 from diffusers_litevae import AutoencoderLite, SelfModulatedConv2d, TinyDecoder
 from diffusers_litevae.testing_utils import TINY_ENCODER, tiny_autoencoder_kl, tiny_autoencoder_lite
 
-LATENT_SPACE_KEYS = ("latent_channels", "scaling_factor", "shift_factor", "latents_mean", "latents_std",
-                     "force_upcast", "block_out_channels", "sample_size")
+LATENT_SPACE_KEYS = (
+    "latent_channels",
+    "scaling_factor",
+    "shift_factor",
+    "latents_mean",
+    "latents_std",
+    "force_upcast",
+    "block_out_channels",
+    "sample_size",
+)
 
 
 @pytest.mark.parametrize(
     "latent_channels, extra",
     [
         (4, dict(scaling_factor=0.13025, force_upcast=True)),  # SD 1.x / SDXL style
-        (16, dict(scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False,
-                  force_upcast=False)),  # SD3 / FLUX style
+        (
+            16,
+            dict(
+                scaling_factor=1.5305,
+                shift_factor=0.0609,
+                use_quant_conv=False,
+                use_post_quant_conv=False,
+                force_upcast=False,
+            ),
+        ),  # SD3 / FLUX style
         (4, dict(latents_mean=(0.1, 0.2, 0.3, 0.4), latents_std=(1.0, 1.1, 1.2, 1.3))),
     ],
 )
@@ -74,7 +89,11 @@ def test_from_autoencoder_kl_rejects_conflicting_overrides(override, teacher_val
 def test_from_autoencoder_kl_accepts_matching_overrides_and_tile_size():
     teacher = tiny_autoencoder_kl(scaling_factor=0.13025)
     lite = AutoencoderLite.from_autoencoder_kl(
-        teacher, encoder=TINY_ENCODER, latent_channels=4, scaling_factor=0.13025, block_out_channels=[8, 16, 16, 16],
+        teacher,
+        encoder=TINY_ENCODER,
+        latent_channels=4,
+        scaling_factor=0.13025,
+        block_out_channels=[8, 16, 16, 16],
         sample_size=32,
     )
     assert lite.config.scaling_factor == 0.13025 and lite.config.sample_size == 32
@@ -246,7 +265,10 @@ def test_taef2_weights_load_and_reconstruct(shared_dir):
     from diffusers_litevae import load_tiny_decoder, load_tiny_encoder
 
     weights = shared_dir / "weights" / "taef2"
-    encoder, decoder = load_tiny_encoder(weights / "taef2_encoder.pth"), load_tiny_decoder(weights / "taef2_decoder.pth")
+    encoder, decoder = (
+        load_tiny_encoder(weights / "taef2_encoder.pth"),
+        load_tiny_decoder(weights / "taef2_decoder.pth"),
+    )
     assert sum(p.numel() for p in encoder.parameters()) == 1338528
     # A smooth synthetic image reconstructs well through the real pretrained pair.
     yy, xx = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 64), indexing="ij")

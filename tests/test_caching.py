@@ -433,7 +433,8 @@ def test_load_vae_picks_the_class_from_the_config(tmp_path, lite):
 
 
 def test_the_same_vae_values_work_in_cache_latents_eval_and_distill(tmp_path, shared_dir, capsys):
-    """One loader: a TAESD-family folder (TAEF2) is a valid --vae for cache-latents and eval and --teacher for distill."""
+    """One loader: a TAESD-family folder (TAEF2) is a valid --vae for cache-latents and eval
+    and --teacher for distill."""
     from diffusers_litevae.cli import main
     from diffusers_litevae.training import load_teacher
 
@@ -442,18 +443,59 @@ def test_the_same_vae_values_work_in_cache_latents_eval_and_distill(tmp_path, sh
     images.mkdir()
     for name in ("kodim03.png", "kodim15.png"):
         (images / name).write_bytes((shared_dir / "data" / "kodak24" / name).read_bytes())
-    code = main(["cache-latents", "--train_data_dir", str(images), "--vae", str(taef2), "--output_dir", str(tmp_path / "cache"),
-                 "--resolution", "64", "--no_buckets", "--num_workers", "0", "--no_progress", "--max_images", "1"])
+    code = main(
+        [
+            "cache-latents",
+            "--train_data_dir",
+            str(images),
+            "--vae",
+            str(taef2),
+            "--output_dir",
+            str(tmp_path / "cache"),
+            "--resolution",
+            "64",
+            "--no_buckets",
+            "--num_workers",
+            "0",
+            "--no_progress",
+            "--max_images",
+            "1",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     dataset = LatentDataset(tmp_path / "cache", latent_sampling="mean")
     assert len(dataset) == 1 and dataset[0]["latents"].shape == (32, 8, 8)
     assert dataset.manifest["vae"]["class"] == "TinyAutoencoder"
-    code = main(["eval", "--image_dir", str(images), "--vae", f"{taef2}:taef2", "--resolution", "64", "--skip_speed",
-                 "--grid_images", "0", "--output_dir", str(tmp_path / "eval")])
+    code = main(
+        [
+            "eval",
+            "--image_dir",
+            str(images),
+            "--vae",
+            f"{taef2}:taef2",
+            "--resolution",
+            "64",
+            "--skip_speed",
+            "--grid_images",
+            "0",
+            "--output_dir",
+            str(tmp_path / "eval"),
+        ]
+    )
     assert code == 0
     assert load_teacher(str(taef2)).latent_channels == 32
     capsys.readouterr()
-    code = main(["cache-latents", "--train_data_dir", str(images), "--vae", str(tmp_path / "nothing"), "--output_dir", str(tmp_path / "c2")])
+    code = main(
+        [
+            "cache-latents",
+            "--train_data_dir",
+            str(images),
+            "--vae",
+            str(tmp_path / "nothing"),
+            "--output_dir",
+            str(tmp_path / "c2"),
+        ]
+    )
     lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert code == 2 and len(lines) == 1 and "nothing" in lines[0]
 
@@ -488,8 +530,15 @@ def test_cache_latents_leaves_the_callers_vae_as_it_was(tmp_path, lite):
     """A pipeline's VAE passed in comes back unchanged: same dtype, memory format, mode and requires_grad."""
     lite = lite.to(torch.bfloat16).train()
     before = {name: tensor.clone() for name, tensor in lite.state_dict().items()}
-    cache_latents(make_folder(tmp_path / "images"), lite, tmp_path / "cache", num_workers=0, progress=False,
-                  channels_last=True, **RES)
+    cache_latents(
+        make_folder(tmp_path / "images"),
+        lite,
+        tmp_path / "cache",
+        num_workers=0,
+        progress=False,
+        channels_last=True,
+        **RES,
+    )
     assert lite.training and all(p.requires_grad for p in lite.parameters())
     for name, tensor in lite.state_dict().items():
         assert tensor.dtype == torch.bfloat16 and tensor.is_contiguous(), name

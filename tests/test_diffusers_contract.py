@@ -70,7 +70,9 @@ def test_group_offloading_to_cuda_encode_and_decode(variant, offload_type):
     z = torch.randn(2, 4, 4, 3)
     mean, image = _plain_outputs(vae, x, z)
     options = {"num_blocks_per_group": 1} if offload_type == "block_level" else {}
-    vae.enable_group_offload(torch.device("cuda"), offload_device=torch.device("cpu"), offload_type=offload_type, **options)
+    vae.enable_group_offload(
+        torch.device("cuda"), offload_device=torch.device("cpu"), offload_type=offload_type, **options
+    )
     for _ in range(2):
         offloaded_image = _decode(vae, z.cuda())
         offloaded_mean = _encode(vae, x.cuda())
@@ -169,7 +171,9 @@ def test_smc_conversion_keeps_the_pretrained_conv_weights():
     from diffusers_litevae.models.smc import replace_resnet_norms_with_smc
 
     block = ResnetBlock2D(in_channels=8, out_channels=16, temb_channels=None, groups=4).to(torch.float64)
-    originals = {name: (getattr(block, name).weight.clone(), getattr(block, name).bias.clone()) for name in ("conv1", "conv2")}
+    originals = {
+        name: (getattr(block, name).weight.clone(), getattr(block, name).bias.clone()) for name in ("conv1", "conv2")
+    }
     shortcut = block.conv_shortcut.weight.clone()
 
     assert replace_resnet_norms_with_smc(block) == 1

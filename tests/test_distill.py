@@ -24,14 +24,14 @@ from safetensors.torch import load_file
 from diffusers_litevae import AutoencoderLite, TinyDecoder, TinyEncoder
 from diffusers_litevae.testing_utils import TINY_ENCODER, tiny_autoencoder_kl
 from diffusers_litevae.training import (
+    DistillationDataset,
     DistillationInputError,
     DistillationLoss,
     DistillConfig,
+    FolderImageSource,
     LossWeights,
     ResolutionSchedule,
     StepIndexedBatchSampler,
-    DistillationDataset,
-    FolderImageSource,
     distill,
     distill_step,
     find_images,
@@ -133,7 +133,9 @@ def distilled(image_folder, teacher_dir, tmp_path_factory) -> tuple[Path, dict]:
 def _tiny_taesd_folder(folder: Path, latent_channels: int = 4) -> Path:
     torch.manual_seed(0)
     encoder = TinyEncoder(latent_channels=latent_channels, channels=8, num_blocks=(1, 1, 1, 1))
-    decoder = TinyDecoder(latent_channels=latent_channels, channels=8, num_blocks=(1, 1, 1, 1), midblock_gn=(True, False, False, False))
+    decoder = TinyDecoder(
+        latent_channels=latent_channels, channels=8, num_blocks=(1, 1, 1, 1), midblock_gn=(True, False, False, False)
+    )
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(encoder.layers.state_dict(), folder / "toy_encoder.pth")
     torch.save(decoder.layers.state_dict(), folder / "toy_decoder.pth")
@@ -158,7 +160,12 @@ def test_teachers_from_folders_give_students_with_bit_identical_decoders(tmp_pat
     kl.save_pretrained(tmp_path / "kl")
     tiny = _tiny_autoencoder_tiny()
     tiny.save_pretrained(tmp_path / "tiny")
-    lite = AutoencoderLite(**{**dict(latent_channels=4, block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=4), **TINY_ENCODER})
+    lite = AutoencoderLite(
+        **{
+            **dict(latent_channels=4, block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=4),
+            **TINY_ENCODER,
+        }
+    )
     lite.save_pretrained(tmp_path / "lite")
     _tiny_taesd_folder(tmp_path / "taesd")
 
@@ -269,13 +276,17 @@ def test_losses_see_what_they_should():
     detail = target + 0.1 * torch.randn_like(target)  # high-frequency noise
     assert wavelet_loss(detail, target) > 0.01 and gaussian_filtered_loss(detail, target) > 0.01
 
-    loss = DistillationLoss(LossWeights(latent=1, std=0.5, reconstruction=1, wavelet=0.1, gaussian=0.1), latent_scale=0.5)
+    loss = DistillationLoss(
+        LossWeights(latent=1, std=0.5, reconstruction=1, wavelet=0.1, gaussian=0.1), latent_scale=0.5
+    )
     mean = torch.randn(2, 4, 4, 4)
     logvar = torch.full_like(mean, 2 * np.log(2.0))  # raw std 2 -> normalized std 1
     total, parts = loss(mean + 1, logvar, mean, None, detail, target)
     assert torch.isclose(parts["latent"], torch.tensor(1.0))
     assert torch.isclose(parts["std"], torch.tensor(1.0))  # deterministic teacher: target std 0
-    expected = parts["latent"] + 0.5 * parts["std"] + parts["reconstruction"] + 0.1 * (parts["wavelet"] + parts["gaussian"])
+    expected = (
+        parts["latent"] + 0.5 * parts["std"] + parts["reconstruction"] + 0.1 * (parts["wavelet"] + parts["gaussian"])
+    )
     assert torch.isclose(total, expected) and torch.isclose(parts["total"], expected)
     _, parts = loss(mean, logvar, mean, logvar, target, target)  # identical posteriors and images: all zero
     assert all(float(v) < 1e-6 for v in parts.values())
@@ -316,7 +327,12 @@ def test_resolution_schedule():
     schedule = ResolutionSchedule.parse("128:2000,256")
     assert [schedule.resolution_at(s) for s in (0, 1999, 2000, 10**6)] == [128, 128, 256, 256]
     assert ResolutionSchedule.parse("64").resolution_at(5) == 64
-    for bad, message in [("100", "multiple of 8"), ("128,256", "UNTIL_STEP"), ("128:20,64:10,32", "increasing"), ("x", "cannot read")]:
+    for bad, message in [
+        ("100", "multiple of 8"),
+        ("128,256", "UNTIL_STEP"),
+        ("128:20,64:10,32", "increasing"),
+        ("x", "cannot read"),
+    ]:
         with pytest.raises(DistillationInputError, match=message):
             ResolutionSchedule.parse(bad)
 
@@ -350,7 +366,8 @@ def test_dataset_crops_resizes_small_images_and_skips_unreadable(image_folder):
 
 
 def test_hub_dataset_source(monkeypatch, tmp_path):
-    """--dataset_name goes through datasets.load_dataset (mocked: no Hub here), rows split into validation and training."""
+    """--dataset_name goes through datasets.load_dataset (mocked: no Hub here),
+    rows split into validation and training."""
     datasets = pytest.importorskip("datasets")
     from diffusers_litevae.training.trainer import _prepare_data
 
@@ -358,7 +375,9 @@ def test_hub_dataset_source(monkeypatch, tmp_path):
     table = datasets.Dataset.from_dict({"picture": images}).cast_column("picture", datasets.Image())
     calls = []
     monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: calls.append((args, kwargs)) or table)
-    config = DistillConfig(teacher="unused", dataset_name="someone/photos", image_column="picture", num_validation_images=2)
+    config = DistillConfig(
+        teacher="unused", dataset_name="someone/photos", image_column="picture", num_validation_images=2
+    )
     data = _prepare_data(config)
     assert calls[0][0][0] == "someone/photos" and calls[0][1]["split"] == "train"
     assert data.num_train_images == 4 and len(data.validation_images) == 2 and "first 2 rows" in data.eval_set
@@ -385,7 +404,9 @@ def test_distill_step_accumulation_matches_one_big_batch(teacher_dir):
         encoder = student.encoder
         optimizer = torch.optim.SGD(encoder.parameters(), lr=0.1)
         encoder, optimizer = accelerator.prepare(encoder, optimizer)
-        parts = distill_step(accelerator, encoder, teacher, DistillationLoss(), micro_batches, optimizer, max_grad_norm=None)
+        parts = distill_step(
+            accelerator, encoder, teacher, DistillationLoss(), micro_batches, optimizer, max_grad_norm=None
+        )
         assert {"latent", "std", "reconstruction", "wavelet", "gaussian", "total"} <= set(parts)
         weights.append(torch.cat([p.detach().flatten() for p in encoder.parameters()]))
     torch.testing.assert_close(weights[0], weights[1], rtol=1e-4, atol=1e-6)
@@ -422,7 +443,17 @@ def test_output_folder_contract(distilled, teacher_dir):
     assert saved["student"]["preset"] is None
     assert saved["student"]["encoder_parameters"] == sum(p.numel() for p in student.encoder.parameters())
     metrics = saved["final_metrics"]
-    for key in ("step", "images_seen", "psnr_student", "psnr_teacher", "ssim_student", "ssim_teacher", "latent_mse", "eval_images", "eval_set"):
+    for key in (
+        "step",
+        "images_seen",
+        "psnr_student",
+        "psnr_teacher",
+        "ssim_student",
+        "ssim_teacher",
+        "latent_mse",
+        "eval_images",
+        "eval_set",
+    ):
         assert metrics[key] is not None, key
     assert metrics["images_seen"] == 40 * 4 and metrics["eval_images"] == 2
     assert saved["settings"]["resolution_schedule"] == str(RESOLUTION) and saved["train_images_per_s"] > 0
@@ -445,19 +476,38 @@ def test_distilled_vae_in_a_stable_diffusion_pipeline(distilled):
     output_dir, _ = distilled
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=4,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16,
+        attention_head_dim=4,
+        norm_num_groups=4,
     )
     scheduler = DDIMScheduler(beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False)
     pipe = StableDiffusionPipeline(
-        vae=tiny_autoencoder_kl(), text_encoder=None, tokenizer=None, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=tiny_autoencoder_kl(),
+        text_encoder=None,
+        tokenizer=None,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     vae = AutoencoderLite.from_pretrained(output_dir)
     pipe.vae = vae
     embeds = torch.randn(1, 4, 16, generator=torch.Generator().manual_seed(0))
-    kwargs = dict(prompt_embeds=embeds, negative_prompt_embeds=torch.zeros_like(embeds), num_inference_steps=2, height=64, width=64)
+    kwargs = dict(
+        prompt_embeds=embeds,
+        negative_prompt_embeds=torch.zeros_like(embeds),
+        num_inference_steps=2,
+        height=64,
+        width=64,
+    )
     latents = pipe(**kwargs, output_type="latent", generator=torch.Generator().manual_seed(1)).images
     image = pipe(**kwargs, output_type="np", generator=torch.Generator().manual_seed(1)).images
     with torch.no_grad():
@@ -466,7 +516,9 @@ def test_distilled_vae_in_a_stable_diffusion_pipeline(distilled):
 
     img2img = StableDiffusionImg2ImgPipeline(**pipe.components, requires_safety_checker=False)
     source = Image.fromarray((image[0] * 255).astype(np.uint8))
-    out = img2img(image=source, strength=0.5, output_type="np", generator=torch.Generator().manual_seed(2), **kwargs).images
+    out = img2img(
+        image=source, strength=0.5, output_type="np", generator=torch.Generator().manual_seed(2), **kwargs
+    ).images
     assert out.shape == (1, 64, 64, 3) and np.isfinite(out).all()
 
 
@@ -480,8 +532,15 @@ def test_resume_matches_an_uninterrupted_run(image_folder, teacher_dir, tmp_path
     import diffusers_litevae.training.trainer as trainer_module
 
     common = dict(
-        max_train_steps=8, checkpointing_steps=4, validation_steps=100, gradient_accumulation_steps=2, train_batch_size=2,
-        use_ema=True, lr_scheduler="cosine", lr_warmup_steps=2, num_grid_images=0,
+        max_train_steps=8,
+        checkpointing_steps=4,
+        validation_steps=100,
+        gradient_accumulation_steps=2,
+        train_batch_size=2,
+        use_ema=True,
+        lr_scheduler="cosine",
+        lr_warmup_steps=2,
+        num_grid_images=0,
     )
     straight_result = distill(_config(image_folder, teacher_dir, tmp_path / "straight", **common))
 
@@ -498,7 +557,9 @@ def test_resume_matches_an_uninterrupted_run(image_folder, teacher_dir, tmp_path
         distill(_config(image_folder, teacher_dir, tmp_path / "resumed", **common))
     monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
     assert not (tmp_path / "resumed" / "distillation.json").exists()
-    result = distill(_config(image_folder, teacher_dir, tmp_path / "resumed", **common, resume_from_checkpoint="latest"))
+    result = distill(
+        _config(image_folder, teacher_dir, tmp_path / "resumed", **common, resume_from_checkpoint="latest")
+    )
     assert result["final_metrics"]["step"] == 8 and result["final_metrics"]["images_seen"] == 8 * 2 * 2
     # Logged at the same steps; the window 6-8, entirely after the resume, has the same mean loss.
     assert [e["step"] for e in result["loss_history"]] == [e["step"] for e in straight_result["loss_history"]] == [5, 8]
@@ -516,13 +577,44 @@ def test_accelerate_launch_two_processes(image_folder, teacher_dir, tmp_path):
     """`accelerate launch --num_processes 2` on CPU (gloo) trains end to end into one output folder."""
     output_dir = tmp_path / "ddp"
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no",
-        "-m", "diffusers_litevae.cli", "distill",
-        "--teacher", str(teacher_dir), "--train_data_dir", str(image_folder), "--student", "",
-        "--student_config", json.dumps(TINY_ENCODER), "--resolution_schedule", str(RESOLUTION),
-        "--train_batch_size", "2", "--max_train_steps", "4", "--validation_steps", "4", "--checkpointing_steps", "2",
-        "--num_validation_images", "2", "--output_dir", str(output_dir), "--no-progress_bar",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "diffusers_litevae.cli",
+        "distill",
+        "--teacher",
+        str(teacher_dir),
+        "--train_data_dir",
+        str(image_folder),
+        "--student",
+        "",
+        "--student_config",
+        json.dumps(TINY_ENCODER),
+        "--resolution_schedule",
+        str(RESOLUTION),
+        "--train_batch_size",
+        "2",
+        "--max_train_steps",
+        "4",
+        "--validation_steps",
+        "4",
+        "--checkpointing_steps",
+        "2",
+        "--num_validation_images",
+        "2",
+        "--output_dir",
+        str(output_dir),
+        "--no-progress_bar",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
@@ -530,7 +622,8 @@ def test_accelerate_launch_two_processes(image_folder, teacher_dir, tmp_path):
     result = json.loads((output_dir / "distillation.json").read_text())
     assert result["final_metrics"]["images_seen"] == 4 * 2 * 2  # two processes, batch 2 each
     assert sorted(p.name for p in (output_dir / "checkpoints" / "checkpoint-4").glob("random_states_*")) == [
-        "random_states_0.pkl", "random_states_1.pkl",
+        "random_states_0.pkl",
+        "random_states_1.pkl",
     ]
     AutoencoderLite.from_pretrained(output_dir)
     assert [p.name for p in tmp_path.iterdir()] == ["ddp"]  # one output folder
@@ -576,7 +669,9 @@ def test_cached_targets_crop_on_the_latent_grid_and_match_the_teacher(image_fold
 
     teacher = load_teacher(str(teacher_dir))
     paths = [p for p in find_images(image_folder) if p.suffix == ".png"]
-    targets = prepare_teacher_latents(str(tmp_path / "targets"), teacher, str(image_folder), paths, RESOLUTION, flip=True, progress=False)
+    targets = prepare_teacher_latents(
+        str(tmp_path / "targets"), teacher, str(image_folder), paths, RESOLUTION, flip=True, progress=False
+    )
     dataset = CachedTargetDataset(paths, targets, flip=True)
     seen_flips = set()
     for seed in range(8):
@@ -621,8 +716,13 @@ def test_distill_from_cached_targets_never_runs_the_teacher_encoder(image_folder
 
     monkeypatch.setattr(teachers_module.DiffusersVAETeacher, "encode", counting_encode)
     config = _config(
-        image_folder, teacher_dir, tmp_path / "out", teacher_latents=str(tmp_path / "targets"),
-        reconstruction_weight=0.0, wavelet_weight=0.0, gaussian_weight=0.0,
+        image_folder,
+        teacher_dir,
+        tmp_path / "out",
+        teacher_latents=str(tmp_path / "targets"),
+        reconstruction_weight=0.0,
+        wavelet_weight=0.0,
+        gaussian_weight=0.0,
     )
     result = distill(config)
     # Validation encodes the held-out images with the teacher once (its reference); training adds nothing.
@@ -633,15 +733,32 @@ def test_distill_from_cached_targets_never_runs_the_teacher_encoder(image_folder
     from diffusers_litevae.caching.index import LAST_RUN_NAME
 
     before = json.loads((tmp_path / "targets" / LAST_RUN_NAME).read_text())
-    distill(_config(image_folder, teacher_dir, tmp_path / "out2", teacher_latents=str(tmp_path / "targets"), max_train_steps=2))
+    distill(
+        _config(
+            image_folder, teacher_dir, tmp_path / "out2", teacher_latents=str(tmp_path / "targets"), max_train_steps=2
+        )
+    )
     after = json.loads((tmp_path / "targets" / LAST_RUN_NAME).read_text())
     assert after.get("num_encoded", 0) == 0, (before, after)
 
 
 def test_cached_target_errors_before_training(image_folder, teacher_dir, tmp_path, capsys):
     """Another teacher, other preprocessing, or missing images: one error line and no training output."""
-    base = ["--teacher", str(teacher_dir), "--train_data_dir", str(image_folder), "--student", "S",
-            "--resolution", str(RESOLUTION), "--max_train_steps", "1", "--num_validation_images", "2", "--no-progress_bar"]
+    base = [
+        "--teacher",
+        str(teacher_dir),
+        "--train_data_dir",
+        str(image_folder),
+        "--student",
+        "S",
+        "--resolution",
+        str(RESOLUTION),
+        "--max_train_steps",
+        "1",
+        "--num_validation_images",
+        "2",
+        "--no-progress_bar",
+    ]
     targets = tmp_path / "targets"
     code, err = _cli([*base, "--teacher_latents", str(targets), "--output_dir", str(tmp_path / "ok")], capsys)
     assert code == 0, err
@@ -652,12 +769,18 @@ def test_cached_target_errors_before_training(image_folder, teacher_dir, tmp_pat
     (subset / "a").mkdir(parents=True)
     for path in sorted((image_folder / "a").glob("*.png"))[:3]:
         (subset / "a" / path.name).write_bytes(path.read_bytes())
-    code, err = _cli([*base[:3], str(subset), *base[4:], "--teacher_latents", str(partial), "--output_dir", str(tmp_path / "p")], capsys)
+    code, err = _cli(
+        [*base[:3], str(subset), *base[4:], "--teacher_latents", str(partial), "--output_dir", str(tmp_path / "p")],
+        capsys,
+    )
     assert code == 0, err
     cases = {
         "teacher": (["--teacher", str(other_teacher), "--teacher_latents", str(targets)], "another teacher"),
         "preprocessing": (["--resolution", "48", "--teacher_latents", str(targets)], "other preprocessing"),
-        "missing": (["--teacher_latents", str(partial), "--no-build_teacher_latents"], "missing from --teacher_latents"),
+        "missing": (
+            ["--teacher_latents", str(partial), "--no-build_teacher_latents"],
+            "missing from --teacher_latents",
+        ),
         "border": (["--teacher_latents", str(targets), "--teacher_latents_border", "2"], "--teacher_latents_border"),
     }
     for name, (extra, message) in cases.items():

@@ -45,10 +45,22 @@ def test_all_wavelet_levels_reach_the_output():
 
 
 def test_widths_and_depth_configurable():
-    small = LiteVAEEncoder(feature_channels=8, feature_channel_mults=(1,), aggregation_channels=8,
-                           aggregation_channel_mults=(1, 2), layers_per_block=1, norm_num_groups=4)
-    deeper = LiteVAEEncoder(feature_channels=8, feature_channel_mults=(1,), aggregation_channels=8,
-                            aggregation_channel_mults=(1, 2), layers_per_block=3, norm_num_groups=4)
+    small = LiteVAEEncoder(
+        feature_channels=8,
+        feature_channel_mults=(1,),
+        aggregation_channels=8,
+        aggregation_channel_mults=(1, 2),
+        layers_per_block=1,
+        norm_num_groups=4,
+    )
+    deeper = LiteVAEEncoder(
+        feature_channels=8,
+        feature_channel_mults=(1,),
+        aggregation_channels=8,
+        aggregation_channel_mults=(1, 2),
+        layers_per_block=3,
+        norm_num_groups=4,
+    )
     assert sum(p.numel() for p in deeper.parameters()) > sum(p.numel() for p in small.parameters())
     two_level = LiteVAEEncoder(wavelet_levels=2, feature_channels=8, aggregation_channels=8, norm_num_groups=4)
     assert two_level(torch.randn(1, 3, 16, 16)).shape == (1, 8, 4, 4)

@@ -52,7 +52,9 @@ def _noisy_pairs(seed: int = 0):
     """Smooth images and noisy copies: SSIM lands mid-range, where a wrong window or constant would show."""
     generator = torch.Generator().manual_seed(seed)
     base = torch.nn.functional.interpolate(torch.rand(3, 3, 8, 8, generator=generator), size=(40, 48), mode="bilinear")
-    noisy = (base + torch.randn(base.shape, generator=generator) * torch.tensor([0.02, 0.05, 0.1]).view(3, 1, 1, 1)).clamp(0, 1)
+    noisy = (
+        base + torch.randn(base.shape, generator=generator) * torch.tensor([0.02, 0.05, 0.1]).view(3, 1, 1, 1)
+    ).clamp(0, 1)
     return noisy, base
 
 
@@ -75,8 +77,13 @@ def test_ssim_matches_scikit_image():
     ours = ssim_per_image(reconstructions, originals)
     for i in range(3):
         expected = skimage_metrics.structural_similarity(
-            reconstructions[i].numpy().astype(np.float64), originals[i].numpy().astype(np.float64),
-            gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0, channel_axis=0,
+            reconstructions[i].numpy().astype(np.float64),
+            originals[i].numpy().astype(np.float64),
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=1.0,
+            channel_axis=0,
         )
         assert ours[i].item() == pytest.approx(expected, abs=1e-4)
 
@@ -131,7 +138,9 @@ def vae_dirs(tmp_path):
 
 
 def _independent_reconstruction(vae, image_path) -> tuple[np.ndarray, np.ndarray]:
-    pixels = torch.from_numpy(np.asarray(Image.open(image_path).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+    pixels = torch.from_numpy(np.asarray(Image.open(image_path).convert("RGB"), dtype=np.float32) / 255).permute(
+        2, 0, 1
+    )
     with torch.no_grad():
         latents = vae.encode(pixels[None] * 2 - 1).latent_dist.mode()
         reconstruction = ((vae.decode(latents).sample + 1) / 2).clamp(0, 1)[0]
@@ -141,11 +150,31 @@ def _independent_reconstruction(vae, image_path) -> tuple[np.ndarray, np.ndarray
 def test_eval_command_compares_two_vaes(tmp_path, image_dir, vae_dirs, capsys):
     lite_dir, kl_dir = vae_dirs
     out = tmp_path / "eval"
-    code = main([
-        "eval", "--image_dir", str(image_dir), "--vae", f"{lite_dir}:student", "--vae", str(kl_dir),
-        "--resolution", str(SIZE), "--batch_size", "2", "--device", "cpu", "--speed_repeats", "1",
-        "--grid_images", "2", "--grid_tile_height", "64", "--output_dir", str(out),
-    ])
+    code = main(
+        [
+            "eval",
+            "--image_dir",
+            str(image_dir),
+            "--vae",
+            f"{lite_dir}:student",
+            "--vae",
+            str(kl_dir),
+            "--resolution",
+            str(SIZE),
+            "--batch_size",
+            "2",
+            "--device",
+            "cpu",
+            "--speed_repeats",
+            "1",
+            "--grid_images",
+            "2",
+            "--grid_tile_height",
+            "64",
+            "--output_dir",
+            str(out),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "student" in printed and "LPIPS not computed" in printed and "rFID not computed" in printed
@@ -164,7 +193,10 @@ def test_eval_command_compares_two_vaes(tmp_path, image_dir, vae_dirs, capsys):
         assert entry["encode_images_per_s"] > 0 and entry["decode_images_per_s"] > 0
         assert entry["speed_batch_size"] == 2 and entry["speed_image_size"] == [SIZE, SIZE]
         assert entry["device"] == "cpu" and entry["dtype"] == "float32"
-    lite, kl = AutoencoderLite.from_pretrained(lite_dir).eval(), type(tiny_autoencoder_kl()).from_pretrained(kl_dir).eval()
+    lite, kl = (
+        AutoencoderLite.from_pretrained(lite_dir).eval(),
+        type(tiny_autoencoder_kl()).from_pretrained(kl_dir).eval(),
+    )
     assert summary["models"]["student"]["encoder_parameters"] == sum(p.numel() for p in lite.encoder.parameters())
     assert summary["models"]["kl"]["encoder_parameters"] == sum(
         p.numel() for p in [*kl.encoder.parameters(), *kl.quant_conv.parameters()]
@@ -197,8 +229,16 @@ def test_evaluate_vaes_python_api(image_dir):
     """Modules and a TAESD-family pair go in directly; native size keeps the full image."""
     pair = (TinyEncoder(latent_channels=4, channels=8), TinyDecoder(latent_channels=4, channels=8))
     result = evaluate_vaes(
-        {"lite": tiny_autoencoder_lite(), "taesd-like": pair}, image_dir, resolution="native", device="cpu",
-        measure_speed=False, compute_lpips=False, compute_rfid=False, grid_images=0, max_images=2, progress=False,
+        {"lite": tiny_autoencoder_lite(), "taesd-like": pair},
+        image_dir,
+        resolution="native",
+        device="cpu",
+        measure_speed=False,
+        compute_lpips=False,
+        compute_rfid=False,
+        grid_images=0,
+        max_images=2,
+        progress=False,
     )
     assert result.grid is None and result.summary["num_images"] == 2
     entry = result.summary["models"]["taesd-like"]
@@ -218,8 +258,16 @@ def test_lpips_values_flow_into_outputs_when_a_network_loads(image_dir, monkeypa
     import diffusers_litevae.evaluation.run as run_module
 
     monkeypatch.setattr(run_module, "load_lpips", lambda device: (MeanAbsoluteDifference(), None))
-    result = evaluate_vaes({"lite": tiny_autoencoder_lite()}, image_dir, resolution=SIZE, device="cpu",
-                           measure_speed=False, compute_rfid=False, grid_images=0, progress=False)
+    result = evaluate_vaes(
+        {"lite": tiny_autoencoder_lite()},
+        image_dir,
+        resolution=SIZE,
+        device="cpu",
+        measure_speed=False,
+        compute_rfid=False,
+        grid_images=0,
+        progress=False,
+    )
     values = [row["lpips"] for row in result.per_image]
     assert all(value > 0 for value in values)
     assert result.summary["models"]["lite"]["lpips"] == pytest.approx(np.mean(values))
@@ -258,8 +306,17 @@ def test_eval_bad_input_fails_clearly(tmp_path, image_dir, vae_dirs, capsys, ext
 def test_eval_on_kodak_with_taef2(shared_dir, tmp_path):
     """The real reference: TAEF2's own encoder + decoder on two Kodak centre crops reconstruct at photo quality."""
     taef2 = shared_dir / "weights" / "taef2"
-    result = evaluate_vaes({"taef2": str(taef2)}, shared_dir / "data" / "kodak24", resolution=64, resize=False,
-                           max_images=2, device="cpu", measure_speed=False, grid_images=1, progress=False)
+    result = evaluate_vaes(
+        {"taef2": str(taef2)},
+        shared_dir / "data" / "kodak24",
+        resolution=64,
+        resize=False,
+        max_images=2,
+        device="cpu",
+        measure_speed=False,
+        grid_images=1,
+        progress=False,
+    )
     entry = result.summary["models"]["taef2"]
     assert entry["class"] == "TinyEncoder+TinyDecoder" and entry["encoder_parameters"] > 1e6
     assert entry["psnr"] > 22 and entry["ssim"] > 0.6
@@ -271,8 +328,24 @@ def test_eval_on_a_dataset(tmp_path, image_dir, vae_dirs, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
     lite_dir, _ = vae_dirs
     out = tmp_path / "eval"
-    argv = ["eval", "--dataset_name", str(image_dir), "--split", "train", "--max_images", "2", "--vae", str(lite_dir),
-            "--resolution", str(SIZE), "--skip_speed", "--device", "cpu", "--output_dir", str(out)]
+    argv = [
+        "eval",
+        "--dataset_name",
+        str(image_dir),
+        "--split",
+        "train",
+        "--max_images",
+        "2",
+        "--vae",
+        str(lite_dir),
+        "--resolution",
+        str(SIZE),
+        "--skip_speed",
+        "--device",
+        "cpu",
+        "--output_dir",
+        str(out),
+    ]
     assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_images"] == 2 and summary["dataset"] == f"{image_dir}:train"

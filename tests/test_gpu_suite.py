@@ -17,8 +17,17 @@ def test_gpu_suite_smoke_run(tmp_path):
     jsonl, summary_path = tmp_path / "suite.jsonl", tmp_path / "suite.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     command = [
-        sys.executable, str(ROOT / "benchmarks" / "gpu_suite.py"), "--smoke", "--device", "cpu",
-        "--output_jsonl", str(jsonl), "--output_json", str(summary_path), "--work_dir", str(tmp_path / "work"),
+        sys.executable,
+        str(ROOT / "benchmarks" / "gpu_suite.py"),
+        "--smoke",
+        "--device",
+        "cpu",
+        "--output_jsonl",
+        str(jsonl),
+        "--output_json",
+        str(summary_path),
+        "--work_dir",
+        str(tmp_path / "work"),
     ]
     completed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]

@@ -30,16 +30,41 @@ ROOT = Path(__file__).resolve().parents[1]
 def _distillation_record(encoder_parameters: int) -> dict:
     """A distillation.json as `litevae distill` writes it (the contract in the project brief)."""
     return {
-        "teacher": {"name_or_path": TEACHER, "type": "autoencoder_kl", "latent_channels": 4, "scaling_factor": 0.18215,
-                    "shift_factor": None, "has_logvar": True},
-        "student": {"preset": None, "encoder_config": {"encoder_feature_channels": 8}, "encoder_parameters": encoder_parameters},
-        "settings": {"learning_rate": 1e-4, "train_batch_size": 8, "resolution": 128, "mixed_precision": "no",
-                     "loss_weights": {"latent_mse": 1.0, "pixel_l1": 0.1}},
-        "final_metrics": {"step": 200, "images_seen": 1600, "psnr_student": 24.5, "psnr_teacher": 26.0,
-                          "ssim_student": 0.71, "ssim_teacher": 0.75, "latent_mse": 0.0123, "eval_images": 8,
-                          "eval_set": "photos-val"},
-        "curve": [{"step": s, "wall_time_s": s * 0.5, "psnr_student": 10 + s / 20, "latent_mse": 1 / (s + 1)}
-                  for s in range(0, 201, 20)],
+        "teacher": {
+            "name_or_path": TEACHER,
+            "type": "autoencoder_kl",
+            "latent_channels": 4,
+            "scaling_factor": 0.18215,
+            "shift_factor": None,
+            "has_logvar": True,
+        },
+        "student": {
+            "preset": None,
+            "encoder_config": {"encoder_feature_channels": 8},
+            "encoder_parameters": encoder_parameters,
+        },
+        "settings": {
+            "learning_rate": 1e-4,
+            "train_batch_size": 8,
+            "resolution": 128,
+            "mixed_precision": "no",
+            "loss_weights": {"latent_mse": 1.0, "pixel_l1": 0.1},
+        },
+        "final_metrics": {
+            "step": 200,
+            "images_seen": 1600,
+            "psnr_student": 24.5,
+            "psnr_teacher": 26.0,
+            "ssim_student": 0.71,
+            "ssim_teacher": 0.75,
+            "latent_mse": 0.0123,
+            "eval_images": 8,
+            "eval_set": "photos-val",
+        },
+        "curve": [
+            {"step": s, "wall_time_s": s * 0.5, "psnr_student": 10 + s / 20, "latent_mse": 1 / (s + 1)}
+            for s in range(0, 201, 20)
+        ],
         "loss_history": [{"step": s, "loss": 1 / (s + 1)} for s in range(200)],
         "wall_time_s": 100.0,
         "train_time_s": 90.0,
@@ -63,9 +88,17 @@ def pushed_inputs(tmp_path_factory):
 
     generator = torch.Generator().manual_seed(0)
     images = [Image.fromarray(torch.rand(16, 16, 3, generator=generator).mul(255).byte().numpy()) for _ in range(2)]
-    result = evaluate_vaes({"student": str(model_dir), "teacher": str(teacher_dir)}, images, resolution=16,
-                           device="cpu", speed_repeats=1, grid_images=1, grid_tile_height=32, progress=False,
-                           dataset_name="kodak24")
+    result = evaluate_vaes(
+        {"student": str(model_dir), "teacher": str(teacher_dir)},
+        images,
+        resolution=16,
+        device="cpu",
+        speed_repeats=1,
+        grid_images=1,
+        grid_tile_height=32,
+        progress=False,
+        dataset_name="kodak24",
+    )
     result.summary["command"] = "litevae eval --vae ... (test)"
     paths = result.save(root / "eval")
     return model_dir, paths["summary"], teacher_dir
@@ -81,14 +114,23 @@ def api_class():
 def _check_upload_folder(folder: Path, summary: dict) -> None:
     files = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
     assert files == {
-        "README.md", "config.json", "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
-        "distillation.json", "curve.png", "eval/summary.json", "eval/per_image.csv", "eval/grid.png",
+        "README.md",
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+        "diffusion_pytorch_model.fp16.safetensors",
+        "distillation.json",
+        "curve.png",
+        "eval/summary.json",
+        "eval/per_image.csv",
+        "eval/grid.png",
     }
     assert json.loads((folder / "config.json").read_text())["_class_name"] == "AutoencoderLite"
 
     # weights: fp32 and a real fp16 variant with the same tensors
-    with safe_open(folder / "diffusion_pytorch_model.safetensors", "pt") as fp32, \
-            safe_open(folder / "diffusion_pytorch_model.fp16.safetensors", "pt") as fp16:
+    with (
+        safe_open(folder / "diffusion_pytorch_model.safetensors", "pt") as fp32,
+        safe_open(folder / "diffusion_pytorch_model.fp16.safetensors", "pt") as fp16,
+    ):
         assert set(fp32.keys()) == set(fp16.keys()) and len(fp32.keys()) > 10
         for key in fp32.keys():
             full, half = fp32.get_tensor(key), fp16.get_tensor(key)
@@ -133,8 +175,21 @@ def test_push_uploads_complete_folder(pushed_inputs, api_class, capsys):
         _check_upload_folder(Path(kwargs["folder_path"]), summary)
 
     api_class.return_value.upload_folder.side_effect = inspect_upload
-    code = main(["push", str(model_dir), "--metrics", str(summary_file), "--repo_id", REPO_ID, "--private",
-                 "--token", "hf_test_token", "--commit_message", "first upload"])
+    code = main(
+        [
+            "push",
+            str(model_dir),
+            "--metrics",
+            str(summary_file),
+            "--repo_id",
+            REPO_ID,
+            "--private",
+            "--token",
+            "hf_test_token",
+            "--commit_message",
+            "first upload",
+        ]
+    )
     assert code == 0 and seen["called"]
     api_class.assert_called_once_with(token="hf_test_token")
     api = api_class.return_value
@@ -152,8 +207,9 @@ def test_dry_run_writes_the_exact_folder(pushed_inputs, api_class, tmp_path, cap
     spec = importlib.util.spec_from_file_location("push_to_hub_script", ROOT / "conversion" / "push_to_hub.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    code = script.main([str(model_dir), "--metrics", str(summary_file), "--repo_id", REPO_ID, "--dry-run",
-                        "--output_dir", str(out)])
+    code = script.main(
+        [str(model_dir), "--metrics", str(summary_file), "--repo_id", REPO_ID, "--dry-run", "--output_dir", str(out)]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert str(out) in printed and "diffusion_pytorch_model.fp16.safetensors" in printed
@@ -225,4 +281,3 @@ def test_missing_token_fails_before_network(pushed_inputs, api_class, monkeypatc
     assert main(["push", str(model_dir), "--metrics", str(summary_file), "--repo_id", REPO_ID]) == 2
     assert "no Hugging Face token" in capsys.readouterr().err
     api_class.assert_not_called()
-

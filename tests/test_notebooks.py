@@ -13,7 +13,6 @@ import shutil
 from pathlib import Path
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -24,7 +23,9 @@ CHECK_PREFIX = "NOTEBOOK_CHECK "
 
 
 def _stream_text(cell) -> str:
-    return "".join(output.get("text", "") for output in cell.get("outputs", []) if output.get("output_type") == "stream")
+    return "".join(
+        output.get("text", "") for output in cell.get("outputs", []) if output.get("output_type") == "stream"
+    )
 
 
 def execute_notebook(name: str, tmp_path: Path, monkeypatch) -> tuple[nbformat.NotebookNode, dict]:
@@ -76,7 +77,9 @@ def test_notebooks_are_committed_without_outputs_and_have_a_small_mode():
         for index, cell in enumerate(code_cells):
             assert cell.outputs == [], f"{name}: code cell {index} has outputs; clear them before committing"
             assert cell.execution_count is None, f"{name}: code cell {index} has an execution count"
-        assert SMALL_MODE_LINE in code_cells[0].source, f"{name}: the first code cell must set SMALL from the environment"
+        assert SMALL_MODE_LINE in code_cells[0].source, (
+            f"{name}: the first code cell must set SMALL from the environment"
+        )
         assert CHECK_PREFIX.strip() in code_cells[-1].source
 
 

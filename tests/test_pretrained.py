@@ -32,7 +32,9 @@ def test_list_pretrained_and_paths():
     lite = Path(pretrained_path("litevae-s-taef2"))
     assert {"config.json", "diffusion_pytorch_model.safetensors", "LICENSE-TAEF2"} <= {p.name for p in lite.iterdir()}
     taef2 = Path(pretrained_path("taef2"))
-    assert {"taef2_encoder.safetensors", "taef2_decoder.safetensors", "LICENSE", "README.md"} <= {p.name for p in taef2.iterdir()}
+    assert {"taef2_encoder.safetensors", "taef2_decoder.safetensors", "LICENSE", "README.md"} <= {
+        p.name for p in taef2.iterdir()
+    }
     assert "MIT" in (taef2 / "LICENSE").read_text() and "Ollin Boer Bohan" in (taef2 / "README.md").read_text()
     samples = sorted(p.name for p in Path(pretrained_path("samples")).glob("*.png"))
     assert samples == ["kodim03.png", "kodim15.png", "kodim23.png"]
@@ -47,8 +49,10 @@ def test_pretrained_path_unknown_name_lists_available():
 
 
 def test_bundled_weights_are_float16():
-    for file in [Path(pretrained_path("litevae-s-taef2")) / "diffusion_pytorch_model.safetensors",
-                 *Path(pretrained_path("taef2")).glob("*.safetensors")]:
+    for file in [
+        Path(pretrained_path("litevae-s-taef2")) / "diffusion_pytorch_model.safetensors",
+        *Path(pretrained_path("taef2")).glob("*.safetensors"),
+    ]:
         with safe_open(file, "pt") as handle:
             assert {handle.get_slice(key).get_dtype() for key in handle.keys()} == {"F16"}, file.name
 
@@ -70,11 +74,14 @@ def test_bundled_litevae_loads_offline_in_a_fresh_process(tmp_path):
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("PYTHONPATH", None)
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result == dict(latents=[1, 32, 8, 8], images=[1, 3, 64, 64], dtype="torch.float32", decoder_type="tiny",
-                          finite=True)
+    assert result == dict(
+        latents=[1, 32, 8, 8], images=[1, 3, 64, 64], dtype="torch.float32", decoder_type="tiny", finite=True
+    )
 
 
 def test_bundled_taef2_loads_with_the_project_loaders(shared_dir):
@@ -116,8 +123,11 @@ def test_eval_with_no_arguments_uses_the_bundled_models_and_samples(tmp_path, ca
     for entry in summary["models"].values():
         assert entry["encode_images_per_s"] == 12.5 and entry["speed_batch_size"] == 3 and entry["device"] == "cpu"
     assert Image.open(out / "grid.png").size == (3 * 256, 28 + 3 * 256)  # original | litevae-s | taef2
-    assert summary["command"] == "litevae eval --resolution 256 --crop square --batch_size 4 --device auto --dtype float32 " \
+    assert (
+        summary["command"]
+        == "litevae eval --resolution 256 --crop square --batch_size 4 --device auto --dtype float32 "
         f"--output_dir {out}"
+    )
 
 
 def test_eval_help_shows_defaults(capsys):
@@ -134,10 +144,19 @@ def test_bundle_model_writes_a_float16_folder(tmp_path):
     tiny_autoencoder_lite().save_pretrained(tmp_path / "model")
     (tmp_path / "card.md").write_text("# a model card\n")
     (tmp_path / "LICENSE").write_text("licence text\n")
-    target = script.bundle_model(tmp_path / "model", "tiny", readme=tmp_path / "card.md",
-                                 extra_files={"LICENSE-TAEF2": tmp_path / "LICENSE"}, output_root=tmp_path / "bundled")
+    target = script.bundle_model(
+        tmp_path / "model",
+        "tiny",
+        readme=tmp_path / "card.md",
+        extra_files={"LICENSE-TAEF2": tmp_path / "LICENSE"},
+        output_root=tmp_path / "bundled",
+    )
     assert sorted(p.name for p in target.iterdir()) == [
-        "LICENSE-TAEF2", "README.md", "config.json", "diffusion_pytorch_model.safetensors"]
+        "LICENSE-TAEF2",
+        "README.md",
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+    ]
     assert "_name_or_path" not in json.loads((target / "config.json").read_text())
     loaded = AutoencoderLite.from_pretrained(target, torch_dtype=torch.float16)
     assert loaded.dtype == torch.float16

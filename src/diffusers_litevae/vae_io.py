@@ -63,8 +63,14 @@ class TinyAutoencoder(nn.Module):
         shift_factor: latent shift (``None``: none).
     """
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, name_or_path: str = "", scaling_factor: float = 1.0,
-                 shift_factor: float | None = None):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        name_or_path: str = "",
+        scaling_factor: float = 1.0,
+        shift_factor: float | None = None,
+    ):
         from diffusers.configuration_utils import FrozenDict
 
         super().__init__()
@@ -118,7 +124,9 @@ def find_tiny_pair(folder: str | os.PathLike) -> tuple[Path, Path] | None:
     folder = Path(folder)
 
     def pick(role: str) -> list[Path]:
-        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in _TINY_SUFFIXES and p.stem.lower().endswith(role))
+        return sorted(
+            p for p in folder.iterdir() if p.is_file() and p.suffix in _TINY_SUFFIXES and p.stem.lower().endswith(role)
+        )
 
     encoders, decoders = pick("encoder"), pick("decoder")
     if not encoders and not decoders:
@@ -131,7 +139,9 @@ def find_tiny_pair(folder: str | os.PathLike) -> tuple[Path, Path] | None:
     return encoders[0], decoders[0]
 
 
-def _load_tiny_pair(folder: Path, name: str, scaling_factor: float | None, shift_factor: float | None) -> TinyAutoencoder:
+def _load_tiny_pair(
+    folder: Path, name: str, scaling_factor: float | None, shift_factor: float | None
+) -> TinyAutoencoder:
     from .models.tiny_autoencoder import load_tiny_decoder, load_tiny_encoder
 
     encoder_file, decoder_file = find_tiny_pair(folder)
@@ -141,7 +151,9 @@ def _load_tiny_pair(folder: Path, name: str, scaling_factor: float | None, shift
         raise VAELoadError(f"could not read the TAESD-family pair in {name!r}: {error}") from error
     # Checkpoints stored in fp16 (small downloads) compute in fp32 unless the caller casts them.
     encoder, decoder = encoder.float(), decoder.float()
-    return TinyAutoencoder(encoder, decoder, str(folder.resolve()), 1.0 if scaling_factor is None else scaling_factor, shift_factor)
+    return TinyAutoencoder(
+        encoder, decoder, str(folder.resolve()), 1.0 if scaling_factor is None else scaling_factor, shift_factor
+    )
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -195,7 +207,10 @@ def load_vae(
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise VAELoadError(f"{name!r} is a file; pass the folder that holds the VAE (config.json + weights, or a TAESD-family pair).")
+            raise VAELoadError(
+                f"{name!r} is a file; "
+                "pass the folder that holds the VAE (config.json + weights, or a TAESD-family pair)."
+            )
         folder = path / subfolder if subfolder else path
         if not folder.is_dir():
             raise VAELoadError(f"subfolder {subfolder!r} not found in {name!r}.")
@@ -203,7 +218,9 @@ def load_vae(
             folder = path / "vae"  # a saved pipeline: use its VAE
         if (folder / "config.json").is_file() and vae_class != "TinyAutoencoder":
             class_name = vae_class or _read_class_name(folder / "config.json")
-            vae = _from_pretrained(resolve_vae_class(class_name), str(folder), name, torch_dtype=torch_dtype, variant=variant)
+            vae = _from_pretrained(
+                resolve_vae_class(class_name), str(folder), name, torch_dtype=torch_dtype, variant=variant
+            )
         elif find_tiny_pair(folder) is not None:
             vae = _load_tiny_pair(folder, name, scaling_factor, shift_factor)
             if torch_dtype is not None:
@@ -235,7 +252,9 @@ def _from_pretrained(cls, where: str, name: str, **kwargs) -> nn.Module:
         return cls.from_pretrained(where, **kwargs)
     except (OSError, ValueError) as error:  # diffusers' errors for broken/mismatched folders and failed downloads
         first_line = " ".join(str(error).split())[:300]
-        raise VAELoadError(f"could not load {name!r} as {cls.__name__}: {type(error).__name__}: {first_line}") from error
+        raise VAELoadError(
+            f"could not load {name!r} as {cls.__name__}: {type(error).__name__}: {first_line}"
+        ) from error
 
 
 def _load_from_hub(repo_id, subfolder, torch_dtype, revision, variant, vae_class) -> nn.Module:
@@ -252,7 +271,9 @@ def _load_from_hub(repo_id, subfolder, torch_dtype, revision, variant, vae_class
             ) from error
         vae_class = _read_class_name(Path(config_file))
     cls = resolve_vae_class(vae_class)
-    return _from_pretrained(cls, repo_id, repo_id, subfolder=subfolder, revision=revision, variant=variant, torch_dtype=torch_dtype)
+    return _from_pretrained(
+        cls, repo_id, repo_id, subfolder=subfolder, revision=revision, variant=variant, torch_dtype=torch_dtype
+    )
 
 
 # --------------------------------------------------------------------------------------------- encoding
@@ -288,7 +309,9 @@ def posterior_mean_logvar(vae: nn.Module, images: torch.Tensor) -> tuple[torch.T
     if latents is None and isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
         latents = output[0]
     if latents is None:
-        raise TypeError(f"{type(vae).__name__}.encode returned {type(output).__name__}; expected latent_dist or latents.")
+        raise TypeError(
+            f"{type(vae).__name__}.encode returned {type(output).__name__}; expected latent_dist or latents."
+        )
     return latents, None
 
 
@@ -328,13 +351,19 @@ class LatentNormalization:
     def normalize(self, latents: torch.Tensor) -> torch.Tensor:
         """Raw latents -> diffusion-model units."""
         if self.latents_mean is not None:
-            return (latents - self._channels(self.latents_mean, latents)) * self.scaling_factor / self._channels(self.latents_std, latents)
+            return (
+                (latents - self._channels(self.latents_mean, latents))
+                * self.scaling_factor
+                / self._channels(self.latents_std, latents)
+            )
         return (latents - self.shift_factor) * self.scaling_factor
 
     def denormalize(self, latents: torch.Tensor) -> torch.Tensor:
         """Diffusion-model units -> raw latents (what ``vae.decode`` takes)."""
         if self.latents_mean is not None:
-            return latents * self._channels(self.latents_std, latents) / self.scaling_factor + self._channels(self.latents_mean, latents)
+            return latents * self._channels(self.latents_std, latents) / self.scaling_factor + self._channels(
+                self.latents_mean, latents
+            )
         return latents / self.scaling_factor + self.shift_factor
 
     def scale_std(self, std: torch.Tensor) -> torch.Tensor:
@@ -347,7 +376,9 @@ class LatentNormalization:
 # --------------------------------------------------------------------------------------------- identity
 
 
-def vae_identity(vae: nn.Module, name_or_path: str | None = None, subfolder: str | None = None, revision: str | None = None) -> dict:
+def vae_identity(
+    vae: nn.Module, name_or_path: str | None = None, subfolder: str | None = None, revision: str | None = None
+) -> dict:
     """What identifies a VAE's latents: class, config hash, weights hash and the latent-space factors.
 
     The weights hash is BLAKE2b over every parameter and buffer (sorted by name), so the same weights loaded from

@@ -9,9 +9,9 @@ See ``docs/caching.md``.
 
 from __future__ import annotations
 
+from ..vae_io import load_vae, posterior_moments, vae_identity
 from .buckets import CropPlan, assign_bucket, make_buckets, plan_crop
 from .dataset import BucketBatchSampler, LatentDataset
-from ..vae_io import load_vae, posterior_moments, vae_identity
 from .encode import CacheReport, cache_latents
 from .index import CacheIndex, IncompatibleCacheError, load_manifest
 from .preprocess import TransformConfig, pixels_to_model_input, preprocess_image

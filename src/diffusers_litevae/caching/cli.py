@@ -32,8 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     data.add_argument("--caption_extension", default=".txt", help="sidecar caption extension for folders")
     data.add_argument("--dataset_cache_dir", default=None, help="cache_dir for datasets.load_dataset")
-    data.add_argument("--max_images", type=int, default=None,
-                      help="cache only the first N images (sorted by sample id); entries beyond them are removed from the cache")
+    data.add_argument(
+        "--max_images",
+        type=int,
+        default=None,
+        help="cache only the first N images (sorted by sample id); entries beyond them are removed from the cache",
+    )
 
     vae = parser.add_argument_group("VAE")
     vae.add_argument(
@@ -86,8 +90,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["bf16", "fp16", "no"],
         help="autocast dtype on CUDA (CPU runs fp32 unless --cpu_mixed_precision)",
     )
-    speed.add_argument("--cpu_mixed_precision", action="store_true",
-                       help="bf16 autocast on CPU too (several times faster on CPUs with AVX-512 BF16/AMX, bf16 precision)")
+    speed.add_argument(
+        "--cpu_mixed_precision",
+        action="store_true",
+        help="bf16 autocast on CPU too (several times faster on CPUs with AVX-512 BF16/AMX, bf16 precision)",
+    )
     speed.add_argument("--channels_last", action="store_true", help="channels-last memory format for the encoder")
     speed.add_argument("--compile", action="store_true", help="torch.compile the encoder")
     speed.add_argument("--device", default=None, help="device (default: accelerate's device for this process)")
@@ -97,8 +104,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .encode import cache_latents
     from ..vae_io import VAELoadError
+    from .encode import cache_latents
     from .index import CacheInputError
     from .preprocess import TransformConfig
     from .sources import HubDatasetSource, ImageFolderSource

@@ -21,8 +21,8 @@ import torch
 from safetensors import safe_open
 from torch.utils.data import Dataset, Sampler
 
-from .buckets import sample_seed
 from ..vae_io import LatentNormalization
+from .buckets import sample_seed
 from .index import CacheIndex, load_manifest
 
 __all__ = ["BucketBatchSampler", "LatentDataset"]

@@ -113,10 +113,21 @@ class TransformConfig:
         """The crop plan of a ``width x height`` image (see :func:`~diffusers_litevae.caching.buckets.plan_crop`)."""
         if self.crop == "full":
             scale = max(1.0, self.resolution / min(width, height))
-            resized_w, resized_h = max(self.resolution, round(width * scale)), max(self.resolution, round(height * scale))
-            target_w, target_h = resized_w // self.size_multiple * self.size_multiple, resized_h // self.size_multiple * self.size_multiple
+            resized_w, resized_h = (
+                max(self.resolution, round(width * scale)),
+                max(self.resolution, round(height * scale)),
+            )
+            target_w, target_h = (
+                resized_w // self.size_multiple * self.size_multiple,
+                resized_h // self.size_multiple * self.size_multiple,
+            )
             left, top = (resized_w - target_w) // 2, (resized_h - target_h) // 2
-            return CropPlan((height, width), (resized_h, resized_w), (left, top, left + target_w, top + target_h), (target_h, target_w))
+            return CropPlan(
+                (height, width),
+                (resized_h, resized_w),
+                (left, top, left + target_w, top + target_h),
+                (target_h, target_w),
+            )
         target = assign_bucket(width, height, buckets or self.buckets())
         return plan_crop(width, height, target, crop=self.crop, seed=self.seed, sample_id=sample_id)
 

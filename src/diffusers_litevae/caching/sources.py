@@ -23,6 +23,7 @@ __all__ = [
 
 from ..image_files import IMAGE_EXTENSIONS as DEFAULT_IMAGE_EXTENSIONS
 from .index import CacheInputError
+
 _CAPTION_COLUMNS = ("text", "caption", "captions", "prompt", "sentence")
 
 

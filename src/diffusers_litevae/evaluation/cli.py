@@ -48,40 +48,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     models = parser.add_argument_group("models")
     models.add_argument(
-        "--vae", action="append", default=None, metavar="PATH_OR_ID[:LABEL]",
-        help="a VAE to evaluate (repeat for several): a diffusers VAE folder or Hub id (AutoencoderLite, AutoencoderKL, "
+        "--vae",
+        action="append",
+        default=None,
+        metavar="PATH_OR_ID[:LABEL]",
+        help="a VAE to evaluate (repeat for several): a diffusers VAE folder or Hub id "
+        "(AutoencoderLite, AutoencoderKL, "
         "AutoencoderTiny, picked from config.json), a saved pipeline folder, a folder with a TAESD-family "
         "*encoder* + *decoder* .pth/.safetensors pair, or a bundled model's folder "
         "(diffusers_litevae.pretrained_path). ':LABEL' names it in the report (default: the folder name / repo id). "
         "Without --vae: the bundled litevae-s-taef2 (label litevae-s) and taef2 (label taef2).",
     )
     models.add_argument(
-        "--vae_subfolder", action="append", default=None, metavar="SUBFOLDER",
-        help="subfolder holding the VAE (e.g. 'vae' in a pipeline repo); give it once for every --vae, or once per --vae "
+        "--vae_subfolder",
+        action="append",
+        default=None,
+        metavar="SUBFOLDER",
+        help="subfolder holding the VAE (e.g. 'vae' in a pipeline repo); give it once for every --vae, "
+        "or once per --vae "
         "in the same order ('' for none).",
     )
     data = parser.add_argument_group("images")
     data.add_argument(
-        "--image_dir", default=None,
+        "--image_dir",
+        default=None,
         help="folder of images (png, jpg, webp, ...; not recursive). Without --image_dir and --dataset_name: three "
         "bundled Kodak crops (256x256)",
     )
-    data.add_argument("--dataset_name", default=None, help="Hugging Face dataset id instead of --image_dir (needs `datasets`)")
+    data.add_argument(
+        "--dataset_name", default=None, help="Hugging Face dataset id instead of --image_dir (needs `datasets`)"
+    )
     data.add_argument("--dataset_config", default=None, help="dataset configuration name")
     data.add_argument("--image_column", default="image", help="dataset column holding the images")
     data.add_argument("--split", default="train", help="dataset split")
     data.add_argument("--streaming", action="store_true", help="stream the dataset instead of downloading the split")
     data.add_argument("--max_images", type=int, default=None, help="evaluate at most this many images")
     data.add_argument(
-        "--resolution", default="256",
+        "--resolution",
+        default="256",
         help="a multiple of 8 (resize the short side to it, then crop; see --crop) or 'native' (full size, "
         "centre-cropped down to multiples of 8)",
     )
     data.add_argument(
-        "--crop", choices=("square", "multiple_of_8"), default="square",
+        "--crop",
+        choices=("square", "multiple_of_8"),
+        default="square",
         help="'square': centre RxR crop; 'multiple_of_8': keep the aspect ratio, trim to multiples of 8",
     )
-    data.add_argument("--no_resize", action="store_true", help="crop from the full-size image instead of resizing first")
+    data.add_argument(
+        "--no_resize", action="store_true", help="crop from the full-size image instead of resizing first"
+    )
     run_group = parser.add_argument_group("run")
     run_group.add_argument("--batch_size", type=int, default=4, help="images per encode/decode call and speed batch")
     run_group.add_argument("--device", default="auto", help="cuda, cuda:1, cpu, mps (default: best available)")
@@ -92,7 +108,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_group.add_argument("--speed_warmup", type=int, default=1, help="untimed runs before timing")
     run_group.add_argument("--speed_repeats", type=int, default=3, help="timed runs per encoder / decoder")
     output = parser.add_argument_group("output")
-    output.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR, help="writes summary.json, per_image.csv, grid.png here")
+    output.add_argument(
+        "--output_dir", default=DEFAULT_OUTPUT_DIR, help="writes summary.json, per_image.csv, grid.png here"
+    )
     output.add_argument("--grid_images", type=int, default=4, help="images in the comparison grid (0: none)")
     output.add_argument("--grid_tile_height", type=int, default=256, help="grid row height in pixels")
 
@@ -113,7 +131,9 @@ def run(args: argparse.Namespace) -> int:
 
     # Validate every flag before loading a model or an image.
     if args.image_dir is not None and args.dataset_name is not None:
-        return _fail("pass at most one of --image_dir FOLDER or --dataset_name HUB_DATASET_ID (neither: the bundled samples).")
+        return _fail(
+            "pass at most one of --image_dir FOLDER or --dataset_name HUB_DATASET_ID (neither: the bundled samples)."
+        )
     bundled_samples = args.image_dir is None and args.dataset_name is None
     image_dir = args.image_dir
     if bundled_samples:
@@ -132,7 +152,9 @@ def run(args: argparse.Namespace) -> int:
     specs = [parse_vae_spec(spec) for spec in (args.vae or default_vae_specs())]
     subfolders = args.vae_subfolder or []
     if len(subfolders) not in (0, 1, len(specs)):
-        return _fail(f"give --vae_subfolder once (for all) or once per --vae ({len(specs)}), not {len(subfolders)} times.")
+        return _fail(
+            f"give --vae_subfolder once (for all) or once per --vae ({len(specs)}), not {len(subfolders)} times."
+        )
     if len(subfolders) == 1:
         subfolders = subfolders * len(specs)
     models, subfolder_of = {}, {}
@@ -151,8 +173,12 @@ def run(args: argparse.Namespace) -> int:
         except EvaluationInputError as error:
             return _fail(str(error))
         except Exception as error:  # datasets raises many kinds: not found, offline, gated, ...
-            return _fail(f"could not load dataset {args.dataset_name!r} (split {args.split!r}): {type(error).__name__}: {error}")
-        dataset = f"{args.dataset_name}" + (f"[{args.dataset_config}]" if args.dataset_config else "") + f":{args.split}"
+            return _fail(
+                f"could not load dataset {args.dataset_name!r} (split {args.split!r}): {type(error).__name__}: {error}"
+            )
+        dataset = (
+            f"{args.dataset_name}" + (f"[{args.dataset_config}]" if args.dataset_config else "") + f":{args.split}"
+        )
     elif bundled_samples:
         images, dataset = image_dir, "the bundled samples"
     else:
@@ -190,7 +216,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def command_line(args: argparse.Namespace) -> str:
-    """The ``litevae eval`` command that reproduces ``args`` (flags left at defaults omitted, except _ALWAYS_RECORDED)."""
+    """The ``litevae eval`` command that reproduces ``args`` (flags left at defaults omitted,
+    except _ALWAYS_RECORDED)."""
     parser = argparse.ArgumentParser(add_help=False)
     add_arguments(parser)
     words = ["litevae", "eval"]

@@ -6,8 +6,6 @@ model, so all models in one run see exactly the same pixels.
 
 from __future__ import annotations
 
-from .errors import EvaluationInputError
-
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -15,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from .errors import EvaluationInputError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 from ..image_files import IMAGE_EXTENSIONS
+
 CROPS = ("square", "multiple_of_8")
 _MULTIPLE = 8  # every f=8 VAE needs H and W divisible by 8
 
@@ -67,7 +68,9 @@ def describe_preprocessing(resolution: int | str, crop: str = "square", resize: 
     return ", ".join(steps)
 
 
-def prepare_image(image: Image.Image, resolution: int | str = 256, crop: str = "square", resize: bool = True) -> Image.Image:
+def prepare_image(
+    image: Image.Image, resolution: int | str = 256, crop: str = "square", resize: bool = True
+) -> Image.Image:
     """Convert to RGB and cut ``image`` to the evaluation size.
 
     Args:
@@ -189,7 +192,8 @@ def iter_hub_dataset_images(
                 image = Image.open(io.BytesIO(image["bytes"]))
             if not isinstance(image, Image.Image):
                 raise TypeError(
-                    f"column {image_column!r} of {dataset_name!r} holds {type(image).__name__}, not images; pass --image_column."
+                    f"column {image_column!r} of {dataset_name!r} holds {type(image).__name__}, "
+                    "not images; pass --image_column."
                 )
             yield f"{split}/{index}", image
 

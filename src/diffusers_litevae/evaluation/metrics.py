@@ -50,10 +50,18 @@ def ssim_per_image(reconstructions: torch.Tensor, originals: torch.Tensor) -> to
     """
     _check_pair(reconstructions, originals)
     if min(originals.shape[-2:]) < _SSIM_WINDOW:
-        raise ValueError(f"SSIM needs images of at least {_SSIM_WINDOW}x{_SSIM_WINDOW} pixels, got {tuple(originals.shape[-2:])}.")
+        raise ValueError(
+            f"SSIM needs images of at least {_SSIM_WINDOW}x{_SSIM_WINDOW} pixels, got {tuple(originals.shape[-2:])}."
+        )
     _, ssim_map = structural_similarity_index_measure(
-        reconstructions.float(), originals.float(), gaussian_kernel=True, sigma=1.5, kernel_size=_SSIM_WINDOW,
-        data_range=1.0, reduction="none", return_full_image=True,
+        reconstructions.float(),
+        originals.float(),
+        gaussian_kernel=True,
+        sigma=1.5,
+        kernel_size=_SSIM_WINDOW,
+        data_range=1.0,
+        reduction="none",
+        return_full_image=True,
     )
     border = _SSIM_WINDOW // 2
     return ssim_map[..., border:-border, border:-border].mean(dim=(1, 2, 3))

@@ -8,8 +8,6 @@ warm-up. Results: per-image rows, a summary dict (the ``summary.json`` schema do
 
 from __future__ import annotations
 
-from .errors import EvaluationInputError
-
 import csv
 import json
 import math
@@ -25,6 +23,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .errors import EvaluationInputError
 from .images import (
     CROPS,
     batches_of_equal_size,
@@ -40,10 +39,23 @@ from .images import (
 from .metrics import load_fid_factory, load_lpips, lpips_per_image, psnr_per_image, ssim_per_image
 from .vaes import ReconstructionModel, as_reconstruction_model
 
-__all__ = ["EvaluationResult", "evaluate_vaes", "format_summary", "measure_throughput", "resolve_device", "resolve_dtype"]
+__all__ = [
+    "EvaluationResult",
+    "evaluate_vaes",
+    "format_summary",
+    "measure_throughput",
+    "resolve_device",
+    "resolve_dtype",
+]
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
 CSV_COLUMNS = ("image_index", "image", "model", "width", "height", "psnr", "ssim", "lpips")
 
 
@@ -110,7 +122,9 @@ def _synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def measure_throughput(model: ReconstructionModel, images: torch.Tensor, warmup: int = 1, repeats: int = 3) -> tuple[float, float]:
+def measure_throughput(
+    model: ReconstructionModel, images: torch.Tensor, warmup: int = 1, repeats: int = 3
+) -> tuple[float, float]:
     """Encoder and decoder throughput in images/s on one batch, each timed separately after ``warmup`` untimed runs.
 
     Each of the ``repeats`` runs is timed on its own and the median is reported, so one run slowed by another process
@@ -151,7 +165,8 @@ def measure_throughput(model: ReconstructionModel, images: torch.Tensor, warmup:
 
 
 def _named_images(images) -> tuple[Iterable[tuple[str, Image.Image]], int | None, str]:
-    """Normalise ``images`` (folder path, PIL images, ``(name, PIL)`` pairs) to an iterable of pairs, its length and a name."""
+    """Normalise ``images`` (folder path, PIL images, ``(name, PIL)`` pairs) to an iterable of pairs,
+    its length and a name."""
     if isinstance(images, (str, os.PathLike)):
         files = list_image_files(images)
         return iter_folder_images(images), len(files), os.fspath(images)
@@ -165,7 +180,9 @@ def _named_images(images) -> tuple[Iterable[tuple[str, Image.Image]], int | None
             elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Image.Image):
                 yield str(item[0]), item[1]
             else:
-                raise TypeError(f"images must be PIL images or (name, PIL image) pairs; item {index} is {type(item).__name__}.")
+                raise TypeError(
+                    f"images must be PIL images or (name, PIL image) pairs; item {index} is {type(item).__name__}."
+                )
 
     try:
         length = len(images)
@@ -203,7 +220,8 @@ def evaluate_vaes(
             :class:`~diffusers_litevae.evaluation.vaes.ReconstructionModel`, or a folder / Hub id string.
         images: a folder of images, or a sequence of PIL images or ``(name, PIL image)`` pairs (e.g. from
             :func:`~diffusers_litevae.evaluation.images.iter_hub_dataset_images`).
-        resolution: an int multiple of 8 or ``"native"``; see :func:`~diffusers_litevae.evaluation.images.prepare_image`.
+        resolution: an int multiple of 8 or ``"native"``; see
+            :func:`~diffusers_litevae.evaluation.images.prepare_image`.
         crop: ``"square"`` (centre ``R x R``) or ``"multiple_of_8"`` (keep the aspect ratio).
         resize: resize the short side to ``resolution`` before cropping (``False``: crop the full-size image).
         batch_size: images per encode/decode call (also the batch of the throughput figures).
@@ -241,7 +259,8 @@ def evaluate_vaes(
         total = min(total, max_images)
 
     loaded = {
-        label: as_reconstruction_model(model, device, dtype, (subfolders or {}).get(label)) for label, model in models.items()
+        label: as_reconstruction_model(model, device, dtype, (subfolders or {}).get(label))
+        for label, model in models.items()
     }
 
     missing: dict[str, str] = {}
@@ -284,21 +303,35 @@ def evaluate_vaes(
             reconstructions = model.reconstruct(originals)
             psnr = psnr_per_image(reconstructions, originals).tolist()
             ssim = ssim_per_image(reconstructions, originals).tolist()
-            lpips = lpips_per_image(lpips_metric, reconstructions.to(device), originals.to(device)).tolist() if lpips_metric else [None] * len(names)
+            lpips = (
+                lpips_per_image(lpips_metric, reconstructions.to(device), originals.to(device)).tolist()
+                if lpips_metric
+                else [None] * len(names)
+            )
             if label in fids:
                 fids[label].update(originals.to(device), real=True)
                 fids[label].update(reconstructions.to(device), real=False)
             for offset, name in enumerate(names):
                 rows.append(
-                    dict(image_index=count + offset, image=name, model=label, width=originals.shape[-1],
-                         height=originals.shape[-2], psnr=psnr[offset], ssim=ssim[offset], lpips=lpips[offset])
+                    dict(
+                        image_index=count + offset,
+                        image=name,
+                        model=label,
+                        width=originals.shape[-1],
+                        height=originals.shape[-2],
+                        psnr=psnr[offset],
+                        ssim=ssim[offset],
+                        lpips=lpips[offset],
+                    )
                 )
             if keep:
                 grid_reconstructions[label].extend(tensor_to_images(reconstructions[:keep]))
                 grid_captions[label].extend(f"{value:.2f} dB" for value in psnr[:keep])
         count += len(names)
         bar.update(len(names))
-        bar.set_postfix({f"{label} PSNR": f"{_mean([r['psnr'] for r in rows if r['model'] == label]):.2f}" for label in loaded})
+        bar.set_postfix(
+            {f"{label} PSNR": f"{_mean([r['psnr'] for r in rows if r['model'] == label]):.2f}" for label in loaded}
+        )
     bar.close()
     if count == 0:
         raise EvaluationInputError(f"no images were read from {dataset_name or source_name!r}.")
@@ -353,7 +386,9 @@ def evaluate_vaes(
 
     grid = None
     if grid_originals:
-        grid = make_reconstruction_grid(grid_originals, grid_reconstructions, grid_captions, tile_height=grid_tile_height)
+        grid = make_reconstruction_grid(
+            grid_originals, grid_reconstructions, grid_captions, tile_height=grid_tile_height
+        )
     return EvaluationResult(summary=summary, per_image=rows, grid=grid)
 
 
@@ -364,7 +399,10 @@ def _mean(values: list) -> float:
 
 def format_summary(summary: dict) -> str:
     """A plain-text table of a summary dict, plus the missing-metric messages."""
-    header = f"{'model':<24}{'PSNR dB':>9}{'SSIM':>8}{'LPIPS':>8}{'rFID':>8}{'enc img/s':>11}{'dec img/s':>11}{'enc params':>12}{'dec params':>12}"
+    header = (
+        f"{'model':<24}{'PSNR dB':>9}{'SSIM':>8}{'LPIPS':>8}{'rFID':>8}"
+        f"{'enc img/s':>11}{'dec img/s':>11}{'enc params':>12}{'dec params':>12}"
+    )
     lines = [
         f"{summary['num_images']} images from {summary['dataset']} ({summary['preprocessing']})",
         header,
@@ -377,7 +415,8 @@ def format_summary(summary: dict) -> str:
     messages: dict[str, str] = {}
     for label, entry in summary["models"].items():
         lines.append(
-            f"{label[:23]:<24}{number(entry['psnr'], '9.2f')}{number(entry['ssim'], '8.4f')}{number(entry['lpips'], '8.4f')}"
+            f"{label[:23]:<24}{number(entry['psnr'], '9.2f')}{number(entry['ssim'], '8.4f')}"
+            f"{number(entry['lpips'], '8.4f')}"
             f"{number(entry['rfid'], '8.2f')}{number(entry['encode_images_per_s'], '11.2f')}"
             f"{number(entry['decode_images_per_s'], '11.2f')}{entry['encoder_parameters'] / 1e6:>10.2f} M"
             f"{entry['decoder_parameters'] / 1e6:>10.2f} M"
@@ -387,7 +426,8 @@ def format_summary(summary: dict) -> str:
     if first.get("speed_batch_size"):
         height, width = first["speed_image_size"]
         lines.append(
-            f"speed: batch {first['speed_batch_size']} at {height}x{width}, {first['device']} {first['dtype']}, median of "
+            f"speed: batch {first['speed_batch_size']} at {height}x{width}, {first['device']} {first['dtype']}, "
+            "median of "
             f"{summary.get('speed_repeats')} timed runs after {summary.get('speed_warmup')} warm-up run(s)"
         )
     lines.extend(f"{name}: {message}" for name, message in messages.items())

@@ -13,8 +13,6 @@ deterministic latents (the posterior mode for Gaussian VAEs), reconstructions in
 
 from __future__ import annotations
 
-from .errors import EvaluationInputError
-
 import os
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import torch.nn as nn
 
 from ..models.tiny_autoencoder import TinyDecoder, TinyEncoder
 from ..models.utils import cast_module
+from .errors import EvaluationInputError
 
 __all__ = ["SUPPORTED_CLASSES", "ReconstructionModel", "load_reconstruction_model", "parse_vae_spec"]
 
@@ -40,7 +39,9 @@ class ReconstructionModel:
         class_name: model class for the report; inferred from ``module`` when omitted.
     """
 
-    def __init__(self, module: nn.Module | tuple[nn.Module, nn.Module], name_or_path: str = "", class_name: str | None = None):
+    def __init__(
+        self, module: nn.Module | tuple[nn.Module, nn.Module], name_or_path: str = "", class_name: str | None = None
+    ):
         if isinstance(module, (tuple, list)):
             if len(module) != 2 or not all(isinstance(part, nn.Module) for part in module):
                 raise TypeError("a TAESD-family model is given as a (TinyEncoder, TinyDecoder) pair of nn.Modules.")
@@ -82,7 +83,8 @@ class ReconstructionModel:
     # -------------------------------------------------------------- sizes
 
     def parameter_counts(self) -> tuple[int, int]:
-        """``(encoder parameters, decoder parameters)``; ``quant_conv`` counts as encoder, ``post_quant_conv`` as decoder."""
+        """``(encoder parameters, decoder parameters)``; ``quant_conv`` counts as encoder,
+        ``post_quant_conv`` as decoder."""
         encoder = decoder = 0
         for name, parameter in self.vae.named_parameters():
             if name.startswith(("encoder.", "quant_conv.")):
@@ -158,7 +160,9 @@ def load_reconstruction_model(
             f"{name_or_path!r} is a {type(vae).__name__}; `litevae eval` supports {', '.join(SUPPORTED_CLASSES)} "
             "(config.json `_class_name`) and TAESD-family checkpoint pairs."
         )
-    where = getattr(vae, "name_or_path", "") or str(Path(name_or_path).resolve() if Path(name_or_path).exists() else name_or_path)
+    where = getattr(vae, "name_or_path", "") or str(
+        Path(name_or_path).resolve() if Path(name_or_path).exists() else name_or_path
+    )
     if isinstance(vae, TinyAutoencoder):
         return ReconstructionModel(vae, where, TINY_PAIR_CLASS).to(device, dtype)
     if Path(name_or_path).exists():
@@ -176,6 +180,11 @@ def as_reconstruction_model(
         return model.to(device, dtype)
     if isinstance(model, (str, os.PathLike)):
         return load_reconstruction_model(os.fspath(model), subfolder=subfolder, device=device, dtype=dtype)
-    if isinstance(model, (tuple, list)) and len(model) == 2 and isinstance(model[0], TinyEncoder) and isinstance(model[1], TinyDecoder):
+    if (
+        isinstance(model, (tuple, list))
+        and len(model) == 2
+        and isinstance(model[0], TinyEncoder)
+        and isinstance(model[1], TinyDecoder)
+    ):
         return ReconstructionModel(tuple(model), class_name=TINY_PAIR_CLASS).to(device, dtype)
     return ReconstructionModel(model).to(device, dtype)

@@ -6,8 +6,9 @@ The names below are imported on first use, so ``litevae push --help`` does not l
 
 from __future__ import annotations
 
-from .._lazy import lazy_exports
 from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 _EXPORTS = {
     "PushError": "push",

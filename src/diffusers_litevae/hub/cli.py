@@ -18,18 +18,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..cli import DefaultsHelpFormatter  # light: the top-level CLI module imports no torch
 
     parser.formatter_class = DefaultsHelpFormatter  # also for conversion/push_to_hub.py's own parser
-    parser.add_argument("model_dir", help="AutoencoderLite folder (config.json + weights; distillation.json when distilled)")
-    parser.add_argument("--metrics", required=True, help="summary.json written by `litevae eval` that includes this model")
-    parser.add_argument("--metrics_label", default=None, help="this model's label in the metrics file (default: found by path)")
+    parser.add_argument(
+        "model_dir", help="AutoencoderLite folder (config.json + weights; distillation.json when distilled)"
+    )
+    parser.add_argument(
+        "--metrics", required=True, help="summary.json written by `litevae eval` that includes this model"
+    )
+    parser.add_argument(
+        "--metrics_label", default=None, help="this model's label in the metrics file (default: found by path)"
+    )
     parser.add_argument("--repo_id", default=None, help="target Hub repo 'owner/name' (required unless --dry_run)")
     parser.add_argument("--license", default="apache-2.0", help="Hub license id for the card metadata")
-    parser.add_argument("--base_model", default=None, help="Hub id of the teacher VAE (default: from distillation.json)")
+    parser.add_argument(
+        "--base_model", default=None, help="Hub id of the teacher VAE (default: from distillation.json)"
+    )
     parser.add_argument("--pipeline_id", default=None, help="pipeline repo to show in the card's usage snippet")
     parser.add_argument("--private", action="store_true", help="create the repo private")
     parser.add_argument("--token", default=None, help="Hugging Face token (default: the one stored by `hf auth login`)")
-    parser.add_argument("--commit_message", default=None, help='commit message of the upload (default: "Upload AutoencoderLite with diffusers-litevae")')
     parser.add_argument(
-        "--output_dir", default=None,
+        "--commit_message",
+        default=None,
+        help='commit message of the upload (default: "Upload AutoencoderLite with diffusers-litevae")',
+    )
+    parser.add_argument(
+        "--output_dir",
+        default=None,
         help="write the upload folder here (must be new or empty; default: a temporary folder)",
     )
     parser.add_argument(

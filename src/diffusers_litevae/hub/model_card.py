@@ -103,7 +103,8 @@ def _usage(repo_id: str, teacher: str | None, pipeline_id: str | None, latent_ch
     same_space = f"whose VAE is `{teacher}`" if teacher else "whose VAE shares this model's latent space"
     pipeline_lines = (
         f'pipe = DiffusionPipeline.from_pretrained("{pipeline_id}", torch_dtype=torch.float16).to("cuda")\n'
-        f'pipe.vae = AutoencoderLite.from_pretrained("{repo_id}", torch_dtype=torch.float16, variant="fp16").to("cuda")\n'
+        f'pipe.vae = AutoencoderLite.from_pretrained("{repo_id}", torch_dtype=torch.float16, '
+        'variant="fp16").to("cuda")\n'
         if pipeline_id
         else f"# `pipe`: a diffusers pipeline {same_space} (same latent space, much smaller encoder)\n"
         f'pipe.vae = AutoencoderLite.from_pretrained("{repo_id}", torch_dtype=pipe.vae.dtype).to(pipe.device)\n'
@@ -135,7 +136,8 @@ def _architecture(config: dict, encoder_parameters: int, decoder_parameters: int
     preset = encoder_preset_name(config)
     factor = 2 ** config["wavelet_levels"]
     encoder = (
-        f"LiteVAE encoder{f' (preset {preset})' if preset else ' (custom widths)'}: {config['wavelet_levels']}-level Haar "
+        f"LiteVAE encoder{f' (preset {preset})' if preset else ' (custom widths)'}: "
+        f"{config['wavelet_levels']}-level Haar "
         f"wavelet transform, one feature UNet per level (width {config['encoder_feature_channels']}, multipliers "
         f"{tuple(config['encoder_feature_channel_mults'])}) and an aggregation UNet (width "
         f"{config['encoder_aggregation_channels']}, multipliers {tuple(config['encoder_aggregation_channel_mults'])}), "
@@ -170,7 +172,8 @@ def _evaluation(summary: dict, label: str, grid_file: str | None) -> str:
     models = summary.get("models", {})
     lines = [
         f"Measured with `litevae eval` on **{summary.get('num_images')} images** of `{_dataset_id(summary)[0]}` "
-        f"({summary.get('preprocessing') or summary.get('resolution')}). Every model saw the same pixels; PSNR and SSIM "
+        f"({summary.get('preprocessing') or summary.get('resolution')}). Every model saw the same pixels; "
+        "PSNR and SSIM "
         "(11x11 Gaussian window, sigma 1.5) are computed on images in [0, 1] and averaged over images.",
         "",
     ]
@@ -184,7 +187,8 @@ def _evaluation(summary: dict, label: str, grid_file: str | None) -> str:
         shown = f"**{name} (this model)**" if name == label else name
         lines.append(
             f"| {shown} | {entry.get('class')} | {_fmt(entry.get('psnr'))} | {_fmt(entry.get('ssim'), '.4f')} | "
-            f"{_fmt(entry.get('lpips'), '.4f')} | {_fmt(entry.get('rfid'))} | {_millions(entry.get('encoder_parameters'))} | "
+            f"{_fmt(entry.get('lpips'), '.4f')} | {_fmt(entry.get('rfid'))} | "
+            f"{_millions(entry.get('encoder_parameters'))} | "
             f"{_millions(entry.get('decoder_parameters'))} |"
         )
     missing = {}
@@ -199,18 +203,27 @@ def _evaluation(summary: dict, label: str, grid_file: str | None) -> str:
     else:
         size = entry.get("speed_image_size") or ["?", "?"]
         lines += [
-            f"Images per second, batch {entry.get('speed_batch_size')} at {size[0]}x{size[1]}, on `{entry.get('device')}` "
+            f"Images per second, batch {entry.get('speed_batch_size')} at {size[0]}x{size[1]}, "
+            f"on `{entry.get('device')}` "
             f"in {entry.get('dtype')}; encoder and decoder timed separately, median of {summary.get('speed_repeats')} "
-            "runs after warm-up. All rows come from the same machine and run: compare rows, not numbers across machines.",
+            "runs after warm-up. All rows come from the same machine and run: "
+            "compare rows, not numbers across machines.",
             "",
             "| model | encode img/s | decode img/s |",
             "|---|---|---|",
         ]
         for name, other in models.items():
             shown = f"**{name} (this model)**" if name == label else name
-            lines.append(f"| {shown} | {_fmt(other.get('encode_images_per_s'))} | {_fmt(other.get('decode_images_per_s'))} |")
+            lines.append(
+                f"| {shown} | {_fmt(other.get('encode_images_per_s'))} | {_fmt(other.get('decode_images_per_s'))} |"
+            )
     if grid_file:
-        lines += ["", "Reconstructions (original, then each model; captions are per-image PSNR):", "", f"![reconstructions]({grid_file})"]
+        lines += [
+            "",
+            "Reconstructions (original, then each model; captions are per-image PSNR):",
+            "",
+            f"![reconstructions]({grid_file})",
+        ]
     return "\n".join(lines)
 
 
@@ -237,7 +250,10 @@ def _training(distillation: dict | None, curve_file: str | None = None) -> str:
         "",
         "| | |",
         "|---|---|",
-        f"| Student encoder | preset {student.get('preset') or 'custom'}, {_millions(student.get('encoder_parameters'))} |",
+        (
+            f"| Student encoder | preset {student.get('preset') or 'custom'}, "
+            f"{_millions(student.get('encoder_parameters'))} |"
+        ),
         f"| Steps / images seen | {final.get('step')} / {final.get('images_seen')} |",
         f"| Wall time | {_fmt(distillation.get('wall_time_s'), '.0f')} s |",
         f"| Training throughput | {_fmt(distillation.get('train_images_per_s'))} images/s |",
@@ -259,12 +275,18 @@ def _training(distillation: dict | None, curve_file: str | None = None) -> str:
     if curve:
         # A handful of evenly spaced points tells the shape of the curve; the full list is in distillation.json.
         picks = sorted({round(i * (len(curve) - 1) / 5) for i in range(6)}) if len(curve) > 6 else range(len(curve))
-        lines += ["", "Training curve (from `distillation.json`):", "", "| step | wall time (s) | student PSNR (dB) | latent MSE |",
-                  "|---|---|---|---|"]
+        lines += [
+            "",
+            "Training curve (from `distillation.json`):",
+            "",
+            "| step | wall time (s) | student PSNR (dB) | latent MSE |",
+            "|---|---|---|---|",
+        ]
         for index in picks:
             point = curve[index]
             lines.append(
-                f"| {point.get('step')} | {_fmt(point.get('wall_time_s'), '.0f')} | {_fmt(point.get('psnr_student'))} | "
+                f"| {point.get('step')} | {_fmt(point.get('wall_time_s'), '.0f')} | "
+                f"{_fmt(point.get('psnr_student'))} | "
                 f"{_fmt(point.get('latent_mse'), '.5f')} |"
             )
     if curve_file:
@@ -332,14 +354,14 @@ def build_model_card(
     )
     if teacher:
         intro += (
-            f" distilled against `{teacher}`, with that VAE's decoder unchanged. It encodes into the same latent space as "
+            f" distilled against `{teacher}`, with that VAE's decoder unchanged. "
+            "It encodes into the same latent space as "
             f"`{teacher}`, so it replaces that VAE in existing pipelines and latent-caching jobs."
         )
     else:
         intro += " with its decoder, packaged as a diffusers model (`AutoencoderLite`)."
-    license_note = (
-        f"The weights are released under `{license}`."
-        + (f" The decoder weights are copied from `{teacher}`; its license also applies to them." if teacher else "")
+    license_note = f"The weights are released under `{license}`." + (
+        f" The decoder weights are copied from `{teacher}`; its license also applies to them." if teacher else ""
     )
     file_list = "\n".join(f"- `{name}`" for name in (files or []))
     body = f"""# {title}
@@ -348,7 +370,7 @@ def build_model_card(
 
 ## Usage
 
-{_usage(repo_id, teacher, pipeline_id, config['latent_channels'])}
+{_usage(repo_id, teacher, pipeline_id, config["latent_channels"])}
 
 ## Architecture
 

@@ -37,7 +37,11 @@ __all__ = [
     "validate_model_folder",
 ]
 
-WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin", "diffusion_pytorch_model.safetensors.index.json")
+WEIGHT_FILES = (
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.bin",
+    "diffusion_pytorch_model.safetensors.index.json",
+)
 DEFAULT_COMMIT_MESSAGE = "Upload AutoencoderLite with diffusers-litevae"
 DRY_RUN_REPO_ID = "YOUR_USERNAME/{name}"
 
@@ -55,10 +59,15 @@ def validate_model_folder(model_dir: str | os.PathLike) -> tuple[Path, dict]:
     """
     path = Path(model_dir)
     if not path.is_dir():
-        raise PushError(f"model folder not found: {str(path)!r}; pass the folder written by `litevae distill` or save_pretrained.")
+        raise PushError(
+            f"model folder not found: {str(path)!r}; pass the folder written by `litevae distill` or save_pretrained."
+        )
     config_file = path / "config.json"
     if not config_file.is_file():
-        raise PushError(f"{str(path)!r} is not a model folder: it has no config.json (save it with AutoencoderLite.save_pretrained).")
+        raise PushError(
+            f"{str(path)!r} is not a model folder: it has no config.json "
+            "(save it with AutoencoderLite.save_pretrained)."
+        )
     try:
         config = json.loads(config_file.read_text())
     except json.JSONDecodeError as error:
@@ -70,7 +79,9 @@ def validate_model_folder(model_dir: str | os.PathLike) -> tuple[Path, dict]:
             "publishes AutoencoderLite folders."
         )
     if not any((path / name).is_file() for name in WEIGHT_FILES):
-        raise PushError(f"{str(path)!r} has a config.json but no weights ({WEIGHT_FILES[0]}); it is not a complete model folder.")
+        raise PushError(
+            f"{str(path)!r} has a config.json but no weights ({WEIGHT_FILES[0]}); it is not a complete model folder."
+        )
     return path, config
 
 
@@ -103,7 +114,11 @@ def load_metrics_entry(
             raise PushError(f"metrics file {str(path)!r} has no entry {label!r}; its entries are {sorted(models)}.")
     else:
         target = Path(model_dir).resolve() if model_dir is not None else None
-        matching = [name for name, entry in models.items() if target is not None and _same_path(entry.get("name_or_path"), target)]
+        matching = [
+            name
+            for name, entry in models.items()
+            if target is not None and _same_path(entry.get("name_or_path"), target)
+        ]
         if len(matching) == 1:
             label = matching[0]
         elif len(models) == 1:
@@ -111,7 +126,8 @@ def load_metrics_entry(
             measured = models[label].get("name_or_path")
             if target is not None and measured and Path(measured).exists() and not _same_path(measured, target):
                 raise PushError(
-                    f"the only entry of {str(path)!r}, {label!r}, was measured on {measured!r}, not on {str(model_dir)!r}; "
+                    f"the only entry of {str(path)!r}, {label!r}, was measured on {measured!r}, "
+                    f"not on {str(model_dir)!r}; "
                     f"pass --metrics_label {label} if it is the same model."
                 )
         else:
@@ -147,7 +163,9 @@ def _load_distillation(model_dir: Path) -> dict | None:
 
 def _check_repo_id(repo_id: str) -> None:
     if not _REPO_ID.match(repo_id or ""):
-        raise PushError(f"--repo_id must look like 'owner/name' (your user or organisation, then the model name), got {repo_id!r}.")
+        raise PushError(
+            f"--repo_id must look like 'owner/name' (your user or organisation, then the model name), got {repo_id!r}."
+        )
 
 
 def prepare_upload_folder(
@@ -180,7 +198,9 @@ def prepare_upload_folder(
     distillation = _load_distillation(model_path)
     output = Path(output_dir)
     if output.exists() and any(output.iterdir()):
-        raise PushError(f"output folder {str(output)!r} is not empty; pass a new --output_dir (nothing is overwritten).")
+        raise PushError(
+            f"output folder {str(output)!r} is not empty; pass a new --output_dir (nothing is overwritten)."
+        )
 
     model = AutoencoderLite.from_pretrained(str(model_path), torch_dtype=torch.float32)
     encoder_parameters = sum(p.numel() for p in model.encoder.parameters())
@@ -191,7 +211,8 @@ def prepare_upload_folder(
     measured = entry.get("encoder_parameters")
     if isinstance(measured, int) and measured != encoder_parameters:
         raise PushError(
-            f"metrics entry {label!r} was measured on an encoder with {measured} parameters, but {str(model_path)!r} has "
+            f"metrics entry {label!r} was measured on an encoder with {measured} parameters, "
+            f"but {str(model_path)!r} has "
             f"{encoder_parameters}: these metrics are not for this model. Re-run `litevae eval` on it."
         )
 
@@ -200,7 +221,9 @@ def prepare_upload_folder(
     # save_pretrained(variant="fp16") only renames the file: cast first, so the fp16 file really holds fp16 tensors.
     cast_module(model, dtype=torch.float16)
     if not all(torch.isfinite(p).all() for p in model.parameters()):
-        raise PushError(f"{str(model_path)!r} has weights outside the fp16 range; they would turn into inf in the fp16 variant.")
+        raise PushError(
+            f"{str(model_path)!r} has weights outside the fp16 range; they would turn into inf in the fp16 variant."
+        )
     model.save_pretrained(str(output), safe_serialization=True, variant="fp16")
     files = ["config.json", "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"]
     if distillation is not None:

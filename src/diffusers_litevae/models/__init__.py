@@ -6,8 +6,9 @@ package (as ``litevae --help`` does) does not load torch or diffusers.
 
 from __future__ import annotations
 
-from .._lazy import lazy_exports
 from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 # public name -> submodule defining it
 _EXPORTS = {

@@ -131,12 +131,14 @@ class AutoencoderLite(ModelMixin, AutoencoderMixin, ConfigMixin):
         if 2**wavelet_levels != decoder_factor:
             raise ValueError(
                 f"the encoder downsamples by 2**wavelet_levels = {2**wavelet_levels} but the decoder upsamples by "
-                f"2**(len(block_out_channels) - 1) = {decoder_factor}; set wavelet_levels={len(block_out_channels) - 1}."
+                f"2**(len(block_out_channels) - 1) = {decoder_factor}; "
+                f"set wavelet_levels={len(block_out_channels) - 1}."
             )
         if decoder_type == "tiny" and len(tiny_decoder_num_blocks) != len(block_out_channels):
             raise ValueError(
                 f"a tiny decoder with {len(tiny_decoder_num_blocks)} stages upsamples by "
-                f"{2 ** (len(tiny_decoder_num_blocks) - 1)}; block_out_channels needs {len(tiny_decoder_num_blocks)} entries."
+                f"{2 ** (len(tiny_decoder_num_blocks) - 1)}; "
+                f"block_out_channels needs {len(tiny_decoder_num_blocks)} entries."
             )
 
         self.encoder = LiteVAEEncoder(
@@ -168,7 +170,9 @@ class AutoencoderLite(ModelMixin, AutoencoderMixin, ConfigMixin):
             self.post_quant_conv = nn.Conv2d(latent_channels, latent_channels, 1) if use_post_quant_conv else None
         else:
             if use_smc:
-                raise ValueError("use_smc applies to the 'kl' decoder only; the tiny decoder has no GroupNorm+conv pairs.")
+                raise ValueError(
+                    "use_smc applies to the 'kl' decoder only; the tiny decoder has no GroupNorm+conv pairs."
+                )
             self.decoder = TinyDecoder(
                 latent_channels=latent_channels,
                 out_channels=out_channels,
@@ -189,7 +193,8 @@ class AutoencoderLite(ModelMixin, AutoencoderMixin, ConfigMixin):
 
     @classmethod
     def from_preset(cls, preset: str = "B", **kwargs) -> "AutoencoderLite":
-        """Build a randomly initialised model with LiteVAE encoder scale ``preset`` (``"S"``, ``"B"``, ``"M"``, ``"L"``).
+        """Build a randomly initialised model with LiteVAE encoder scale
+        ``preset`` (``"S"``, ``"B"``, ``"M"``, ``"L"``).
 
         Other keyword arguments are config keys (e.g. ``latent_channels=16``).
         """
@@ -255,7 +260,8 @@ class AutoencoderLite(ModelMixin, AutoencoderMixin, ConfigMixin):
         shift_factor: float | None = None,
         **kwargs,
     ) -> "AutoencoderLite":
-        """A model with a TAESD-family decoder's weights (see ``tiny_autoencoder.load_tiny_decoder``) and a fresh encoder.
+        """A model with a TAESD-family decoder's weights (see ``tiny_autoencoder.load_tiny_decoder``)
+        and a fresh encoder.
 
         Tiny decoders map raw latents to images; ``scaling_factor`` / ``shift_factor`` describe the latent space
         to pipelines (1.0 / None for raw latents).
@@ -374,7 +380,9 @@ class AutoencoderLite(ModelMixin, AutoencoderMixin, ConfigMixin):
         return self.encoder(x)
 
     @apply_forward_hook
-    def encode(self, x: torch.Tensor, return_dict: bool = True) -> AutoencoderKLOutput | tuple[DiagonalGaussianDistribution]:
+    def encode(
+        self, x: torch.Tensor, return_dict: bool = True
+    ) -> AutoencoderKLOutput | tuple[DiagonalGaussianDistribution]:
         """Encode images to a diagonal Gaussian posterior.
 
         Args:
@@ -481,7 +489,12 @@ class AutoencoderLite(ModelMixin, AutoencoderMixin, ConfigMixin):
                     dtype=result.dtype,
                 )
                 o_top, o_left = round(top * scale), round(left * scale)
-                region = (slice(None), slice(None), slice(o_top, o_top + result.shape[-2]), slice(o_left, o_left + result.shape[-1]))
+                region = (
+                    slice(None),
+                    slice(None),
+                    slice(o_top, o_top + result.shape[-2]),
+                    slice(o_left, o_left + result.shape[-1]),
+                )
                 output[region] += result * ramp
                 weights[region] += ramp
         return output / weights
@@ -531,7 +544,9 @@ def _reject_teacher_conflicts(overrides: dict, teacher_keys: dict, source: str =
         elif key == "force_upcast":
             why = "it records whether the teacher's decoder (copied unchanged) is safe to run in fp16"
         elif key == "use_smc":
-            why = "Self-Modulated Convolutions replace the GroupNorm+conv pairs whose weights are copied from the teacher"
+            why = (
+                "Self-Modulated Convolutions replace the GroupNorm+conv pairs whose weights are copied from the teacher"
+            )
         else:
             why = "the teacher's decoder weights are copied unchanged and need its architecture"
         raise ValueError(

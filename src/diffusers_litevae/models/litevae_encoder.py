@@ -120,9 +120,7 @@ class LiteVAEUNet(nn.Module):
                 channels = width
                 skip_widths.append(width)
 
-        self.mid_blocks = nn.ModuleList(
-            [_resblock(channels, channels, norm_num_groups, act_fn) for _ in range(2)]
-        )
+        self.mid_blocks = nn.ModuleList([_resblock(channels, channels, norm_num_groups, act_fn) for _ in range(2)])
 
         self.up_blocks = nn.ModuleList()
         for width in reversed(widths):
@@ -214,7 +212,8 @@ class LiteVAEEncoder(nn.Module):
 
     @classmethod
     def from_preset(cls, name: str, **kwargs) -> "LiteVAEEncoder":
-        """A randomly initialised encoder of scale ``name`` (``"S"``, ``"B"``, ``"M"``, ``"L"``); ``kwargs`` override."""
+        """A randomly initialised encoder of scale ``name`` (``"S"``, ``"B"``, ``"M"``, ``"L"``);
+        ``kwargs`` override."""
         spec = encoder_preset(name)
         widths = dict(
             feature_channels=spec.feature_channels,

@@ -59,7 +59,9 @@ class TinyBlock(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(out_channels, out_channels, 3, padding=1),
         )
-        self.skip = nn.Conv2d(in_channels, out_channels, 1, bias=False) if in_channels != out_channels else nn.Identity()
+        self.skip = (
+            nn.Conv2d(in_channels, out_channels, 1, bias=False) if in_channels != out_channels else nn.Identity()
+        )
         self.fuse = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,7 +73,8 @@ class TinyBlock(nn.Module):
 def _check_stages(num_blocks: Sequence[int], midblock_gn: Sequence[bool]) -> None:
     if len(num_blocks) != len(midblock_gn):
         raise ValueError(
-            f"num_blocks ({len(num_blocks)} stages) and midblock_gn ({len(midblock_gn)} stages) must have the same length."
+            f"num_blocks ({len(num_blocks)} stages) and midblock_gn ({len(midblock_gn)} stages) "
+            "must have the same length."
         )
 
 
@@ -129,7 +132,11 @@ class TinyDecoder(nn.Module):
     ):
         super().__init__()
         _check_stages(num_blocks, midblock_gn)
-        layers: list[nn.Module] = [SoftClamp(), nn.Conv2d(latent_channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
+        layers: list[nn.Module] = [
+            SoftClamp(),
+            nn.Conv2d(latent_channels, channels, 3, padding=1),
+            nn.ReLU(inplace=True),
+        ]
         for stage, (count, use_gn) in enumerate(zip(num_blocks, midblock_gn)):
             layers.extend(TinyBlock(channels, channels, use_gn) for _ in range(count))
             if stage < len(num_blocks) - 1:
@@ -169,7 +176,9 @@ def _load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return {key.split(".", 1)[1] if not key.split(".")[0].isdigit() else key: value for key, value in state.items()}
 
 
-def _stages_from_state(state: dict[str, torch.Tensor], first_block: int, is_encoder: bool) -> tuple[list[int], list[bool], int, int]:
+def _stages_from_state(
+    state: dict[str, torch.Tensor], first_block: int, is_encoder: bool
+) -> tuple[list[int], list[bool], int, int]:
     """Read stage structure (blocks per stage, GN flags), width and latent channels off a flat state dict."""
     indices = sorted({int(key.split(".")[0]) for key in state})
     block_indices = {i for i in indices if f"{i}.conv.0.weight" in state}

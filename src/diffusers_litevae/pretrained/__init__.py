@@ -34,7 +34,8 @@ def _root():
 
 
 def list_pretrained() -> list[str]:
-    """Names of the bundled model folders, sorted: ``["litevae-s-taef2", "taef2"]``; pass one to :func:`pretrained_path`.
+    """Names of the bundled model folders, sorted: ``["litevae-s-taef2", "taef2"]``;
+    pass one to :func:`pretrained_path`.
 
     The sample images folder (``"samples"``) is bundled too but is not a model, so it is not listed.
     """

@@ -4,7 +4,8 @@ Importable pieces (see ``docs/distillation.md``):
 
 - teachers: :func:`load_teacher`, :func:`wrap_teacher`, :class:`DistillationTeacher` and its adapters;
 - losses: :class:`DistillationLoss`, :class:`LossWeights`, :func:`wavelet_loss`, :func:`gaussian_filtered_loss`;
-- data: :func:`find_images`, :class:`ResolutionSchedule`, :class:`StepIndexedBatchSampler`, :class:`DistillationDataset`;
+- data: :func:`find_images`, :class:`ResolutionSchedule`, :class:`StepIndexedBatchSampler`,
+  :class:`DistillationDataset`;
 - training: :class:`DistillConfig`, :func:`distill_step`, :func:`distill`;
 - validation and checkpoints: :func:`evaluate_student`, :func:`save_checkpoint`, :func:`resolve_resume`.
 """
@@ -22,9 +23,16 @@ from .data import (
     random_crop_flip,
     split_holdout,
 )
-from .trainer import DistillConfig, compute_distillation_loss, distill, distill_step, validate_config
 from .errors import DistillationInputError
-from .losses import DistillationLoss, LossWeights, charbonnier, gaussian_blur, gaussian_filtered_loss, load_lpips, wavelet_loss
+from .losses import (
+    DistillationLoss,
+    LossWeights,
+    charbonnier,
+    gaussian_blur,
+    gaussian_filtered_loss,
+    load_lpips,
+    wavelet_loss,
+)
 from .teachers import (
     TEACHER_TYPES,
     DiffusersVAETeacher,
@@ -34,6 +42,7 @@ from .teachers import (
     tiny_decoder_from_decoder_tiny,
     wrap_teacher,
 )
+from .trainer import DistillConfig, compute_distillation_loss, distill, distill_step, validate_config
 from .validation import compute_teacher_reference, evaluate_student, plot_curve, save_reconstruction_grid
 
 __all__ = [

@@ -17,7 +17,14 @@ from pathlib import Path
 
 from .errors import DistillationInputError
 
-__all__ = ["TRAINER_STATE_NAME", "find_latest_checkpoint", "list_checkpoints", "load_checkpoint", "resolve_resume", "save_checkpoint"]
+__all__ = [
+    "TRAINER_STATE_NAME",
+    "find_latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "resolve_resume",
+    "save_checkpoint",
+]
 
 TRAINER_STATE_NAME = "trainer_state.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -66,7 +73,9 @@ def resolve_resume(value: str | None, checkpoints_dir: str | os.PathLike) -> Pat
     return path
 
 
-def save_checkpoint(accelerator, checkpoints_dir: str | os.PathLike, step: int, trainer_state: dict, total_limit: int | None = None) -> Path:
+def save_checkpoint(
+    accelerator, checkpoints_dir: str | os.PathLike, step: int, trainer_state: dict, total_limit: int | None = None
+) -> Path:
     """Write ``checkpoint-<step>`` atomically and keep only the newest ``total_limit`` checkpoints.
 
     Must be called on every process (``accelerator.save_state`` writes each process's RNG state).

@@ -40,45 +40,99 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
 
     group = parser.add_argument_group("teacher")
-    group.add_argument("--teacher", required=True, help="teacher VAE: diffusers folder, Hub id, or TAESD-family folder (*_encoder.pth + *_decoder.pth)")
-    group.add_argument("--teacher_subfolder", default=None, help="subfolder of the VAE in a pipeline repo/folder, usually 'vae'")
-    group.add_argument("--teacher_type", default=defaults.teacher_type, choices=["auto", "autoencoder_kl", "autoencoder_tiny", "taesd", "diffusers_vae"])
+    group.add_argument(
+        "--teacher",
+        required=True,
+        help="teacher VAE: diffusers folder, Hub id, or TAESD-family folder (*_encoder.pth + *_decoder.pth)",
+    )
+    group.add_argument(
+        "--teacher_subfolder", default=None, help="subfolder of the VAE in a pipeline repo/folder, usually 'vae'"
+    )
+    group.add_argument(
+        "--teacher_type",
+        default=defaults.teacher_type,
+        choices=["auto", "autoencoder_kl", "autoencoder_tiny", "taesd", "diffusers_vae"],
+    )
     group.add_argument("--teacher_revision", default=None, help="Hub revision of the teacher")
     group.add_argument("--teacher_variant", default=None, help="weights variant of the teacher, e.g. fp16")
-    group.add_argument("--teacher_dtype", default=defaults.teacher_dtype, help="teacher weights dtype: auto (the training dtype), float32, bf16, fp16")
-    group.add_argument("--teacher_scaling_factor", type=float, default=None, help="override the latent scaling factor (TAESD-family checkpoints carry none: 1.0)")
+    group.add_argument(
+        "--teacher_dtype",
+        default=defaults.teacher_dtype,
+        help="teacher weights dtype: auto (the training dtype), float32, bf16, fp16",
+    )
+    group.add_argument(
+        "--teacher_scaling_factor",
+        type=float,
+        default=None,
+        help="override the latent scaling factor (TAESD-family checkpoints carry none: 1.0)",
+    )
     group.add_argument("--teacher_shift_factor", type=float, default=None, help="override the latent shift factor")
-    group.add_argument("--teacher_latents", default=None, metavar="DIR",
-                       help="train from the teacher's posteriors cached in DIR (a latent cache of whole images, built on "
-                       "the first run and updated incrementally): no teacher encoder runs in a training step")
-    group.add_argument("--build_teacher_latents", action=argparse.BooleanOptionalAction, default=defaults.build_teacher_latents,
-                       help="encode images missing from --teacher_latents (off: use the cache as it is and fail on missing images)")
-    group.add_argument("--teacher_latents_border", type=int, default=defaults.teacher_latents_border,
-                       help="latent pixels at each crop border left out of the latent losses with --teacher_latents "
-                       "(the teacher saw context beyond the crop there)")
+    group.add_argument(
+        "--teacher_latents",
+        default=None,
+        metavar="DIR",
+        help="train from the teacher's posteriors cached in DIR (a latent cache of whole images, built on "
+        "the first run and updated incrementally): no teacher encoder runs in a training step",
+    )
+    group.add_argument(
+        "--build_teacher_latents",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.build_teacher_latents,
+        help="encode images missing from --teacher_latents (off: use the cache as it is and fail on missing images)",
+    )
+    group.add_argument(
+        "--teacher_latents_border",
+        type=int,
+        default=defaults.teacher_latents_border,
+        help="latent pixels at each crop border left out of the latent losses with --teacher_latents "
+        "(the teacher saw context beyond the crop there)",
+    )
 
     group = parser.add_argument_group("student")
     group.add_argument("--student", default=defaults.student, help="LiteVAE encoder preset: S, B, M or L")
-    group.add_argument("--student_config", type=_student_config, default=None, help="JSON text or file of encoder_* config keys overriding the preset")
+    group.add_argument(
+        "--student_config",
+        type=_student_config,
+        default=None,
+        help="JSON text or file of encoder_* config keys overriding the preset",
+    )
 
     group = parser.add_argument_group("data")
-    group.add_argument("--train_data_dir", default=None, help="folder of training images (recursive; jpg/jpeg/png/webp)")
+    group.add_argument(
+        "--train_data_dir", default=None, help="folder of training images (recursive; jpg/jpeg/png/webp)"
+    )
     group.add_argument("--dataset_name", default=None, help="Hugging Face dataset id (needs the `datasets` extra)")
     group.add_argument("--dataset_config_name", default=None)
     group.add_argument("--dataset_split", default=defaults.dataset_split)
     group.add_argument("--image_column", default=defaults.image_column)
     group.add_argument("--cache_dir", default=None)
-    group.add_argument("--resolution_schedule", "--resolution", default=defaults.resolution_schedule,
-                       help="training crop size, or a schedule like 128:2000,256 (128 px before step 2000, then 256)")
+    group.add_argument(
+        "--resolution_schedule",
+        "--resolution",
+        default=defaults.resolution_schedule,
+        help="training crop size, or a schedule like 128:2000,256 (128 px before step 2000, then 256)",
+    )
     group.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=defaults.random_flip)
     group.add_argument("--dataloader_num_workers", type=int, default=defaults.dataloader_num_workers)
 
     group = parser.add_argument_group("validation")
-    group.add_argument("--validation_dir", default=None, help="folder of validation images (default: images held out from the training folder)")
-    group.add_argument("--num_validation_images", type=int, default=None,
-                       help="hold out the first N training images (sorted by path, matching --validation_glob); default min(16, 10%%)")
-    group.add_argument("--validation_glob", default=defaults.validation_glob, help="file-name pattern the held-out images must match")
-    group.add_argument("--validation_resolution", type=int, default=None, help="centre crop size for validation (default: full images)")
+    group.add_argument(
+        "--validation_dir",
+        default=None,
+        help="folder of validation images (default: images held out from the training folder)",
+    )
+    group.add_argument(
+        "--num_validation_images",
+        type=int,
+        default=None,
+        help="hold out the first N training images (sorted by path, matching --validation_glob); default min(16, 10%%)",
+    )
+    group.add_argument(
+        "--validation_glob", default=defaults.validation_glob, help="file-name pattern the held-out images must match"
+    )
+    group.add_argument(
+        "--validation_resolution", type=int, default=None, help="centre crop size for validation (default: full images)"
+    )
     group.add_argument("--max_validation_images", type=int, default=None)
     group.add_argument("--validation_steps", type=int, default=defaults.validation_steps)
     group.add_argument("--num_grid_images", type=int, default=defaults.num_grid_images)
@@ -86,43 +140,82 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("optimisation")
     group.add_argument("--output_dir", default=defaults.output_dir)
     group.add_argument("--seed", type=int, default=defaults.seed)
-    group.add_argument("--train_batch_size", type=int, default=defaults.train_batch_size, help="images per process per micro-batch")
+    group.add_argument(
+        "--train_batch_size", type=int, default=defaults.train_batch_size, help="images per process per micro-batch"
+    )
     group.add_argument("--gradient_accumulation_steps", type=int, default=defaults.gradient_accumulation_steps)
     group.add_argument("--max_train_steps", type=int, default=defaults.max_train_steps)
-    group.add_argument("--max_minutes", type=float, default=None, help="stop (checkpoint and write the model) after this many minutes")
+    group.add_argument(
+        "--max_minutes", type=float, default=None, help="stop (checkpoint and write the model) after this many minutes"
+    )
     group.add_argument("--optimizer", default=defaults.optimizer, choices=["adam", "adamw"])
     group.add_argument("--learning_rate", type=float, default=defaults.learning_rate)
     group.add_argument("--adam_beta1", type=float, default=defaults.adam_beta1)
     group.add_argument("--adam_beta2", type=float, default=defaults.adam_beta2)
     group.add_argument("--adam_weight_decay", type=float, default=defaults.adam_weight_decay)
     group.add_argument("--adam_epsilon", type=float, default=defaults.adam_epsilon)
-    group.add_argument("--lr_scheduler", default=defaults.lr_scheduler,
-                       choices=["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"])
+    group.add_argument(
+        "--lr_scheduler",
+        default=defaults.lr_scheduler,
+        choices=["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"],
+    )
     group.add_argument("--lr_warmup_steps", type=int, default=defaults.lr_warmup_steps)
     group.add_argument("--max_grad_norm", type=float, default=defaults.max_grad_norm, help="0 disables clipping")
-    group.add_argument("--use_ema", action="store_true", help="keep an EMA of the encoder; validate and save the EMA weights")
+    group.add_argument(
+        "--use_ema", action="store_true", help="keep an EMA of the encoder; validate and save the EMA weights"
+    )
     group.add_argument("--ema_decay", type=float, default=defaults.ema_decay)
     group.add_argument("--ema_power", type=float, default=defaults.ema_power)
 
     group = parser.add_argument_group("speed")
-    group.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"], help="default: accelerate's config")
+    group.add_argument(
+        "--mixed_precision", default=None, choices=["no", "fp16", "bf16"], help="default: accelerate's config"
+    )
     group.add_argument("--compile", action="store_true", help="torch.compile the student encoder and the teacher")
     group.add_argument("--compile_mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
-    group.add_argument("--channels_last", action="store_true", help="student and teacher in channels-last memory format")
-    group.add_argument("--teacher_channels_last", action="store_true",
-                       help="only the frozen teacher in channels-last (on CPU with bf16 this halves the step time of a "
-                       "TAESD-family teacher, while the student's GroupNorm is faster in the default layout)")
+    group.add_argument(
+        "--channels_last", action="store_true", help="student and teacher in channels-last memory format"
+    )
+    group.add_argument(
+        "--teacher_channels_last",
+        action="store_true",
+        help="only the frozen teacher in channels-last (on CPU with bf16 this halves the step time of a "
+        "TAESD-family teacher, while the student's GroupNorm is faster in the default layout)",
+    )
     group.add_argument("--gradient_checkpointing", action="store_true")
     group.add_argument("--allow_tf32", action="store_true")
 
     group = parser.add_argument_group("losses")
-    group.add_argument("--latent_weight", type=float, default=defaults.latent_weight, help="posterior-mean MSE (normalized latents)")
-    group.add_argument("--std_weight", type=float, default=defaults.std_weight,
-                       help="posterior-std MSE: matches the teacher's log-variance (0 noise for deterministic teachers)")
-    group.add_argument("--reconstruction_weight", type=float, default=defaults.reconstruction_weight, help="pixel loss through the frozen teacher decoder")
-    group.add_argument("--wavelet_weight", type=float, default=defaults.wavelet_weight, help="Charbonnier on high-frequency Haar sub-bands")
-    group.add_argument("--gaussian_weight", type=float, default=defaults.gaussian_weight, help="L1 between x - blur(x) residuals")
-    group.add_argument("--lpips_weight", type=float, default=defaults.lpips_weight, help="LPIPS (needs the `lpips` package and its weights)")
+    group.add_argument(
+        "--latent_weight", type=float, default=defaults.latent_weight, help="posterior-mean MSE (normalized latents)"
+    )
+    group.add_argument(
+        "--std_weight",
+        type=float,
+        default=defaults.std_weight,
+        help="posterior-std MSE: matches the teacher's log-variance (0 noise for deterministic teachers)",
+    )
+    group.add_argument(
+        "--reconstruction_weight",
+        type=float,
+        default=defaults.reconstruction_weight,
+        help="pixel loss through the frozen teacher decoder",
+    )
+    group.add_argument(
+        "--wavelet_weight",
+        type=float,
+        default=defaults.wavelet_weight,
+        help="Charbonnier on high-frequency Haar sub-bands",
+    )
+    group.add_argument(
+        "--gaussian_weight", type=float, default=defaults.gaussian_weight, help="L1 between x - blur(x) residuals"
+    )
+    group.add_argument(
+        "--lpips_weight",
+        type=float,
+        default=defaults.lpips_weight,
+        help="LPIPS (needs the `lpips` package and its weights)",
+    )
     group.add_argument("--reconstruction_loss", default=defaults.reconstruction_loss, choices=["l1", "charbonnier"])
     group.add_argument("--charbonnier_eps", type=float, default=defaults.charbonnier_eps)
     group.add_argument("--wavelet_loss_levels", type=int, default=defaults.wavelet_loss_levels)
@@ -132,7 +225,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("checkpoints and logging")
     group.add_argument("--checkpointing_steps", type=int, default=defaults.checkpointing_steps)
     group.add_argument("--checkpoints_total_limit", type=int, default=defaults.checkpoints_total_limit)
-    group.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoints/checkpoint-<step> folder")
+    group.add_argument(
+        "--resume_from_checkpoint", default=None, help="'latest' or a checkpoints/checkpoint-<step> folder"
+    )
     group.add_argument("--logging_steps", type=int, default=defaults.logging_steps)
     group.add_argument("--report_to", default=None, help="accelerate tracker: tensorboard, wandb, ...")
     group.add_argument("--progress_bar", action=argparse.BooleanOptionalAction, default=defaults.progress_bar)
@@ -153,7 +248,9 @@ def accelerate_main_process() -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``litevae distill``; bad input prints one ``error:`` line and returns 2."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     from .trainer import distill
 
     config = config_from_args(args)
@@ -172,7 +269,8 @@ def run(args: argparse.Namespace) -> int:
     metrics = result["final_metrics"]
     if metrics.get("psnr_student") is not None:
         print(
-            f"distilled {result['student']['encoder_parameters'] / 1e6:.2f} M-parameter encoder in {metrics['step']} steps "
+            f"distilled {result['student']['encoder_parameters'] / 1e6:.2f} M-parameter encoder "
+            f"in {metrics['step']} steps "
             f"({result['train_images_per_s']:.1f} images/s): PSNR {metrics['psnr_student']:.2f} dB "
             f"(teacher {metrics['psnr_teacher']:.2f}), latent MSE {metrics['latent_mse']:.5f} -> {config.output_dir}"
         )
@@ -187,4 +285,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-

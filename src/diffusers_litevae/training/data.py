@@ -41,7 +41,6 @@ __all__ = [
 
 from ..image_files import IMAGE_EXTENSIONS
 
-
 # --------------------------------------------------------------------------------------------- image sources
 
 
@@ -53,14 +52,17 @@ def find_images(folder: str | os.PathLike) -> list[Path]:
     """
     root = Path(folder).expanduser()
     if not root.is_dir():
-        raise DistillationInputError(f"data folder {str(folder)!r} does not exist; pass --train_data_dir with your images.")
+        raise DistillationInputError(
+            f"data folder {str(folder)!r} does not exist; pass --train_data_dir with your images."
+        )
     paths = sorted(
         (p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
         key=lambda p: p.relative_to(root).as_posix(),
     )
     if not paths:
         raise DistillationInputError(
-            f"data folder {str(folder)!r} holds no {'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} images (searched recursively)."
+            f"data folder {str(folder)!r} holds no {'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} images "
+            "(searched recursively)."
         )
     return paths
 
@@ -140,7 +142,8 @@ def load_hub_dataset(name: str, config_name: str | None, split: str, cache_dir: 
         dataset = datasets.load_dataset(name, config_name, split=split, cache_dir=cache_dir)
     except Exception as error:
         raise DistillationInputError(
-            f"could not load dataset {name!r} (split {split!r}): {type(error).__name__}: {' '.join(str(error).split())[:200]}"
+            f"could not load dataset {name!r} (split {split!r}): "
+            f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
         ) from error
     if image_column not in dataset.column_names:
         raise DistillationInputError(
@@ -235,7 +238,8 @@ class ResolutionSchedule:
                 until = int(until_text) if until_text else None
             except ValueError:
                 raise DistillationInputError(
-                    f"cannot read resolution stage {part!r}; use RESOLUTION or RESOLUTION:UNTIL_STEP, e.g. '128:2000,256'."
+                    f"cannot read resolution stage {part!r}; "
+                    "use RESOLUTION or RESOLUTION:UNTIL_STEP, e.g. '128:2000,256'."
                 ) from None
             if resolution <= 0 or resolution % multiple:
                 raise DistillationInputError(
@@ -243,9 +247,13 @@ class ResolutionSchedule:
                     f"{max(multiple, resolution // multiple * multiple)}."
                 )
             if until is None and position != len(parts) - 1:
-                raise DistillationInputError(f"resolution stage {part!r} needs ':UNTIL_STEP' (only the last stage is open-ended).")
+                raise DistillationInputError(
+                    f"resolution stage {part!r} needs ':UNTIL_STEP' (only the last stage is open-ended)."
+                )
             if until is not None and (until <= 0 or (stages and until <= stages[-1][1])):
-                raise DistillationInputError(f"resolution schedule {text!r}: switch steps must be positive and increasing.")
+                raise DistillationInputError(
+                    f"resolution schedule {text!r}: switch steps must be positive and increasing."
+                )
             stages.append((resolution, until))
         resolution, _ = stages[-1]
         stages[-1] = (resolution, None)
@@ -324,7 +332,9 @@ class StepIndexedBatchSampler(torch.utils.data.Sampler):
         resolution = self.schedule.resolution_at(micro_index // self.grad_accum)
         first = (micro_index * self.world_size + self.rank) * self.batch_size
         # The crop seed is the stream position: unique per sample, independent of where the run resumed.
-        return [(self._item_at(p), resolution, self.seed * 1_000_003 + p) for p in range(first, first + self.batch_size)]
+        return [
+            (self._item_at(p), resolution, self.seed * 1_000_003 + p) for p in range(first, first + self.batch_size)
+        ]
 
     def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
         for micro_index in range(self.start_step * self.grad_accum, self.end_step * self.grad_accum):
@@ -386,4 +396,3 @@ def collate_batch(samples: list[dict]) -> dict:
         "pixel_values": torch.stack([sample["pixel_values"] for sample in samples]),
         "skipped": [name for sample in samples for name in sample["skipped"]],
     }
-

@@ -71,7 +71,9 @@ def charbonnier(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-3) -> torch.Te
     return (torch.sqrt((x - y).square() + eps * eps) - eps).mean()
 
 
-def wavelet_loss(reconstruction: torch.Tensor, target: torch.Tensor, levels: int = 3, eps: float = 1e-3) -> torch.Tensor:
+def wavelet_loss(
+    reconstruction: torch.Tensor, target: torch.Tensor, levels: int = 3, eps: float = 1e-3
+) -> torch.Tensor:
     """Charbonnier distance between the high-frequency Haar sub-bands (LH, HL, HH) of ``levels`` levels.
 
     The LL band is left out: low frequencies are the reconstruction loss's job; this term sharpens detail.
@@ -126,7 +128,8 @@ def load_lpips(net: str = "vgg", device: torch.device | str = "cpu") -> nn.Modul
         import lpips
     except Exception as error:  # ImportError, or a broken torchvision underneath
         raise DistillationInputError(
-            f"LPIPS was requested (--lpips_weight > 0) but the `lpips` package cannot be imported ({type(error).__name__}: "
+            "LPIPS was requested (--lpips_weight > 0) but the `lpips` package cannot be imported "
+            f"({type(error).__name__}: "
             f"{error}); install it with `pip install lpips` (it needs torchvision) or pass --lpips_weight 0."
         ) from error
     try:
@@ -170,7 +173,9 @@ class DistillationLoss(nn.Module):
         super().__init__()
         self.weights = weights or LossWeights()
         if reconstruction_loss not in ("l1", "charbonnier"):
-            raise DistillationInputError(f"--reconstruction_loss must be 'l1' or 'charbonnier', got {reconstruction_loss!r}.")
+            raise DistillationInputError(
+                f"--reconstruction_loss must be 'l1' or 'charbonnier', got {reconstruction_loss!r}."
+            )
         for name, value in self.weights.as_dict().items():
             if value < 0 or not math.isfinite(value):
                 raise DistillationInputError(f"loss weight --{name}_weight must be a finite number >= 0, got {value}.")

@@ -43,7 +43,11 @@ def teacher_as_vae(teacher) -> nn.Module:
     if vae is not None:
         return vae
     return TinyAutoencoder(
-        teacher.tiny_encoder, teacher.tiny_decoder, teacher.name_or_path, teacher.scaling_factor, getattr(teacher, "_shift_for_student", None)
+        teacher.tiny_encoder,
+        teacher.tiny_decoder,
+        teacher.name_or_path,
+        teacher.scaling_factor,
+        getattr(teacher, "_shift_for_student", None),
     )
 
 
@@ -101,29 +105,43 @@ def prepare_teacher_latents(
     existing = load_manifest(root_path)
     if existing is not None:
         requested = {"vae": vae_identity(vae), "transform": transform.to_dict()}
-        problems = compare_manifests({"vae": existing.get("vae", {}), "transform": existing.get("transform", {})}, requested)
+        problems = compare_manifests(
+            {"vae": existing.get("vae", {}), "transform": existing.get("transform", {})}, requested
+        )
         if problems:
             what = "another teacher" if any(p.startswith("vae.") for p in problems) else "other preprocessing"
             raise DistillationInputError(
                 f"--teacher_latents {str(root)!r} was made with {what} ({problems[0]}"
-                f"{f'; {len(problems) - 1} more differences' if len(problems) > 1 else ''}); point --teacher_latents at "
+                f"{f'; {len(problems) - 1} more differences' if len(problems) > 1 else ''}); "
+                "point --teacher_latents at "
                 "a new folder to build targets for this teacher and resolution schedule."
             )
     if build:
         try:
             report = cache_latents(
-                train_root, vae, root_path, transform=transform, dtype="fp32", batch_size=batch_size,
-                num_workers=num_workers, mixed_precision="bf16" if mixed_precision == "bf16" else "no",
-                cpu_mixed_precision=mixed_precision == "bf16", channels_last=mixed_precision == "bf16",
-                progress=progress, caption_extension=None,
+                train_root,
+                vae,
+                root_path,
+                transform=transform,
+                dtype="fp32",
+                batch_size=batch_size,
+                num_workers=num_workers,
+                mixed_precision="bf16" if mixed_precision == "bf16" else "no",
+                cpu_mixed_precision=mixed_precision == "bf16",
+                channels_last=mixed_precision == "bf16",
+                progress=progress,
+                caption_extension=None,
                 device=next(teacher.parameters()).device,
             )
         except IncompatibleCacheError as error:
             raise DistillationInputError(f"--teacher_latents {str(root)!r}: {' '.join(str(error).split())}") from error
-        logger.info("teacher latents in %s: %d cached, %d encoded now", root_path, report.num_samples, report.num_encoded)
+        logger.info(
+            "teacher latents in %s: %d cached, %d encoded now", root_path, report.num_samples, report.num_encoded
+        )
     elif existing is None:
         raise DistillationInputError(
-            f"--teacher_latents {str(root)!r} is not a latent cache (no manifest.json); drop --no-build_teacher_latents "
+            f"--teacher_latents {str(root)!r} is not a latent cache (no manifest.json); "
+            "drop --no-build_teacher_latents "
             "to build it on the first run."
         )
     dataset = LatentDataset(root_path, latent_sampling="mean", scale=False)
@@ -142,12 +160,15 @@ def prepare_teacher_latents(
             "drop --no-build_teacher_latents to encode them, or remove them from --train_data_dir."
         )
     if missing:  # unreadable files: the caching job recorded them in errors.jsonl
-        logger.warning("%d training images could not be encoded (see %s/errors.jsonl); they are skipped", len(missing), root_path)
+        logger.warning(
+            "%d training images could not be encoded (see %s/errors.jsonl); they are skipped", len(missing), root_path
+        )
     return TeacherLatents(dataset, transform, positions, root_path)
 
 
 class CachedTargetDataset(torch.utils.data.Dataset):
-    """Random crops with their teacher targets, indexed like :class:`~diffusers_litevae.training.data.DistillationDataset`
+    """Random crops with their teacher targets, indexed like
+    :class:`~diffusers_litevae.training.data.DistillationDataset`
     by ``(item, resolution, crop_seed)``.
 
     A crop starts on the latent grid of the cached image; when flipped, both the pixels and the latents come from the
@@ -193,7 +214,11 @@ class CachedTargetDataset(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, int, int]) -> dict:
         index, resolution, crop_seed = key
         return first_readable(
-            len(self.paths), index, crop_seed, lambda item, rng: self._sample(item, resolution, rng), lambda item: str(self.paths[item])
+            len(self.paths),
+            index,
+            crop_seed,
+            lambda item, rng: self._sample(item, resolution, rng),
+            lambda item: str(self.paths[item]),
         )
 
 

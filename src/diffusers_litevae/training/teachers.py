@@ -147,7 +147,8 @@ class DistillationTeacher(nn.Module):
         if expected.shape != got.shape or not torch.equal(expected, got):
             raise RuntimeError(
                 f"the student built from teacher {self.name_or_path!r} does not decode bit-identically "
-                f"(max abs difference {float((expected - got).abs().max()) if expected.shape == got.shape else 'shape'}); "
+                "(max abs difference "
+                f"{float((expected - got).abs().max()) if expected.shape == got.shape else 'shape'}); "
                 "this teacher's decoder cannot be carried by AutoencoderLite."
             )
         return student
@@ -167,7 +168,11 @@ class DiffusersVAETeacher(DistillationTeacher):
     def __init__(self, vae: nn.Module, name_or_path: str = "", teacher_type: str | None = None):
         config = getattr(vae, "config", None)
         latent_channels = getattr(config, "latent_channels", None)
-        if latent_channels is None or not callable(getattr(vae, "encode", None)) or not callable(getattr(vae, "decode", None)):
+        if (
+            latent_channels is None
+            or not callable(getattr(vae, "encode", None))
+            or not callable(getattr(vae, "decode", None))
+        ):
             raise DistillationInputError(
                 f"teacher {name_or_path or type(vae).__name__!r} does not follow the diffusers VAE protocol "
                 "(needs encode(), decode() and config.latent_channels)."
@@ -215,10 +220,13 @@ class DiffusersVAETeacher(DistillationTeacher):
                 shift_factor=getattr(config, "shift_factor", None),
                 in_channels=getattr(config, "in_channels", 3),
             )
-            student = nn.Module.to(student, device=next(decoder.parameters()).device, dtype=next(decoder.parameters()).dtype)
+            student = nn.Module.to(
+                student, device=next(decoder.parameters()).device, dtype=next(decoder.parameters()).dtype
+            )
         else:
             raise DistillationInputError(
-                f"AutoencoderLite can carry a diffusers Decoder or a TAESD-family decoder; teacher {self.name_or_path!r} "
+                "AutoencoderLite can carry a diffusers Decoder or a TAESD-family decoder; "
+                f"teacher {self.name_or_path!r} "
                 f"has {type(decoder).__name__}, so no student can share its decoder."
             )
         return self._check_student(student)
@@ -252,7 +260,8 @@ class TinyCheckpointTeacher(DistillationTeacher):
         latent_channels = encoder.layers[-1].out_channels
         if decoder.layers[1].in_channels != latent_channels:
             raise DistillationInputError(
-                f"TAESD-family teacher {name_or_path!r}: encoder makes {latent_channels} latent channels but the decoder "
+                f"TAESD-family teacher {name_or_path!r}: encoder makes {latent_channels} latent channels "
+                "but the decoder "
                 f"takes {decoder.layers[1].in_channels}; use an encoder/decoder pair from the same model."
             )
         super().__init__(name_or_path or "taesd", latent_channels, scaling_factor, shift_factor)
@@ -321,7 +330,9 @@ def load_teacher(
     from ..vae_io import TinyAutoencoder, VAELoadError, load_vae
 
     if teacher_type not in TEACHER_TYPES:
-        raise DistillationInputError(f"unknown --teacher_type {teacher_type!r}; choose one of {', '.join(TEACHER_TYPES)}.")
+        raise DistillationInputError(
+            f"unknown --teacher_type {teacher_type!r}; choose one of {', '.join(TEACHER_TYPES)}."
+        )
     name = os.fspath(name_or_path)
     try:
         vae = load_vae(
@@ -406,7 +417,9 @@ def tiny_decoder_from_decoder_tiny(decoder: nn.Module) -> TinyDecoder:
             "carry; only TAESD-layout decoders are supported."
         )
     if any(not isinstance(block.conv[1], nn.ReLU) for block in blocks) or not isinstance(layers[1], nn.ReLU):
-        raise DistillationInputError("this AutoencoderTiny decoder does not use ReLU; TinyDecoder only carries act_fn='relu'.")
+        raise DistillationInputError(
+            "this AutoencoderTiny decoder does not use ReLU; TinyDecoder only carries act_fn='relu'."
+        )
     num_blocks = [0]
     for layer in layers[2:]:
         if isinstance(layer, AutoencoderTinyBlock):

@@ -187,25 +187,40 @@ def validate_config(config: DistillConfig) -> ResolutionSchedule:
         DistillationInputError: the first problem found.
     """
     if not config.teacher:
-        raise DistillationInputError("no teacher given; pass --teacher (a diffusers VAE folder, Hub id, or TAESD-family folder).")
+        raise DistillationInputError(
+            "no teacher given; pass --teacher (a diffusers VAE folder, Hub id, or TAESD-family folder)."
+        )
     if config.teacher_type not in TEACHER_TYPES:
-        raise DistillationInputError(f"--teacher_type must be one of {', '.join(TEACHER_TYPES)}, got {config.teacher_type!r}.")
+        raise DistillationInputError(
+            f"--teacher_type must be one of {', '.join(TEACHER_TYPES)}, got {config.teacher_type!r}."
+        )
     if config.teacher_dtype != "auto" and config.teacher_dtype not in _DTYPES:
-        raise DistillationInputError(f"--teacher_dtype must be auto, float32, bf16 or fp16, got {config.teacher_dtype!r}.")
+        raise DistillationInputError(
+            f"--teacher_dtype must be auto, float32, bf16 or fp16, got {config.teacher_dtype!r}."
+        )
     if bool(config.train_data_dir) == bool(config.dataset_name):
-        raise DistillationInputError("give exactly one data source: --train_data_dir FOLDER or --dataset_name HUB_DATASET.")
+        raise DistillationInputError(
+            "give exactly one data source: --train_data_dir FOLDER or --dataset_name HUB_DATASET."
+        )
     if config.student and config.student.upper() not in ENCODER_PRESETS:
-        raise DistillationInputError(f"unknown --student preset {config.student!r}; choose one of {', '.join(ENCODER_PRESETS)}.")
+        raise DistillationInputError(
+            f"unknown --student preset {config.student!r}; choose one of {', '.join(ENCODER_PRESETS)}."
+        )
     if not config.student and not config.student_config:
         raise DistillationInputError("give a --student preset (S, B, M, L) or a --student_config.")
     if config.student_config:
         bad = [key for key in config.student_config if not key.startswith("encoder_")]
         if bad:
-            raise DistillationInputError(f"--student_config may only set encoder_* keys (the decoder is the teacher's); got {bad}.")
+            raise DistillationInputError(
+                f"--student_config may only set encoder_* keys (the decoder is the teacher's); got {bad}."
+            )
     schedule = ResolutionSchedule.parse(config.resolution_schedule)
-    if config.validation_resolution is not None and (config.validation_resolution <= 0 or config.validation_resolution % 8):
+    if config.validation_resolution is not None and (
+        config.validation_resolution <= 0 or config.validation_resolution % 8
+    ):
         raise DistillationInputError(
-            f"--validation_resolution {config.validation_resolution} is not a positive multiple of 8 (or omit it for full images)."
+            f"--validation_resolution {config.validation_resolution} is not a positive multiple of 8 "
+            "(or omit it for full images)."
         )
     positive = {
         "train_batch_size": config.train_batch_size,
@@ -223,11 +238,15 @@ def validate_config(config: DistillConfig) -> ResolutionSchedule:
     if config.max_minutes is not None and config.max_minutes <= 0:
         raise DistillationInputError(f"--max_minutes must be > 0, got {config.max_minutes}.")
     if config.mixed_precision is not None and config.mixed_precision not in _MIXED_PRECISION:
-        raise DistillationInputError(f"--mixed_precision must be one of {', '.join(_MIXED_PRECISION)}, got {config.mixed_precision!r}.")
+        raise DistillationInputError(
+            f"--mixed_precision must be one of {', '.join(_MIXED_PRECISION)}, got {config.mixed_precision!r}."
+        )
     if config.optimizer not in ("adam", "adamw"):
         raise DistillationInputError(f"--optimizer must be 'adam' or 'adamw', got {config.optimizer!r}.")
     if config.lr_scheduler not in _SCHEDULERS:
-        raise DistillationInputError(f"--lr_scheduler must be one of {', '.join(_SCHEDULERS)}, got {config.lr_scheduler!r}.")
+        raise DistillationInputError(
+            f"--lr_scheduler must be one of {', '.join(_SCHEDULERS)}, got {config.lr_scheduler!r}."
+        )
     if config.dataloader_num_workers < 0:
         raise DistillationInputError("--dataloader_num_workers must be >= 0.")
     weights = config.loss_weights()
@@ -237,13 +256,22 @@ def validate_config(config: DistillConfig) -> ResolutionSchedule:
     if weights.latent == 0 and not weights.needs_decode():
         raise DistillationInputError("every loss weight is 0; set --latent_weight and/or --reconstruction_weight > 0.")
     if config.reconstruction_loss not in ("l1", "charbonnier"):
-        raise DistillationInputError(f"--reconstruction_loss must be 'l1' or 'charbonnier', got {config.reconstruction_loss!r}.")
-    if config.wavelet_weight > 0 and schedule.stages and min(r for r, _ in schedule.stages) % 2**config.wavelet_loss_levels:
         raise DistillationInputError(
-            f"--wavelet_loss_levels {config.wavelet_loss_levels} needs resolutions divisible by {2**config.wavelet_loss_levels}."
+            f"--reconstruction_loss must be 'l1' or 'charbonnier', got {config.reconstruction_loss!r}."
+        )
+    if (
+        config.wavelet_weight > 0
+        and schedule.stages
+        and min(r for r, _ in schedule.stages) % 2**config.wavelet_loss_levels
+    ):
+        raise DistillationInputError(
+            f"--wavelet_loss_levels {config.wavelet_loss_levels} needs resolutions "
+            f"divisible by {2**config.wavelet_loss_levels}."
         )
     if config.teacher_latents and not config.train_data_dir:
-        raise DistillationInputError("--teacher_latents needs --train_data_dir (cached targets are keyed by file path).")
+        raise DistillationInputError(
+            "--teacher_latents needs --train_data_dir (cached targets are keyed by file path)."
+        )
     if config.teacher_latents_border < 0 or (
         schedule.stages and 2 * config.teacher_latents_border >= min(r for r, _ in schedule.stages) // 8
     ):
@@ -286,7 +314,9 @@ def compute_distillation_loss(
     teacher_format = getattr(teacher, "memory_format", torch.contiguous_format)
     if targets is None:
         with torch.no_grad():
-            teacher_mean, teacher_logvar = teacher.encode(images.to(teacher_parameter.dtype).contiguous(memory_format=teacher_format))
+            teacher_mean, teacher_logvar = teacher.encode(
+                images.to(teacher_parameter.dtype).contiguous(memory_format=teacher_format)
+            )
     else:
         teacher_mean, teacher_logvar = targets
     moments = encoder(images)
@@ -294,7 +324,9 @@ def compute_distillation_loss(
     reconstruction = None
     if loss_fn.weights.needs_decode():
         # Gradients flow through the frozen decoder into the student's latents only.
-        reconstruction = teacher.decode(student_mean.to(teacher_parameter.dtype).contiguous(memory_format=teacher_format))
+        reconstruction = teacher.decode(
+            student_mean.to(teacher_parameter.dtype).contiguous(memory_format=teacher_format)
+        )
     if border:
         inner = (Ellipsis, slice(border, -border), slice(border, -border))
         student_mean, student_logvar, teacher_mean = student_mean[inner], student_logvar[inner], teacher_mean[inner]
@@ -401,7 +433,8 @@ def _prepare_data(config: DistillConfig) -> _Data:
         train_paths, held_out = split_holdout(paths, count, config.validation_glob)
         if not train_paths:
             raise DistillationInputError(
-                f"all {len(paths)} images of {config.train_data_dir!r} were held out for validation; lower --num_validation_images."
+                f"all {len(paths)} images of {config.train_data_dir!r} were held out for validation; "
+                "lower --num_validation_images."
             )
         source = FolderImageSource(train_paths)
         if config.validation_dir:
@@ -424,7 +457,9 @@ def _prepare_data(config: DistillConfig) -> _Data:
             count = 0 if config.validation_dir else min(16, len(dataset) // 10)
         source = HubImageSource(dataset, config.image_column, range(count, len(dataset)))
         if len(source) == 0:
-            raise DistillationInputError(f"dataset {config.dataset_name!r} has no rows left for training after holding out {count}.")
+            raise DistillationInputError(
+                f"dataset {config.dataset_name!r} has no rows left for training after holding out {count}."
+            )
         if config.validation_dir:
             eval_sources = FolderImageSource(find_images(config.validation_dir))
             eval_set = f"{config.validation_dir}"
@@ -446,7 +481,11 @@ def _prepare_data(config: DistillConfig) -> _Data:
         logger.warning("skipped %d unreadable validation images: %s", len(unreadable), "; ".join(unreadable[:5]))
     if not images:
         raise DistillationInputError(f"none of the validation images ({eval_set}) could be read.")
-    size = "full size (cropped to a multiple of 8)" if config.validation_resolution is None else f"centre {config.validation_resolution} px crops"
+    size = (
+        "full size (cropped to a multiple of 8)"
+        if config.validation_resolution is None
+        else f"centre {config.validation_resolution} px crops"
+    )
     eval_set = f"{eval_set}: {len(images)} images, {size}"
     return _Data(source, images, eval_set, num_train, train_paths if config.train_data_dir else None)
 
@@ -479,7 +518,9 @@ def _compile_teacher(teacher: DistillationTeacher, mode: str | None) -> None:
 
 
 def _student_description(config: DistillConfig, student: AutoencoderLite) -> dict:
-    encoder_config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in student.config.items() if k.startswith("encoder_")}
+    encoder_config = {
+        k: (list(v) if isinstance(v, tuple) else v) for k, v in student.config.items() if k.startswith("encoder_")
+    }
     return {
         "preset": config.student.upper() if config.student and not config.student_config else None,
         "encoder_config": encoder_config,
@@ -545,7 +586,9 @@ class _DistillRun:
             cpu=not _has_accelerator_device(),
             mixed_precision=config.mixed_precision,
             log_with=config.report_to,
-            project_config=ProjectConfiguration(project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")),
+            project_config=ProjectConfiguration(
+                project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")
+            ),
         )
         if config.allow_tf32 and torch.cuda.is_available():
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -567,7 +610,13 @@ class _DistillRun:
         )
         self._build_optimisation()
         self.state = {
-            "step": 0, "images_seen": 0, "train_time_s": 0.0, "wall_time_s": 0.0, "curve": [], "loss_history": [], "skipped_images": [],
+            "step": 0,
+            "images_seen": 0,
+            "train_time_s": 0.0,
+            "wall_time_s": 0.0,
+            "curve": [],
+            "loss_history": [],
+            "skipped_images": [],
         }
         self._resume()
         self.timer = _Timer()
@@ -587,7 +636,9 @@ class _DistillRun:
                 self.reference = compute_teacher_reference(
                     self.teacher, self.data.validation_images, self.accelerator.autocast, config.num_grid_images
                 )
-            logger.info("teacher on %s: PSNR %.2f dB, SSIM %.4f", self.data.eval_set, *self.reference.summary().values())
+            logger.info(
+                "teacher on %s: PSNR %.2f dB, SSIM %.4f", self.data.eval_set, *self.reference.summary().values()
+            )
 
     # -- set-up -------------------------------------------------------------------------------------------------
 
@@ -617,9 +668,15 @@ class _DistillRun:
             from .targets import prepare_teacher_latents
 
             self.targets = prepare_teacher_latents(
-                config.teacher_latents, teacher.to(accelerator.device), config.train_data_dir, self.data.train_paths,
-                self.schedule.max_resolution, config.random_flip, build=config.build_teacher_latents,
-                mixed_precision=accelerator.mixed_precision, num_workers=config.dataloader_num_workers,
+                config.teacher_latents,
+                teacher.to(accelerator.device),
+                config.train_data_dir,
+                self.data.train_paths,
+                self.schedule.max_resolution,
+                config.random_flip,
+                build=config.build_teacher_latents,
+                mixed_precision=accelerator.mixed_precision,
+                num_workers=config.dataloader_num_workers,
                 progress=config.progress_bar and accelerator.is_main_process,
             )
         teacher.to(accelerator.device, dtype=_teacher_dtype(config, accelerator.mixed_precision))
@@ -650,7 +707,10 @@ class _DistillRun:
             eps=config.adam_epsilon,
         )
         self.lr_scheduler = get_scheduler(
-            config.lr_scheduler, optimizer=optimizer, num_warmup_steps=config.lr_warmup_steps, num_training_steps=config.max_train_steps
+            config.lr_scheduler,
+            optimizer=optimizer,
+            num_warmup_steps=config.lr_warmup_steps,
+            num_training_steps=config.max_train_steps,
         )
         self.encoder, self.optimizer = accelerator.prepare(encoder, optimizer)
         # Stepped by hand once per optimizer step (a prepared scheduler steps once per process); saved with the state.
@@ -659,7 +719,9 @@ class _DistillRun:
         if config.use_ema:
             from diffusers.training_utils import EMAModel
 
-            self.ema = EMAModel(self.unwrapped.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=config.ema_power)
+            self.ema = EMAModel(
+                self.unwrapped.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=config.ema_power
+            )
             self.ema.to(accelerator.device)
             accelerator.register_for_checkpointing(self.ema)
         if config.compile:
@@ -674,7 +736,8 @@ class _DistillRun:
         saved = json.loads((self.resume_path / "trainer_state.json").read_text())
         if saved.get("student_config") and _comparable(saved["student_config"]) != _comparable(self.student.config):
             raise DistillationInputError(
-                f"checkpoint {str(self.resume_path)!r} was made for a different student or teacher; resume with the same "
+                f"checkpoint {str(self.resume_path)!r} was made for a different student or teacher; "
+                "resume with the same "
                 "--teacher/--student settings or use a new --output_dir."
             )
         self.state.update(load_checkpoint(self.accelerator, self.resume_path))
@@ -693,7 +756,11 @@ class _DistillRun:
             # Eager: validation images may each have their own size (no recompilation per shape).
             with _EMAWeights(self.unwrapped, self.ema) as encoder, _eager():
                 metrics, student_grid = evaluate_student(
-                    encoder, self.teacher, self.data.validation_images, self.reference, self.accelerator.autocast,
+                    encoder,
+                    self.teacher,
+                    self.data.validation_images,
+                    self.reference,
+                    self.accelerator.autocast,
                     config.num_grid_images,
                 )
             if student_grid:
@@ -716,7 +783,11 @@ class _DistillRun:
                 self.accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=step)
             logger.info(
                 "step %d: PSNR student %.2f dB / teacher %.2f dB, SSIM %.4f / %.4f, latent MSE %.5f",
-                step, metrics["psnr_student"], metrics["psnr_teacher"], metrics["ssim_student"], metrics["ssim_teacher"],
+                step,
+                metrics["psnr_student"],
+                metrics["psnr_teacher"],
+                metrics["ssim_student"],
+                metrics["ssim_teacher"],
                 metrics["latent_mse"],
             )
             if time.perf_counter() - self.last_plot > _PLOT_INTERVAL_S:  # ~1 s per plot; the final one always happens
@@ -765,7 +836,10 @@ class _DistillRun:
         if self.targets is not None:
             from .targets import CachedTargetDataset, collate_targets
 
-            dataset, collate = CachedTargetDataset(self.data.train_paths, self.targets, flip=config.random_flip), collate_targets
+            dataset, collate = (
+                CachedTargetDataset(self.data.train_paths, self.targets, flip=config.random_flip),
+                collate_targets,
+            )
         else:
             dataset, collate = DistillationDataset(self.data.source, flip=config.random_flip), collate_batch
         return torch.utils.data.DataLoader(
@@ -811,7 +885,11 @@ class _DistillRun:
         batches = iter(self._loader())
         global_batch = config.train_batch_size * config.gradient_accumulation_steps * accelerator.num_processes
         progress = tqdm(
-            total=config.max_train_steps, initial=step, desc="distill", unit="step", dynamic_ncols=True,
+            total=config.max_train_steps,
+            initial=step,
+            desc="distill",
+            unit="step",
+            dynamic_ncols=True,
             disable=not (accelerator.is_main_process and config.progress_bar),
         )
         pending: dict[str, list[torch.Tensor]] = defaultdict(list)  # per-step losses since the last log line
@@ -820,8 +898,17 @@ class _DistillRun:
         while step < config.max_train_steps and not stop:
             step_start = time.perf_counter()
             components = distill_step(
-                accelerator, self.encoder, self.teacher, self.loss_fn, self._next_micro_batches(batches), self.optimizer,
-                self.lr_scheduler, self.ema, config.max_grad_norm, config.channels_last, config.teacher_latents_border,
+                accelerator,
+                self.encoder,
+                self.teacher,
+                self.loss_fn,
+                self._next_micro_batches(batches),
+                self.optimizer,
+                self.lr_scheduler,
+                self.ema,
+                config.max_grad_norm,
+                config.channels_last,
+                config.teacher_latents_border,
             )
             step += 1
             state["step"] = step
@@ -851,15 +938,30 @@ class _DistillRun:
         pending.clear()
         throughput = (self.state["images_seen"] - self.images_at_start) / max(self.timer.train_seconds, 1e-9)
         means.update(
-            lr=self.lr_scheduler.get_last_lr()[0], images_per_s=round(throughput, 2), resolution=self.schedule.resolution_at(step - 1)
+            lr=self.lr_scheduler.get_last_lr()[0],
+            images_per_s=round(throughput, 2),
+            resolution=self.schedule.resolution_at(step - 1),
         )
-        self.state["loss_history"].append({"step": step, **{k: round(v, 6) if isinstance(v, float) else v for k, v in means.items()}})
-        progress.set_postfix(loss=f"{means['total']:.4f}", latent=f"{means['latent']:.4f}", img_s=f"{throughput:.1f}", res=means["resolution"])
+        self.state["loss_history"].append(
+            {"step": step, **{k: round(v, 6) if isinstance(v, float) else v for k, v in means.items()}}
+        )
+        progress.set_postfix(
+            loss=f"{means['total']:.4f}",
+            latent=f"{means['latent']:.4f}",
+            img_s=f"{throughput:.1f}",
+            res=means["resolution"],
+        )
         if not self.config.progress_bar and self.accelerator.is_main_process:
             # Without a bar, a line per logging interval shows the run is alive (and how fast it goes).
             logger.info(
                 "step %d/%d: loss %.4f, latent %.4f, lr %.2e, %.1f images/s, %d px",
-                step, self.config.max_train_steps, means["total"], means["latent"], means["lr"], throughput, means["resolution"],
+                step,
+                self.config.max_train_steps,
+                means["total"],
+                means["latent"],
+                means["lr"],
+                throughput,
+                means["resolution"],
             )
         if self.config.report_to:
             self.accelerator.log({f"train/{k}": v for k, v in means.items()}, step=step)
@@ -882,7 +984,9 @@ class _DistillRun:
             self.student.save_pretrained(self.output_dir, safe_serialization=True)
             (self.output_dir / "distillation.json").write_text(json.dumps(result, indent=1))
             self.plot()
-            logger.info("wrote %s (%d steps, %.1f images/s)", self.output_dir, state["step"], result["train_images_per_s"])
+            logger.info(
+                "wrote %s (%d steps, %.1f images/s)", self.output_dir, state["step"], result["train_images_per_s"]
+            )
         if self.config.report_to:
             accelerator.end_training()
         accelerator.wait_for_everyone()
@@ -907,7 +1011,9 @@ class _DistillRun:
             "wall_time_s": round(self.wall_offset + self.timer.elapsed(), 2),
             "train_time_s": round(self.train_offset + train_seconds, 2),
             # This invocation's training steps (data loading included; validation and checkpoints not).
-            "train_images_per_s": round((state["images_seen"] - self.images_at_start) / train_seconds, 3) if train_seconds > 0 else 0.0,
+            "train_images_per_s": round((state["images_seen"] - self.images_at_start) / train_seconds, 3)
+            if train_seconds > 0
+            else 0.0,
             "num_train_images": self.data.num_train_images,
             "skipped_images": list(self.skipped),
             "num_skipped_images": len(self.skipped),

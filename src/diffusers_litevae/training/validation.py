@@ -22,7 +22,13 @@ from PIL import Image
 
 from .teachers import DistillationTeacher
 
-__all__ = ["TeacherReference", "compute_teacher_reference", "evaluate_student", "plot_curve", "save_reconstruction_grid"]
+__all__ = [
+    "TeacherReference",
+    "compute_teacher_reference",
+    "evaluate_student",
+    "plot_curve",
+    "save_reconstruction_grid",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +139,9 @@ def evaluate_student(
             psnr, ssim = image_metrics(reconstruction, x)
             psnrs.append(psnr)
             ssims.append(ssim)
-            latent_mses.append(float(F.mse_loss(teacher.normalize_latents(mean.float()).cpu(), reference.latents[index])))
+            latent_mses.append(
+                float(F.mse_loss(teacher.normalize_latents(mean.float()).cpu(), reference.latents[index]))
+            )
             if index < num_grid_images:
                 reconstructions.append(reconstruction.float().cpu()[0])
     finally:
@@ -210,7 +218,9 @@ def plot_curve(curve: Sequence[dict], loss_history: Sequence[dict], path: str | 
     loss_axis.set_title("training loss (unweighted components)")
     if curve:
         steps = [entry["step"] for entry in curve]
-        psnr_axis.plot(steps, [entry["psnr_student"] for entry in curve], marker="o", label="student -> teacher decoder")
+        psnr_axis.plot(
+            steps, [entry["psnr_student"] for entry in curve], marker="o", label="student -> teacher decoder"
+        )
         psnr_axis.axhline(curve[-1]["psnr_teacher"], color="black", linestyle="--", label="teacher encoder")
         psnr_axis.legend(fontsize=8)
     psnr_axis.set_xlabel("step")
