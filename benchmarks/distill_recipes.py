@@ -23,6 +23,8 @@ import json
 import logging
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -91,6 +93,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output_json", default="outputs/distill_recipes.json")
     parser.add_argument("--output_png", default="outputs/distill_recipes.png")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fresh", action="store_true", help="rerun recipes already in --output_json (else kept)")
+    # Internal: run one recipe in a child process and write its result (accelerate fixes mixed precision per process).
+    parser.add_argument("--run_one", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--one_json", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -189,13 +195,28 @@ def plot(report: dict, path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
+def _run_in_child(name: str, argv: list[str], work: Path) -> dict:
+    """One recipe in its own process: accelerate's mixed-precision setting cannot change within a process."""
+    result_file = work / f"{name}.result.json"
+    command = [sys.executable, __file__, *argv, "--run_one", name, "--one_json", str(result_file)]
+    subprocess.run(command, check=True)
+    return json.loads(result_file.read_text())
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     work = Path(args.work_dir)
     targets_dir = work / "teacher-latents-128"
+    if args.run_one:
+        Path(args.one_json).write_text(json.dumps(run_recipe(args.run_one, args, targets_dir)))
+        return 0
     # Build the shared targets once (one step of the first recipe; untimed), so no recipe pays for them.
     first = RECIPES[args.recipes[0]][1]
+    previous = {}
+    if Path(args.output_json).is_file() and not args.fresh:
+        previous = json.loads(Path(args.output_json).read_text()).get("recipes", {})
     distill(
         DistillConfig(
             teacher=args.teacher,
@@ -227,7 +248,10 @@ def main(argv=None) -> int:
         "recipes": {},
     }
     for name in args.recipes:
-        report["recipes"][name] = run_recipe(name, args, targets_dir)
+        if name in previous:
+            report["recipes"][name] = previous[name]
+            continue
+        report["recipes"][name] = _run_in_child(name, argv, work)
         recipe = report["recipes"][name]
         print(
             f"{name:28s} {recipe['train_images_per_s']:6.1f} img/s  {recipe['steps']:5d} steps  "

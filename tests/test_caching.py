@@ -342,7 +342,7 @@ def test_cache_inside_the_image_folder_is_not_scanned(tmp_path, lite):
     assert report.num_samples == 2 and report.num_encoded == 0 and report.num_skipped_files == 0
 
 
-def test_cli_skips_corrupt_and_non_image_files(tmp_path, lite, caplog):
+def test_cli_skips_corrupt_and_non_image_files(tmp_path, lite, capsys):
     """a corrupt image and non-image files are skipped and reported; exit code 0; the rest cached."""
     from diffusers_litevae.cli import main
 
@@ -384,15 +384,22 @@ def test_cli_skips_corrupt_and_non_image_files(tmp_path, lite, caplog):
     (folder / "truncated.jpg").write_bytes(good)
     assert main(argv) == 0
     assert set(entries(tmp_path / "cache")) == {"a.png", "b.jpg", "truncated.jpg"}
+
     # Bad input is a clear error (exit code 2) before any work: a settings mismatch, a missing folder, a size
     # the VAE cannot tile.
+    def error_line() -> str:
+        lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+        assert len(lines) == 1, lines
+        return lines[0]
+
+    capsys.readouterr()
     assert main(argv[:-1] + ["--dtype", "fp32", "--no_progress"]) == 2
-    assert "latents.dtype: cache has 'bf16', this run has 'fp32'" in caplog.text
+    assert "latents.dtype: cache has 'bf16', this run has 'fp32'" in error_line()
     assert main(["cache-latents", "--train_data_dir", str(tmp_path / "missing"), *argv[3:]]) == 2
-    assert "does not exist" in caplog.text
+    assert "does not exist" in error_line()
     other = ["--output_dir", str(tmp_path / "other"), "--resolution", "60", "--no_buckets"]
     assert main(argv[:5] + other) == 2
-    assert "resolution=60 is not a multiple of the VAE's downsampling factor 8" in caplog.text
+    assert "resolution=60 is not a multiple of the VAE's downsampling factor 8" in error_line()
     assert not (tmp_path / "other").exists()
 
 

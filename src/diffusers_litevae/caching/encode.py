@@ -656,7 +656,10 @@ def _encode_items(
         "generation": str(generation),
         "rank": str(rank),
     }
-    writer = BackgroundWriter(ShardWriter(root, generation, rank, samples_per_shard, metadata=metadata))
+    # Whole-image ("full") caches give nearly every image its own size, so per-size buckets rarely fill: write the
+    # fullest early to keep memory and the work a kill can lose small.
+    max_buffered = 64 if transform.crop == "full" else None
+    writer = BackgroundWriter(ShardWriter(root, generation, rank, samples_per_shard, max_buffered, metadata=metadata))
     errors_path = root / f"errors.r{rank:03d}.partial.jsonl"
     events: list[tuple] = []
     desc = f"caching latents ({device.type}" + (f", process {rank + 1}/{world})" if world > 1 else ")")

@@ -22,6 +22,7 @@ __all__ = [
 ]
 
 from ..image_files import IMAGE_EXTENSIONS as DEFAULT_IMAGE_EXTENSIONS
+from ..image_files import scan_image_files
 from .index import CacheInputError
 
 _CAPTION_COLUMNS = ("text", "caption", "captions", "prompt", "sentence")
@@ -110,67 +111,30 @@ class ImageFolderSource:
             ``stage="scan"``, ``error``) for files that are not images.
         """
         items: list[SourceItem] = []
-        skipped: list[dict] = []
-        stack = [self.root]
-        visited: set[Path] = set()
-        while stack:
-            folder = stack.pop()
-            real = folder.resolve()
-            if real in visited:  # a symlink loop, or two links to one folder
-                continue
-            visited.add(real)
+        ignore = (self.caption_extension,) if self.caption_extension else ()
+        paths, rejected = scan_image_files(self.root, self.image_extensions, ignore, self.exclude)
+        skipped = [self._skip(path, reason) for path, reason in rejected]
+        for path in paths:
             try:
-                entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+                stat = path.stat()
             except OSError as error:
-                skipped.append(self._skip(folder, f"cannot list folder: {error}"))
+                skipped.append(self._skip(path, f"cannot stat: {error}"))
                 continue
-            names = {entry.name for entry in entries}
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                path = Path(entry.path)
-                if entry.is_dir(follow_symlinks=True):
-                    if path.resolve() not in self.exclude:
-                        stack.append(path)
-                    continue
-                stem, ext = os.path.splitext(entry.name)
-                ext = ext.lower()
-                if self.caption_extension and ext == self.caption_extension:
-                    continue
-                if ext not in self.image_extensions:
-                    skipped.append(
-                        self._skip(
-                            path,
-                            f"not an image: extension {ext or '(none)'!r} is not one of "
-                            f"{', '.join(self.image_extensions)}",
-                        )
-                    )
-                    continue
-                try:
-                    stat = entry.stat(follow_symlinks=True)
-                except OSError as error:
-                    skipped.append(self._skip(path, f"cannot stat: {error}"))
-                    continue
-                caption = None
-                if self.caption_extension:
-                    caption_name = next(
-                        (
-                            stem + e
-                            for e in (self.caption_extension, self.caption_extension.upper())
-                            if stem + e in names
-                        ),
-                        None,
-                    )
-                    if caption_name is not None:
-                        caption = (path.parent / caption_name).read_text(encoding="utf-8", errors="replace").strip()
-                items.append(
-                    SourceItem(
-                        sample_id=path.relative_to(self.root).as_posix(),
-                        locator=str(path),
-                        fingerprint={"size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
-                        caption=caption,
-                    )
+            caption = None
+            if self.caption_extension:
+                for extension in (self.caption_extension, self.caption_extension.upper()):
+                    sidecar = path.with_suffix(extension)
+                    if sidecar.is_file():
+                        caption = sidecar.read_text(encoding="utf-8", errors="replace").strip()
+                        break
+            items.append(
+                SourceItem(
+                    sample_id=path.relative_to(self.root).as_posix(),
+                    locator=str(path),
+                    fingerprint={"size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
+                    caption=caption,
                 )
+            )
         items.sort(key=lambda item: item.sample_id)
         return items, skipped
 

@@ -72,7 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument(
         "--image_dir",
         default=None,
-        help="folder of images (png, jpg, webp, ...; not recursive). Without --image_dir and --dataset_name: three "
+        help="folder of images (png, jpg, webp, ...; recursive, hidden files skipped). "
+        "Without --image_dir and --dataset_name: three "
         "bundled Kodak crops (256x256)",
     )
     data.add_argument(

@@ -31,7 +31,7 @@ __all__ = [
     "tensor_to_images",
 ]
 
-from ..image_files import IMAGE_EXTENSIONS
+from ..image_files import IMAGE_EXTENSIONS, scan_image_files
 
 CROPS = ("square", "multiple_of_8")
 _MULTIPLE = 8  # every f=8 VAE needs H and W divisible by 8
@@ -109,16 +109,19 @@ def _centre_crop(image: Image.Image, width: int, height: int) -> Image.Image:
 
 
 def list_image_files(folder: str | os.PathLike, max_images: int | None = None) -> list[Path]:
-    """Image files directly in ``folder`` (sorted by name; extensions in ``IMAGE_EXTENSIONS``), at most ``max_images``.
+    """Image files under ``folder`` by the project's one rule (:mod:`diffusers_litevae.image_files`: recursive,
+    hidden files skipped, sorted by relative path), at most ``max_images``.
 
-    Raises a ``FileNotFoundError``/``ValueError`` naming the folder when it is missing or holds no images.
+    Raises an :class:`EvaluationInputError` naming the folder when it is missing or holds no images.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise EvaluationInputError(f"image folder not found: {str(folder)!r}; pass an existing folder of images.")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    files, _ = scan_image_files(folder)
     if not files:
-        raise EvaluationInputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found directly in {str(folder)!r}.")
+        raise EvaluationInputError(
+            f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {str(folder)!r} (searched recursively)."
+        )
     return files[:max_images] if max_images else files
 
 

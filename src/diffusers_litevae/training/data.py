@@ -39,13 +39,14 @@ __all__ = [
     "split_holdout",
 ]
 
-from ..image_files import IMAGE_EXTENSIONS
+from ..image_files import IMAGE_EXTENSIONS, scan_image_files
 
 # --------------------------------------------------------------------------------------------- image sources
 
 
 def find_images(folder: str | os.PathLike) -> list[Path]:
-    """All images under ``folder`` (recursive; .jpg/.jpeg/.png/.webp, any case), sorted by relative path.
+    """All images under ``folder`` by the project's one rule (:mod:`diffusers_litevae.image_files`: recursive,
+    hidden files skipped, sorted by relative path).
 
     Raises:
         DistillationInputError: the folder does not exist or holds no images.
@@ -55,10 +56,7 @@ def find_images(folder: str | os.PathLike) -> list[Path]:
         raise DistillationInputError(
             f"data folder {str(folder)!r} does not exist; pass --train_data_dir with your images."
         )
-    paths = sorted(
-        (p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
-        key=lambda p: p.relative_to(root).as_posix(),
-    )
+    paths, _ = scan_image_files(root)
     if not paths:
         raise DistillationInputError(
             f"data folder {str(folder)!r} holds no {'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} images "

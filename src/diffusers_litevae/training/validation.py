@@ -2,8 +2,8 @@
 
 Both reconstructions go through the same frozen teacher decoder, so the gap between ``psnr_student`` (student
 encoder -> teacher decoder) and ``psnr_teacher`` (teacher encoder -> teacher decoder) is exactly what the
-distilled encoder loses. PSNR and SSIM come from torchmetrics on images in ``[0, 1]`` (data range 1), one image
-at a time so validation images may keep their own full sizes.
+distilled encoder loses. PSNR and SSIM are those of ``litevae eval`` (torchmetrics; SSIM averaged over the valid
+region) on images in ``[0, 1]``, one image at a time so validation images may keep their own full sizes.
 """
 
 from __future__ import annotations
@@ -38,13 +38,15 @@ def _to_unit(images: torch.Tensor) -> torch.Tensor:
 
 
 def image_metrics(reconstruction: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
-    """PSNR (dB) and SSIM of one ``(1, 3, H, W)`` reconstruction against its target, both in ``[-1, 1]``."""
-    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+    """PSNR (dB) and SSIM of one ``(1, 3, H, W)`` reconstruction against its target, both in ``[-1, 1]``.
+
+    The same definitions as ``litevae eval`` (:mod:`diffusers_litevae.evaluation.metrics`), so training curves and
+    model cards report one PSNR and one SSIM.
+    """
+    from ..evaluation.metrics import psnr_per_image, ssim_per_image
 
     prediction, reference = _to_unit(reconstruction), _to_unit(target)
-    psnr = peak_signal_noise_ratio(prediction, reference, data_range=1.0)
-    ssim = structural_similarity_index_measure(prediction, reference, data_range=1.0)
-    return float(psnr), float(ssim)
+    return float(psnr_per_image(prediction, reference)[0]), float(ssim_per_image(prediction, reference)[0])
 
 
 @dataclass
