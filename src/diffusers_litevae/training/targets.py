@@ -148,7 +148,8 @@ def prepare_teacher_latents(
     base = Path(train_root).expanduser().resolve()
     positions, missing = [], []
     for path in train_paths:
-        sample_id = Path(path).resolve().relative_to(base).as_posix()
+        # Resolve the folder, not the file: a symlinked image keeps its own name as its sample id.
+        sample_id = (Path(path).parent.resolve() / Path(path).name).relative_to(base).as_posix()
         try:
             positions.append(dataset.index_of(sample_id))
         except KeyError:
