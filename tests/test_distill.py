@@ -251,15 +251,15 @@ def test_teacher_errors(tmp_path):
         load_teacher(tmp_path / "missing")
     (tmp_path / "pipe").mkdir()
     (tmp_path / "pipe" / "model_index.json").write_text("{}")
-    with pytest.raises(DistillationInputError, match="--teacher_subfolder vae"):
+    with pytest.raises(DistillationInputError, match="pipeline folder without a vae/ subfolder"):
         load_teacher(tmp_path / "pipe")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DistillationInputError, match="neither a diffusers VAE"):
+    with pytest.raises(DistillationInputError, match="is not a VAE folder"):
         load_teacher(tmp_path / "empty")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "x_encoder.pth").write_bytes(b"garbage")
     (tmp_path / "broken" / "x_decoder.pth").write_bytes(b"garbage")
-    with pytest.raises(DistillationInputError, match="could not read TAESD-family teacher"):
+    with pytest.raises(DistillationInputError, match="could not read the TAESD-family pair"):
         load_teacher(tmp_path / "broken")
     with pytest.raises(DistillationInputError, match="Hugging Face Hub"):
         load_teacher("nobody-litevae-test/no-such-vae")  # HF_HUB_OFFLINE=1: fails fast, one line
@@ -647,7 +647,7 @@ def test_bad_inputs_fail_before_training(image_folder, teacher_dir, tmp_path, ca
     cases = {
         "missing data": ([*base, str(tmp_path / "o1"), "--train_data_dir", str(tmp_path / "nope")], "does not exist"),
         "no images": ([*base, str(tmp_path / "o2"), "--train_data_dir", str(tmp_path / "empty")], "holds no"),
-        "teacher path": ([*base, str(tmp_path / "o3"), "--teacher", str(tmp_path / "no_teacher")], "teacher path"),
+        "teacher path": ([*base, str(tmp_path / "o3"), "--teacher", str(tmp_path / "no_teacher")], "does not exist"),
         "resolution": ([*base, str(tmp_path / "o4"), "--resolution_schedule", "100"], "multiple of 8"),
         "lpips": ([*base, str(tmp_path / "o5"), "--lpips_weight", "0.1"], "lpips"),
     }

@@ -233,7 +233,9 @@ def load_vae(
                 "save_pretrained) and no *encoder + *decoder checkpoint pair (a TAESD-family model)."
             )
     elif name.startswith((".", "/", "~")) or not _HUB_ID.match(name):
-        raise VAELoadError(f"{name!r} is neither an existing folder nor a Hugging Face Hub repo id (owner/name).")
+        raise VAELoadError(
+            f"{name!r} does not exist: pass an existing VAE folder or a Hugging Face Hub repo id (owner/name)."
+        )
     else:
         vae = _load_from_hub(name, subfolder, torch_dtype, revision, variant, vae_class)
     return vae.eval().requires_grad_(False)
@@ -266,7 +268,7 @@ def _load_from_hub(repo_id, subfolder, torch_dtype, revision, variant, vae_class
         except Exception as error:  # offline, not found, gated: huggingface_hub raises many kinds
             hint = " (a pipeline repo needs its VAE subfolder, usually 'vae')" if not subfolder else ""
             raise VAELoadError(
-                f"could not fetch config.json of Hub repo {repo_id!r}{hint}: {type(error).__name__}: "
+                f"could not fetch config.json of Hugging Face Hub repo {repo_id!r}{hint}: {type(error).__name__}: "
                 f"{' '.join(str(error).split())[:200]}. Check the id, your network and HF_HUB_OFFLINE."
             ) from error
         vae_class = _read_class_name(Path(config_file))
