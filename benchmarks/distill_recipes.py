@@ -116,9 +116,9 @@ def _probe_steps_per_minute(config: DistillConfig) -> float:
     return 60.0 * result["train_images_per_s"] / config.train_batch_size
 
 
-def run_recipe(name: str, args, targets_dir: Path) -> dict:
-    description, overrides = RECIPES[name]
-    base = dict(
+def _data_settings(args, targets_dir: Path) -> dict:
+    """What every run of this benchmark shares: teacher, student, data, held-out images, evaluation, targets."""
+    return dict(
         teacher=args.teacher,
         student=args.student,
         train_data_dir=args.train_data_dir,
@@ -127,6 +127,13 @@ def run_recipe(name: str, args, targets_dir: Path) -> dict:
         validation_dir=args.eval_dir,
         validation_resolution=256,
         teacher_latents=str(targets_dir),
+    )
+
+
+def run_recipe(name: str, args, targets_dir: Path) -> dict:
+    description, overrides = RECIPES[name]
+    base = dict(
+        **_data_settings(args, targets_dir),
         use_ema=True,
         ema_decay=0.999,
         lr_scheduler="cosine",
@@ -219,15 +226,8 @@ def main(argv=None) -> int:
         previous = json.loads(Path(args.output_json).read_text()).get("recipes", {})
     distill(
         DistillConfig(
-            teacher=args.teacher,
-            student=args.student,
-            train_data_dir=args.train_data_dir,
-            num_validation_images=args.num_holdout,
-            validation_glob=args.holdout_glob,
-            validation_dir=args.eval_dir,
-            validation_resolution=256,
+            **_data_settings(args, targets_dir),
             max_validation_images=1,
-            teacher_latents=str(targets_dir),
             resolution_schedule="128",
             max_train_steps=1,
             mixed_precision=first.get("mixed_precision"),
