@@ -251,13 +251,14 @@ def test_evaluate_vaes_python_api(image_dir):
 def test_lpips_values_flow_into_outputs_when_a_network_loads(image_dir, monkeypatch):
     """Where LPIPS loads, its per-image values reach the rows and the summary mean (network replaced by a stand-in)."""
 
-    class MeanAbsoluteDifference(torch.nn.Module):  # stands in for torchmetrics' LPIPS module: (pred, target) -> scalar
-        def forward(self, pred, target):
-            return (pred - target).abs().mean()
+    class MeanAbsoluteDifference(torch.nn.Module):  # stands in for torchmetrics' LPIPS network
+        def forward(self, pred, target, normalize=False):
+            return (pred - target).abs().mean(dim=(1, 2, 3)).view(-1, 1, 1, 1)
 
     import diffusers_litevae.evaluation.run as run_module
+    from diffusers_litevae.evaluation.metrics import LPIPSDistance
 
-    monkeypatch.setattr(run_module, "load_lpips", lambda device: (MeanAbsoluteDifference(), None))
+    monkeypatch.setattr(run_module, "load_lpips", lambda net_type, device: LPIPSDistance(MeanAbsoluteDifference()))
     result = evaluate_vaes(
         {"lite": tiny_autoencoder_lite()},
         image_dir,

@@ -1,9 +1,11 @@
 """Reconstruction metrics: PSNR and SSIM (always, torchmetrics), LPIPS and rFID (only when their networks load).
 
-All functions take images in ``[0, 1]`` shaped ``(B, 3, H, W)``. LPIPS and rFID depend on pretrained networks that
-torchmetrics downloads on first use (LPIPS: a torchvision AlexNet backbone; rFID: torch-fidelity's Inception weights).
-Where they cannot be loaded the loaders return ``None`` and a message naming what is missing: the evaluation then
-reports ``null`` for that metric, never a made-up number.
+The one definition of each metric in the package: evaluation, training validation and the distillation LPIPS loss
+all use these functions. All take images in ``[0, 1]`` shaped ``(B, 3, H, W)``. LPIPS and rFID depend on pretrained
+networks that torchmetrics downloads on first use (LPIPS: a torchvision AlexNet/VGG/SqueezeNet backbone, so it needs
+torchvision; rFID: torch-fidelity's Inception weights). :func:`load_lpips` raises :class:`LPIPSUnavailableError`
+naming what is missing; evaluation then reports ``null`` for that metric, never a made-up number, and training
+refuses to start.
 """
 
 from __future__ import annotations
@@ -11,11 +13,23 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn as nn
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 _SSIM_WINDOW = 11
 
-__all__ = ["load_fid_factory", "load_lpips", "lpips_per_image", "psnr_per_image", "ssim_per_image"]
+__all__ = [
+    "LPIPSUnavailableError",
+    "load_fid_factory",
+    "load_lpips",
+    "lpips_per_image",
+    "psnr_per_image",
+    "ssim_per_image",
+]
+
+
+class LPIPSUnavailableError(RuntimeError):
+    """LPIPS cannot be built here (no torchvision, or its backbone weights cannot be downloaded); one line."""
 
 
 def psnr_per_image(reconstructions: torch.Tensor, originals: torch.Tensor) -> torch.Tensor:
@@ -67,33 +81,52 @@ def ssim_per_image(reconstructions: torch.Tensor, originals: torch.Tensor) -> to
     return ssim_map[..., border:-border, border:-border].mean(dim=(1, 2, 3))
 
 
-def load_lpips(device: str | torch.device = "cpu", net_type: str = "alex"):
-    """Try to build torchmetrics' LPIPS (``net_type`` backbone, inputs in ``[0, 1]``).
+class LPIPSDistance(nn.Module):
+    """LPIPS distance of image pairs (Zhang et al., CVPR 2018), frozen and always in eval mode.
 
-    Returns:
-        ``(metric, None)`` when it loads, else ``(None, message)`` where the message names what is missing.
+    ``forward(reconstructions, originals)`` takes two ``(B, 3, H, W)`` batches in ``[0, 1]`` and returns the ``(B,)``
+    distances (lower is better). It is differentiable with respect to its inputs, so the same module is the
+    evaluation metric and the distillation loss.
+    """
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> LPIPSDistance:  # the network's dropout/norm stay in eval mode
+        return super().train(False)
+
+    def forward(self, reconstructions: torch.Tensor, originals: torch.Tensor) -> torch.Tensor:
+        _check_pair(reconstructions, originals)
+        distances = self.network(reconstructions.float(), originals.float(), normalize=True)
+        return distances.reshape(reconstructions.shape[0])
+
+
+def load_lpips(net_type: str = "alex", device: str | torch.device = "cpu") -> LPIPSDistance:
+    """Build LPIPS from torchmetrics' network (``net_type``: ``"alex"``, ``"vgg"`` or ``"squeeze"``).
+
+    Raises:
+        LPIPSUnavailableError: torchvision is missing or the backbone weights cannot be downloaded; the message is
+            one line naming which.
     """
     try:
         from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
-        metric = LearnedPerceptualImagePatchSimilarity(net_type=net_type, normalize=True).to(device)
+        network = LearnedPerceptualImagePatchSimilarity(net_type=net_type, normalize=True).net
     except Exception as error:  # missing torchvision, no network for the backbone weights, ...
-        return None, (
-            f"LPIPS not computed: torchmetrics' LPIPS ({net_type} backbone) could not be loaded "
-            f"({type(error).__name__}: {_first_line(error)}). It needs torchvision and the pretrained {net_type} "
-            "weights (downloaded on first use)."
-        )
-    return metric, None
+        raise LPIPSUnavailableError(
+            f"torchmetrics' LPIPS ({net_type} backbone) could not be loaded ({type(error).__name__}: "
+            f"{_first_line(error)}). It needs torchvision and the pretrained {net_type} weights (downloaded on "
+            "first use)."
+        ) from error
+    return LPIPSDistance(network).to(device)
 
 
-def lpips_per_image(metric, reconstructions: torch.Tensor, originals: torch.Tensor) -> torch.Tensor:
-    """LPIPS distance of each image pair with a metric from :func:`load_lpips`; ``(B,)`` tensor (lower is better)."""
+def lpips_per_image(metric: nn.Module, reconstructions: torch.Tensor, originals: torch.Tensor) -> torch.Tensor:
+    """LPIPS distance of each image pair with a module from :func:`load_lpips`; ``(B,)`` float32 on the CPU."""
     _check_pair(reconstructions, originals)
-    values = []
-    for reconstruction, original in zip(reconstructions.float(), originals.float()):
-        # torchmetrics' module averages over its batch: one pair per call gives per-image values.
-        values.append(metric(reconstruction[None].clamp(0, 1), original[None].clamp(0, 1)).detach().float().cpu())
-    return torch.stack(values)
+    with torch.no_grad():
+        return metric(reconstructions.clamp(0, 1), originals.clamp(0, 1)).detach().float().cpu()
 
 
 def load_fid_factory(device: str | torch.device = "cpu") -> tuple[Callable | None, str | None]:

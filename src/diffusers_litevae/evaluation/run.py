@@ -36,7 +36,14 @@ from .images import (
     prepare_image,
     tensor_to_images,
 )
-from .metrics import load_fid_factory, load_lpips, lpips_per_image, psnr_per_image, ssim_per_image
+from .metrics import (
+    LPIPSUnavailableError,
+    load_fid_factory,
+    load_lpips,
+    lpips_per_image,
+    psnr_per_image,
+    ssim_per_image,
+)
 from .vaes import ReconstructionModel, as_reconstruction_model
 
 __all__ = [
@@ -266,9 +273,10 @@ def evaluate_vaes(
     missing: dict[str, str] = {}
     lpips_metric = fid_factory = None
     if compute_lpips:
-        lpips_metric, message = load_lpips(device)
-        if message:
-            missing["lpips"] = message
+        try:
+            lpips_metric = load_lpips("alex", device)
+        except LPIPSUnavailableError as error:
+            missing["lpips"] = f"LPIPS not computed: {error}"
     else:
         missing["lpips"] = "LPIPS not computed: disabled (--skip_lpips)."
     if compute_rfid:
