@@ -23,15 +23,14 @@ import json
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import UnidentifiedImageError
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader
 
 from ..vae_io import load_vae, posterior_moments, vae_identity
+from .decode import DecodeStream, identity_collate, worker_init
 from .index import (
     ERRORS_NAME,
     INDEX_NAME,
@@ -43,11 +42,10 @@ from .index import (
     compare_manifests,
     load_manifest,
 )
-from .preprocess import TransformConfig, pixels_to_model_input, preprocess_image
-from .sources import HubDatasetSource, ImageFolderSource, SourceItem, content_hash
+from .planning import build_manifest, plan_work, read_jsonl
+from .preprocess import TransformConfig, pixels_to_model_input
+from .sources import HubDatasetSource, ImageFolderSource
 from .writer import (
-    CACHE_FORMAT,
-    FORMAT_VERSION,
     BackgroundWriter,
     ShardWriter,
     crash_point,
@@ -73,106 +71,6 @@ def _probe_latent_geometry(vae, device: torch.device) -> tuple[int, int, bool]:
     with torch.inference_mode():
         mean, std = posterior_moments(vae, torch.zeros(1, 3, 64, 64, device=device))
     return mean.shape[1], 64 // mean.shape[-1], std is not None
-
-
-# ----------------------------------------------------------------------------------------------- loading
-
-
-def _identity_collate(batch):
-    return batch
-
-
-def _worker_init(_worker_id: int) -> None:
-    torch.set_num_threads(1)  # workers decode with PIL; torch threads would only fight the encoder for cores
-
-
-class _DecodeStream(IterableDataset):
-    """Decodes and crops a list of source items in DataLoader workers, yielding same-bucket ``uint8`` batches.
-
-    Each worker takes an interleaved part of ``items`` and keeps one buffer per bucket; a buffer is yielded when it
-    holds ``batch_size`` images, or early (the fullest) when more than ``max_buffered`` images wait. Unreadable
-    images are yielded as ``failed`` records instead of raising.
-    """
-
-    def __init__(
-        self,
-        source,
-        items: list[SourceItem],
-        transform: TransformConfig,
-        batch_size: int,
-        max_buffered: int | None = None,
-    ):
-        self.source = source
-        self.items = items
-        self.transform = transform
-        self.batch_size = batch_size
-        self.max_buffered = max_buffered or 4 * batch_size
-
-    @staticmethod
-    def _batch(bucket, buffer, failed, decode_s) -> dict:
-        return {
-            "bucket": list(bucket),
-            "pixels": torch.stack([pixels for pixels, _ in buffer]),
-            "entries": [entry for _, entry in buffer],
-            "failed": failed,
-            "decode_s": decode_s,
-        }
-
-    def __iter__(self):
-        worker = get_worker_info()
-        items = self.items if worker is None else self.items[worker.id :: worker.num_workers]
-        buckets = self.transform.buckets()
-        buffers: dict[tuple[int, int], list] = {}
-        seconds: dict[tuple[int, int], float] = {}
-        for item in items:
-            start = time.perf_counter()
-            try:
-                data = self.source.read_bytes(item.locator)
-                digest = item.content_hash or content_hash(data)
-                pixels, plan = preprocess_image(data, self.transform, item.sample_id, buckets)
-            except Exception as error:  # noqa: BLE001 (any undecodable input is reported, never fatal)
-                message = f"{type(error).__name__}: {error}"
-                if isinstance(error, UnidentifiedImageError):
-                    message = "UnidentifiedImageError: not an image, or a format PIL cannot read"
-                yield {
-                    "bucket": None,
-                    "pixels": None,
-                    "entries": [],
-                    "decode_s": time.perf_counter() - start,
-                    "failed": [
-                        {
-                            "sample_id": item.sample_id,
-                            "path": self.source.path_of(item),
-                            "stage": "decode",
-                            "error": message,
-                            "fingerprint": item.fingerprint,
-                        }
-                    ],
-                }
-                continue
-            entry = {
-                "id": item.sample_id,
-                "bucket": list(plan.target_size),
-                "original_size": list(plan.original_size),
-                "resized_size": list(plan.resized_size),
-                "crop_ltrb": list(plan.crop_ltrb),
-                "caption": item.caption,
-                "content_hash": digest,
-                "fingerprint": item.fingerprint,
-            }
-            bucket = plan.target_size
-            buffers.setdefault(bucket, []).append((pixels, entry))
-            seconds[bucket] = seconds.get(bucket, 0.0) + time.perf_counter() - start
-            if len(buffers[bucket]) >= self.batch_size:
-                yield self._batch(bucket, buffers.pop(bucket), [], seconds.pop(bucket))
-            elif sum(len(buffer) for buffer in buffers.values()) > self.max_buffered:
-                fullest = max(buffers, key=lambda key: len(buffers[key]))
-                yield self._batch(fullest, buffers.pop(fullest), [], seconds.pop(fullest))
-        for bucket in sorted(buffers):
-            yield self._batch(bucket, buffers[bucket], [], seconds[bucket])
-
-
-# ----------------------------------------------------------------------------------------------- report
 
 
 @dataclass
@@ -230,106 +128,6 @@ def _as_source(source, caption_extension: str | None, output_dir: Path, **datase
     return HubDatasetSource(source, **dataset_kwargs)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for number, line in enumerate(lines, 1):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            # The last line may be cut by a kill mid-write (expected, harmless); anything else is reported.
-            if number != len(lines):
-                logger.warning("%s line %d is not valid JSON and was ignored: %r", path, number, line[:120])
-    return rows
-
-
-def _hash_files(source, items: list[SourceItem]) -> dict[str, str | None]:
-    def digest(item):
-        try:
-            return item.sample_id, content_hash(source.read_bytes(item.locator))
-        except OSError:
-            return item.sample_id, None
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return dict(pool.map(digest, items))
-
-
-def _plan_work(items, index: CacheIndex, previous_failures: dict[str, dict], source, retry_failed: bool):
-    """Decide per item: keep (maybe with metadata updates), encode, or skip as a known failure.
-
-    Mutates ``index.entries``: drops removed samples and the stale entries of changed ones, applies caption and
-    stat updates. Returns ``(todo, kept_failures, num_removed, num_updates)``.
-    """
-    source_ids = {item.sample_id for item in items}
-    removed = [sample_id for sample_id in index.entries if sample_id not in source_ids]
-    for sample_id in removed:
-        del index.entries[sample_id]
-    existing_shards = {relpath for relpath in index.live_shards() if (index.root / relpath).exists()}
-
-    todo: list[SourceItem] = []
-    needs_hash: list[tuple[SourceItem, dict]] = []
-    kept_failures: list[dict] = []
-    updates = 0
-    for item in items:
-        entry = index.entries.get(item.sample_id)
-        if entry is not None and entry["shard"] not in existing_shards:
-            del index.entries[item.sample_id]  # its shard was deleted by hand: encode again
-            entry = None
-        if entry is None:
-            failure = previous_failures.get(item.sample_id)
-            if failure is not None and failure.get("fingerprint") == item.fingerprint and not retry_failed:
-                kept_failures.append(failure)
-            else:
-                todo.append(item)
-            continue
-        if entry.get("fingerprint") == item.fingerprint or (
-            item.content_hash is not None and entry.get("content_hash") == item.content_hash
-        ):
-            if entry.get("caption") != item.caption:
-                entry["caption"] = item.caption
-                updates += 1
-        else:
-            needs_hash.append((item, entry))
-    # A changed stat (touched, copied, restored from backup) re-encodes only if the bytes differ.
-    hashes = _hash_files(source, [item for item, _ in needs_hash]) if needs_hash else {}
-    for item, entry in needs_hash:
-        if hashes.get(item.sample_id) is not None and hashes[item.sample_id] == entry.get("content_hash"):
-            entry["fingerprint"] = item.fingerprint
-            entry["caption"] = item.caption
-            updates += 1
-        else:
-            del index.entries[item.sample_id]
-            todo.append(item)
-    return todo, kept_failures, len(removed), updates
-
-
-def _build_manifest(
-    vae_info: dict, transform: TransformConfig, dtype: str, channels: int, factor: int, has_std: bool, source
-) -> dict:
-    stored = ["mean", "std"] if has_std else ["mean"]
-    if transform.flip:
-        stored += [f"{name}_flipped" for name in stored]
-    return {
-        "format": CACHE_FORMAT,
-        "version": FORMAT_VERSION,
-        "vae": vae_info,
-        "latents": {
-            "channels": channels,
-            "downsample_factor": factor,
-            "dtype": dtype,
-            "tensors": stored,
-            "std": "exp(0.5 * logvar), logvar clamped to [-30, 20] (diffusers DiagonalGaussianDistribution); "
-            "absent for deterministic VAEs",
-            "scaling": "unscaled: training latents are (latent - shift_factor) * scaling_factor",
-        },
-        "transform": transform.to_dict(),
-        "source": source.compared_identity(),
-        "source_info": source.identity(),
-    }
-
-
 class _SingleProcess:
     """The one-process stand-in for accelerate's ``PartialState`` (leaves accelerate's global state untouched)."""
 
@@ -345,10 +143,13 @@ class _SingleProcess:
 
 
 def _process_state(device):
-    """accelerate's ``PartialState`` under ``accelerate launch``/torchrun (or when already set up), else one process."""
+    """accelerate's ``PartialState`` when started by ``accelerate launch``/torchrun, else one plain process.
+
+    Both launchers export ``WORLD_SIZE`` (torchrun's environment contract); a single process needs no process group.
+    """
     from accelerate import PartialState
 
-    if PartialState._shared_state or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # Without CUDA, processes started by `accelerate launch --multi_gpu` / torchrun form a gloo (CPU) group.
         cpu = (device is not None and torch.device(device).type == "cpu") or not torch.cuda.is_available()
         return PartialState(cpu=cpu)
@@ -459,7 +260,7 @@ def cache_latents(
         vae = vae.float()  # fp32 weights: CPU encodes in fp32, CUDA autocasts to bf16/fp16
     channels, factor, has_std = _probe_latent_geometry(vae, device)
     transform.check_downsample_factor(factor)
-    manifest = _build_manifest(vae_info, transform, dtype, channels, factor, has_std, source)
+    manifest = build_manifest(vae_info, transform, dtype, channels, factor, has_std, source)
     existing = load_manifest(root)
     if existing is None and (list_shard_files(root) or (root / INDEX_NAME).exists()):
         raise IncompatibleCacheError(
@@ -497,9 +298,9 @@ def cache_latents(
         items = items[:max_images]
     index = CacheIndex.load(root)
     previous_failures = {
-        row["sample_id"]: row for row in _read_jsonl(root / ERRORS_NAME) if row.get("stage") == "decode"
+        row["sample_id"]: row for row in read_jsonl(root / ERRORS_NAME) if row.get("stage") == "decode"
     }
-    todo, kept_failures, num_removed, num_updates = _plan_work(items, index, previous_failures, source, retry_failed)
+    todo, kept_failures, num_removed, num_updates = plan_work(items, index, previous_failures, source, retry_failed)
     generation = index.next_generation()
     known_before = set(index.known_shards)
     state.wait_for_everyone()  # nobody writes a shard before every process has read the cache state
@@ -517,15 +318,7 @@ def cache_latents(
         )
 
     # --- encode -----------------------------------------------------------------------------------------------
-    timings, encoded_ids = _encode_items(
-        source,
-        my_todo,
-        transform,
-        vae,
-        device,
-        root,
-        generation,
-        rank,
+    settings = _EncodeSettings(
         dtype=dtype,
         batch_size=batch_size,
         num_workers=num_workers,
@@ -534,11 +327,11 @@ def cache_latents(
         cpu_mixed_precision=cpu_mixed_precision,
         channels_last=channels_last,
         compile=compile,
-        has_std=has_std,
         vae_info=vae_info,
         progress=progress and state.is_main_process,
         world=world,
     )
+    timings, encoded_ids = _encode_items(source, my_todo, transform, vae, device, root, generation, rank, settings)
     crash_point("before_index")
     state.wait_for_everyone()
 
@@ -553,7 +346,7 @@ def cache_latents(
         index.delete_dead_shards()
         new_failures = []
         for partial in sorted(root.glob("errors.r*.partial.jsonl")):
-            new_failures.extend(_read_jsonl(partial))
+            new_failures.extend(read_jsonl(partial))
         failures = sorted(kept_failures + new_failures, key=lambda row: row["sample_id"])
         rows = skipped + failures
         write_bytes_atomic(
@@ -589,29 +382,24 @@ def cache_latents(
     return report
 
 
-def _encode_items(
-    source,
-    items,
-    transform,
-    vae,
-    device,
-    root,
-    generation,
-    rank,
-    *,
-    dtype,
-    batch_size,
-    num_workers,
-    samples_per_shard,
-    mixed_precision,
-    cpu_mixed_precision,
-    channels_last,
-    compile,
-    has_std,
-    vae_info,
-    progress,
-    world,
-):
+@dataclass(frozen=True)
+class _EncodeSettings:
+    """How one process encodes its share of the work: :func:`cache_latents`' arguments, resolved."""
+
+    dtype: str
+    batch_size: int
+    num_workers: int
+    samples_per_shard: int
+    mixed_precision: str
+    cpu_mixed_precision: bool
+    channels_last: bool
+    compile: bool
+    vae_info: dict
+    progress: bool
+    world: int
+
+
+def _encode_items(source, items, transform, vae, device, root, generation, rank, settings: _EncodeSettings):
     """Encode ``items`` into shards of ``generation``/``rank``; returns ``(timings, encoded_ids)``."""
     from tqdm.auto import tqdm
 
@@ -631,39 +419,45 @@ def _encode_items(
 
     cuda = device.type == "cuda"
     if cuda:
-        autocast_dtype = _AUTOCAST_DTYPES[mixed_precision]
+        autocast_dtype = _AUTOCAST_DTYPES[settings.mixed_precision]
     else:  # CPU autocast supports bf16 only
-        autocast_dtype = torch.bfloat16 if cpu_mixed_precision and mixed_precision != "no" else None
-    storage_dtype = STORAGE_DTYPES[dtype]
-    if channels_last:
+        autocast_dtype = torch.bfloat16 if settings.cpu_mixed_precision and settings.mixed_precision != "no" else None
+    storage_dtype = STORAGE_DTYPES[settings.dtype]
+    if settings.channels_last:
         vae = vae.to(memory_format=torch.channels_last)
-    if compile:
+    if settings.compile:
         vae.encoder.compile()
-    stream = _DecodeStream(source, items, transform, batch_size)
+    stream = DecodeStream(source, items, transform, settings.batch_size)
     loader = DataLoader(
         stream,
         batch_size=None,
-        num_workers=num_workers,
+        num_workers=settings.num_workers,
         pin_memory=cuda,
-        collate_fn=_identity_collate,
-        worker_init_fn=_worker_init if num_workers > 0 else None,
-        prefetch_factor=4 if num_workers > 0 else None,
+        collate_fn=identity_collate,
+        worker_init_fn=worker_init if settings.num_workers > 0 else None,
+        prefetch_factor=4 if settings.num_workers > 0 else None,
     )
     metadata = {
-        "vae_class": vae_info["class"],
-        "vae_weights_hash": vae_info["weights_hash"],
-        "dtype": dtype,
+        "vae_class": settings.vae_info["class"],
+        "vae_weights_hash": settings.vae_info["weights_hash"],
+        "dtype": settings.dtype,
         "generation": str(generation),
         "rank": str(rank),
     }
     # Whole-image ("full") caches give nearly every image its own size, so per-size buckets rarely fill: write the
     # fullest early to keep memory and the work a kill can lose small.
     max_buffered = 64 if transform.crop == "full" else None
-    writer = BackgroundWriter(ShardWriter(root, generation, rank, samples_per_shard, max_buffered, metadata=metadata))
+    writer = BackgroundWriter(
+        ShardWriter(root, generation, rank, settings.samples_per_shard, max_buffered, metadata=metadata)
+    )
     errors_path = root / f"errors.r{rank:03d}.partial.jsonl"
     events: list[tuple] = []
-    desc = f"caching latents ({device.type}" + (f", process {rank + 1}/{world})" if world > 1 else ")")
-    bar = tqdm(total=len(items), desc=desc, unit="img", disable=not progress, dynamic_ncols=True, smoothing=0.1)
+    desc = f"caching latents ({device.type}" + (
+        f", process {rank + 1}/{settings.world})" if settings.world > 1 else ")"
+    )
+    bar = tqdm(
+        total=len(items), desc=desc, unit="img", disable=not settings.progress, dynamic_ncols=True, smoothing=0.1
+    )
     phase_start = time.perf_counter()
     cpu_start = os.times()
     try:
@@ -699,7 +493,7 @@ def _encode_items(
                 images = pixels_to_model_input(pixels)
                 if transform.flip:
                     images = torch.cat([images, images.flip(-1)])
-                if channels_last:
+                if settings.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 mean, std = posterior_moments(vae, images)
                 mean = mean.float()

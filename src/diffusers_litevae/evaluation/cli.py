@@ -217,20 +217,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 def command_line(args: argparse.Namespace) -> str:
-    """The ``litevae eval`` command that reproduces ``args`` (flags left at defaults omitted,
-    except _ALWAYS_RECORDED)."""
+    """The ``litevae eval`` command that reproduces ``args`` (flags left at defaults omitted, except
+    ``_ALWAYS_RECORDED``). Every option of :func:`add_arguments` is spelled ``--<dest>``."""
     parser = argparse.ArgumentParser(add_help=False)
     add_arguments(parser)
+    defaults = vars(parser.parse_args([]))  # every option of `litevae eval` (none is required) and its default
     words = ["litevae", "eval"]
-    for action in parser._actions:
-        value = getattr(args, action.dest, action.default)
-        # Settings that decide what the numbers mean are always written, so the line survives changed defaults.
-        if value is None or (value == action.default and action.dest not in _ALWAYS_RECORDED):
+    for dest, value in vars(args).items():
+        if dest not in defaults:  # set by the top-level `litevae` parser (the subcommand's name, ...)
             continue
-        flag = action.option_strings[0]
-        if isinstance(action, argparse._StoreTrueAction):
+        default = defaults[dest]
+        # Settings that decide what the numbers mean are always written, so the line survives changed defaults.
+        if value is None or value is False or (value == default and dest not in _ALWAYS_RECORDED):
+            continue
+        flag = f"--{dest}"
+        if value is True:  # a store_true switch
             words.append(flag)
-        elif isinstance(action, argparse._AppendAction):
+        elif isinstance(value, list):  # an append option: one flag per item
             for item in value:
                 words.extend([flag, str(item)])
         else:

@@ -37,6 +37,7 @@ import torch.nn as nn
 
 from ..models.autoencoder_lite import AutoencoderLite
 from ..models.tiny_autoencoder import TinyDecoder, TinyEncoder
+from ..models.utils import cast_module
 from .errors import DistillationInputError
 
 __all__ = [
@@ -220,7 +221,7 @@ class DiffusersVAETeacher(DistillationTeacher):
                 shift_factor=getattr(config, "shift_factor", None),
                 in_channels=getattr(config, "in_channels", 3),
             )
-            student = nn.Module.to(
+            student = cast_module(
                 student, device=next(decoder.parameters()).device, dtype=next(decoder.parameters()).dtype
             )
         else:
@@ -439,4 +440,4 @@ def tiny_decoder_from_decoder_tiny(decoder: nn.Module) -> TinyDecoder:
         shifted[f"{int(index) + 1}.{rest}"] = value
     tiny.layers.load_state_dict(shifted, strict=True)
     parameter = next(decoder.parameters())
-    return nn.Module.to(tiny, device=parameter.device, dtype=parameter.dtype)
+    return cast_module(tiny, device=parameter.device, dtype=parameter.dtype)
