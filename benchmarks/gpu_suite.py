@@ -106,6 +106,8 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
 KINDS = ("encoder_speed", "cache_latents", "train_speed", "distill_quality")
+# The sections in run order (--sections): eager and compiled encoder speed, caching, training speed, quality.
+SECTIONS = ("eager", "cache", "train", "distill", "compile")
 MODELS = ("S", "B", "sd-vae", "taesd")
 REFERENCE = "sd-vae"
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -187,6 +189,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--smoke", action="store_true", help="tiny CPU-friendly run of every code path (seconds).")
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"which sections to run, a subset of {SECTIONS} (e.g. eager,compile for the encoder table alone, when "
+        "a short lease leaves no time for the rest).",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda, cuda:N or cpu.")
     parser.add_argument(
         "--budget_minutes", type=float, default=None, help="skip what no longer fits (default 7; 2 with --smoke)."
@@ -293,6 +301,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.batch_sizes = sorted(set(_int_list(parser, "--batch_sizes", args.batch_sizes)))
     if any(r % 16 for r in args.resolutions + [args.cache_resolution, args.train_resolution, args.eval_resolution]):
         parser.error("resolutions must be multiples of 16.")
+    args.sections = [section.strip() for section in args.sections.split(",") if section.strip()]
+    if not args.sections or not set(args.sections) <= set(SECTIONS):
+        parser.error(f"--sections: choose from {SECTIONS}, got {args.sections}.")
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not args.models or not set(args.models) <= set(MODELS):
         parser.error(f"--models: choose from {MODELS}, got {args.models}.")
@@ -457,6 +468,8 @@ class Context:
         args, est = self.args, self.est
         total = 0.0
         for section in sections:
+            if section not in args.sections:
+                continue
             if section == "cache":
                 total += 2 * est["cache_run"]
             elif section == "train":
@@ -1426,21 +1439,28 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.models:
             encoders[name] = build_encoder(name, ctx)
             params[name] = sum(p.numel() for p in encoders[name].parameters())
-        encoder_section_eager(ctx, encoders, params)
-        cache_section(ctx)
-        try:
-            train_dir = training_folder(ctx)
-        except BaseException as error:  # noqa: BLE001
-            for kind, name in (
-                ("train_speed", "B live targets"),
-                ("train_speed", "B cached targets"),
-                ("distill_quality", "B vs TAEF2"),
-            ):
-                rec.add(kind, name, "failed", reason=f"training images: {_error_text(error)}")
-        else:
-            train_speed_section(ctx, train_dir)
-            distill_quality_section(ctx, train_dir)
-        encoder_section_compiled(ctx, encoders, params)
+        run = set(args.sections)
+        if "eager" in run:
+            encoder_section_eager(ctx, encoders, params)
+        if "cache" in run:
+            cache_section(ctx)
+        if run & {"train", "distill"}:
+            try:
+                train_dir = training_folder(ctx)
+            except BaseException as error:  # noqa: BLE001
+                for kind, name in (
+                    ("train_speed", "B live targets"),
+                    ("train_speed", "B cached targets"),
+                    ("distill_quality", "B vs TAEF2"),
+                ):
+                    rec.add(kind, name, "failed", reason=f"training images: {_error_text(error)}")
+            else:
+                if "train" in run:
+                    train_speed_section(ctx, train_dir)
+                if "distill" in run:
+                    distill_quality_section(ctx, train_dir)
+        if "compile" in run:
+            encoder_section_compiled(ctx, encoders, params)
     finally:
         summary = build_summary(rec, args, environment, budget)
         for target in summary["targets"]:
