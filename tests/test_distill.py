@@ -22,7 +22,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from diffusers_litevae import AutoencoderLite, TinyDecoder, TinyEncoder
-from diffusers_litevae.testing_utils import TINY_ENCODER, tiny_autoencoder_kl
+from diffusers_litevae.testing_utils import TINY_ENCODER, save_png, smooth_images, tiny_autoencoder_kl
 from diffusers_litevae.training import (
     DistillationDataset,
     DistillationInputError,
@@ -55,17 +55,7 @@ def _one_thread():
     torch.set_num_threads(previous)
 
 
-def _smooth_images(count: int, height: int, width: int, seed: int) -> torch.Tensor:
-    """Random colour fields (bicubic upsampling of 4x4 noise), ``(count, 3, height, width)`` in ``[-1, 1]``."""
-    generator = torch.Generator().manual_seed(seed)
-    low = torch.rand(count, 3, 4, 4, generator=generator)
-    return F.interpolate(low, size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1) * 2 - 1
-
-
-def _save_png(tensor: torch.Tensor, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    array = ((tensor.permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
-    Image.fromarray(array).save(path)
+_smooth_images, _save_png = smooth_images, save_png  # shared with the other training tests
 
 
 @pytest.fixture(scope="module")
@@ -292,21 +282,46 @@ def test_losses_see_what_they_should():
     assert all(float(v) < 1e-6 for v in parts.values())
 
 
-def test_lpips_without_the_package_is_a_clear_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "lpips", None)  # import fails even where lpips is installed
-    with pytest.raises(DistillationInputError, match="lpips") as error:
-        load_lpips()
-    assert "\n" not in str(error.value) and "--lpips_weight 0" in str(error.value)
+def test_lpips_that_cannot_load_is_a_clear_error(monkeypatch):
+    import torchmetrics.image.lpip as lpip
 
-    import types
+    def no_torchvision(**kwargs):  # what torchmetrics raises where torchvision is missing
+        raise ModuleNotFoundError("LPIPS metric requires that torchvision is installed.")
 
-    def no_weights(**kwargs):  # what lpips does offline: the VGG backbone download fails
+    def no_weights(**kwargs):  # offline: the VGG backbone download fails
         raise OSError("could not download vgg16 weights")
 
-    monkeypatch.setitem(sys.modules, "lpips", types.SimpleNamespace(LPIPS=no_weights))
-    with pytest.raises(DistillationInputError, match="weights could not be loaded") as error:
-        load_lpips()
-    assert "\n" not in str(error.value)
+    for failure, expected in ((no_torchvision, "torchvision"), (no_weights, "could not download")):
+        monkeypatch.setattr(lpip, "LearnedPerceptualImagePatchSimilarity", failure)
+        with pytest.raises(DistillationInputError, match=expected) as error:
+            load_lpips()
+        assert "\n" not in str(error.value) and "--lpips_weight 0" in str(error.value)
+
+
+def test_lpips_loss_feeds_the_shared_metric_images_in_0_1():
+    """Distillation's LPIPS term is the evaluation metric's module, given [0, 1] images, per image, with gradients."""
+    from diffusers_litevae.evaluation.metrics import LPIPSDistance
+
+    seen = []
+
+    class MeanAbsoluteDifference(torch.nn.Module):  # stands in for torchmetrics' LPIPS network
+        def forward(self, x, y, normalize=False):
+            seen.append((float(x.min()), float(x.max()), normalize))
+            return (x - y).abs().mean(dim=(1, 2, 3)).view(-1, 1, 1, 1)
+
+    loss = DistillationLoss(
+        LossWeights(latent=0, std=0, reconstruction=0, wavelet=0, gaussian=0, lpips=1.0),
+        lpips_model=LPIPSDistance(MeanAbsoluteDifference()),
+    )
+    mean, logvar = torch.zeros(2, 4, 2, 2), torch.zeros(2, 4, 2, 2)
+    target = torch.rand(2, 3, 16, 16) * 2 - 1  # decoder outputs and targets are in [-1, 1]
+    reconstruction = (target + 0.2 * torch.randn_like(target)).clamp(-1, 1).requires_grad_(True)
+    total, parts = loss(mean, logvar, mean, logvar, reconstruction, target)
+    expected = ((reconstruction - target) / 2).abs().mean()
+    assert torch.isclose(parts["lpips"], expected.detach()) and torch.isclose(total, expected)
+    assert seen and all(0 <= low and high <= 1 and normalize for low, high, normalize in seen)
+    total.backward()
+    assert reconstruction.grad is not None and reconstruction.grad.abs().sum() > 0
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -369,7 +384,7 @@ def test_hub_dataset_source(monkeypatch, tmp_path):
     """--dataset_name goes through datasets.load_dataset (mocked: no Hub here),
     rows split into validation and training."""
     datasets = pytest.importorskip("datasets")
-    from diffusers_litevae.training.trainer import _prepare_data
+    from diffusers_litevae.training.run_support import prepare_data
 
     images = [Image.fromarray((np.random.default_rng(i).random((40, 48, 3)) * 255).astype(np.uint8)) for i in range(6)]
     table = datasets.Dataset.from_dict({"picture": images}).cast_column("picture", datasets.Image())
@@ -378,13 +393,13 @@ def test_hub_dataset_source(monkeypatch, tmp_path):
     config = DistillConfig(
         teacher="unused", dataset_name="someone/photos", image_column="picture", num_validation_images=2
     )
-    data = _prepare_data(config)
+    data = prepare_data(config)
     assert calls[0][0][0] == "someone/photos" and calls[0][1]["split"] == "train"
     assert data.num_train_images == 4 and len(data.validation_images) == 2 and "first 2 rows" in data.eval_set
     sample = DistillationDataset(data.source)[(0, RESOLUTION, 0)]
     assert sample["pixel_values"].shape == (3, RESOLUTION, RESOLUTION)
     with pytest.raises(DistillationInputError, match="--image_column 'image'"):
-        _prepare_data(DistillConfig(teacher="unused", dataset_name="someone/photos"))
+        prepare_data(DistillConfig(teacher="unused", dataset_name="someone/photos"))
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -643,7 +658,7 @@ def test_bad_inputs_fail_before_training(image_folder, teacher_dir, tmp_path, ca
     """one clear line each, and no training output written."""
     base = ["--teacher", str(teacher_dir), "--train_data_dir", str(image_folder), "--student", "S", "--output_dir"]
     (tmp_path / "empty").mkdir()
-    monkeypatch.setitem(sys.modules, "lpips", None)
+    monkeypatch.setitem(sys.modules, "torchmetrics.image.lpip", None)  # LPIPS cannot load, wherever this runs
     cases = {
         "missing data": ([*base, str(tmp_path / "o1"), "--train_data_dir", str(tmp_path / "nope")], "does not exist"),
         "no images": ([*base, str(tmp_path / "o2"), "--train_data_dir", str(tmp_path / "empty")], "holds no"),

@@ -6,12 +6,25 @@ latent grid; ``AutoencoderLite`` with a full 3-level LiteVAE encoder) at toy wid
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import AutoencoderKL
+from PIL import Image
 
 from .models.autoencoder_lite import AutoencoderLite
 
-__all__ = ["TINY_ENCODER", "sd_vae_autoencoder_kl", "tiny_autoencoder_kl", "tiny_autoencoder_lite"]
+__all__ = [
+    "TINY_ENCODER",
+    "save_png",
+    "sd_vae_autoencoder_kl",
+    "smooth_images",
+    "tiny_autoencoder_kl",
+    "tiny_autoencoder_lite",
+]
 
 # A LiteVAE encoder at toy width (about 60 k parameters), same structure as the paper's presets.
 TINY_ENCODER = dict(
@@ -75,3 +88,19 @@ def sd_vae_autoencoder_kl(seed: int | None = None) -> AutoencoderKL:
         norm_num_groups=32,
         sample_size=512,
     )
+
+
+def smooth_images(count: int, height: int, width: int, seed: int) -> torch.Tensor:
+    """Random colour fields (bicubic upsampling of 4x4 noise), ``(count, 3, height, width)`` in ``[-1, 1]``: images
+    a tiny autoencoder can learn in a few dozen steps."""
+    generator = torch.Generator().manual_seed(seed)
+    low = torch.rand(count, 3, 4, 4, generator=generator)
+    return F.interpolate(low, size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1) * 2 - 1
+
+
+def save_png(image: torch.Tensor, path: str | os.PathLike) -> None:
+    """Write one ``(3, H, W)`` image in ``[-1, 1]`` as an 8-bit PNG (parent folders created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = ((image.permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+    Image.fromarray(array).save(path)

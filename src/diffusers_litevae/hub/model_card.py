@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..models.litevae_encoder import ENCODER_PRESETS
 
-__all__ = ["CARD_TAGS", "build_model_card", "encoder_preset_name", "eval_results_from_summary", "is_hub_repo_id"]
+__all__ = [
+    "CARD_TAGS",
+    "build_model_card",
+    "encoder_preset_name",
+    "eval_results_from_summary",
+    "is_hub_repo_id",
+    "is_owner_repo_id",
+]
 
 CARD_TAGS = ["diffusers", "litevae", "vae", "autoencoder", "image-to-image"]
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _METRICS = (  # summary key, model-index metric type, display name
     ("psnr", "psnr", "PSNR (dB)"),
     ("ssim", "ssim", "SSIM"),
@@ -36,9 +41,22 @@ CITATION = """@inproceedings{sadat2024litevae,
 }"""
 
 
+def is_owner_repo_id(value: str | None) -> bool:
+    """``True`` for a valid Hub repo id with an owner (``owner/name``), by huggingface_hub's own rules."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not value or "/" not in value:
+        return False
+    try:
+        validate_repo_id(value)
+    except HFValidationError:
+        return False
+    return True
+
+
 def is_hub_repo_id(value: str | None) -> bool:
     """``True`` for ``owner/name`` strings that are not existing local paths."""
-    return bool(value) and bool(_REPO_ID.match(value)) and not Path(value).exists()
+    return is_owner_repo_id(value) and not Path(value).exists()
 
 
 def encoder_preset_name(config) -> str | None:
@@ -291,11 +309,45 @@ def _training(distillation: dict | None, curve_file: str | None = None) -> str:
             )
     if curve_file:
         lines += ["", f"![training curve]({curve_file})"]
-    settings = distillation.get("settings") or {}
-    if settings:
-        lines += ["", "<details><summary>All training settings</summary>", "", "| setting | value |", "|---|---|"]
-        lines += [f"| `{key}` | `{json.dumps(value)}` |" for key, value in _flatten(settings)]
-        lines += ["", "</details>"]
+    lines += _settings_details(distillation.get("settings") or {})
+    return "\n".join(lines)
+
+
+def _settings_details(settings: dict) -> list[str]:
+    """A collapsed table of every training setting (empty without settings)."""
+    if not settings:
+        return []
+    lines = ["", "<details><summary>All training settings</summary>", "", "| setting | value |", "|---|---|"]
+    lines += [f"| `{key}` | `{json.dumps(value)}` |" for key, value in _flatten(settings)]
+    return lines + ["", "</details>"]
+
+
+def _training_from_scratch(training: dict, curve_file: str | None = None) -> str:
+    model = training.get("model", {}) or {}
+    final = training.get("final_metrics", {}) or {}
+    lines = [
+        "Trained from scratch (encoder and decoder) with `litevae train`: L1 reconstruction, KL to N(0, I), the "
+        "wavelet and Gaussian losses, LPIPS when enabled, and a per-pixel U-Net discriminator at a constant weight "
+        "from a later step, with the resolution schedule below (LiteVAE, NeurIPS 2024, section 4.3).",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| Encoder | LiteVAE-{model.get('encoder_preset')}, {_millions(model.get('encoder_parameters'))} |",
+        f"| Decoder | {model.get('decoder')} |",
+        f"| Latent channels | {model.get('latent_channels')} |",
+        f"| scaling_factor / shift_factor (measured on training crops) | {_fmt(model.get('scaling_factor'), '.5f')}"
+        f" / {_fmt(model.get('shift_factor'), '.5f')} |",
+        f"| Steps / images seen | {final.get('step')} / {final.get('images_seen')} |",
+        f"| Wall time | {_fmt(training.get('wall_time_s'), '.0f')} s |",
+        f"| Training throughput | {_fmt(training.get('train_images_per_s'))} images/s |",
+        f"| Final validation ({final.get('eval_images')} images of {final.get('eval_set')}) | PSNR "
+        f"{_fmt(final.get('psnr'))} dB, SSIM {_fmt(final.get('ssim'), '.4f')} |",
+    ]
+    if training.get("command"):
+        lines += ["", "Training command:", "", "```bash", training["command"], "```"]
+    if curve_file:
+        lines += ["", f"![training curve]({curve_file})"]
+    lines += _settings_details(training.get("settings") or {})
     return "\n".join(lines)
 
 
@@ -307,6 +359,7 @@ def build_model_card(
     summary: dict,
     label: str,
     distillation: dict | None = None,
+    training: dict | None = None,
     license: str = "apache-2.0",
     base_model: str | None = None,
     pipeline_id: str | None = None,
@@ -324,6 +377,7 @@ def build_model_card(
         summary: a ``litevae eval`` ``summary.json`` dict.
         label: this model's key in ``summary["models"]``.
         distillation: the run's ``distillation.json`` dict, if any (training section, teacher).
+        training: the ``training.json`` dict of a model trained from scratch with ``litevae train``, if any.
         license: Hub license id of the weights.
         base_model: Hub id of the teacher VAE; default: the teacher's ``name_or_path`` when that is a Hub id.
         pipeline_id: a pipeline repo to show in the usage snippet (optional).
@@ -358,6 +412,12 @@ def build_model_card(
             "It encodes into the same latent space as "
             f"`{teacher}`, so it replaces that VAE in existing pipelines and latent-caching jobs."
         )
+    elif training:
+        intro += (
+            f" and a {((training.get('model') or {}).get('decoder') or '')} decoder, trained from scratch with "
+            "`litevae train` (the LiteVAE paper's recipe). Its latent space is its own: use it for a new latent "
+            "diffusion model, not as a drop-in for another VAE."
+        )
     else:
         intro += " with its decoder, packaged as a diffusers model (`AutoencoderLite`)."
     license_note = f"The weights are released under `{license}`." + (
@@ -382,7 +442,7 @@ def build_model_card(
 
 ## Training
 
-{_training(distillation, curve_file)}
+{_training_from_scratch(training, curve_file) if training else _training(distillation, curve_file)}
 
 ## Files
 

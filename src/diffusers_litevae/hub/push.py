@@ -9,7 +9,7 @@ The upload folder::
     config.json                                 AutoencoderLite config
     diffusion_pytorch_model.safetensors         fp32 weights
     diffusion_pytorch_model.fp16.safetensors    fp16 weights (cast, not renamed): variant="fp16"
-    distillation.json, curve.png                the training record and curve, when the model folder has them
+    distillation.json or training.json, curve.png   the training record and curve, when the model folder has them
     eval/summary.json                           the metrics the card quotes (+ per_image.csv, grid.png when present)
 """
 
@@ -26,7 +26,7 @@ from huggingface_hub import HfApi, get_token
 
 from ..models.autoencoder_lite import AutoencoderLite
 from ..models.utils import cast_module
-from .model_card import _REPO_ID, build_model_card
+from .model_card import build_model_card, is_owner_repo_id
 
 __all__ = [
     "PushError",
@@ -68,10 +68,7 @@ def validate_model_folder(model_dir: str | os.PathLike) -> tuple[Path, dict]:
             f"{str(path)!r} is not a model folder: it has no config.json "
             "(save it with AutoencoderLite.save_pretrained)."
         )
-    try:
-        config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as error:
-        raise PushError(f"{str(config_file)!r} is not valid JSON ({error}).") from error
+    config = _read_json(config_file)
     class_name = config.get("_class_name") if isinstance(config, dict) else None
     if class_name != "AutoencoderLite":
         raise PushError(
@@ -102,10 +99,7 @@ def load_metrics_entry(
             f"metrics file not found: {str(path)!r}; run `litevae eval --vae MODEL_DIR ... --output_dir E` and pass "
             "--metrics E/summary.json."
         )
-    try:
-        summary = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise PushError(f"metrics file {str(path)!r} is not valid JSON ({error}).") from error
+    summary = _read_json(path)
     models = summary.get("models") if isinstance(summary, dict) else None
     if not isinstance(models, dict) or not models:
         raise PushError(f"metrics file {str(path)!r} has no 'models' entries; it is not a `litevae eval` summary.json.")
@@ -151,18 +145,22 @@ def _same_path(value: str | None, target: Path) -> bool:
     return bool(value) and Path(value).exists() and Path(value).resolve() == target
 
 
-def _load_distillation(model_dir: Path) -> dict | None:
-    file = model_dir / "distillation.json"
-    if not file.is_file():
-        return None
+def _load_record(model_dir: Path, name: str) -> dict | None:
+    """``distillation.json`` (``litevae distill``) or ``training.json`` (``litevae train``), when the folder has it."""
+    file = model_dir / name
+    return _read_json(file) if file.is_file() else None
+
+
+def _read_json(file: Path):
+    """The parsed JSON of ``file``; a file that is not valid JSON is a :class:`PushError` naming it."""
     try:
         return json.loads(file.read_text())
     except json.JSONDecodeError as error:
-        raise PushError(f"{str(file)!r} is not valid JSON ({error}); fix or remove it.") from error
+        raise PushError(f"{str(file)!r} is not valid JSON ({error}); fix or regenerate it.") from error
 
 
 def _check_repo_id(repo_id: str) -> None:
-    if not _REPO_ID.match(repo_id or ""):
+    if not is_owner_repo_id(repo_id):
         raise PushError(
             f"--repo_id must look like 'owner/name' (your user or organisation, then the model name), got {repo_id!r}."
         )
@@ -195,7 +193,8 @@ def prepare_upload_folder(
     """
     model_path, _ = validate_model_folder(model_dir)
     summary, label = load_metrics_entry(metrics_file, metrics_label, model_path)
-    distillation = _load_distillation(model_path)
+    distillation = _load_record(model_path, "distillation.json")
+    training = None if distillation is not None else _load_record(model_path, "training.json")
     output = Path(output_dir)
     if output.exists() and any(output.iterdir()):
         raise PushError(
@@ -226,11 +225,12 @@ def prepare_upload_folder(
         )
     model.save_pretrained(str(output), safe_serialization=True, variant="fp16")
     files = ["config.json", "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"]
-    if distillation is not None:
-        shutil.copy2(model_path / "distillation.json", output / "distillation.json")
-        files.append("distillation.json")
+    for record, name in ((distillation, "distillation.json"), (training, "training.json")):
+        if record is not None:
+            shutil.copy2(model_path / name, output / name)
+            files.append(name)
     curve_file = None
-    if (model_path / "curve.png").is_file():  # written by `litevae distill` next to distillation.json
+    if (model_path / "curve.png").is_file():  # written by `litevae distill` / `litevae train` next to the record
         shutil.copy2(model_path / "curve.png", output / "curve.png")
         files.append(curve_file := "curve.png")
 
@@ -254,6 +254,7 @@ def prepare_upload_folder(
         summary=summary,
         label=label,
         distillation=distillation,
+        training=training,
         license=license,
         base_model=base_model,
         pipeline_id=pipeline_id,

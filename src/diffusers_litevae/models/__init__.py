@@ -24,6 +24,7 @@ _EXPORTS = {
     "TinyEncoder": "tiny_autoencoder",
     "load_tiny_decoder": "tiny_autoencoder",
     "load_tiny_encoder": "tiny_autoencoder",
+    "UNetDiscriminator": "unet_discriminator",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from .litevae_encoder import ENCODER_PRESETS, EncoderPreset, LiteVAEEncoder, LiteVAEUNet, encoder_preset
     from .smc import SelfModulatedConv2d, replace_resnet_norms_with_smc
     from .tiny_autoencoder import TinyDecoder, TinyEncoder, load_tiny_decoder, load_tiny_encoder
+    from .unet_discriminator import UNetDiscriminator
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -1,9 +1,12 @@
-"""Encoder distillation: train a LiteVAE encoder against a frozen teacher VAE (``litevae distill``).
+"""Training: distil a LiteVAE encoder against a frozen teacher VAE (``litevae distill``), or train a whole LiteVAE
+from scratch with the paper's recipe (``litevae train``: :class:`TrainConfig`, :func:`train_autoencoder`).
 
 Importable pieces (see ``docs/distillation.md``):
 
 - teachers: :func:`load_teacher`, :func:`wrap_teacher`, :class:`DistillationTeacher` and its adapters;
-- losses: :class:`DistillationLoss`, :class:`LossWeights`, :func:`wavelet_loss`, :func:`gaussian_filtered_loss`;
+- losses: :class:`DistillationLoss`, :class:`LossWeights`, :func:`wavelet_loss`, :func:`gaussian_filtered_loss`,
+  and for training a whole autoencoder :func:`kl_to_standard_normal`, :func:`discriminator_hinge_loss`,
+  :func:`generator_adversarial_loss`, :func:`latent_scaling`;
 - data: :func:`find_images`, :class:`ResolutionSchedule`, :class:`StepIndexedBatchSampler`,
   :class:`DistillationDataset`;
 - training: :class:`DistillConfig`, :func:`distill_step`, :func:`distill`;
@@ -23,13 +26,26 @@ from .data import (
     random_crop_flip,
     split_holdout,
 )
-from .errors import DistillationInputError
+from .errors import DistillationInputError, TrainingInputError
+from .from_scratch import (
+    AutoencoderLoss,
+    TrainConfig,
+    autoencoder_step,
+    build_autoencoder,
+    evaluate_autoencoder,
+    train_autoencoder,
+    validate_train_config,
+)
 from .losses import (
     DistillationLoss,
     LossWeights,
     charbonnier,
+    discriminator_hinge_loss,
     gaussian_blur,
     gaussian_filtered_loss,
+    generator_adversarial_loss,
+    kl_to_standard_normal,
+    latent_scaling,
     load_lpips,
     wavelet_loss,
 )
@@ -47,6 +63,14 @@ from .validation import compute_teacher_reference, evaluate_student, plot_curve,
 
 __all__ = [
     "TEACHER_TYPES",
+    "AutoencoderLoss",
+    "TrainConfig",
+    "TrainingInputError",
+    "autoencoder_step",
+    "build_autoencoder",
+    "evaluate_autoencoder",
+    "train_autoencoder",
+    "validate_train_config",
     "DiffusersVAETeacher",
     "DistillConfig",
     "DistillationDataset",
@@ -63,6 +87,7 @@ __all__ = [
     "collate_batch",
     "compute_distillation_loss",
     "compute_teacher_reference",
+    "discriminator_hinge_loss",
     "distill",
     "distill_step",
     "evaluate_student",
@@ -70,6 +95,9 @@ __all__ = [
     "find_latest_checkpoint",
     "gaussian_blur",
     "gaussian_filtered_loss",
+    "generator_adversarial_loss",
+    "kl_to_standard_normal",
+    "latent_scaling",
     "load_checkpoint",
     "load_eval_image",
     "load_lpips",

@@ -19,16 +19,17 @@ from .errors import DistillationInputError
 __all__ = ["add_arguments", "config_from_args", "run"]
 
 
-def _student_config(text: str | None) -> dict | None:
+def json_object(text: str | None) -> dict | None:
+    """An argparse type: a JSON object given as text or as a file path (``--student_config``, ``--encoder_config``)."""
     if not text:
         return None
     path = Path(text).expanduser()
     try:
         value = json.loads(path.read_text() if path.is_file() else text)
     except (OSError, json.JSONDecodeError) as error:
-        raise argparse.ArgumentTypeError(f"--student_config is neither a JSON file nor JSON text: {error}") from None
+        raise argparse.ArgumentTypeError(f"neither a JSON file nor JSON text: {error}") from None
     if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("--student_config must be a JSON object of encoder_* config keys.")
+        raise argparse.ArgumentTypeError("expected a JSON object of encoder_* config keys.")
     return value
 
 
@@ -92,11 +93,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--student", default=defaults.student, help="LiteVAE encoder preset: S, B, M or L")
     group.add_argument(
         "--student_config",
-        type=_student_config,
+        type=json_object,
         default=None,
         help="JSON text or file of encoder_* config keys overriding the preset",
     )
 
+    add_data_arguments(parser, defaults)
+    group = add_optimisation_arguments(parser, defaults)
+    group.add_argument("--optimizer", default=defaults.optimizer, choices=["adam", "adamw"])
+    group = parser.add_argument_group("speed")
+    group.add_argument(
+        "--mixed_precision", default=None, choices=["no", "fp16", "bf16"], help="default: accelerate's config"
+    )
+    group.add_argument("--compile", action="store_true", help="torch.compile the student encoder and the teacher")
+    group.add_argument("--compile_mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
+    group.add_argument(
+        "--channels_last", action="store_true", help="student and teacher in channels-last memory format"
+    )
+    group.add_argument(
+        "--teacher_channels_last",
+        action="store_true",
+        help="only the frozen teacher in channels-last (on CPU with bf16 this halves the step time of a "
+        "TAESD-family teacher, while the student's GroupNorm is faster in the default layout)",
+    )
+    group.add_argument("--gradient_checkpointing", action="store_true")
+    group.add_argument("--allow_tf32", action="store_true")
+
+    group = parser.add_argument_group("losses")
+    group.add_argument(
+        "--latent_weight", type=float, default=defaults.latent_weight, help="posterior-mean MSE (normalized latents)"
+    )
+    group.add_argument(
+        "--std_weight",
+        type=float,
+        default=defaults.std_weight,
+        help="posterior-std MSE: matches the teacher's log-variance (0 noise for deterministic teachers)",
+    )
+    add_image_loss_arguments(group, defaults)
+    add_logging_arguments(parser, defaults)
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, defaults) -> None:
+    """The data and validation flags that ``litevae distill`` and ``litevae train`` share (``defaults``: a config)."""
     group = parser.add_argument_group("data")
     group.add_argument(
         "--train_data_dir", default=None, help="folder of training images (recursive; jpg/jpeg/png/webp)"
@@ -137,6 +175,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--validation_steps", type=int, default=defaults.validation_steps)
     group.add_argument("--num_grid_images", type=int, default=defaults.num_grid_images)
 
+
+def add_optimisation_arguments(parser: argparse.ArgumentParser, defaults):
+    """The optimisation flags both trainers share; returns the group for the caller's own flags."""
     group = parser.add_argument_group("optimisation")
     group.add_argument("--output_dir", default=defaults.output_dir)
     group.add_argument("--seed", type=int, default=defaults.seed)
@@ -148,7 +189,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--max_minutes", type=float, default=None, help="stop (checkpoint and write the model) after this many minutes"
     )
-    group.add_argument("--optimizer", default=defaults.optimizer, choices=["adam", "adamw"])
     group.add_argument("--learning_rate", type=float, default=defaults.learning_rate)
     group.add_argument("--adam_beta1", type=float, default=defaults.adam_beta1)
     group.add_argument("--adam_beta2", type=float, default=defaults.adam_beta2)
@@ -162,44 +202,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--lr_warmup_steps", type=int, default=defaults.lr_warmup_steps)
     group.add_argument("--max_grad_norm", type=float, default=defaults.max_grad_norm, help="0 disables clipping")
     group.add_argument(
-        "--use_ema", action="store_true", help="keep an EMA of the encoder; validate and save the EMA weights"
+        "--use_ema", action="store_true", help="keep an EMA of the trained weights; validate and save the EMA weights"
     )
     group.add_argument("--ema_decay", type=float, default=defaults.ema_decay)
     group.add_argument("--ema_power", type=float, default=defaults.ema_power)
 
-    group = parser.add_argument_group("speed")
-    group.add_argument(
-        "--mixed_precision", default=None, choices=["no", "fp16", "bf16"], help="default: accelerate's config"
-    )
-    group.add_argument("--compile", action="store_true", help="torch.compile the student encoder and the teacher")
-    group.add_argument("--compile_mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
-    group.add_argument(
-        "--channels_last", action="store_true", help="student and teacher in channels-last memory format"
-    )
-    group.add_argument(
-        "--teacher_channels_last",
-        action="store_true",
-        help="only the frozen teacher in channels-last (on CPU with bf16 this halves the step time of a "
-        "TAESD-family teacher, while the student's GroupNorm is faster in the default layout)",
-    )
-    group.add_argument("--gradient_checkpointing", action="store_true")
-    group.add_argument("--allow_tf32", action="store_true")
+    return group
 
-    group = parser.add_argument_group("losses")
-    group.add_argument(
-        "--latent_weight", type=float, default=defaults.latent_weight, help="posterior-mean MSE (normalized latents)"
-    )
-    group.add_argument(
-        "--std_weight",
-        type=float,
-        default=defaults.std_weight,
-        help="posterior-std MSE: matches the teacher's log-variance (0 noise for deterministic teachers)",
-    )
+
+def add_image_loss_arguments(group, defaults) -> None:
+    """The image-space loss flags both trainers share."""
     group.add_argument(
         "--reconstruction_weight",
         type=float,
         default=defaults.reconstruction_weight,
-        help="pixel loss through the frozen teacher decoder",
+        help="pixel loss (L1 or Charbonnier) of the reconstruction",
     )
     group.add_argument(
         "--wavelet_weight",
@@ -214,7 +231,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lpips_weight",
         type=float,
         default=defaults.lpips_weight,
-        help="LPIPS (needs the `lpips` package and its weights)",
+        help="LPIPS (torchmetrics' network: needs torchvision and its backbone weights)",
     )
     group.add_argument("--reconstruction_loss", default=defaults.reconstruction_loss, choices=["l1", "charbonnier"])
     group.add_argument("--charbonnier_eps", type=float, default=defaults.charbonnier_eps)
@@ -222,6 +239,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--gaussian_sigma", type=float, default=defaults.gaussian_sigma)
     group.add_argument("--lpips_net", default=defaults.lpips_net, choices=["vgg", "alex", "squeeze"])
 
+
+def add_logging_arguments(parser: argparse.ArgumentParser, defaults) -> None:
+    """The checkpoint and logging flags both trainers share."""
     group = parser.add_argument_group("checkpoints and logging")
     group.add_argument("--checkpointing_steps", type=int, default=defaults.checkpointing_steps)
     group.add_argument("--checkpoints_total_limit", type=int, default=defaults.checkpoints_total_limit)
@@ -240,12 +260,6 @@ def config_from_args(args: argparse.Namespace):
     return DistillConfig.from_dict(vars(args))
 
 
-def accelerate_main_process() -> bool:
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``litevae distill``; bad input prints one ``error:`` line and returns 2."""
     logging.basicConfig(
@@ -254,18 +268,13 @@ def run(args: argparse.Namespace) -> int:
     from .trainer import distill
 
     config = config_from_args(args)
+    # The exact command, recorded in distillation.json: the model card shows it as the way to reproduce the run.
+    config.command_line = shlex.join(["litevae", *sys.argv[1:]]) if Path(sys.argv[0]).name == "litevae" else None
     try:
         result = distill(config)
     except DistillationInputError as error:
         print(f"litevae distill: error: {error}", file=sys.stderr)
         return 2
-    if accelerate_main_process():
-        # Record the exact command beside the settings: the model card shows it as the way to reproduce the run.
-        summary = Path(config.output_dir).expanduser() / "distillation.json"
-        if summary.is_file():
-            data = json.loads(summary.read_text())
-            data["command"] = shlex.join(["litevae", *sys.argv[1:]]) if Path(sys.argv[0]).name == "litevae" else None
-            summary.write_text(json.dumps(data, indent=1))
     metrics = result["final_metrics"]
     if metrics.get("psnr_student") is not None:
         print(

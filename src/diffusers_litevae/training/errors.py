@@ -1,12 +1,17 @@
-"""The one exception type distillation raises for bad user input."""
+"""The exception types training raises for bad user input."""
 
 from __future__ import annotations
 
-__all__ = ["DistillationInputError"]
+__all__ = ["DistillationInputError", "TrainingInputError"]
 
 
-class DistillationInputError(ValueError):
-    """A problem with the user's settings, data or teacher, found before training starts.
+class TrainingInputError(ValueError):
+    """A problem with the user's settings or data, found before training starts.
 
-    The message is one line naming the problem and the fix; ``litevae distill`` prints it without a traceback.
+    The message is one line naming the problem and the fix; ``litevae distill`` and ``litevae train`` print it
+    without a traceback.
     """
+
+
+class DistillationInputError(TrainingInputError):
+    """A :class:`TrainingInputError` of distillation (settings, data or teacher)."""

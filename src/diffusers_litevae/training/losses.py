@@ -31,8 +31,13 @@ __all__ = [
     "DistillationLoss",
     "LossWeights",
     "charbonnier",
+    "discriminator_hinge_loss",
     "gaussian_blur",
     "gaussian_filtered_loss",
+    "generator_adversarial_loss",
+    "image_losses",
+    "kl_to_standard_normal",
+    "latent_scaling",
     "load_lpips",
     "wavelet_loss",
 ]
@@ -48,7 +53,7 @@ class LossWeights:
         reconstruction: L1 or Charbonnier between the reconstruction and the image (``[-1, 1]`` pixels).
         wavelet: Charbonnier on the high-frequency Haar sub-bands (LiteVAE paper).
         gaussian: L1 between the high-pass residuals ``x - blur(x)`` (LiteVAE paper).
-        lpips: LPIPS (needs the ``lpips`` package and its weights).
+        lpips: LPIPS (torchmetrics' network: needs torchvision and the backbone weights).
     """
 
     latent: float = 1.0
@@ -117,32 +122,108 @@ def gaussian_filtered_loss(reconstruction: torch.Tensor, target: torch.Tensor, s
     return F.l1_loss(reconstruction - gaussian_blur(reconstruction, sigma), target - gaussian_blur(target, sigma))
 
 
+def image_losses(
+    reconstruction: torch.Tensor,
+    target: torch.Tensor,
+    weights: dict[str, float],
+    reconstruction_loss: str = "l1",
+    charbonnier_eps: float = 1e-3,
+    wavelet_levels: int = 3,
+    gaussian_sigma: float = 1.0,
+    lpips_model: nn.Module | None = None,
+) -> dict[str, torch.Tensor]:
+    """The unweighted image-space terms whose weight in ``weights`` is > 0 (distillation and training share them).
+
+    Args:
+        reconstruction: ``(B, 3, H, W)`` in ``[-1, 1]``.
+        target: ``(B, 3, H, W)`` in ``[-1, 1]``.
+        weights: ``reconstruction``, ``wavelet``, ``gaussian`` and ``lpips`` weights (missing keys count as 0).
+        reconstruction_loss: ``"l1"`` or ``"charbonnier"``.
+        charbonnier_eps: epsilon of the Charbonnier terms.
+        wavelet_levels: Haar levels of the wavelet loss.
+        gaussian_sigma: blur sigma of the Gaussian-filtered loss (pixels).
+        lpips_model: a module from :func:`load_lpips`; required when ``weights["lpips"] > 0``.
+
+    Returns:
+        ``{name: scalar}`` for each term with a positive weight.
+    """
+    reconstruction, target = reconstruction.float(), target.float()
+    terms: dict[str, torch.Tensor] = {}
+    if weights.get("reconstruction", 0) > 0:
+        if reconstruction_loss == "l1":
+            terms["reconstruction"] = F.l1_loss(reconstruction, target)
+        else:
+            terms["reconstruction"] = charbonnier(reconstruction, target, charbonnier_eps)
+    if weights.get("wavelet", 0) > 0:
+        terms["wavelet"] = wavelet_loss(reconstruction, target, wavelet_levels, charbonnier_eps)
+    if weights.get("gaussian", 0) > 0:
+        terms["gaussian"] = gaussian_filtered_loss(reconstruction, target, gaussian_sigma)
+    if weights.get("lpips", 0) > 0:
+        if lpips_model is None:
+            raise ValueError("an LPIPS weight > 0 needs an LPIPS model; load it with load_lpips().")
+        # The LPIPS module takes [0, 1] images; reconstructions and targets here are in [-1, 1].
+        terms["lpips"] = lpips_model((reconstruction + 1) / 2, (target + 1) / 2).mean()
+    return terms
+
+
+def kl_to_standard_normal(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL divergence of the posterior ``N(mean, exp(logvar))`` from ``N(0, I)``, averaged over latent elements.
+
+    Per element ``0.5 * (mean^2 + exp(logvar) - 1 - logvar)``; the log-variance is clamped to ``[-30, 20]`` like
+    diffusers' ``DiagonalGaussianDistribution``. The mean (not diffusers' per-image sum) keeps the weight
+    independent of the latent size, so one ``--kl_weight`` serves 128 and 256 px crops alike.
+    """
+    logvar = logvar.clamp(-30.0, 20.0)
+    return 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).mean()
+
+
+def discriminator_hinge_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Hinge loss of a (per-pixel) discriminator: ``mean(relu(1 - D(real))) + mean(relu(1 + D(fake)))``."""
+    return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+
+
+def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """The autoencoder's side of the hinge GAN: ``-mean(D(reconstruction))`` over every pixel's logit."""
+    return -fake_logits.mean()
+
+
+def latent_scaling(latents: torch.Tensor, with_shift: bool = False) -> tuple[float, float | None]:
+    """``(scaling_factor, shift_factor)`` that give a latent sample unit variance (and zero mean with a shift).
+
+    Stable Diffusion set its VAE's ``scaling_factor`` (0.18215) as ``1 / std`` of the latents of a batch of
+    training images (High-Resolution Image Synthesis with Latent Diffusion Models, section 4.3.2 and appendix
+    G); SD3 and FLUX.1 also subtract a ``shift_factor``, the latents' mean. Diffusion pipelines compute
+    ``(z - shift_factor) * scaling_factor``.
+
+    Args:
+        latents: ``(N, C, h, w)`` posterior samples (or means) of a sample of training images.
+        with_shift: also return the mean as ``shift_factor`` (else ``None``, SD 1.x/2.x/SDXL style).
+    """
+    latents = latents.detach().float()
+    if latents.numel() < 2:
+        raise ValueError("latent_scaling needs at least two latent values.")
+    std = float(latents.std())  # about the mean, as Stable Diffusion computed it
+    if not math.isfinite(std) or std <= 0:
+        raise ValueError(f"the latents have no spread (std {std}); cannot set a scaling factor.")
+    return 1.0 / std, float(latents.mean()) if with_shift else None
+
+
 def load_lpips(net: str = "vgg", device: torch.device | str = "cpu") -> nn.Module:
-    """The ``lpips`` package's LPIPS metric, frozen; inputs in ``[-1, 1]``.
+    """The package's one LPIPS (:func:`diffusers_litevae.evaluation.metrics.load_lpips`), as a training loss.
 
     Raises:
-        DistillationInputError: the package is not importable or its weights cannot be loaded (one line, with the
-            fix). LPIPS is never skipped silently.
+        DistillationInputError: LPIPS cannot be built here (one line, with the fix). It is never skipped silently.
     """
+    from ..evaluation.metrics import LPIPSUnavailableError
+    from ..evaluation.metrics import load_lpips as load_lpips_metric
+
     try:
-        import lpips
-    except Exception as error:  # ImportError, or a broken torchvision underneath
+        return load_lpips_metric(net, device)
+    except LPIPSUnavailableError as error:
         raise DistillationInputError(
-            "LPIPS was requested (--lpips_weight > 0) but the `lpips` package cannot be imported "
-            f"({type(error).__name__}: "
-            f"{error}); install it with `pip install lpips` (it needs torchvision) or pass --lpips_weight 0."
+            f"LPIPS was requested (--lpips_weight > 0) but {error} Install torchvision and run once with network "
+            "access, or pass --lpips_weight 0."
         ) from error
-    try:
-        model = lpips.LPIPS(net=net, verbose=False)
-    except Exception as error:  # the backbone weights are downloaded on first use
-        raise DistillationInputError(
-            f"LPIPS was requested but its {net!r} weights could not be loaded ({type(error).__name__}: "
-            f"{' '.join(str(error).split())[:200]}); run once with network access or pass --lpips_weight 0."
-        ) from error
-    model = model.to(device).eval()
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    return model
 
 
 class DistillationLoss(nn.Module):
@@ -229,22 +310,19 @@ class DistillationLoss(nn.Module):
         if weights.needs_decode():
             if reconstruction is None or target is None:
                 raise ValueError("image-space loss weights are > 0 but no reconstruction/target was given.")
-            reconstruction, target = reconstruction.float(), target.float()
-            if weights.reconstruction > 0:
-                if self.reconstruction_loss == "l1":
-                    components["reconstruction"] = F.l1_loss(reconstruction, target)
-                else:
-                    components["reconstruction"] = charbonnier(reconstruction, target, self.charbonnier_eps)
-                total = total + weights.reconstruction * components["reconstruction"]
-            if weights.wavelet > 0:
-                components["wavelet"] = wavelet_loss(reconstruction, target, self.wavelet_levels, self.charbonnier_eps)
-                total = total + weights.wavelet * components["wavelet"]
-            if weights.gaussian > 0:
-                components["gaussian"] = gaussian_filtered_loss(reconstruction, target, self.gaussian_sigma)
-                total = total + weights.gaussian * components["gaussian"]
-            if weights.lpips > 0:
-                components["lpips"] = self.lpips_model(reconstruction, target).mean()
-                total = total + weights.lpips * components["lpips"]
+            image_terms = image_losses(
+                reconstruction,
+                target,
+                weights.as_dict(),
+                reconstruction_loss=self.reconstruction_loss,
+                charbonnier_eps=self.charbonnier_eps,
+                wavelet_levels=self.wavelet_levels,
+                gaussian_sigma=self.gaussian_sigma,
+                lpips_model=self.lpips_model,
+            )
+            for name, value in image_terms.items():
+                components[name] = value
+                total = total + getattr(weights, name) * value
         components = {name: value.detach() for name, value in components.items()}
         components["total"] = total.detach()
         return total, components

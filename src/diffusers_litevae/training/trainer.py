@@ -27,21 +27,24 @@ import torch.nn as nn
 
 from ..models.autoencoder_lite import AutoencoderLite
 from ..models.litevae_encoder import ENCODER_PRESETS
+from ..models.utils import cast_module
 from .checkpointing import load_checkpoint, resolve_resume, save_checkpoint
 from .data import (
     DistillationDataset,
-    FolderImageSource,
-    HubImageSource,
     ResolutionSchedule,
     StepIndexedBatchSampler,
     collate_batch,
-    find_images,
-    load_eval_image,
-    load_hub_dataset,
-    split_holdout,
 )
 from .errors import DistillationInputError
 from .losses import DistillationLoss, LossWeights, load_lpips
+from .run_support import (
+    EMAWeights,
+    RunTimer,
+    eager_mode,
+    has_accelerator_device,
+    jsonable,
+    prepare_data,
+)
 from .teachers import TEACHER_TYPES, DistillationTeacher, load_teacher, wrap_teacher
 from .validation import compute_teacher_reference, evaluate_student, plot_curve, save_reconstruction_grid
 
@@ -141,6 +144,9 @@ class DistillConfig:
     logging_steps: int = 10
     report_to: str | None = None
     progress_bar: bool = True
+    # The command line that started the run (``litevae distill`` sets it), written to distillation.json as
+    # ``command`` for the model card; it is a record, not a setting, so resuming with another command is fine.
+    command_line: str | None = None
 
     def loss_weights(self) -> LossWeights:
         return LossWeights(
@@ -414,92 +420,6 @@ def distill_step(
 # ------------------------------------------------------------------------------------------------- the run
 
 
-@dataclass
-class _Data:
-    source: object
-    validation_images: list[torch.Tensor]
-    eval_set: str
-    num_train_images: int
-    train_paths: list | None = None
-
-
-def _prepare_data(config: DistillConfig) -> _Data:
-    """Find training images, split off validation images, load them. Raises one-line errors."""
-    if config.train_data_dir:
-        paths = find_images(config.train_data_dir)
-        count = config.num_validation_images
-        if count is None:  # auto: hold out up to 16 when there are enough images to spare them
-            count = 0 if config.validation_dir else min(16, len(paths) // 10)
-        train_paths, held_out = split_holdout(paths, count, config.validation_glob)
-        if not train_paths:
-            raise DistillationInputError(
-                f"all {len(paths)} images of {config.train_data_dir!r} were held out for validation; "
-                "lower --num_validation_images."
-            )
-        source = FolderImageSource(train_paths)
-        if config.validation_dir:
-            eval_sources = FolderImageSource(find_images(config.validation_dir))
-            eval_set = f"{config.validation_dir}"
-        elif held_out:
-            eval_sources = FolderImageSource(held_out)
-            eval_set = f"{len(held_out)} held-out images of {config.train_data_dir} (glob {config.validation_glob!r})"
-        else:
-            eval_sources = FolderImageSource(train_paths[:4])
-            eval_set = f"first {min(4, len(train_paths))} training images (too few images to hold any out)"
-            logger.warning("validating on training images: %s", eval_set)
-        num_train = len(train_paths)
-    else:
-        dataset = load_hub_dataset(
-            config.dataset_name, config.dataset_config_name, config.dataset_split, config.cache_dir, config.image_column
-        )
-        count = config.num_validation_images
-        if count is None:
-            count = 0 if config.validation_dir else min(16, len(dataset) // 10)
-        source = HubImageSource(dataset, config.image_column, range(count, len(dataset)))
-        if len(source) == 0:
-            raise DistillationInputError(
-                f"dataset {config.dataset_name!r} has no rows left for training after holding out {count}."
-            )
-        if config.validation_dir:
-            eval_sources = FolderImageSource(find_images(config.validation_dir))
-            eval_set = f"{config.validation_dir}"
-        elif count:
-            eval_sources = HubImageSource(dataset, config.image_column, range(count))
-            eval_set = f"first {count} rows of {config.dataset_name} ({config.dataset_split})"
-        else:
-            eval_sources = HubImageSource(dataset, config.image_column, range(min(4, len(dataset))))
-            eval_set = f"first {min(4, len(dataset))} training rows of {config.dataset_name}"
-        num_train = len(source)
-    limit = config.max_validation_images or len(eval_sources)
-    images, unreadable = [], []
-    for index in range(min(limit, len(eval_sources))):
-        try:
-            images.append(load_eval_image(eval_sources.load(index), config.validation_resolution))
-        except Exception as error:  # an unreadable validation image is reported, not fatal
-            unreadable.append(f"{eval_sources.name(index)} ({type(error).__name__})")
-    if unreadable:
-        logger.warning("skipped %d unreadable validation images: %s", len(unreadable), "; ".join(unreadable[:5]))
-    if not images:
-        raise DistillationInputError(f"none of the validation images ({eval_set}) could be read.")
-    size = (
-        "full size (cropped to a multiple of 8)"
-        if config.validation_resolution is None
-        else f"centre {config.validation_resolution} px crops"
-    )
-    eval_set = f"{eval_set}: {len(images)} images, {size}"
-    return _Data(source, images, eval_set, num_train, train_paths if config.train_data_dir else None)
-
-
-def _has_accelerator_device() -> bool:
-    if torch.cuda.is_available():
-        return True
-    xpu = getattr(torch, "xpu", None)
-    if xpu is not None and xpu.is_available():
-        return True
-    mps = getattr(torch.backends, "mps", None)
-    return bool(mps is not None and mps.is_available())
-
-
 def _teacher_dtype(config: DistillConfig, mixed_precision: str) -> torch.dtype:
     if config.teacher_dtype != "auto":
         return _DTYPES[config.teacher_dtype]
@@ -528,40 +448,6 @@ def _student_description(config: DistillConfig, student: AutoencoderLite) -> dic
     }
 
 
-def _eager():
-    """Run torch.compile'd modules eagerly inside the block (torch >= 2.6; a no-op context before)."""
-    set_stance = getattr(torch.compiler, "set_stance", None)
-    return set_stance("force_eager") if set_stance is not None else nullcontext()
-
-
-class _Timer:
-    """Wall time of this invocation, and the part of it spent in training steps (not validation/checkpoints)."""
-
-    def __init__(self):
-        self.start = time.perf_counter()
-        self.train_seconds = 0.0
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-
-class _EMAWeights:
-    """Context manager: the unwrapped encoder with the EMA weights swapped in (no-op without EMA)."""
-
-    def __init__(self, module: nn.Module, ema):
-        self.module, self.ema = module, ema
-
-    def __enter__(self) -> nn.Module:
-        if self.ema is not None:
-            self.ema.store(self.module.parameters())
-            self.ema.copy_to(self.module.parameters())
-        return self.module
-
-    def __exit__(self, *exc) -> None:
-        if self.ema is not None:
-            self.ema.restore(self.module.parameters())
-
-
 class _DistillRun:
     """One invocation of :func:`distill`: set-up (all input checks), the loop, validation, checkpoints, output.
 
@@ -583,7 +469,7 @@ class _DistillRun:
         self.accelerator = Accelerator(
             # Without an accelerator device, multi-process runs (`accelerate launch --multi_gpu --num_processes N`
             # on a CPU machine) need cpu=True to use gloo instead of looking for GPUs.
-            cpu=not _has_accelerator_device(),
+            cpu=not has_accelerator_device(),
             mixed_precision=config.mixed_precision,
             log_with=config.report_to,
             project_config=ProjectConfiguration(
@@ -597,7 +483,7 @@ class _DistillRun:
             torch.backends.cudnn.benchmark = True
         # Everything that can fail on bad input happens here, before any training.
         lpips_model = load_lpips(config.lpips_net, self.accelerator.device) if config.lpips_weight > 0 else None
-        self.data = _prepare_data(config)
+        self.data = prepare_data(config)
         self.teacher, self.student = self._teacher_and_student(teacher)
         self.loss_fn = DistillationLoss(
             config.loss_weights(),
@@ -619,7 +505,7 @@ class _DistillRun:
             "skipped_images": [],
         }
         self._resume()
-        self.timer = _Timer()
+        self.timer = RunTimer()
         self.wall_offset, self.train_offset = self.state["wall_time_s"], self.state["train_time_s"]
         self.images_at_start = self.state["images_seen"]
         self.skipped: dict[str, None] = dict.fromkeys(self.state["skipped_images"])
@@ -632,7 +518,7 @@ class _DistillRun:
             if config.report_to:
                 trackable = {k: v for k, v in asdict(config).items() if isinstance(v, (int, float, str, bool))}
                 self.accelerator.init_trackers("litevae-distill", config=trackable)
-            with _eager():
+            with eager_mode():
                 self.reference = compute_teacher_reference(
                     self.teacher, self.data.validation_images, self.accelerator.autocast, config.num_grid_images
                 )
@@ -661,7 +547,7 @@ class _DistillRun:
             teacher = wrap_teacher(teacher, config.teacher)
         set_seed(config.seed)
         # Built from the full-precision teacher, so the saved decoder holds the teacher's exact weights.
-        student = nn.Module.to(teacher.make_student(config.student_encoder_spec()), dtype=torch.float32)
+        student = cast_module(teacher.make_student(config.student_encoder_spec()), dtype=torch.float32)
         self.targets = None
         if config.teacher_latents:
             # Before the teacher is cast to the training dtype: targets are computed from the full-precision weights.
@@ -754,7 +640,7 @@ class _DistillRun:
         if self.accelerator.is_main_process:
             config = self.config
             # Eager: validation images may each have their own size (no recompilation per shape).
-            with _EMAWeights(self.unwrapped, self.ema) as encoder, _eager():
+            with EMAWeights(self.unwrapped, self.ema) as encoder, eager_mode():
                 metrics, student_grid = evaluate_student(
                     encoder,
                     self.teacher,
@@ -813,8 +699,8 @@ class _DistillRun:
             "wall_time_s": round(self.wall_offset + self.timer.elapsed(), 2),
             "train_time_s": round(self.train_offset + self.timer.train_seconds, 2),
             "skipped_images": list(self.skipped),
-            "student_config": _jsonable(dict(self.student.config)),
-            "settings": _jsonable(asdict(self.config)),
+            "student_config": jsonable(dict(self.student.config)),
+            "settings": jsonable(asdict(self.config)),
         }
         save_checkpoint(self.accelerator, self.checkpoints_dir, step, snapshot, self.config.checkpoints_total_limit)
 
@@ -977,10 +863,10 @@ class _DistillRun:
             self.validate(state["step"], {})
         result = self._summary()
         if accelerator.is_main_process:
-            with _EMAWeights(self.unwrapped, self.ema) as encoder:
+            with EMAWeights(self.unwrapped, self.ema) as encoder:
                 weights = {k: v.detach().float().cpu() for k, v in encoder.state_dict().items()}
             self.student.encoder.load_state_dict(weights)
-            nn.Module.to(self.student, "cpu")
+            cast_module(self.student, device="cpu")
             self.student.save_pretrained(self.output_dir, safe_serialization=True)
             (self.output_dir / "distillation.json").write_text(json.dumps(result, indent=1))
             self.plot()
@@ -999,7 +885,8 @@ class _DistillRun:
         return {
             "teacher": self.teacher.describe(),
             "student": _student_description(self.config, self.student),
-            "settings": _jsonable(asdict(self.config)),
+            "settings": jsonable(asdict(self.config)),
+            "command": self.config.command_line,
             "final_metrics": {
                 "step": state["step"],
                 "images_seen": state["images_seen"],
@@ -1044,15 +931,5 @@ def distill(config: DistillConfig, teacher: DistillationTeacher | nn.Module | No
     return run.finish()
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
 def _comparable(config: dict) -> dict:
-    return {k: v for k, v in _jsonable(dict(config)).items() if not k.startswith("_")}
+    return {k: v for k, v in jsonable(dict(config)).items() if not k.startswith("_")}

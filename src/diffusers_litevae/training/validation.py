@@ -27,6 +27,7 @@ __all__ = [
     "compute_teacher_reference",
     "evaluate_student",
     "plot_curve",
+    "save_image_grid",
     "save_reconstruction_grid",
 ]
 
@@ -172,13 +173,18 @@ def save_reconstruction_grid(
     student_reconstructions: Sequence[torch.Tensor],
     tile: int = 256,
 ) -> Path:
-    """Save a PNG with one row per image: original | teacher reconstruction | student reconstruction.
+    """Save a PNG with one row per image: original | teacher reconstruction | student reconstruction."""
+    return save_image_grid(path, [originals, teacher_reconstructions, student_reconstructions], tile)
+
+
+def save_image_grid(path: str | Path, columns: Sequence[Sequence[torch.Tensor]], tile: int = 256) -> Path:
+    """Save a PNG with one row per image and one column per sequence of ``(3, H, W)`` images in ``[-1, 1]``.
 
     Each tile is the centre ``tile`` x ``tile`` square (smaller for small images; tiles are padded to one size).
     """
     rows = []
-    for triple in zip(originals, teacher_reconstructions, student_reconstructions):
-        tiles = [_centre_square(_to_unit(t.cpu()), tile) for t in triple]
+    for images in zip(*columns):
+        tiles = [_centre_square(_to_unit(t.cpu()), tile) for t in images]
         size = max(max(t.shape[-2:]) for t in tiles)
         tiles = [F.pad(t, (0, size - t.shape[-1], 0, size - t.shape[-2]), value=1.0) for t in tiles]
         rows.append(torch.cat(tiles, dim=-1))
@@ -192,8 +198,18 @@ def save_reconstruction_grid(
     return path
 
 
-def plot_curve(curve: Sequence[dict], loss_history: Sequence[dict], path: str | Path, title: str = "") -> Path | None:
-    """Save a two-panel PNG: training loss components vs step, and validation PSNR (student and teacher) vs step.
+def plot_curve(
+    curve: Sequence[dict],
+    loss_history: Sequence[dict],
+    path: str | Path,
+    title: str = "",
+    psnr_key: str = "psnr_student",
+    psnr_label: str = "student -> teacher decoder",
+) -> Path | None:
+    """Save a two-panel PNG: training loss components vs step, and validation PSNR vs step.
+
+    The PSNR panel plots ``curve[i][psnr_key]``, and the teacher's PSNR as a dashed line when the entries carry
+    ``psnr_teacher`` (distillation).
 
     matplotlib is an optional extra (``plots``); without it this logs one line and returns ``None``.
     """
@@ -209,7 +225,8 @@ def plot_curve(curve: Sequence[dict], loss_history: Sequence[dict], path: str | 
     figure.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.84, wspace=0.25)  # tight_layout costs ~1 s
     if loss_history:
         steps = [entry["step"] for entry in loss_history]
-        names = [k for k in loss_history[-1] if k not in ("step", "lr", "images_per_s", "resolution", "grad_norm")]
+        skip = ("step", "lr", "images_per_s", "resolution", "grad_norm", "discriminator_grad_norm")
+        names = [k for k in loss_history[-1] if k not in skip]
         for name in names:
             values = [entry.get(name) for entry in loss_history]
             if all(v is not None and v > 0 for v in values):
@@ -220,10 +237,9 @@ def plot_curve(curve: Sequence[dict], loss_history: Sequence[dict], path: str | 
     loss_axis.set_title("training loss (unweighted components)")
     if curve:
         steps = [entry["step"] for entry in curve]
-        psnr_axis.plot(
-            steps, [entry["psnr_student"] for entry in curve], marker="o", label="student -> teacher decoder"
-        )
-        psnr_axis.axhline(curve[-1]["psnr_teacher"], color="black", linestyle="--", label="teacher encoder")
+        psnr_axis.plot(steps, [entry[psnr_key] for entry in curve], marker="o", label=psnr_label)
+        if curve[-1].get("psnr_teacher") is not None:
+            psnr_axis.axhline(curve[-1]["psnr_teacher"], color="black", linestyle="--", label="teacher encoder")
         psnr_axis.legend(fontsize=8)
     psnr_axis.set_xlabel("step")
     psnr_axis.set_ylabel("PSNR (dB)")
