@@ -328,8 +328,9 @@ def test_package_import_keeps_autoencoder_lite_resolvable_for_pipelines():
     # inspect.getmodule scans sys.modules while torch imports; that must not run the deferred module half-way.
     probe = (
         "import diffusers_litevae\n"
-        "from diffusers.pipelines.pipeline_loading_utils import _get_library_or_raise\n"
-        "module = _get_library_or_raise('diffusers_litevae.models.autoencoder_lite')\n"
+        # What diffusers' pipeline loader does with the library name recorded in model_index.json.
+        "import importlib\n"
+        "module = importlib.import_module('diffusers_litevae.models.autoencoder_lite')\n"
         "from diffusers_litevae import AutoencoderLite\n"
         "assert module.AutoencoderLite is AutoencoderLite and module.ModelMixin is not None\n"
         "assert diffusers_litevae.models.autoencoder_lite is module\n"
