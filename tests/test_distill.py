@@ -544,7 +544,7 @@ class _Killed(Exception):
 def test_resume_matches_an_uninterrupted_run(image_folder, teacher_dir, tmp_path, monkeypatch):
     """a run killed right after its step-4 checkpoint and resumed with `latest` ends at the same
     weights as 8 steps in one go (EMA, gradient accumulation and a warmup+cosine LR schedule included)."""
-    import diffusers_litevae.training.trainer as trainer_module
+    import diffusers_litevae.training.checkpointing as checkpointing_module
 
     common = dict(
         max_train_steps=8,
@@ -559,7 +559,7 @@ def test_resume_matches_an_uninterrupted_run(image_folder, teacher_dir, tmp_path
     )
     straight_result = distill(_config(image_folder, teacher_dir, tmp_path / "straight", **common))
 
-    real_save = trainer_module.save_checkpoint
+    real_save = checkpointing_module.save_checkpoint
 
     def save_then_die(accelerator, checkpoints_dir, step, *args, **kwargs):
         path = real_save(accelerator, checkpoints_dir, step, *args, **kwargs)
@@ -567,10 +567,10 @@ def test_resume_matches_an_uninterrupted_run(image_folder, teacher_dir, tmp_path
             raise _Killed  # the process dies here: no final output is written
         return path
 
-    monkeypatch.setattr(trainer_module, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(checkpointing_module, "save_checkpoint", save_then_die)
     with pytest.raises(_Killed):
         distill(_config(image_folder, teacher_dir, tmp_path / "resumed", **common))
-    monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
+    monkeypatch.setattr(checkpointing_module, "save_checkpoint", real_save)
     assert not (tmp_path / "resumed" / "distillation.json").exists()
     result = distill(
         _config(image_folder, teacher_dir, tmp_path / "resumed", **common, resume_from_checkpoint="latest")

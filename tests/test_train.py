@@ -155,7 +155,7 @@ def test_the_adversarial_phase_starts_at_the_configured_step(photos, tmp_path):
 def test_resume_after_a_kill_equals_an_uninterrupted_run(photos, tmp_path, monkeypatch):
     """Killed after its step-4 checkpoint (discriminator on from step 2) and resumed: the same weights as 8 steps
     in one go, the discriminator's included."""
-    import diffusers_litevae.training.from_scratch as module
+    import diffusers_litevae.training.checkpointing as module
 
     common = dict(
         max_train_steps=8,

@@ -14,7 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .errors import DistillationInputError
+from .errors import TrainingInputError
 
 __all__ = ["add_arguments", "config_from_args", "run"]
 
@@ -260,20 +260,29 @@ def config_from_args(args: argparse.Namespace):
     return DistillConfig.from_dict(vars(args))
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``litevae distill``; bad input prints one ``error:`` line and returns 2."""
+def run_training(config, train, command: str):
+    """Run ``train(config)`` for ``litevae <command>``: INFO logging, the command line recorded in the config,
+    and bad input (:class:`TrainingInputError`) as one ``error:`` line. Returns the result, or ``None`` on bad input.
+    """
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
+    # The exact command, recorded in the run's JSON summary: the model card shows it as the way to reproduce the run.
+    config.command_line = shlex.join(["litevae", *sys.argv[1:]]) if Path(sys.argv[0]).name == "litevae" else None
+    try:
+        return train(config)
+    except TrainingInputError as error:
+        print(f"litevae {command}: error: {error}", file=sys.stderr)
+        return None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``litevae distill``; bad input prints one ``error:`` line and returns 2."""
     from .trainer import distill
 
     config = config_from_args(args)
-    # The exact command, recorded in distillation.json: the model card shows it as the way to reproduce the run.
-    config.command_line = shlex.join(["litevae", *sys.argv[1:]]) if Path(sys.argv[0]).name == "litevae" else None
-    try:
-        result = distill(config)
-    except DistillationInputError as error:
-        print(f"litevae distill: error: {error}", file=sys.stderr)
+    result = run_training(config, distill, "distill")
+    if result is None:
         return 2
     metrics = result["final_metrics"]
     if metrics.get("psnr_student") is not None:

@@ -21,10 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
-from collections import defaultdict
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +33,7 @@ from ..models.autoencoder_lite import AutoencoderLite
 from ..models.litevae_encoder import ENCODER_PRESETS
 from ..models.unet_discriminator import UNetDiscriminator
 from ..models.utils import cast_module
-from .checkpointing import load_checkpoint, resolve_resume, save_checkpoint
-from .data import DistillationDataset, ResolutionSchedule, StepIndexedBatchSampler, collate_batch
+from .data import DistillationDataset, ResolutionSchedule, collate_batch
 from .errors import TrainingInputError
 from .losses import (
     discriminator_hinge_loss,
@@ -46,7 +43,16 @@ from .losses import (
     latent_scaling,
     load_lpips,
 )
-from .run_support import EMAWeights, RunTimer, eager_mode, has_accelerator_device, jsonable, prepare_data
+from .run_support import (
+    EMAWeights,
+    RunSettings,
+    TrainingRun,
+    apply_gradients,
+    comparable_config,
+    eager_mode,
+    jsonable,
+    prepare_data,
+)
 from .validation import image_metrics, plot_curve, save_image_grid
 
 __all__ = [
@@ -69,14 +75,28 @@ _SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "consta
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(RunSettings):
     """All settings of a from-scratch run (``litevae train --help`` documents each flag of the same name).
 
     Only a data source (``train_data_dir`` or ``dataset_name``) is required; the defaults are the paper's recipe
     (LiteVAE-B encoder, SD-layout SMC decoder, 4 latent channels, 128 px for 100k steps then 256 px for 50k with
-    the discriminator on, Adam lr 1e-4 betas (0.5, 0.9), batch 16).
+    the discriminator on, Adam lr 1e-4 betas (0.5, 0.9), batch 16). The data, validation, optimisation, image-loss,
+    checkpoint and logging settings are :class:`~diffusers_litevae.training.run_support.RunSettings`', with the
+    defaults below changed.
     """
 
+    # the recipe's defaults for shared settings
+    resolution_schedule: str = "128:100000,256"
+    validation_steps: int = 1000
+    output_dir: str = "litevae-trained"
+    train_batch_size: int = 16
+    max_train_steps: int = 150_000
+    learning_rate: float = 1e-4
+    adam_beta1: float = 0.5
+    adam_beta2: float = 0.9
+    lr_scheduler: str = "constant"
+    lr_warmup_steps: int = 0
+    checkpointing_steps: int = 1000
     # model
     encoder: str = "B"
     encoder_config: dict | None = None
@@ -87,81 +107,17 @@ class TrainConfig:
     decoder_norm_num_groups: int = 32
     decoder_attention: bool = True
     discriminator_block_out_channels: tuple[int, ...] = (64, 128, 256)
-    # data
-    train_data_dir: str | None = None
-    dataset_name: str | None = None
-    dataset_config_name: str | None = None
-    dataset_split: str = "train"
-    image_column: str = "image"
-    cache_dir: str | None = None
-    resolution_schedule: str = "128:100000,256"
-    random_flip: bool = True
-    dataloader_num_workers: int = 0
-    # validation
-    validation_dir: str | None = None
-    num_validation_images: int | None = None
-    validation_glob: str = "*"
-    validation_resolution: int | None = None
-    max_validation_images: int | None = None
-    validation_steps: int = 1000
-    num_grid_images: int = 4
-    # optimisation
-    output_dir: str = "litevae-trained"
-    seed: int = 0
-    train_batch_size: int = 16
-    gradient_accumulation_steps: int = 1
-    max_train_steps: int = 150_000
-    max_minutes: float | None = None
-    learning_rate: float = 1e-4
     discriminator_learning_rate: float = 1e-4
-    adam_beta1: float = 0.5
-    adam_beta2: float = 0.9
-    adam_weight_decay: float = 0.0
-    adam_epsilon: float = 1e-8
-    lr_scheduler: str = "constant"
-    lr_warmup_steps: int = 0
-    max_grad_norm: float | None = 1.0
-    use_ema: bool = False
-    ema_decay: float = 0.999
-    ema_power: float = 0.75
-    # speed
-    mixed_precision: str | None = None
-    gradient_checkpointing: bool = False
-    allow_tf32: bool = False
-    # losses
-    reconstruction_weight: float = 1.0
+    # losses of a whole autoencoder
     kl_weight: float = 1e-4
-    wavelet_weight: float = 0.1
-    gaussian_weight: float = 0.1
-    lpips_weight: float = 0.0
     adversarial_weight: float = 0.1
     discriminator_start_step: int = 100_000
-    reconstruction_loss: str = "l1"
-    charbonnier_eps: float = 1e-3
-    wavelet_loss_levels: int = 3
-    gaussian_sigma: float = 1.0
-    lpips_net: str = "vgg"
     # latent scaling, measured at the end
     set_shift_factor: bool = False
     scaling_images: int = 64
-    # checkpoints and logging
-    checkpointing_steps: int = 1000
-    checkpoints_total_limit: int | None = 3
-    resume_from_checkpoint: str | None = None
-    logging_steps: int = 10
-    report_to: str | None = None
-    progress_bar: bool = True
-    # The command line that started the run (``litevae train`` sets it), written to training.json as ``command``.
-    command_line: str | None = None
 
     def loss_weights(self) -> dict[str, float]:
         return {name: float(getattr(self, f"{name}_weight")) for name in _LOSSES}
-
-    @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
-        """Build from a dict, ignoring keys that are not settings (e.g. an argparse namespace's extras)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in values.items() if key in names})
 
 
 def validate_train_config(config: TrainConfig) -> ResolutionSchedule:
@@ -374,14 +330,7 @@ def autoencoder_step(
         reconstructions.append((images, reconstruction.detach()))
         for name, value in components.items():
             totals[name] = totals.get(name, 0.0) + value / count
-    if max_grad_norm is not None and max_grad_norm > 0:
-        totals["grad_norm"] = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm).detach()
-    optimizer.step()
-    if lr_scheduler is not None:
-        lr_scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    if ema is not None:
-        ema.step(accelerator.unwrap_model(model).parameters())
+    totals.update(apply_gradients(accelerator, model, optimizer, lr_scheduler, ema, max_grad_norm))
     if adversarial:
         # The autoencoder's backward also left gradients in the discriminator: its own step starts from zero.
         discriminator_optimizer.zero_grad(set_to_none=True)
@@ -424,30 +373,16 @@ def evaluate_autoencoder(
     return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "eval_images": len(psnrs)}, grid
 
 
-class _TrainRun:
+class _TrainRun(TrainingRun):
     """One invocation of :func:`train_autoencoder` (every process builds one; output on the main process)."""
 
-    def __init__(self, config: TrainConfig):
-        from accelerate import Accelerator
-        from accelerate.utils import ProjectConfiguration, set_seed
-        from diffusers.optimization import get_scheduler
+    tracker_name = "litevae-train"
 
-        self.config = config
-        self.schedule = validate_train_config(config)
-        self.output_dir = Path(config.output_dir).expanduser()
-        self.checkpoints_dir = self.output_dir / "checkpoints"
-        self.resume_path = resolve_resume(config.resume_from_checkpoint, self.checkpoints_dir)
-        self.accelerator = accelerator = Accelerator(
-            cpu=not has_accelerator_device(),
-            mixed_precision=config.mixed_precision,
-            log_with=config.report_to,
-            project_config=ProjectConfiguration(
-                project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")
-            ),
-        )
-        if config.allow_tf32 and torch.cuda.is_available():
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+    def __init__(self, config: TrainConfig):
+        from accelerate.utils import set_seed
+
+        self.setup_accelerator(config, validate_train_config(config))
+        accelerator = self.accelerator
         # Everything that can fail on bad input happens here, before any training.
         lpips_model = load_lpips(config.lpips_net, accelerator.device) if config.lpips_weight > 0 else None
         self.data = prepare_data(config)
@@ -475,53 +410,18 @@ class _TrainRun:
         discriminator_optimizer = torch.optim.Adam(
             self.discriminator.parameters(), lr=config.discriminator_learning_rate, betas=betas, eps=config.adam_epsilon
         )
-        self.lr_scheduler = get_scheduler(
-            config.lr_scheduler,
-            optimizer=optimizer,
-            num_warmup_steps=config.lr_warmup_steps,
-            num_training_steps=config.max_train_steps,
-        )
         self.model, self.discriminator, self.optimizer, self.discriminator_optimizer = accelerator.prepare(
             _Reconstruct(self.autoencoder), self.discriminator, optimizer, discriminator_optimizer
         )
-        accelerator.register_for_checkpointing(self.lr_scheduler)
-        self.ema = None
-        if config.use_ema:
-            from diffusers.training_utils import EMAModel
+        self.schedule_and_ema(optimizer, self.autoencoder.parameters())
+        self.start(self._check_resume)
 
-            self.ema = EMAModel(
-                self.autoencoder.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=config.ema_power
+    def _check_resume(self, saved: dict) -> None:
+        if comparable_config(saved.get("model_config", {})) != comparable_config(self.autoencoder.config):
+            raise TrainingInputError(
+                f"checkpoint {str(self.resume_path)!r} was made for another model; resume with the same model "
+                "settings (--encoder, --decoder, ...) or use a new --output_dir."
             )
-            self.ema.to(accelerator.device)
-            accelerator.register_for_checkpointing(self.ema)
-        self.state = {
-            "step": 0,
-            "images_seen": 0,
-            "train_time_s": 0.0,
-            "wall_time_s": 0.0,
-            "curve": [],
-            "loss_history": [],
-            "skipped_images": [],
-        }
-        if self.resume_path is not None:
-            saved = json.loads((self.resume_path / "trainer_state.json").read_text())
-            if _comparable(saved.get("model_config", {})) != _comparable(self.autoencoder.config):
-                raise TrainingInputError(
-                    f"checkpoint {str(self.resume_path)!r} was made for another model; resume with the same model "
-                    "settings (--encoder, --decoder, ...) or use a new --output_dir."
-                )
-            self.state.update(load_checkpoint(accelerator, self.resume_path))
-            logger.info("resumed from %s at step %d", self.resume_path, self.state["step"])
-        self.timer = RunTimer()
-        self.wall_offset, self.train_offset = self.state["wall_time_s"], self.state["train_time_s"]
-        self.images_at_start = self.state["images_seen"]
-        self.skipped: dict[str, None] = dict.fromkeys(self.state["skipped_images"])
-        self.validated_step = self.state["curve"][-1]["step"] if self.state["curve"] else None
-        if accelerator.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            if config.report_to:
-                trackable = {k: v for k, v in asdict(config).items() if isinstance(v, (int, float, str, bool))}
-                accelerator.init_trackers("litevae-train", config=trackable)
 
     def adversarial_at(self, step: int) -> bool:
         """Whether the optimizer step that follows ``step`` completed steps runs the adversarial phase."""
@@ -564,149 +464,37 @@ class _TrainRun:
             psnr_label="encode -> decode",
         )
 
-    def checkpoint(self, step: int) -> None:
-        snapshot = {
-            **self.state,
-            "wall_time_s": round(self.wall_offset + self.timer.elapsed(), 2),
-            "train_time_s": round(self.train_offset + self.timer.train_seconds, 2),
-            "skipped_images": list(self.skipped),
-            "model_config": jsonable(dict(self.autoencoder.config)),
-            "settings": jsonable(asdict(self.config)),
-        }
-        save_checkpoint(self.accelerator, self.checkpoints_dir, step, snapshot, self.config.checkpoints_total_limit)
+    def checkpoint_record(self) -> dict:
+        return {"model_config": jsonable(dict(self.autoencoder.config))}
 
-    def _loader(self) -> torch.utils.data.DataLoader:
+    def dataset_and_collate(self):
+        return DistillationDataset(self.data.source, flip=self.config.random_flip), collate_batch
+
+    def optimizer_step(self, micro_batches: list[dict], step: int) -> dict[str, torch.Tensor]:
         config, accelerator = self.config, self.accelerator
-        sampler = StepIndexedBatchSampler(
-            self.data.num_train_images,
-            config.train_batch_size,
-            self.schedule,
-            seed=config.seed,
-            rank=accelerator.process_index,
-            world_size=accelerator.num_processes,
-            grad_accum=config.gradient_accumulation_steps,
-            start_step=self.state["step"],
-            end_step=config.max_train_steps,
-        )
-        return torch.utils.data.DataLoader(
-            DistillationDataset(self.data.source, flip=config.random_flip),
-            batch_sampler=sampler,
-            collate_fn=collate_batch,
-            num_workers=config.dataloader_num_workers,
-            pin_memory=accelerator.device.type == "cuda",
-            persistent_workers=config.dataloader_num_workers > 0,
+        if self.adversarial_at(step) and step > 0 and not self.adversarial_at(step - 1):
+            logger.info("step %d: adversarial phase on (weight %g)", step, config.adversarial_weight)
+        return autoencoder_step(
+            accelerator,
+            self.model,
+            self.discriminator,
+            self.loss_fn,
+            [batch["pixel_values"] for batch in micro_batches],
+            self.optimizer,
+            self.discriminator_optimizer,
+            self.lr_scheduler,
+            self.ema,
+            config.max_grad_norm,
+            adversarial=self.adversarial_at(step),
+            # Per step and process: a resumed run draws exactly the noise an uninterrupted one would have.
+            noise_seed=int(np.random.SeedSequence([config.seed, step, accelerator.process_index]).generate_state(1)[0]),
         )
 
-    def _out_of_time(self, step: int) -> bool:
-        if self.config.max_minutes is None:
-            return False
-        over = self.timer.elapsed() > self.config.max_minutes * 60
-        if self.accelerator.num_processes == 1:
-            return over
-        if step % self.config.logging_steps:  # a collective costs a device sync: only at log steps
-            return False
-        from accelerate.utils import broadcast
-
-        # The main process decides, so every process stops after the same step.
-        return bool(broadcast(torch.tensor([float(over)], device=self.accelerator.device)).item())
-
-    def train(self) -> None:
-        from tqdm.auto import tqdm
-
-        config, accelerator, state = self.config, self.accelerator, self.state
-        step = state["step"]
-        if step == 0 and self.validated_step is None:
-            self.validate(0, {})
-        batches = iter(self._loader())
-        global_batch = config.train_batch_size * config.gradient_accumulation_steps * accelerator.num_processes
-        progress = tqdm(
-            total=config.max_train_steps,
-            initial=step,
-            desc="train",
-            unit="step",
-            dynamic_ncols=True,
-            disable=not (accelerator.is_main_process and config.progress_bar),
+    def log_line(self, means: dict[str, float]) -> tuple[dict, str]:
+        text = f"loss {means['total']:.4f}" + (
+            f", discriminator {means['discriminator']:.4f}" if "discriminator" in means else ""
         )
-        pending: dict[str, list[torch.Tensor]] = defaultdict(list)
-        since_validation: dict[str, list[float]] = defaultdict(list)
-        stop = False
-        while step < config.max_train_steps and not stop:
-            if self.adversarial_at(step) and not self.adversarial_at(step - 1) and step > 0:
-                logger.info("step %d: adversarial phase on (weight %g)", step, config.adversarial_weight)
-            step_start = time.perf_counter()
-            micro_batches = []
-            for _ in range(config.gradient_accumulation_steps):
-                batch = next(batches)
-                for name in batch["skipped"]:
-                    if name not in self.skipped:
-                        self.skipped[name] = None
-                        logger.warning("skipping unreadable image %s", name)
-                micro_batches.append(batch["pixel_values"])
-            components = autoencoder_step(
-                accelerator,
-                self.model,
-                self.discriminator,
-                self.loss_fn,
-                micro_batches,
-                self.optimizer,
-                self.discriminator_optimizer,
-                self.lr_scheduler,
-                self.ema,
-                config.max_grad_norm,
-                adversarial=self.adversarial_at(step),
-                # Per step and process: a resumed run draws exactly the noise an uninterrupted one would have.
-                noise_seed=int(
-                    np.random.SeedSequence([config.seed, step, accelerator.process_index]).generate_state(1)[0]
-                ),
-            )
-            step += 1
-            state["step"] = step
-            state["images_seen"] += global_batch
-            self.timer.train_seconds += time.perf_counter() - step_start
-            progress.update(1)
-            for name, value in components.items():
-                pending[name].append(value)
-            if step % config.logging_steps == 0 or step == config.max_train_steps:
-                means = self._log(step, pending, progress)
-                for name, value in means.items():
-                    if name in components:
-                        since_validation[name].append(value)
-            stop = self._out_of_time(step)
-            if stop:
-                logger.info("time budget of %.1f minutes reached at step %d", config.max_minutes, step)
-            finished = step == config.max_train_steps or stop
-            if step % config.validation_steps == 0 or finished:
-                self.validate(step, {k: sum(v) / len(v) for k, v in since_validation.items()})
-                since_validation.clear()
-            if step % config.checkpointing_steps == 0 or finished:
-                self.checkpoint(step)
-        progress.close()
-
-    def _log(self, step: int, pending: dict[str, list[torch.Tensor]], progress) -> dict[str, float]:
-        means = {name: float(torch.stack([v.float() for v in values]).mean()) for name, values in pending.items()}
-        pending.clear()
-        throughput = (self.state["images_seen"] - self.images_at_start) / max(self.timer.train_seconds, 1e-9)
-        means.update(
-            lr=self.lr_scheduler.get_last_lr()[0],
-            images_per_s=round(throughput, 2),
-            resolution=self.schedule.resolution_at(step - 1),
-        )
-        self.state["loss_history"].append(
-            {"step": step, **{k: round(v, 6) if isinstance(v, float) else v for k, v in means.items()}}
-        )
-        progress.set_postfix(loss=f"{means['total']:.4f}", img_s=f"{throughput:.1f}", res=means["resolution"])
-        if not self.config.progress_bar and self.accelerator.is_main_process:
-            logger.info(
-                "step %d/%d: loss %.4f, %.1f images/s, %d px",
-                step,
-                self.config.max_train_steps,
-                means["total"],
-                throughput,
-                means["resolution"],
-            )
-        if self.config.report_to:
-            self.accelerator.log({f"train/{k}": v for k, v in means.items()}, step=step)
-        return means
+        return {"loss": f"{means['total']:.4f}"}, text
 
     def measure_latent_scaling(self, autoencoder: AutoencoderLite) -> tuple[float, float | None]:
         """``scaling_factor`` (and ``shift_factor``) from posterior samples of ``scaling_images`` training crops, as
@@ -758,7 +546,7 @@ class _TrainRun:
         return result if result is not None else self._summary(None, None)
 
     def _summary(self, scaling: float | None, shift: float | None) -> dict:
-        state, train_seconds = self.state, self.timer.train_seconds
+        state = self.state
         last = state["curve"][-1] if state["curve"] else {}
         return {
             "trained_from_scratch": True,
@@ -783,13 +571,7 @@ class _TrainRun:
             },
             "curve": state["curve"],
             "loss_history": state["loss_history"],
-            "wall_time_s": round(self.wall_offset + self.timer.elapsed(), 2),
-            "train_time_s": round(self.train_offset + train_seconds, 2),
-            "train_images_per_s": round((state["images_seen"] - self.images_at_start) / train_seconds, 3)
-            if train_seconds > 0
-            else 0.0,
-            "num_train_images": self.data.num_train_images,
-            "skipped_images": list(self.skipped),
+            **self.timing_summary(),
         }
 
 
@@ -811,7 +593,3 @@ def train_autoencoder(config: TrainConfig) -> dict:
     run = _TrainRun(config)
     run.train()
     return run.finish()
-
-
-def _comparable(config) -> dict:
-    return {k: v for k, v in jsonable(dict(config)).items() if not k.startswith("_")}

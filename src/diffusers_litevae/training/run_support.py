@@ -6,10 +6,13 @@ Used by :func:`~diffusers_litevae.training.distill` (encoder distillation) and
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections import defaultdict
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -19,8 +22,12 @@ from .errors import DistillationInputError
 
 __all__ = [
     "EMAWeights",
+    "RunSettings",
     "RunTimer",
     "TrainingData",
+    "TrainingRun",
+    "apply_gradients",
+    "comparable_config",
     "eager_mode",
     "has_accelerator_device",
     "jsonable",
@@ -28,6 +35,81 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSettings:
+    """The settings every training run has, with distillation's defaults (``litevae distill`` and ``litevae train``
+    document each flag of the same name); :class:`~diffusers_litevae.training.DistillConfig` and
+    :class:`~diffusers_litevae.training.TrainConfig` add their own and change defaults where their recipes differ.
+    """
+
+    # data
+    train_data_dir: str | None = None
+    dataset_name: str | None = None
+    dataset_config_name: str | None = None
+    dataset_split: str = "train"
+    image_column: str = "image"
+    cache_dir: str | None = None
+    resolution_schedule: str = "256"
+    random_flip: bool = True
+    dataloader_num_workers: int = 0
+    # validation
+    validation_dir: str | None = None
+    num_validation_images: int | None = None
+    validation_glob: str = "*"
+    validation_resolution: int | None = None
+    max_validation_images: int | None = None
+    validation_steps: int = 250
+    num_grid_images: int = 4
+    # optimisation
+    output_dir: str = "litevae-distilled"
+    seed: int = 0
+    train_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    max_train_steps: int = 10_000
+    max_minutes: float | None = None
+    learning_rate: float = 2e-4
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.99
+    adam_weight_decay: float = 0.0
+    adam_epsilon: float = 1e-8
+    lr_scheduler: str = "constant_with_warmup"
+    lr_warmup_steps: int = 100
+    max_grad_norm: float | None = 1.0
+    use_ema: bool = False
+    ema_decay: float = 0.999
+    ema_power: float = 0.75
+    # speed
+    mixed_precision: str | None = None
+    gradient_checkpointing: bool = False
+    allow_tf32: bool = False
+    # image losses
+    reconstruction_weight: float = 1.0
+    wavelet_weight: float = 0.1
+    gaussian_weight: float = 0.1
+    lpips_weight: float = 0.0
+    reconstruction_loss: str = "l1"
+    charbonnier_eps: float = 1e-3
+    wavelet_loss_levels: int = 3
+    gaussian_sigma: float = 1.0
+    lpips_net: str = "vgg"
+    # checkpoints and logging
+    checkpointing_steps: int = 500
+    checkpoints_total_limit: int | None = 3
+    resume_from_checkpoint: str | None = None
+    logging_steps: int = 10
+    report_to: str | None = None
+    progress_bar: bool = True
+    # The command line that started the run (the CLIs set it), written to the run's JSON summary as ``command``
+    # for the model card; a record, not a setting: resuming with another command is fine.
+    command_line: str | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        """Build from a dict, ignoring keys that are not settings (e.g. an argparse namespace's extras)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in names})
 
 
 @dataclass
@@ -166,3 +248,292 @@ def jsonable(value):
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
+
+
+def apply_gradients(accelerator, module, optimizer, lr_scheduler=None, ema=None, max_grad_norm=None) -> dict:
+    """End an optimizer step: clip ``module``'s gradient norm (returned as ``grad_norm``), step the optimizer and
+    the LR schedule, clear the gradients, and update the EMA of ``module``'s (unwrapped) parameters."""
+    record = {}
+    if max_grad_norm is not None and max_grad_norm > 0:
+        record["grad_norm"] = accelerator.clip_grad_norm_(module.parameters(), max_grad_norm).detach()
+    optimizer.step()
+    if lr_scheduler is not None:
+        lr_scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    if ema is not None:
+        ema.step(accelerator.unwrap_model(module).parameters())
+    return record
+
+
+def comparable_config(config) -> dict:
+    """A model config without diffusers' private keys, JSON-normalised: equal for the same architecture."""
+    return {k: v for k, v in jsonable(dict(config)).items() if not k.startswith("_")}
+
+
+class TrainingRun:
+    """The machinery one training invocation needs, whatever it trains: the accelerator, the step loop with
+    gradient-accumulation micro-batches, the time budget, logging, atomic checkpoints and resume bookkeeping.
+
+    Subclasses (distillation, training from scratch) build their models and optimisers between
+    :meth:`setup_accelerator` and :meth:`start`, and provide:
+
+    - ``optimizer_step(micro_batches, step) -> dict[str, Tensor]``: one optimizer step, its loss components;
+    - ``validate(step, train_losses)``: called on every process at validation steps;
+    - ``dataset_and_collate() -> (Dataset, collate_fn)``: the training samples, indexed like
+      :class:`~diffusers_litevae.training.data.DistillationDataset`;
+    - ``checkpoint_record() -> dict``: what ``trainer_state.json`` keeps about the model (checked on resume);
+    - ``log_line(means) -> (postfix, text)``: the progress-bar fields and the log line of a logging interval.
+
+    Every process builds one; the main process writes output while the others wait at the same barriers.
+    """
+
+    progress_description = "train"
+    tracker_name = "litevae"
+
+    def setup_accelerator(self, config, schedule) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration
+
+        from .checkpointing import resolve_resume
+
+        self.config, self.schedule = config, schedule
+        self.output_dir = Path(config.output_dir).expanduser()
+        self.checkpoints_dir = self.output_dir / "checkpoints"
+        self.resume_path = resolve_resume(config.resume_from_checkpoint, self.checkpoints_dir)
+        self.accelerator = Accelerator(
+            # Without an accelerator device, multi-process runs (`accelerate launch --multi_gpu --num_processes N`
+            # on a CPU machine) need cpu=True to use gloo instead of looking for GPUs.
+            cpu=not has_accelerator_device(),
+            mixed_precision=config.mixed_precision,
+            log_with=config.report_to,
+            project_config=ProjectConfiguration(
+                project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")
+            ),
+        )
+        if config.allow_tf32 and torch.cuda.is_available():
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        if self.accelerator.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+    def schedule_and_ema(self, optimizer, parameters) -> None:
+        """The LR schedule of ``optimizer`` and, with ``use_ema``, an EMA of ``parameters``, both saved in checkpoints.
+
+        Call after ``accelerator.prepare``: the EMA must hold the parameters training updates.
+        """
+        from diffusers.optimization import get_scheduler
+
+        config = self.config
+        self.lr_scheduler = get_scheduler(
+            config.lr_scheduler,
+            optimizer=optimizer,
+            num_warmup_steps=config.lr_warmup_steps,
+            num_training_steps=config.max_train_steps,
+        )
+        # Stepped by hand once per optimizer step (a prepared scheduler steps once per process); saved with the state.
+        self.accelerator.register_for_checkpointing(self.lr_scheduler)
+        self.ema = None
+        if config.use_ema:
+            from diffusers.training_utils import EMAModel
+
+            self.ema = EMAModel(parameters, decay=config.ema_decay, use_ema_warmup=True, power=config.ema_power)
+            self.ema.to(self.accelerator.device)
+            self.accelerator.register_for_checkpointing(self.ema)
+
+    def start(self, check_resume) -> None:
+        """Restore a checkpoint (``check_resume(saved_trainer_state)`` raises when it does not fit), start the
+        timer and make the output folder. Call after the models and optimisers are prepared."""
+        from .checkpointing import load_checkpoint
+
+        self.state = {
+            "step": 0,
+            "images_seen": 0,
+            "train_time_s": 0.0,
+            "wall_time_s": 0.0,
+            "curve": [],
+            "loss_history": [],
+            "skipped_images": [],
+        }
+        if self.resume_path is None:
+            if self.config.resume_from_checkpoint == "latest":
+                logger.info("no checkpoint in %s yet: starting fresh", self.checkpoints_dir)
+        else:
+            check_resume(json.loads((self.resume_path / "trainer_state.json").read_text()))
+            self.state.update(load_checkpoint(self.accelerator, self.resume_path))
+            logger.info("resumed from %s at step %d", self.resume_path, self.state["step"])
+        self.timer = RunTimer()
+        self.wall_offset, self.train_offset = self.state["wall_time_s"], self.state["train_time_s"]
+        self.images_at_start = self.state["images_seen"]
+        self.skipped: dict[str, None] = dict.fromkeys(self.state["skipped_images"])
+        self.last_plot = time.perf_counter()
+        # Known on every process (the curve itself lives on the main process), so all reach the same barriers.
+        self.validated_step = self.state["curve"][-1]["step"] if self.state["curve"] else None
+        if self.accelerator.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            if self.config.report_to:
+                trackable = {k: v for k, v in asdict(self.config).items() if isinstance(v, (int, float, str, bool))}
+                self.accelerator.init_trackers(self.tracker_name, config=trackable)
+
+    # -- checkpoints -----------------------------------------------------------------------------------------------
+
+    def gather_skipped(self) -> None:
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            self.skipped.update(dict.fromkeys(gather_object(list(self.skipped))))
+
+    def checkpoint(self, step: int) -> None:
+        from .checkpointing import save_checkpoint
+
+        self.gather_skipped()
+        snapshot = {
+            **self.state,
+            "wall_time_s": round(self.wall_offset + self.timer.elapsed(), 2),
+            "train_time_s": round(self.train_offset + self.timer.train_seconds, 2),
+            "skipped_images": list(self.skipped),
+            **self.checkpoint_record(),
+            "settings": jsonable(asdict(self.config)),
+        }
+        save_checkpoint(self.accelerator, self.checkpoints_dir, step, snapshot, self.config.checkpoints_total_limit)
+
+    # -- the loop ----------------------------------------------------------------------------------------------------
+
+    def _loader(self) -> torch.utils.data.DataLoader:
+        from .data import StepIndexedBatchSampler
+
+        config, accelerator = self.config, self.accelerator
+        sampler = StepIndexedBatchSampler(
+            self.data.num_train_images,
+            config.train_batch_size,
+            self.schedule,
+            seed=config.seed,
+            rank=accelerator.process_index,
+            world_size=accelerator.num_processes,
+            grad_accum=config.gradient_accumulation_steps,
+            start_step=self.state["step"],
+            end_step=config.max_train_steps,
+        )
+        dataset, collate = self.dataset_and_collate()
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=collate,
+            num_workers=config.dataloader_num_workers,
+            pin_memory=accelerator.device.type == "cuda",
+            persistent_workers=config.dataloader_num_workers > 0,
+        )
+
+    def next_micro_batches(self, batches) -> list:
+        """The next ``gradient_accumulation_steps`` batches; unreadable images they replaced are warned about once."""
+        micro_batches = []
+        for _ in range(self.config.gradient_accumulation_steps):
+            batch = next(batches)
+            for name in batch["skipped"]:
+                if name not in self.skipped:
+                    self.skipped[name] = None
+                    logger.warning("skipping unreadable image %s", name)
+            micro_batches.append(batch)
+        return micro_batches
+
+    def out_of_time(self, step: int) -> bool:
+        if self.config.max_minutes is None:
+            return False
+        over = self.timer.elapsed() > self.config.max_minutes * 60
+        if self.accelerator.num_processes == 1:
+            return over
+        if step % self.config.logging_steps:  # a collective costs a device sync: only at log steps
+            return False
+        from accelerate.utils import broadcast
+
+        # The main process decides, so every process stops after the same step.
+        return bool(broadcast(torch.tensor([float(over)], device=self.accelerator.device)).item())
+
+    def train(self) -> None:
+        from tqdm.auto import tqdm
+
+        config, accelerator, state = self.config, self.accelerator, self.state
+        step = state["step"]
+        if step == 0 and self.validated_step is None:
+            self.validate(0, {})
+        batches = iter(self._loader())
+        global_batch = config.train_batch_size * config.gradient_accumulation_steps * accelerator.num_processes
+        progress = tqdm(
+            total=config.max_train_steps,
+            initial=step,
+            desc=self.progress_description,
+            unit="step",
+            dynamic_ncols=True,
+            disable=not (accelerator.is_main_process and config.progress_bar),
+        )
+        pending: dict[str, list[torch.Tensor]] = defaultdict(list)  # per-step losses since the last log line
+        since_validation: dict[str, list[float]] = defaultdict(list)  # logged means since the last validation
+        stop = False
+        while step < config.max_train_steps and not stop:
+            step_start = time.perf_counter()
+            components = self.optimizer_step(self.next_micro_batches(batches), step)
+            step += 1
+            state["step"] = step
+            state["images_seen"] += global_batch
+            self.timer.train_seconds += time.perf_counter() - step_start
+            progress.update(1)
+            for name, value in components.items():
+                pending[name].append(value)
+            if step % config.logging_steps == 0 or step == config.max_train_steps:
+                means = self._log(step, pending, progress)
+                for name in components:
+                    since_validation[name].append(means[name])
+            stop = self.out_of_time(step)
+            if stop:
+                logger.info("time budget of %.1f minutes reached at step %d", config.max_minutes, step)
+            finished = step == config.max_train_steps or stop
+            if step % config.validation_steps == 0 or finished:
+                self.validate(step, {k: sum(v) / len(v) for k, v in since_validation.items()})
+                since_validation.clear()
+            if step % config.checkpointing_steps == 0 or finished:
+                self.checkpoint(step)
+        progress.close()
+
+    def _log(self, step: int, pending: dict[str, list[torch.Tensor]], progress) -> dict[str, float]:
+        # One device sync per logging interval (the float() calls), not one per step.
+        means = {name: float(torch.stack([v.float() for v in values]).mean()) for name, values in pending.items()}
+        pending.clear()
+        throughput = (self.state["images_seen"] - self.images_at_start) / max(self.timer.train_seconds, 1e-9)
+        means.update(
+            lr=self.lr_scheduler.get_last_lr()[0],
+            images_per_s=round(throughput, 2),
+            resolution=self.schedule.resolution_at(step - 1),
+        )
+        self.state["loss_history"].append(
+            {"step": step, **{k: round(v, 6) if isinstance(v, float) else v for k, v in means.items()}}
+        )
+        postfix, text = self.log_line(means)
+        progress.set_postfix(**postfix, img_s=f"{throughput:.1f}", res=means["resolution"])
+        if not self.config.progress_bar and self.accelerator.is_main_process:
+            # Without a bar, a line per logging interval shows the run is alive (and how fast it goes).
+            logger.info(
+                "step %d/%d: %s, lr %.2e, %.1f images/s, %d px",
+                step,
+                self.config.max_train_steps,
+                text,
+                means["lr"],
+                throughput,
+                means["resolution"],
+            )
+        if self.config.report_to:
+            self.accelerator.log({f"train/{k}": v for k, v in means.items()}, step=step)
+        return means
+
+    def timing_summary(self) -> dict:
+        """Steps, time and throughput of the run so far, for the JSON summary."""
+        train_seconds = self.timer.train_seconds
+        return {
+            "wall_time_s": round(self.wall_offset + self.timer.elapsed(), 2),
+            "train_time_s": round(self.train_offset + train_seconds, 2),
+            # This invocation's training steps (data loading included; validation and checkpoints not).
+            "train_images_per_s": round((self.state["images_seen"] - self.images_at_start) / train_seconds, 3)
+            if train_seconds > 0
+            else 0.0,
+            "num_train_images": self.data.num_train_images,
+            "skipped_images": list(self.skipped),
+            "num_skipped_images": len(self.skipped),
+        }

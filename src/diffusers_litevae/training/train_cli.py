@@ -7,10 +7,6 @@ Single process: ``litevae train --train_data_dir photos/ --output_dir out``. Sev
 from __future__ import annotations
 
 import argparse
-import logging
-import shlex
-import sys
-from pathlib import Path
 
 from .cli import (
     add_data_arguments,
@@ -18,8 +14,8 @@ from .cli import (
     add_logging_arguments,
     add_optimisation_arguments,
     json_object,
+    run_training,
 )
-from .errors import TrainingInputError
 
 __all__ = ["add_arguments", "config_from_args", "run"]
 
@@ -131,17 +127,11 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Run ``litevae train``; bad input prints one ``error:`` line and returns 2."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
     from .from_scratch import train_autoencoder
 
     config = config_from_args(args)
-    config.command_line = shlex.join(["litevae", *sys.argv[1:]]) if Path(sys.argv[0]).name == "litevae" else None
-    try:
-        result = train_autoencoder(config)
-    except TrainingInputError as error:
-        print(f"litevae train: error: {error}", file=sys.stderr)
+    result = run_training(config, train_autoencoder, "train")
+    if result is None:
         return 2
     metrics = result["final_metrics"]
     if metrics.get("psnr") is not None:

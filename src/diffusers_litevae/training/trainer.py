@@ -17,9 +17,8 @@ import json
 import logging
 import math
 import time
-from collections import defaultdict
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -28,20 +27,20 @@ import torch.nn as nn
 from ..models.autoencoder_lite import AutoencoderLite
 from ..models.litevae_encoder import ENCODER_PRESETS
 from ..models.utils import cast_module
-from .checkpointing import load_checkpoint, resolve_resume, save_checkpoint
 from .data import (
     DistillationDataset,
     ResolutionSchedule,
-    StepIndexedBatchSampler,
     collate_batch,
 )
 from .errors import DistillationInputError
 from .losses import DistillationLoss, LossWeights, load_lpips
 from .run_support import (
     EMAWeights,
-    RunTimer,
+    RunSettings,
+    TrainingRun,
+    apply_gradients,
+    comparable_config,
     eager_mode,
-    has_accelerator_device,
     jsonable,
     prepare_data,
 )
@@ -59,7 +58,7 @@ _SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "consta
 
 
 @dataclass
-class DistillConfig:
+class DistillConfig(RunSettings):
     """All settings of a distillation run (``litevae distill --help`` documents each flag of the same name).
 
     Only ``teacher`` and one data source (``train_data_dir`` or ``dataset_name``) are required.
@@ -80,73 +79,15 @@ class DistillConfig:
     # student
     student: str | None = "B"
     student_config: dict | None = None
-    # data
-    train_data_dir: str | None = None
-    dataset_name: str | None = None
-    dataset_config_name: str | None = None
-    dataset_split: str = "train"
-    image_column: str = "image"
-    cache_dir: str | None = None
-    resolution_schedule: str = "256"
-    random_flip: bool = True
-    dataloader_num_workers: int = 0
-    # validation
-    validation_dir: str | None = None
-    num_validation_images: int | None = None
-    validation_glob: str = "*"
-    validation_resolution: int | None = None
-    max_validation_images: int | None = None
-    validation_steps: int = 250
-    num_grid_images: int = 4
-    # optimisation
-    output_dir: str = "litevae-distilled"
-    seed: int = 0
-    train_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    max_train_steps: int = 10_000
-    max_minutes: float | None = None
     optimizer: str = "adamw"
-    learning_rate: float = 2e-4
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.99
-    adam_weight_decay: float = 0.0
-    adam_epsilon: float = 1e-8
-    lr_scheduler: str = "constant_with_warmup"
-    lr_warmup_steps: int = 100
-    max_grad_norm: float | None = 1.0
-    use_ema: bool = False
-    ema_decay: float = 0.999
-    ema_power: float = 0.75
     # speed
-    mixed_precision: str | None = None
     compile: bool = False
     compile_mode: str | None = None
     channels_last: bool = False
     teacher_channels_last: bool = False
-    gradient_checkpointing: bool = False
-    allow_tf32: bool = False
     # losses
     latent_weight: float = 1.0
     std_weight: float = 1.0
-    reconstruction_weight: float = 1.0
-    wavelet_weight: float = 0.1
-    gaussian_weight: float = 0.1
-    lpips_weight: float = 0.0
-    reconstruction_loss: str = "l1"
-    charbonnier_eps: float = 1e-3
-    wavelet_loss_levels: int = 3
-    gaussian_sigma: float = 1.0
-    lpips_net: str = "vgg"
-    # checkpoints and logging
-    checkpointing_steps: int = 500
-    checkpoints_total_limit: int | None = 3
-    resume_from_checkpoint: str | None = None
-    logging_steps: int = 10
-    report_to: str | None = None
-    progress_bar: bool = True
-    # The command line that started the run (``litevae distill`` sets it), written to distillation.json as
-    # ``command`` for the model card; it is a record, not a setting, so resuming with another command is fine.
-    command_line: str | None = None
 
     def loss_weights(self) -> LossWeights:
         return LossWeights(
@@ -172,12 +113,6 @@ class DistillConfig:
                 encoder_aggregation_channel_mults=preset.aggregation_channel_mults,
             )
         return {**base, **self.student_config}
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "DistillConfig":
-        """Build from a dict, ignoring keys that are not settings (e.g. an argparse namespace's extras)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in values.items() if key in names})
 
 
 # ----------------------------------------------------------------------------------------------- validation
@@ -406,14 +341,7 @@ def distill_step(
             accelerator.backward(loss / count)
         for name, value in components.items():
             totals[name] = totals.get(name, 0.0) + value / count
-    if max_grad_norm is not None and max_grad_norm > 0:
-        totals["grad_norm"] = accelerator.clip_grad_norm_(encoder.parameters(), max_grad_norm).detach()
-    optimizer.step()
-    if lr_scheduler is not None:
-        lr_scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
-    if ema is not None:
-        ema.step(accelerator.unwrap_model(encoder).parameters())
+    totals.update(apply_gradients(accelerator, encoder, optimizer, lr_scheduler, ema, max_grad_norm))
     return totals
 
 
@@ -448,39 +376,20 @@ def _student_description(config: DistillConfig, student: AutoencoderLite) -> dic
     }
 
 
-class _DistillRun:
+class _DistillRun(TrainingRun):
     """One invocation of :func:`distill`: set-up (all input checks), the loop, validation, checkpoints, output.
 
     Every process builds one; validation, plots and the final output happen on the main process while the others
     wait at the same barriers.
     """
 
-    def __init__(self, config: DistillConfig, teacher: DistillationTeacher | nn.Module | None):
-        from accelerate import Accelerator
-        from accelerate.utils import ProjectConfiguration
+    progress_description = "distill"
+    tracker_name = "litevae-distill"
 
+    def __init__(self, config: DistillConfig, teacher: DistillationTeacher | nn.Module | None):
         if teacher is not None and not config.teacher:
             config.teacher = getattr(teacher, "name_or_path", type(teacher).__name__)
-        self.config = config
-        self.schedule = validate_config(config)
-        self.output_dir = Path(config.output_dir).expanduser()
-        self.checkpoints_dir = self.output_dir / "checkpoints"
-        self.resume_path = resolve_resume(config.resume_from_checkpoint, self.checkpoints_dir)
-        self.accelerator = Accelerator(
-            # Without an accelerator device, multi-process runs (`accelerate launch --multi_gpu --num_processes N`
-            # on a CPU machine) need cpu=True to use gloo instead of looking for GPUs.
-            cpu=not has_accelerator_device(),
-            mixed_precision=config.mixed_precision,
-            log_with=config.report_to,
-            project_config=ProjectConfiguration(
-                project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")
-            ),
-        )
-        if config.allow_tf32 and torch.cuda.is_available():
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-        if self.accelerator.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
+        self.setup_accelerator(config, validate_config(config))
         # Everything that can fail on bad input happens here, before any training.
         lpips_model = load_lpips(config.lpips_net, self.accelerator.device) if config.lpips_weight > 0 else None
         self.data = prepare_data(config)
@@ -495,29 +404,9 @@ class _DistillRun:
             latent_scale=self.teacher.normalization.scale_std,
         )
         self._build_optimisation()
-        self.state = {
-            "step": 0,
-            "images_seen": 0,
-            "train_time_s": 0.0,
-            "wall_time_s": 0.0,
-            "curve": [],
-            "loss_history": [],
-            "skipped_images": [],
-        }
-        self._resume()
-        self.timer = RunTimer()
-        self.wall_offset, self.train_offset = self.state["wall_time_s"], self.state["train_time_s"]
-        self.images_at_start = self.state["images_seen"]
-        self.skipped: dict[str, None] = dict.fromkeys(self.state["skipped_images"])
-        self.last_plot = time.perf_counter()
-        # Known on every process (the curve itself lives on the main process), so all reach the same barriers.
-        self.validated_step = self.state["curve"][-1]["step"] if self.state["curve"] else None
+        self.start(self._check_resume)
         self.reference = None
         if self.accelerator.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            if config.report_to:
-                trackable = {k: v for k, v in asdict(config).items() if isinstance(v, (int, float, str, bool))}
-                self.accelerator.init_trackers("litevae-distill", config=trackable)
             with eager_mode():
                 self.reference = compute_teacher_reference(
                     self.teacher, self.data.validation_images, self.accelerator.autocast, config.num_grid_images
@@ -572,8 +461,6 @@ class _DistillRun:
         return teacher, student
 
     def _build_optimisation(self) -> None:
-        from diffusers.optimization import get_scheduler
-
         config, accelerator = self.config, self.accelerator
         encoder = self.student.encoder  # only the encoder trains; the decoder copy is carried to the output
         if config.gradient_checkpointing:
@@ -592,42 +479,21 @@ class _DistillRun:
             weight_decay=config.adam_weight_decay,
             eps=config.adam_epsilon,
         )
-        self.lr_scheduler = get_scheduler(
-            config.lr_scheduler,
-            optimizer=optimizer,
-            num_warmup_steps=config.lr_warmup_steps,
-            num_training_steps=config.max_train_steps,
-        )
         self.encoder, self.optimizer = accelerator.prepare(encoder, optimizer)
-        # Stepped by hand once per optimizer step (a prepared scheduler steps once per process); saved with the state.
-        accelerator.register_for_checkpointing(self.lr_scheduler)
-        self.ema = None
-        if config.use_ema:
-            from diffusers.training_utils import EMAModel
-
-            self.ema = EMAModel(
-                self.unwrapped.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=config.ema_power
-            )
-            self.ema.to(accelerator.device)
-            accelerator.register_for_checkpointing(self.ema)
+        self.schedule_and_ema(optimizer, self.unwrapped.parameters())
         if config.compile:
             self.unwrapped.compile(mode=config.compile_mode)
             _compile_teacher(self.teacher, config.compile_mode)
 
-    def _resume(self) -> None:
-        if self.resume_path is None:
-            if self.config.resume_from_checkpoint == "latest":
-                logger.info("no checkpoint in %s yet: starting fresh", self.checkpoints_dir)
-            return
-        saved = json.loads((self.resume_path / "trainer_state.json").read_text())
-        if saved.get("student_config") and _comparable(saved["student_config"]) != _comparable(self.student.config):
+    def _check_resume(self, saved: dict) -> None:
+        if saved.get("student_config") and comparable_config(saved["student_config"]) != comparable_config(
+            self.student.config
+        ):
             raise DistillationInputError(
                 f"checkpoint {str(self.resume_path)!r} was made for a different student or teacher; "
                 "resume with the same "
                 "--teacher/--student settings or use a new --output_dir."
             )
-        self.state.update(load_checkpoint(self.accelerator, self.resume_path))
-        logger.info("resumed from %s at step %d", self.resume_path, self.state["step"])
 
     @property
     def unwrapped(self) -> nn.Module:
@@ -686,172 +552,38 @@ class _DistillRun:
         plot_curve(self.state["curve"], self.state["loss_history"], self.output_dir / "curve.png", title=title)
         self.last_plot = time.perf_counter()
 
-    def gather_skipped(self) -> None:
-        if self.accelerator.num_processes > 1:
-            from accelerate.utils import gather_object
-
-            self.skipped.update(dict.fromkeys(gather_object(list(self.skipped))))
-
-    def checkpoint(self, step: int) -> None:
-        self.gather_skipped()
-        snapshot = {
-            **self.state,
-            "wall_time_s": round(self.wall_offset + self.timer.elapsed(), 2),
-            "train_time_s": round(self.train_offset + self.timer.train_seconds, 2),
-            "skipped_images": list(self.skipped),
-            "student_config": jsonable(dict(self.student.config)),
-            "settings": jsonable(asdict(self.config)),
-        }
-        save_checkpoint(self.accelerator, self.checkpoints_dir, step, snapshot, self.config.checkpoints_total_limit)
+    def checkpoint_record(self) -> dict:
+        return {"student_config": jsonable(dict(self.student.config))}
 
     # -- the loop ------------------------------------------------------------------------------------------------
 
-    def _loader(self) -> torch.utils.data.DataLoader:
-        config, accelerator = self.config, self.accelerator
-        sampler = StepIndexedBatchSampler(
-            self.data.num_train_images,
-            config.train_batch_size,
-            self.schedule,
-            seed=config.seed,
-            rank=accelerator.process_index,
-            world_size=accelerator.num_processes,
-            grad_accum=config.gradient_accumulation_steps,
-            start_step=self.state["step"],
-            end_step=config.max_train_steps,
-        )
+    def dataset_and_collate(self):
+        config = self.config
         if self.targets is not None:
             from .targets import CachedTargetDataset, collate_targets
 
-            dataset, collate = (
-                CachedTargetDataset(self.data.train_paths, self.targets, flip=config.random_flip),
-                collate_targets,
-            )
-        else:
-            dataset, collate = DistillationDataset(self.data.source, flip=config.random_flip), collate_batch
-        return torch.utils.data.DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            collate_fn=collate,
-            num_workers=config.dataloader_num_workers,
-            pin_memory=accelerator.device.type == "cuda",
-            persistent_workers=config.dataloader_num_workers > 0,
+            return CachedTargetDataset(self.data.train_paths, self.targets, flip=config.random_flip), collate_targets
+        return DistillationDataset(self.data.source, flip=config.random_flip), collate_batch
+
+    def optimizer_step(self, micro_batches: list[dict], step: int) -> dict[str, torch.Tensor]:
+        config = self.config
+        return distill_step(
+            self.accelerator,
+            self.encoder,
+            self.teacher,
+            self.loss_fn,
+            [batch if "teacher_mean" in batch else batch["pixel_values"] for batch in micro_batches],
+            self.optimizer,
+            self.lr_scheduler,
+            self.ema,
+            config.max_grad_norm,
+            config.channels_last,
+            config.teacher_latents_border,
         )
 
-    def _next_micro_batches(self, batches) -> list[torch.Tensor]:
-        micro_batches = []
-        for _ in range(self.config.gradient_accumulation_steps):
-            batch = next(batches)
-            for name in batch["skipped"]:
-                if name not in self.skipped:
-                    self.skipped[name] = None
-                    logger.warning("skipping unreadable image %s", name)
-            micro_batches.append(batch if "teacher_mean" in batch else batch["pixel_values"])
-        return micro_batches
-
-    def _out_of_time(self, step: int) -> bool:
-        if self.config.max_minutes is None:
-            return False
-        over = self.timer.elapsed() > self.config.max_minutes * 60
-        if self.accelerator.num_processes == 1:
-            return over
-        if step % self.config.logging_steps:  # a collective costs a device sync: only at log steps
-            return False
-        from accelerate.utils import broadcast
-
-        # The main process decides, so every process stops after the same step.
-        return bool(broadcast(torch.tensor([float(over)], device=self.accelerator.device)).item())
-
-    def train(self) -> None:
-        from tqdm.auto import tqdm
-
-        config, accelerator, state = self.config, self.accelerator, self.state
-        step = state["step"]
-        if step == 0 and self.validated_step is None:
-            self.validate(0, {})
-        batches = iter(self._loader())
-        global_batch = config.train_batch_size * config.gradient_accumulation_steps * accelerator.num_processes
-        progress = tqdm(
-            total=config.max_train_steps,
-            initial=step,
-            desc="distill",
-            unit="step",
-            dynamic_ncols=True,
-            disable=not (accelerator.is_main_process and config.progress_bar),
-        )
-        pending: dict[str, list[torch.Tensor]] = defaultdict(list)  # per-step losses since the last log line
-        since_validation: dict[str, list[float]] = defaultdict(list)  # logged means since the last validation
-        stop = False
-        while step < config.max_train_steps and not stop:
-            step_start = time.perf_counter()
-            components = distill_step(
-                accelerator,
-                self.encoder,
-                self.teacher,
-                self.loss_fn,
-                self._next_micro_batches(batches),
-                self.optimizer,
-                self.lr_scheduler,
-                self.ema,
-                config.max_grad_norm,
-                config.channels_last,
-                config.teacher_latents_border,
-            )
-            step += 1
-            state["step"] = step
-            state["images_seen"] += global_batch
-            self.timer.train_seconds += time.perf_counter() - step_start
-            progress.update(1)
-            for name, value in components.items():
-                pending[name].append(value)
-            if step % config.logging_steps == 0 or step == config.max_train_steps:
-                means = self._log(step, pending, progress)
-                for name in components:
-                    since_validation[name].append(means[name])
-            stop = self._out_of_time(step)
-            if stop:
-                logger.info("time budget of %.1f minutes reached at step %d", config.max_minutes, step)
-            finished = step == config.max_train_steps or stop
-            if step % config.validation_steps == 0 or finished:
-                self.validate(step, {k: sum(v) / len(v) for k, v in since_validation.items()})
-                since_validation.clear()
-            if step % config.checkpointing_steps == 0 or finished:
-                self.checkpoint(step)
-        progress.close()
-
-    def _log(self, step: int, pending: dict[str, list[torch.Tensor]], progress) -> dict[str, float]:
-        # One device sync per logging interval (the float() calls), not one per step.
-        means = {name: float(torch.stack([v.float() for v in values]).mean()) for name, values in pending.items()}
-        pending.clear()
-        throughput = (self.state["images_seen"] - self.images_at_start) / max(self.timer.train_seconds, 1e-9)
-        means.update(
-            lr=self.lr_scheduler.get_last_lr()[0],
-            images_per_s=round(throughput, 2),
-            resolution=self.schedule.resolution_at(step - 1),
-        )
-        self.state["loss_history"].append(
-            {"step": step, **{k: round(v, 6) if isinstance(v, float) else v for k, v in means.items()}}
-        )
-        progress.set_postfix(
-            loss=f"{means['total']:.4f}",
-            latent=f"{means['latent']:.4f}",
-            img_s=f"{throughput:.1f}",
-            res=means["resolution"],
-        )
-        if not self.config.progress_bar and self.accelerator.is_main_process:
-            # Without a bar, a line per logging interval shows the run is alive (and how fast it goes).
-            logger.info(
-                "step %d/%d: loss %.4f, latent %.4f, lr %.2e, %.1f images/s, %d px",
-                step,
-                self.config.max_train_steps,
-                means["total"],
-                means["latent"],
-                means["lr"],
-                throughput,
-                means["resolution"],
-            )
-        if self.config.report_to:
-            self.accelerator.log({f"train/{k}": v for k, v in means.items()}, step=step)
-        return means
+    def log_line(self, means: dict[str, float]) -> tuple[dict, str]:
+        postfix = {"loss": f"{means['total']:.4f}", "latent": f"{means['latent']:.4f}"}
+        return postfix, f"loss {means['total']:.4f}, latent {means['latent']:.4f}"
 
     # -- output --------------------------------------------------------------------------------------------------
 
@@ -879,7 +611,7 @@ class _DistillRun:
         return result
 
     def _summary(self) -> dict:
-        state, train_seconds = self.state, self.timer.train_seconds
+        state = self.state
         last = state["curve"][-1] if state["curve"] else {}
         metric_keys = ("psnr_student", "psnr_teacher", "ssim_student", "ssim_teacher", "latent_mse", "eval_images")
         return {
@@ -895,15 +627,7 @@ class _DistillRun:
             },
             "curve": state["curve"],
             "loss_history": state["loss_history"],
-            "wall_time_s": round(self.wall_offset + self.timer.elapsed(), 2),
-            "train_time_s": round(self.train_offset + train_seconds, 2),
-            # This invocation's training steps (data loading included; validation and checkpoints not).
-            "train_images_per_s": round((state["images_seen"] - self.images_at_start) / train_seconds, 3)
-            if train_seconds > 0
-            else 0.0,
-            "num_train_images": self.data.num_train_images,
-            "skipped_images": list(self.skipped),
-            "num_skipped_images": len(self.skipped),
+            **self.timing_summary(),
         }
 
 
@@ -929,7 +653,3 @@ def distill(config: DistillConfig, teacher: DistillationTeacher | nn.Module | No
     run = _DistillRun(config, teacher)
     run.train()
     return run.finish()
-
-
-def _comparable(config: dict) -> dict:
-    return {k: v for k, v in jsonable(dict(config)).items() if not k.startswith("_")}
