@@ -227,6 +227,40 @@ def test_text_to_image(tokenizer):
     assert np.abs(_run(other, "np") - _run(pipe, "np")).max() > 1e-2
 
 
+def test_a_model_trained_from_scratch_drops_into_the_pipelines(tokenizer, tmp_path):
+    """The folder `litevae train` writes (its own scaling_factor, SMC decoder) works as pipe.vae as it is."""
+    from diffusers_litevae.testing_utils import TINY_ENCODER, save_png, smooth_images
+    from diffusers_litevae.training import TrainConfig, train_autoencoder
+
+    for index, image in enumerate(smooth_images(6, 40, 48, seed=3)):
+        save_png(image, tmp_path / "photos" / f"img_{index}.png")
+    config = TrainConfig(
+        encoder="S",
+        encoder_config=dict(TINY_ENCODER),
+        decoder_block_out_channels=(8, 16, 16, 16),
+        decoder_layers_per_block=1,
+        decoder_norm_num_groups=4,
+        decoder_attention=False,
+        discriminator_block_out_channels=(8, 16),
+        train_data_dir=str(tmp_path / "photos"),
+        num_validation_images=1,
+        resolution_schedule="32",
+        train_batch_size=2,
+        max_train_steps=4,
+        discriminator_start_step=2,
+        scaling_images=2,
+        output_dir=str(tmp_path / "vae"),
+        progress_bar=False,
+    )
+    train_autoencoder(config)
+    vae = AutoencoderLite.from_pretrained(tmp_path / "vae")
+    assert vae.config.use_smc and vae.config.scaling_factor != 0.18215
+    pipe = _with_lite_vae(StableDiffusionImg2ImgPipeline(**_sd_components(tokenizer)), vae)
+    _assert_image_is_vae_decode(pipe, vae, image=_input_image(), strength=0.75)
+    pipe = _with_lite_vae(StableDiffusionPipeline(**_sd_components(tokenizer)), vae)
+    _assert_image_is_vae_decode(pipe, vae)
+
+
 def test_img2img_encodes_with_the_lite_encoder(tokenizer):
     vae = tiny_autoencoder_lite(seed=0)
     pipe = _with_lite_vae(StableDiffusionImg2ImgPipeline(**_sd_components(tokenizer)), vae)
