@@ -23,7 +23,6 @@ import logging
 import math
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -52,6 +51,7 @@ from .run_support import (
     eager_mode,
     jsonable,
     prepare_data,
+    validate_run_settings,
 )
 from .validation import image_metrics, plot_curve, save_image_grid
 
@@ -70,8 +70,6 @@ logger = logging.getLogger(__name__)
 
 DECODERS = ("smc", "groupnorm", "tiny")
 _LOSSES = ("reconstruction", "kl", "wavelet", "gaussian", "lpips", "adversarial")
-_MIXED_PRECISION = ("no", "fp16", "bf16")
-_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 
 
 @dataclass
@@ -122,8 +120,6 @@ class TrainConfig(RunSettings):
 
 def validate_train_config(config: TrainConfig) -> ResolutionSchedule:
     """Check every setting that can be checked without loading anything; one-line :class:`TrainingInputError`s."""
-    if bool(config.train_data_dir) == bool(config.dataset_name):
-        raise TrainingInputError("give exactly one data source: --train_data_dir FOLDER or --dataset_name HUB_DATASET.")
     if config.encoder.upper() not in ENCODER_PRESETS:
         raise TrainingInputError(
             f"unknown --encoder preset {config.encoder!r}; choose one of {', '.join(ENCODER_PRESETS)}."
@@ -134,7 +130,7 @@ def validate_train_config(config: TrainConfig) -> ResolutionSchedule:
         raise TrainingInputError(f"--decoder must be one of {', '.join(DECODERS)}, got {config.decoder!r}.")
     if config.latent_channels <= 0:
         raise TrainingInputError(f"--latent_channels must be positive, got {config.latent_channels}.")
-    schedule = ResolutionSchedule.parse(config.resolution_schedule)
+    schedule = validate_run_settings(config, TrainingInputError)
     discriminator_factor = 2 ** len(config.discriminator_block_out_channels)
     smallest = min(resolution for resolution, _ in schedule.stages)
     if config.adversarial_weight > 0 and smallest % discriminator_factor:
@@ -142,23 +138,8 @@ def validate_train_config(config: TrainConfig) -> ResolutionSchedule:
             f"training resolution {smallest} is not a multiple of {discriminator_factor}, which the discriminator "
             "needs (2 ** len(--discriminator_block_out_channels))."
         )
-    if config.wavelet_weight > 0 and smallest % 2**config.wavelet_loss_levels:
-        raise TrainingInputError(
-            f"--wavelet_loss_levels {config.wavelet_loss_levels} needs resolutions divisible by "
-            f"{2**config.wavelet_loss_levels}."
-        )
-    for name in (
-        "train_batch_size",
-        "gradient_accumulation_steps",
-        "max_train_steps",
-        "checkpointing_steps",
-        "validation_steps",
-        "logging_steps",
-        "scaling_images",
-    ):
-        value = getattr(config, name)
-        if value is None or value <= 0:
-            raise TrainingInputError(f"--{name} must be a positive integer, got {value}.")
+    if config.scaling_images is None or config.scaling_images <= 0:
+        raise TrainingInputError(f"--scaling_images must be a positive integer, got {config.scaling_images}.")
     for name, value in config.loss_weights().items():
         if value < 0 or not math.isfinite(value):
             raise TrainingInputError(f"--{name}_weight must be a finite number >= 0, got {value}.")
@@ -169,25 +150,10 @@ def validate_train_config(config: TrainConfig) -> ResolutionSchedule:
             f"--discriminator_start_step {config.discriminator_start_step} is not before the last step "
             f"(--max_train_steps {config.max_train_steps}); lower it, or pass --adversarial_weight 0."
         )
-    if config.learning_rate <= 0 or config.discriminator_learning_rate <= 0:
-        raise TrainingInputError("--learning_rate and --discriminator_learning_rate must be > 0.")
-    if config.max_minutes is not None and config.max_minutes <= 0:
-        raise TrainingInputError(f"--max_minutes must be > 0, got {config.max_minutes}.")
-    if config.mixed_precision is not None and config.mixed_precision not in _MIXED_PRECISION:
-        raise TrainingInputError(f"--mixed_precision must be one of {', '.join(_MIXED_PRECISION)}.")
-    if config.lr_scheduler not in _SCHEDULERS:
-        raise TrainingInputError(f"--lr_scheduler must be one of {', '.join(_SCHEDULERS)}.")
-    if config.reconstruction_loss not in ("l1", "charbonnier"):
-        raise TrainingInputError("--reconstruction_loss must be 'l1' or 'charbonnier'.")
-    if config.validation_resolution is not None and (
-        config.validation_resolution <= 0 or config.validation_resolution % 8
-    ):
+    if config.discriminator_learning_rate <= 0:
         raise TrainingInputError(
-            f"--validation_resolution {config.validation_resolution} is not a positive multiple of 8 "
-            "(or omit it for full images)."
+            f"--discriminator_learning_rate must be > 0, got {config.discriminator_learning_rate}."
         )
-    if config.validation_dir and not Path(config.validation_dir).expanduser().is_dir():
-        raise TrainingInputError(f"--validation_dir {config.validation_dir!r} does not exist.")
     return schedule
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "TrainingData",
     "TrainingRun",
     "apply_gradients",
+    "validate_run_settings",
     "comparable_config",
     "eager_mode",
     "has_accelerator_device",
@@ -248,6 +249,59 @@ def jsonable(value):
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
+
+
+MIXED_PRECISION = ("no", "fp16", "bf16")
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
+
+
+def validate_run_settings(config: RunSettings, error: type[Exception]):
+    """Check the :class:`RunSettings` every trainer shares (one-line ``error``s) and return the parsed resolution
+    schedule. Each trainer checks its own settings (teacher, model, its losses) around this."""
+    from .data import ResolutionSchedule
+
+    if bool(config.train_data_dir) == bool(config.dataset_name):
+        raise error("give exactly one data source: --train_data_dir FOLDER or --dataset_name HUB_DATASET.")
+    schedule = ResolutionSchedule.parse(config.resolution_schedule)
+    if config.validation_resolution is not None and (
+        config.validation_resolution <= 0 or config.validation_resolution % 8
+    ):
+        raise error(
+            f"--validation_resolution {config.validation_resolution} is not a positive multiple of 8 "
+            "(or omit it for full images)."
+        )
+    for name in (
+        "train_batch_size",
+        "gradient_accumulation_steps",
+        "max_train_steps",
+        "checkpointing_steps",
+        "validation_steps",
+        "logging_steps",
+    ):
+        value = getattr(config, name)
+        if value is None or value <= 0:
+            raise error(f"--{name} must be a positive integer, got {value}.")
+    if config.learning_rate <= 0:
+        raise error(f"--learning_rate must be > 0, got {config.learning_rate}.")
+    if config.max_minutes is not None and config.max_minutes <= 0:
+        raise error(f"--max_minutes must be > 0, got {config.max_minutes}.")
+    if config.mixed_precision is not None and config.mixed_precision not in MIXED_PRECISION:
+        raise error(f"--mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {config.mixed_precision!r}.")
+    if config.lr_scheduler not in LR_SCHEDULERS:
+        raise error(f"--lr_scheduler must be one of {', '.join(LR_SCHEDULERS)}, got {config.lr_scheduler!r}.")
+    if config.dataloader_num_workers < 0:
+        raise error("--dataloader_num_workers must be >= 0.")
+    if config.reconstruction_loss not in ("l1", "charbonnier"):
+        raise error(f"--reconstruction_loss must be 'l1' or 'charbonnier', got {config.reconstruction_loss!r}.")
+    smallest = min(resolution for resolution, _ in schedule.stages)
+    if config.wavelet_weight > 0 and smallest % 2**config.wavelet_loss_levels:
+        raise error(
+            f"--wavelet_loss_levels {config.wavelet_loss_levels} needs resolutions "
+            f"divisible by {2**config.wavelet_loss_levels}."
+        )
+    if config.validation_dir and not Path(config.validation_dir).expanduser().is_dir():
+        raise error(f"--validation_dir {config.validation_dir!r} does not exist.")
+    return schedule
 
 
 def apply_gradients(accelerator, module, optimizer, lr_scheduler=None, ema=None, max_grad_norm=None) -> dict:

@@ -19,7 +19,6 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -43,6 +42,7 @@ from .run_support import (
     eager_mode,
     jsonable,
     prepare_data,
+    validate_run_settings,
 )
 from .teachers import TEACHER_TYPES, DistillationTeacher, load_teacher, wrap_teacher
 from .validation import compute_teacher_reference, evaluate_student, plot_curve, save_reconstruction_grid
@@ -51,10 +51,8 @@ __all__ = ["DistillConfig", "compute_distillation_loss", "distill", "distill_ste
 
 logger = logging.getLogger(__name__)
 
-_MIXED_PRECISION = ("no", "fp16", "bf16")
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _PLOT_INTERVAL_S = 120
-_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 
 
 @dataclass
@@ -139,10 +137,6 @@ def validate_config(config: DistillConfig) -> ResolutionSchedule:
         raise DistillationInputError(
             f"--teacher_dtype must be auto, float32, bf16 or fp16, got {config.teacher_dtype!r}."
         )
-    if bool(config.train_data_dir) == bool(config.dataset_name):
-        raise DistillationInputError(
-            "give exactly one data source: --train_data_dir FOLDER or --dataset_name HUB_DATASET."
-        )
     if config.student and config.student.upper() not in ENCODER_PRESETS:
         raise DistillationInputError(
             f"unknown --student preset {config.student!r}; choose one of {', '.join(ENCODER_PRESETS)}."
@@ -155,60 +149,15 @@ def validate_config(config: DistillConfig) -> ResolutionSchedule:
             raise DistillationInputError(
                 f"--student_config may only set encoder_* keys (the decoder is the teacher's); got {bad}."
             )
-    schedule = ResolutionSchedule.parse(config.resolution_schedule)
-    if config.validation_resolution is not None and (
-        config.validation_resolution <= 0 or config.validation_resolution % 8
-    ):
-        raise DistillationInputError(
-            f"--validation_resolution {config.validation_resolution} is not a positive multiple of 8 "
-            "(or omit it for full images)."
-        )
-    positive = {
-        "train_batch_size": config.train_batch_size,
-        "gradient_accumulation_steps": config.gradient_accumulation_steps,
-        "max_train_steps": config.max_train_steps,
-        "checkpointing_steps": config.checkpointing_steps,
-        "validation_steps": config.validation_steps,
-        "logging_steps": config.logging_steps,
-    }
-    for name, value in positive.items():
-        if value is None or value <= 0:
-            raise DistillationInputError(f"--{name} must be a positive integer, got {value}.")
-    if config.learning_rate <= 0:
-        raise DistillationInputError(f"--learning_rate must be > 0, got {config.learning_rate}.")
-    if config.max_minutes is not None and config.max_minutes <= 0:
-        raise DistillationInputError(f"--max_minutes must be > 0, got {config.max_minutes}.")
-    if config.mixed_precision is not None and config.mixed_precision not in _MIXED_PRECISION:
-        raise DistillationInputError(
-            f"--mixed_precision must be one of {', '.join(_MIXED_PRECISION)}, got {config.mixed_precision!r}."
-        )
+    schedule = validate_run_settings(config, DistillationInputError)
     if config.optimizer not in ("adam", "adamw"):
         raise DistillationInputError(f"--optimizer must be 'adam' or 'adamw', got {config.optimizer!r}.")
-    if config.lr_scheduler not in _SCHEDULERS:
-        raise DistillationInputError(
-            f"--lr_scheduler must be one of {', '.join(_SCHEDULERS)}, got {config.lr_scheduler!r}."
-        )
-    if config.dataloader_num_workers < 0:
-        raise DistillationInputError("--dataloader_num_workers must be >= 0.")
     weights = config.loss_weights()
     for name, value in weights.as_dict().items():
         if value < 0 or not math.isfinite(value):
             raise DistillationInputError(f"--{name}_weight must be a finite number >= 0, got {value}.")
     if weights.latent == 0 and not weights.needs_decode():
         raise DistillationInputError("every loss weight is 0; set --latent_weight and/or --reconstruction_weight > 0.")
-    if config.reconstruction_loss not in ("l1", "charbonnier"):
-        raise DistillationInputError(
-            f"--reconstruction_loss must be 'l1' or 'charbonnier', got {config.reconstruction_loss!r}."
-        )
-    if (
-        config.wavelet_weight > 0
-        and schedule.stages
-        and min(r for r, _ in schedule.stages) % 2**config.wavelet_loss_levels
-    ):
-        raise DistillationInputError(
-            f"--wavelet_loss_levels {config.wavelet_loss_levels} needs resolutions "
-            f"divisible by {2**config.wavelet_loss_levels}."
-        )
     if config.teacher_latents and not config.train_data_dir:
         raise DistillationInputError(
             "--teacher_latents needs --train_data_dir (cached targets are keyed by file path)."
@@ -220,8 +169,6 @@ def validate_config(config: DistillConfig) -> ResolutionSchedule:
             f"--teacher_latents_border {config.teacher_latents_border} must be >= 0 and leave latent pixels inside the "
             "smallest training crop (crop / 8 > 2 * border)."
         )
-    if config.validation_dir and not Path(config.validation_dir).expanduser().is_dir():
-        raise DistillationInputError(f"--validation_dir {config.validation_dir!r} does not exist.")
     return schedule
 
 
