@@ -1,4 +1,5 @@
-"""AutoencoderLite under diffusers' model-level machinery: group offloading and gradient checkpointing.
+"""AutoencoderLite under diffusers' model-level machinery: group offloading, gradient checkpointing, attention
+processors on models without attention, and PEFT adapters.
 
 Pipelines call ``vae.encode()`` / ``vae.decode()`` directly, never ``vae.forward()``, so every offloading
 group has to be onloaded by a submodule's own forward, not by the top-level one.
@@ -199,3 +200,40 @@ def test_smc_conversion_keeps_the_pretrained_conv_weights():
     assert torch.equal(block.conv_shortcut.weight, shortcut)
     assert replace_resnet_norms_with_smc(block) == 0  # already converted: nothing changes
     block(torch.randn(1, 8, 8, 8, dtype=torch.float64), None)
+
+
+@pytest.mark.parametrize("variant", ["tiny", "kl-smc"])
+def test_attention_api_on_decoders_without_attention(variant):
+    """The tiny decoder and an attention-free SD decoder have no processors; the calls still work, as on
+    AutoencoderKL (the SD decoder with attention is tested through a pipeline in test_pipelines.py)."""
+    overrides = dict(VARIANTS[variant], mid_block_add_attention=False)
+    vae = tiny_autoencoder_lite(**overrides).eval()
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        reference = vae(x).sample
+        assert vae.attn_processors == {}
+        vae.fuse_qkv_projections()
+        vae.set_default_attn_processor()
+        vae.unfuse_qkv_projections()
+        assert torch.equal(vae(x).sample, reference)
+
+
+def test_peft_lora_adapter_on_encoder_and_decoder():
+    """PeftAdapterMixin: a LoRA on the encoder's and decoder's convolutions and attention changes the output,
+    trains only the adapter weights, and disabling it restores the model exactly."""
+    peft = pytest.importorskip("peft", reason="LoRA adapters need peft")
+    vae = tiny_autoencoder_lite(seed=0).eval()
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        reference = vae(x).sample
+    config = peft.LoraConfig(r=2, target_modules=["conv1", "conv2", "to_q", "to_v"], init_lora_weights=False)
+    vae.add_adapter(config, adapter_name="style")
+    assert vae.active_adapters() == ["style"]
+    trainable = {name for name, parameter in vae.named_parameters() if parameter.requires_grad}
+    assert trainable and all(".lora_" in name for name in trainable)
+    assert any(name.startswith("encoder.") for name in trainable)
+    assert any("mid_block.attentions" in name for name in trainable)
+    with torch.no_grad():
+        assert (vae(x).sample - reference).abs().max() > 1e-3
+        vae.disable_adapters()
+        assert torch.equal(vae(x).sample, reference)

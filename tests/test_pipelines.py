@@ -227,6 +227,34 @@ def test_text_to_image(tokenizer):
     assert np.abs(_run(other, "np") - _run(pipe, "np")).max() > 1e-2
 
 
+def test_attention_processors_and_qkv_fusion_keep_the_images(tokenizer):
+    """diffusers' attention API on the SD decoder's mid-block attention, through a real pipeline."""
+    from diffusers.models.attention_processor import AttnProcessor, FusedAttnProcessor2_0
+
+    vae = tiny_autoencoder_lite(seed=0)
+    pipe = _with_lite_vae(StableDiffusionPipeline(**_sd_components(tokenizer)), vae)
+    reference = _run(pipe, "np")
+    assert list(pipe.vae.attn_processors) == ["decoder.mid_block.attentions.0.processor"]
+
+    # DiffusionPipeline.fuse_qkv_projections() fuses a VAE only when it is an AutoencoderKL (an isinstance check
+    # in diffusers), so the pipeline's UNet and the VAE are fused in two calls (docs/pipelines.md).
+    with pytest.raises(ValueError, match="AutoencoderKL"):
+        pipe.fuse_qkv_projections()
+    pipe.fuse_qkv_projections(vae=False)
+    pipe.vae.fuse_qkv_projections()
+    assert all(isinstance(p, FusedAttnProcessor2_0) for p in pipe.vae.attn_processors.values())
+    assert pipe.vae.decoder.mid_block.attentions[0].fused_projections
+    np.testing.assert_allclose(_run(pipe, "np"), reference, atol=1e-5)
+
+    pipe.vae.unfuse_qkv_projections()
+    pipe.unfuse_qkv_projections(vae=False)
+    pipe.vae.set_attn_processor(AttnProcessor())
+    assert all(type(p) is AttnProcessor for p in pipe.vae.attn_processors.values())
+    np.testing.assert_allclose(_run(pipe, "np"), reference, atol=1e-5)
+    pipe.vae.set_default_attn_processor()
+    np.testing.assert_allclose(_run(pipe, "np"), reference, atol=1e-5)
+
+
 def test_a_model_trained_from_scratch_drops_into_the_pipelines(tokenizer, tmp_path):
     """The folder `litevae train` writes (its own scaling_factor, SMC decoder) works as pipe.vae as it is."""
     from diffusers_litevae.testing_utils import TINY_ENCODER, save_png, smooth_images

@@ -16,6 +16,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders import PeftAdapterMixin
+from diffusers.models.attention import AttentionMixin
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from diffusers.models.autoencoders.vae import AutoencoderMixin, Decoder, DecoderOutput, DiagonalGaussianDistribution
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers' loader looks it up here)
@@ -33,7 +36,7 @@ _DECODER_TYPES = ("kl", "tiny")
 _HUB_KWARGS = ("subfolder", "cache_dir", "revision", "token", "local_files_only", "force_download", "proxies")
 
 
-class AutoencoderLite(ModelMixin, AutoencoderMixin, ConfigMixin):
+class AutoencoderLite(ModelMixin, AttentionMixin, AutoencoderMixin, ConfigMixin, PeftAdapterMixin):
     r"""LiteVAE: a wavelet-based lightweight encoder and a diffusers decoder, as one diffusers model.
 
     Encoder (LiteVAE, paper section 4.1): a ``wavelet_levels``-level Haar transform, one feature UNet per level
@@ -91,6 +94,18 @@ class AutoencoderLite(ModelMixin, AutoencoderMixin, ConfigMixin):
     # top-level group that only ``forward`` onloads, and pipelines call ``encode``/``decode`` directly.
     # ``post_quant_conv`` is None for SD3/FLUX-style and tiny decoders; diffusers skips names that are not children.
     _group_offload_block_modules = ["encoder", "post_quant_conv", "decoder"]
+
+    # Attention processors and QKV fusion (``vae.set_attn_processor``, ``vae.attn_processors``,
+    # ``vae.fuse_qkv_projections()``), as on ``AutoencoderKL``: the ``"kl"`` decoder's mid block holds diffusers'
+    # ``Attention``; the LiteVAE encoder and the tiny decoder have none, so for them these act on no module.
+    # AutoencoderKL's own methods are used, so both VAEs behave the same under every diffusers version.
+    # ``PeftAdapterMixin`` gives ``add_adapter`` / ``set_adapters`` / ``disable_adapters`` (LoRA on the encoder's
+    # and decoder's convolutions and attention projections; needs ``peft``). ``FromOriginalModelMixin``
+    # (``from_single_file``) is not mixed in: it converts the original single-file checkpoints of diffusers' own
+    # classes, and LiteVAE has no such original format; ``from_pretrained`` loads every saved AutoencoderLite.
+    set_default_attn_processor = AutoencoderKL.set_default_attn_processor
+    fuse_qkv_projections = AutoencoderKL.fuse_qkv_projections
+    unfuse_qkv_projections = AutoencoderKL.unfuse_qkv_projections
 
     @register_to_config
     def __init__(
