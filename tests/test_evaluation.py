@@ -352,3 +352,67 @@ def test_eval_on_a_dataset(tmp_path, image_dir, vae_dirs, monkeypatch):
     assert summary["num_images"] == 2 and summary["dataset"] == f"{image_dir}:train"
     assert main([*argv[:-2], "--image_column", "photo", "--output_dir", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+def test_several_sizes_in_one_run_match_separate_runs(tmp_path, image_dir, vae_dirs, capsys):
+    """`--resolution 16,native` gives each model's metrics at both sizes, each equal to a run at that size alone."""
+    lite_dir, _ = vae_dirs
+    settings = dict(device="cpu", resize=False, measure_speed=False, compute_lpips=False, compute_rfid=False)
+    alone = {
+        size: evaluate_vaes(
+            {"lite": str(lite_dir)}, image_dir, resolution=size, grid_images=0, progress=False, **settings
+        )
+        for size in (16, "native")
+    }
+    out = tmp_path / "eval"
+    argv = ["eval", "--image_dir", str(image_dir), "--vae", f"{lite_dir}:lite", "--resolution", "16,native"]
+    argv += ["--no_resize", "--speed_repeats", "1", "--grid_images", "1", "--output_dir", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "at 16 (no resize, centre crop 16x16)" in printed and "at native (native size" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["resolutions"] == [16, "native"] and list(summary["sizes"]) == ["16", "native"]
+    for key, size in (("16", 16), ("native", "native")):
+        measured = summary["sizes"][key]["models"]["lite"]
+        reference = alone[size].summary["models"]["lite"]
+        assert measured["psnr"] == pytest.approx(reference["psnr"], abs=1e-6)
+        assert measured["ssim"] == pytest.approx(reference["ssim"], abs=1e-6)
+    # The top-level entry is the first size's, with the speed (timed once, on a first-size batch).
+    assert (
+        summary["resolution"] == 16
+        and summary["models"]["lite"]["psnr"] == summary["sizes"]["16"]["models"]["lite"]["psnr"]
+    )
+    assert summary["models"]["lite"]["speed_image_size"] == [16, 16]
+    with open(out / "per_image.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted((row["image"], row["resolution"], row["width"]) for row in rows) == sorted(
+        (f"img{i}.png", size, width) for i in range(3) for size, width in (("16", "16"), ("native", str(SIZE)))
+    )
+
+
+def test_unreadable_images_are_skipped_counted_and_listed(tmp_path, image_dir, vae_dirs, capsys):
+    """Damaged files do not stop `litevae eval`: they are listed with their reason; none readable: exit 2."""
+    lite_dir, _ = vae_dirs
+    good = (image_dir / "img0.png").read_bytes()
+    (image_dir / "truncated.png").write_bytes(good[: len(good) // 2])
+    (image_dir / "text.jpg").write_text("not a JPEG")
+    (image_dir / "empty.png").write_bytes(b"")
+    out = tmp_path / "eval"
+    argv = ["eval", "--vae", f"{lite_dir}:lite", "--skip_speed", "--grid_images", "0", "--resolution", str(SIZE)]
+    assert main([*argv, "--image_dir", str(image_dir), "--output_dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_images"] == 3 and summary["num_skipped"] == 3
+    reasons = {item["image"]: item["error"] for item in summary["skipped"]}
+    assert set(reasons) == {"truncated.png", "text.jpg", "empty.png"}
+    assert "UnidentifiedImageError" in reasons["text.jpg"]
+    assert "skipped 3 image(s)" in printed and all(f"  {name}: " in printed for name in reasons)
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in ("text.jpg", "empty.png"):
+        (bad / name).write_bytes((image_dir / name).read_bytes())
+    assert main([*argv, "--image_dir", str(bad), "--output_dir", str(tmp_path / "bad-eval")]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and "none of the 2 images" in lines[0] and "could be read" in lines[0], lines
+    assert not (tmp_path / "bad-eval").exists()

@@ -5,7 +5,8 @@
   a ``config`` with the latent-space keys): a diffusers VAE folder (class from ``config.json``'s
   ``_class_name``), a saved pipeline folder (its ``vae/``), a Hub repo id, or a folder holding a TAESD-family
   ``*encoder`` + ``*decoder`` checkpoint pair (``.pth``/``.pt``/``.safetensors``; TAESD, TAESDXL, TAESD3, TAEF1,
-  TAEF2), which loads as a :class:`TinyAutoencoder`.
+  TAEF2), which loads as a :class:`TinyAutoencoder`, or the name of a model bundled with the package
+  (:func:`~diffusers_litevae.list_pretrained`: ``litevae-s-taef2``, ``taef2``).
 - :func:`posterior_moments` reads any supported VAE's posterior as ``(mean, std)`` in float32 (``std`` is
   ``None`` for deterministic encoders).
 - :class:`LatentNormalization` is the single definition of "diffusion-model units": ``(z - shift) * scale`` or,
@@ -31,9 +32,11 @@ __all__ = [
     "TinyAutoencoder",
     "VAELoadError",
     "find_tiny_pair",
+    "hub_offline_message",
     "load_vae",
     "posterior_moments",
     "resolve_vae_class",
+    "resolve_vae_location",
     "vae_identity",
 ]
 
@@ -176,6 +179,41 @@ def resolve_vae_class(class_name: str):
     return cls
 
 
+def resolve_vae_location(name_or_path: str | os.PathLike) -> str:
+    """Where a ``--vae`` / ``--teacher`` value points: an existing path as given, the folder of a bundled model
+    for a bundled name (``"taef2"`` -> ``pretrained_path("taef2")``), anything else (a Hub id) unchanged.
+
+    An existing path wins over a bundled name, so a local folder called ``taef2`` is still loaded from disk.
+    """
+    from .pretrained import list_pretrained, pretrained_path
+
+    name = os.fspath(name_or_path)
+    if not Path(name).expanduser().exists() and name in list_pretrained():
+        return pretrained_path(name)
+    return name
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def hub_offline_message(name_or_path: str | os.PathLike) -> str | None:
+    """The reason a Hub id cannot load when the Hub is switched off (``HF_HUB_OFFLINE`` set), else ``None``.
+
+    Loading a repo id that is not in the local Hugging Face cache then fails with errors that do not mention being
+    offline (diffusers: "does not appear to have a file named config.json"); this message names the cause and the fix.
+    """
+    name = os.fspath(name_or_path)
+    if not _hub_offline() or Path(name).expanduser().exists() or not _HUB_ID.match(name):
+        return None
+    return (
+        f"Hugging Face Hub repo {name!r} is not in the local cache, and HF_HUB_OFFLINE is set, so it cannot be "
+        "downloaded: unset HF_HUB_OFFLINE (with network access) to download it once, or pass a local folder."
+    )
+
+
 def load_vae(
     name_or_path: str | os.PathLike,
     subfolder: str | None = None,
@@ -190,7 +228,8 @@ def load_vae(
 
     Args:
         name_or_path: a diffusers VAE folder, a saved pipeline folder (its ``vae/`` is used), a TAESD-family
-            checkpoint folder, or a Hub repo id (``owner/name``).
+            checkpoint folder, a bundled model's name (:func:`~diffusers_litevae.list_pretrained`), or a Hub repo
+            id (``owner/name``).
         subfolder: the VAE's subfolder in a pipeline folder or repo (usually ``"vae"``).
         torch_dtype: weights dtype (default: as stored; TAESD-family pairs load in float32).
         revision, variant: as in ``from_pretrained``.
@@ -204,7 +243,7 @@ def load_vae(
         VAELoadError: the path does not exist, holds no VAE, or the Hub download failed (one line with the fix).
     """
     name = os.fspath(name_or_path)
-    path = Path(name).expanduser()
+    path = Path(resolve_vae_location(name)).expanduser()
     if path.exists():
         if not path.is_dir():
             raise VAELoadError(
@@ -233,8 +272,11 @@ def load_vae(
                 "save_pretrained) and no *encoder + *decoder checkpoint pair (a TAESD-family model)."
             )
     elif name.startswith((".", "/", "~")) or not _HUB_ID.match(name):
+        from .pretrained import list_pretrained
+
         raise VAELoadError(
-            f"{name!r} does not exist: pass an existing VAE folder or a Hugging Face Hub repo id (owner/name)."
+            f"{name!r} does not exist: pass a bundled model ({', '.join(list_pretrained())}), an existing VAE folder "
+            "or a Hugging Face Hub repo id (owner/name)."
         )
     else:
         vae = _load_from_hub(name, subfolder, torch_dtype, revision, variant, vae_class)
@@ -253,6 +295,9 @@ def _from_pretrained(cls, where: str, name: str, **kwargs) -> nn.Module:
     try:
         return cls.from_pretrained(where, **kwargs)
     except (OSError, ValueError) as error:  # diffusers' errors for broken/mismatched folders and failed downloads
+        offline = hub_offline_message(where) if isinstance(error, OSError) else None
+        if offline:
+            raise VAELoadError(offline) from error
         first_line = " ".join(str(error).split())[:300]
         raise VAELoadError(
             f"could not load {name!r} as {cls.__name__}: {type(error).__name__}: {first_line}"
@@ -266,6 +311,9 @@ def _load_from_hub(repo_id, subfolder, torch_dtype, revision, variant, vae_class
         try:
             config_file = hf_hub_download(repo_id, "config.json", subfolder=subfolder, revision=revision)
         except Exception as error:  # offline, not found, gated: huggingface_hub raises many kinds
+            offline = hub_offline_message(repo_id)
+            if offline:
+                raise VAELoadError(offline) from error
             hint = " (a pipeline repo needs its VAE subfolder, usually 'vae')" if not subfolder else ""
             raise VAELoadError(
                 f"could not fetch config.json of Hugging Face Hub repo {repo_id!r}{hint}: {type(error).__name__}: "

@@ -17,7 +17,7 @@ from PIL import Image, ImageOps
 from .buckets import CropPlan, assign_bucket, make_buckets, plan_crop
 from .index import CacheInputError
 
-__all__ = ["TransformConfig", "decode_image", "pixels_to_model_input", "preprocess_image"]
+__all__ = ["TransformConfig", "decode_image", "pixels_to_model_input", "preprocess_image", "to_rgb"]
 
 _RESAMPLING = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -143,7 +143,9 @@ def _oriented_size(image: Image.Image) -> tuple[int, int]:
     return (height, width) if orientation in _SWAPPING_ORIENTATIONS else (width, height)
 
 
-def _to_rgb(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+def to_rgb(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    """Any PIL image as 8-bit RGB: transparency (RGBA, LA, PA, palette with a transparent colour) composited onto
+    ``background``, 16-bit greyscale scaled to 8 bits (not clipped), every other mode by ``convert("RGB")``."""
     if image.mode == "RGB":
         return image
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
@@ -188,7 +190,7 @@ def preprocess_image(
         swapped = (width, height) != image.size
         image.draft("RGB", (resized_h, resized_w) if swapped else (resized_w, resized_h))
     image = ImageOps.exif_transpose(image)
-    image = _to_rgb(image, transform.background)
+    image = to_rgb(image, transform.background)
     # The decoded image may be smaller than `original_size` (JPEG draft): map the crop box into its pixels.
     scale_x, scale_y = image.width / resized_w, image.height / resized_h
     left, top, right, bottom = plan.crop_ltrb

@@ -6,7 +6,8 @@ label ``litevae-s``) against TAEF2 itself (label ``taef2``) on three bundled Kod
 
     litevae eval
     litevae eval --image_dir photos/ --resolution 256 \\
-        --vae path/to/taef2:taef2 --vae outputs/litevae-taef2:litevae-b --output_dir eval/photos
+        --vae taef2 --vae outputs/litevae-taef2:litevae-b --output_dir eval/photos
+    litevae eval --vae litevae-s-taef2 --image_dir photos/ --no_resize --resolution 256,512,native
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a VAE to evaluate (repeat for several): a diffusers VAE folder or Hub id "
         "(AutoencoderLite, AutoencoderKL, "
         "AutoencoderTiny, picked from config.json), a saved pipeline folder, a folder with a TAESD-family "
-        "*encoder* + *decoder* .pth/.safetensors pair, or a bundled model's folder "
-        "(diffusers_litevae.pretrained_path). ':LABEL' names it in the report (default: the folder name / repo id). "
+        "*encoder* + *decoder* .pth/.safetensors pair, or a bundled model by name (litevae-s-taef2, taef2). "
+        "':LABEL' names it in the report (default: the folder name / repo id). "
         "Without --vae: the bundled litevae-s-taef2 (label litevae-s) and taef2 (label taef2).",
     )
     models.add_argument(
@@ -88,7 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--resolution",
         default="256",
         help="a multiple of 8 (resize the short side to it, then crop; see --crop) or 'native' (full size, "
-        "centre-cropped down to multiples of 8)",
+        "centre-cropped down to multiples of 8); several, comma-separated (e.g. 256,512,native), evaluate every "
+        "image at each size (speed is timed at the first)",
     )
     data.add_argument(
         "--crop",
@@ -126,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..vae_io import VAELoadError
     from .errors import EvaluationInputError
-    from .images import iter_hub_dataset_images, list_image_files, parse_resolution
+    from .images import iter_hub_dataset_images, list_image_files, parse_resolutions
     from .run import evaluate_vaes, format_summary, resolve_device
     from .vaes import default_label, parse_vae_spec
 
@@ -142,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
 
         image_dir = pretrained_path("samples")
     try:
-        resolution = parse_resolution(args.resolution)
+        resolution = parse_resolutions(args.resolution)
         resolve_device(args.device)
         if image_dir is not None:
             list_image_files(image_dir)

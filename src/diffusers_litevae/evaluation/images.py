@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from .errors import EvaluationInputError
 
@@ -21,12 +21,14 @@ __all__ = [
     "NamedImages",
     "batches_of_equal_size",
     "describe_preprocessing",
+    "describe_read_error",
     "images_to_tensor",
     "iter_folder_images",
     "iter_hub_dataset_images",
     "list_image_files",
     "make_reconstruction_grid",
     "parse_resolution",
+    "parse_resolutions",
     "prepare_image",
     "tensor_to_images",
 ]
@@ -35,6 +37,28 @@ from ..image_files import IMAGE_EXTENSIONS, scan_image_files
 
 CROPS = ("square", "multiple_of_8")
 _MULTIPLE = 8  # every f=8 VAE needs H and W divisible by 8
+_BACKGROUND = (255, 255, 255)  # transparent pixels are composited onto white, as in the latent cache
+
+
+def parse_resolutions(value: int | str | Sequence[int | str]) -> list[int | str]:
+    """One or several evaluation sizes: ``"256,512,native"`` / ``[256, "native"]`` / ``256`` -> ``[256, 512,
+    "native"]`` (each checked by :func:`parse_resolution`; duplicates removed, order kept)."""
+    if isinstance(value, str):
+        parts = [part for part in value.split(",") if part.strip()]
+        if not parts:
+            raise EvaluationInputError(f"resolution must be a positive multiple of 8 or 'native', got {value!r}.")
+    elif isinstance(value, int):
+        parts = [value]
+    else:
+        parts = list(value)
+        if not parts:
+            raise EvaluationInputError("pass at least one resolution (a positive multiple of 8 or 'native').")
+    resolutions: list[int | str] = []
+    for part in parts:
+        resolution = parse_resolution(part.strip() if isinstance(part, str) else part)
+        if resolution not in resolutions:
+            resolutions.append(resolution)
+    return resolutions
 
 
 def parse_resolution(value: int | str) -> int | str:
@@ -73,6 +97,9 @@ def prepare_image(
 ) -> Image.Image:
     """Convert to RGB and cut ``image`` to the evaluation size.
 
+    The image is turned upright by its EXIF orientation, and converted to 8-bit RGB as the latent cache does it:
+    transparency is composited onto white, 16-bit greyscale is scaled (not clipped) to 8 bits.
+
     Args:
         image: any PIL image.
         resolution: ``"native"`` keeps the full image, centre-cropped down to multiples of 8; an int ``R`` (multiple
@@ -85,10 +112,12 @@ def prepare_image(
     Returns:
         An RGB ``PIL.Image`` whose width and height are multiples of 8.
     """
+    from ..caching.preprocess import to_rgb
+
     resolution = parse_resolution(resolution)
     if crop not in CROPS:
         raise EvaluationInputError(f"crop must be one of {CROPS}, got {crop!r}.")
-    image = image.convert("RGB")
+    image = to_rgb(ImageOps.exif_transpose(image), _BACKGROUND)
     if resolution != "native":
         short = min(image.size)
         if resize or short < resolution:
@@ -125,12 +154,32 @@ def list_image_files(folder: str | os.PathLike, max_images: int | None = None) -
     return files[:max_images] if max_images else files
 
 
-def iter_folder_images(folder: str | os.PathLike, max_images: int | None = None) -> Iterator[tuple[str, Image.Image]]:
-    """Yield ``(file name, PIL image)`` for the images of :func:`list_image_files`."""
+def iter_folder_images(
+    folder: str | os.PathLike, max_images: int | None = None, skipped: list[tuple[str, str]] | None = None
+) -> Iterator[tuple[str, Image.Image]]:
+    """Yield ``(file name, PIL image)`` for the images of :func:`list_image_files`.
+
+    Args:
+        folder: the image folder.
+        max_images: read at most this many files.
+        skipped: when given, files that cannot be decoded (truncated, damaged, not really images, decompression
+            bombs) are appended to it as ``(file name, reason)`` and passed over; without it they raise.
+    """
     for path in list_image_files(folder, max_images):
-        with Image.open(path) as image:
-            image.load()
-            yield path.name, image
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except Exception as error:  # noqa: BLE001 (PIL raises many kinds for bad files)
+            if skipped is None:
+                raise
+            skipped.append((path.name, describe_read_error(error)))
+            continue
+        yield path.name, image
+
+
+def describe_read_error(error: BaseException) -> str:
+    """``"Type: message"`` of an image that could not be read or prepared, on one line of at most 200 characters."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"[:200]
 
 
 class NamedImages:

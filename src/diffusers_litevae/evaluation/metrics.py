@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-_SSIM_WINDOW = 11
+SSIM_WINDOW = 11
 
 __all__ = [
     "LPIPSUnavailableError",
@@ -63,21 +63,21 @@ def ssim_per_image(reconstructions: torch.Tensor, originals: torch.Tensor) -> to
         ``(B,)`` float32 tensor.
     """
     _check_pair(reconstructions, originals)
-    if min(originals.shape[-2:]) < _SSIM_WINDOW:
+    if min(originals.shape[-2:]) < SSIM_WINDOW:
         raise ValueError(
-            f"SSIM needs images of at least {_SSIM_WINDOW}x{_SSIM_WINDOW} pixels, got {tuple(originals.shape[-2:])}."
+            f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {tuple(originals.shape[-2:])}."
         )
     _, ssim_map = structural_similarity_index_measure(
         reconstructions.float(),
         originals.float(),
         gaussian_kernel=True,
         sigma=1.5,
-        kernel_size=_SSIM_WINDOW,
+        kernel_size=SSIM_WINDOW,
         data_range=1.0,
         reduction="none",
         return_full_image=True,
     )
-    border = _SSIM_WINDOW // 2
+    border = SSIM_WINDOW // 2
     return ssim_map[..., border:-border, border:-border].mean(dim=(1, 2, 3))
 
 

@@ -14,7 +14,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,17 +26,18 @@ from tqdm.auto import tqdm
 from .errors import EvaluationInputError
 from .images import (
     CROPS,
-    batches_of_equal_size,
     describe_preprocessing,
+    describe_read_error,
     images_to_tensor,
     iter_folder_images,
     list_image_files,
     make_reconstruction_grid,
-    parse_resolution,
+    parse_resolutions,
     prepare_image,
     tensor_to_images,
 )
 from .metrics import (
+    SSIM_WINDOW,
     LPIPSUnavailableError,
     load_fid_factory,
     load_lpips,
@@ -63,7 +64,7 @@ DTYPES = {
     "bfloat16": torch.bfloat16,
     "bf16": torch.bfloat16,
 }
-CSV_COLUMNS = ("image_index", "image", "model", "width", "height", "psnr", "ssim", "lpips")
+CSV_COLUMNS = ("image_index", "image", "model", "resolution", "width", "height", "psnr", "ssim", "lpips")
 
 
 @dataclass
@@ -171,12 +172,12 @@ def measure_throughput(
     return images.shape[0] / encode_seconds, images.shape[0] / decode_seconds
 
 
-def _named_images(images) -> tuple[Iterable[tuple[str, Image.Image]], int | None, str]:
+def _named_images(images, skipped: list[tuple[str, str]]) -> tuple[Iterable[tuple[str, Image.Image]], int | None, str]:
     """Normalise ``images`` (folder path, PIL images, ``(name, PIL)`` pairs) to an iterable of pairs,
-    its length and a name."""
+    its length and a name. Folder files that cannot be read are appended to ``skipped`` as ``(name, reason)``."""
     if isinstance(images, (str, os.PathLike)):
         files = list_image_files(images)
-        return iter_folder_images(images), len(files), os.fspath(images)
+        return iter_folder_images(images, skipped=skipped), len(files), os.fspath(images)
     if isinstance(images, Image.Image):
         images = [images]
 
@@ -198,10 +199,41 @@ def _named_images(images) -> tuple[Iterable[tuple[str, Image.Image]], int | None
     return pairs(), length, "in-memory images"
 
 
+def _size_key(resolution: int | str) -> str:
+    return str(resolution)
+
+
+class _SizeRun:
+    """Everything measured at one evaluation size: per-image rows, rFID accumulators, the grid's tiles, and the
+    batch being filled (images of one pixel size, at most ``batch_size``)."""
+
+    def __init__(self, resolution, labels, fid_factory, grid_images: int, batch_size: int):
+        self.resolution = resolution
+        self.rows: list[dict] = []
+        self.fids = {label: fid_factory() for label in labels} if fid_factory else {}
+        self.grid_images = grid_images
+        self.grid_originals: list[Image.Image] = []
+        self.grid_reconstructions: dict[str, list[Image.Image]] = {label: [] for label in labels}
+        self.grid_captions: dict[str, list[str]] = {label: [] for label in labels}
+        self.batch_size = batch_size
+        self.pending: list[tuple[int, str, Image.Image]] = []
+        self.first_batch: torch.Tensor | None = None
+
+    def add(self, index: int, name: str, image: Image.Image, evaluate) -> None:
+        if self.pending and (image.size != self.pending[0][2].size or len(self.pending) == self.batch_size):
+            self.flush(evaluate)
+        self.pending.append((index, name, image))
+
+    def flush(self, evaluate) -> None:
+        if self.pending:
+            evaluate(self, self.pending)
+            self.pending = []
+
+
 def evaluate_vaes(
     models: Mapping[str, object],
     images,
-    resolution: int | str = 256,
+    resolution: int | str | Sequence[int | str] = 256,
     crop: str = "square",
     resize: bool = True,
     batch_size: int = 4,
@@ -219,28 +251,34 @@ def evaluate_vaes(
     subfolders: Mapping[str, str | None] | None = None,
     progress: bool = True,
 ) -> EvaluationResult:
-    """Reconstruction metrics and speed of one or more VAEs on the same images.
+    """Reconstruction metrics and speed of one or more VAEs on the same images, at one or several sizes.
+
+    Images that cannot be read or prepared (truncated or damaged files, files that are not really images,
+    decompression bombs, images too small for the size asked) are skipped and listed in the summary
+    (``num_skipped``, ``skipped``); an error is raised only when no image at all could be read.
 
     Args:
         models: label -> model. A model is a diffusers VAE (``AutoencoderLite``, ``AutoencoderKL``,
             ``AutoencoderTiny``), a ``(TinyEncoder, TinyDecoder)`` pair, a
-            :class:`~diffusers_litevae.evaluation.vaes.ReconstructionModel`, or a folder / Hub id string.
+            :class:`~diffusers_litevae.evaluation.vaes.ReconstructionModel`, or a folder / Hub id / bundled model
+            name string.
         images: a folder of images, or a sequence of PIL images or ``(name, PIL image)`` pairs (e.g. from
             :func:`~diffusers_litevae.evaluation.images.iter_hub_dataset_images`).
-        resolution: an int multiple of 8 or ``"native"``; see
+        resolution: an int multiple of 8 or ``"native"``, or several of them (a list, or a comma-separated string
+            such as ``"256,512,native"``): every image is evaluated at each; see
             :func:`~diffusers_litevae.evaluation.images.prepare_image`.
         crop: ``"square"`` (centre ``R x R``) or ``"multiple_of_8"`` (keep the aspect ratio).
         resize: resize the short side to ``resolution`` before cropping (``False``: crop the full-size image).
         batch_size: images per encode/decode call (also the batch of the throughput figures).
-        max_images: evaluate at most this many images.
+        max_images: evaluate at most this many (readable) images.
         device: ``"cuda"``, ``"cpu"``, ... (default: the best available).
         dtype: weights/compute dtype for the VAEs (metrics are always computed in float32).
         compute_lpips: try LPIPS (reported ``null`` with a reason when its network cannot be loaded).
         compute_rfid: try rFID (likewise).
-        measure_speed: time each encoder and decoder on the first batch.
+        measure_speed: time each encoder and decoder on the first batch of the first size.
         speed_warmup: untimed runs before timing.
         speed_repeats: timed runs.
-        grid_images: how many images the comparison grid shows (0: no grid).
+        grid_images: how many images the comparison grid (at the first size) shows (0: no grid).
         grid_tile_height: row height of the grid in pixels.
         dataset_name: name recorded in the summary (default: the folder path).
         subfolders: label -> subfolder, for models given as folder / Hub id strings.
@@ -248,12 +286,13 @@ def evaluate_vaes(
 
     Returns:
         An :class:`EvaluationResult`; call ``.save(output_dir)`` to write ``summary.json``, ``per_image.csv``,
-        ``grid.png``.
+        ``grid.png``. ``summary["models"]`` holds the first size's metrics (and the speed);
+        ``summary["sizes"][str(size)]["models"]`` every size's.
     """
     # Check everything cheap before loading models or touching images.
     if not models:
         raise EvaluationInputError("no models to evaluate: pass at least one (label -> VAE).")
-    resolution = parse_resolution(resolution)
+    resolutions = parse_resolutions(resolution)
     if crop not in CROPS:
         raise EvaluationInputError(f"crop must be one of {CROPS}, got {crop!r}.")
     if batch_size < 1:
@@ -261,7 +300,8 @@ def evaluate_vaes(
     if max_images is not None and max_images < 1:
         raise EvaluationInputError(f"max_images must be >= 1, got {max_images}.")
     device, dtype = resolve_device(device), resolve_dtype(dtype)
-    named_images, total, source_name = _named_images(images)
+    skipped: list[tuple[str, str]] = []
+    named_images, total, source_name = _named_images(images, skipped)
     if total is not None and max_images is not None:
         total = min(total, max_images)
 
@@ -285,28 +325,22 @@ def evaluate_vaes(
             missing["rfid"] = message
     else:
         missing["rfid"] = "rFID not computed: disabled (--skip_rfid)."
-    fids = {label: fid_factory() for label in loaded} if fid_factory else {}
 
-    rows: list[dict] = []
-    grid_originals: list[Image.Image] = []
-    grid_reconstructions: dict[str, list[Image.Image]] = {label: [] for label in loaded}
-    grid_captions: dict[str, list[str]] = {label: [] for label in loaded}
-    speed_batch: torch.Tensor | None = None
-    count = 0
+    runs = [
+        _SizeRun(size, list(loaded), fid_factory, grid_images if number == 0 else 0, batch_size)
+        for number, size in enumerate(resolutions)
+    ]
+    first = runs[0]
     bar = tqdm(total=total, unit="img", desc="evaluating", disable=not progress)
 
-    def limited():
-        for index, (name, image) in enumerate(named_images):
-            if max_images is not None and index >= max_images:
-                return
-            yield name, prepare_image(image, resolution, crop, resize)
-
-    for names, batch_images in batches_of_equal_size(limited(), batch_size):
+    def evaluate(run: _SizeRun, pending: list[tuple[int, str, Image.Image]]) -> None:
+        names = [name for _, name, _ in pending]
+        batch_images = [image for _, _, image in pending]
         originals = images_to_tensor(batch_images)
-        if speed_batch is None:
-            speed_batch = originals
-        keep = max(0, min(grid_images - len(grid_originals), len(batch_images)))
-        grid_originals.extend(batch_images[:keep])
+        if run.first_batch is None:
+            run.first_batch = originals
+        keep = max(0, min(run.grid_images - len(run.grid_originals), len(batch_images)))
+        run.grid_originals.extend(batch_images[:keep])
         for label, model in loaded.items():
             reconstructions = model.reconstruct(originals)
             psnr = psnr_per_image(reconstructions, originals).tolist()
@@ -316,15 +350,16 @@ def evaluate_vaes(
                 if lpips_metric
                 else [None] * len(names)
             )
-            if label in fids:
-                fids[label].update(originals.to(device), real=True)
-                fids[label].update(reconstructions.to(device), real=False)
-            for offset, name in enumerate(names):
-                rows.append(
+            if label in run.fids:
+                run.fids[label].update(originals.to(device), real=True)
+                run.fids[label].update(reconstructions.to(device), real=False)
+            for offset, (index, name, _) in enumerate(pending):
+                run.rows.append(
                     dict(
-                        image_index=count + offset,
+                        image_index=index,
                         image=name,
                         model=label,
+                        resolution=run.resolution,
                         width=originals.shape[-1],
                         height=originals.shape[-2],
                         psnr=psnr[offset],
@@ -333,46 +368,92 @@ def evaluate_vaes(
                     )
                 )
             if keep:
-                grid_reconstructions[label].extend(tensor_to_images(reconstructions[:keep]))
-                grid_captions[label].extend(f"{value:.2f} dB" for value in psnr[:keep])
-        count += len(names)
-        bar.update(len(names))
-        bar.set_postfix(
-            {f"{label} PSNR": f"{_mean([r['psnr'] for r in rows if r['model'] == label]):.2f}" for label in loaded}
-        )
+                run.grid_reconstructions[label].extend(tensor_to_images(reconstructions[:keep]))
+                run.grid_captions[label].extend(f"{value:.2f} dB" for value in psnr[:keep])
+
+    count = 0
+    for name, image in named_images:
+        if max_images is not None and count >= max_images:
+            break
+        try:
+            prepared = [prepare_image(image, run.resolution, crop, resize) for run in runs]
+        except Exception as error:  # noqa: BLE001 (decoding happens lazily for datasets; PIL raises many kinds)
+            skipped.append((name, describe_read_error(error)))
+            continue
+        too_small = [item.size for item in prepared if min(item.size) < SSIM_WINDOW]
+        if too_small:
+            width, height = too_small[0]
+            reason = f"{width}x{height} after preprocessing; SSIM needs {SSIM_WINDOW}x{SSIM_WINDOW} or more"
+            skipped.append((name, reason))
+            continue
+        for run, prepared_image in zip(runs, prepared):
+            run.add(count, name, prepared_image, evaluate)
+        count += 1
+        bar.update(1)
+        if first.rows:
+            bar.set_postfix(
+                {
+                    f"{label} PSNR": f"{_mean([r['psnr'] for r in first.rows if r['model'] == label]):.2f}"
+                    for label in loaded
+                }
+            )
+    for run in runs:
+        run.flush(evaluate)
     bar.close()
     if count == 0:
-        raise EvaluationInputError(f"no images were read from {dataset_name or source_name!r}.")
+        where = dataset_name or source_name
+        if skipped:
+            raise EvaluationInputError(
+                f"none of the {len(skipped)} images in {where!r} could be read (first: {skipped[0][0]}: "
+                f"{skipped[0][1]}); pass a folder of readable images."
+            )
+        raise EvaluationInputError(f"no images were read from {where!r}.")
 
     summary = {
         "dataset": dataset_name or source_name,
-        "resolution": resolution,
-        "preprocessing": describe_preprocessing(resolution, crop, resize),
+        "resolution": first.resolution,
+        "resolutions": list(resolutions),
+        "preprocessing": describe_preprocessing(first.resolution, crop, resize),
         "num_images": count,
+        "num_skipped": len(skipped),
+        "skipped": [{"image": name, "error": reason} for name, reason in skipped],
         "batch_size": batch_size,
         "speed_warmup": speed_warmup if measure_speed else None,
         "speed_repeats": speed_repeats if measure_speed else None,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "models": {},
+        "sizes": {},
     }
+    for run in runs:
+        size_models = {}
+        for label in loaded:
+            model_rows = [row for row in run.rows if row["model"] == label]
+            entry_missing = dict(missing)
+            rfid = None
+            if label in run.fids:
+                try:
+                    rfid = float(run.fids[label].compute())
+                except Exception as error:  # e.g. fewer than 2 images
+                    entry_missing["rfid"] = f"rFID not computed: {type(error).__name__}: {error}"
+            size_models[label] = {
+                "psnr": _mean([row["psnr"] for row in model_rows]),
+                "ssim": _mean([row["ssim"] for row in model_rows]),
+                "lpips": _mean([row["lpips"] for row in model_rows]) if lpips_metric else None,
+                "rfid": rfid,
+                "missing_metrics": entry_missing,
+            }
+        summary["sizes"][_size_key(run.resolution)] = {
+            "resolution": run.resolution,
+            "preprocessing": describe_preprocessing(run.resolution, crop, resize),
+            "num_images": count,
+            "models": size_models,
+        }
     for label, model in loaded.items():
-        model_rows = [row for row in rows if row["model"] == label]
         encoder_parameters, decoder_parameters = model.parameter_counts()
-        entry_missing = dict(missing)
-        rfid = None
-        if label in fids:
-            try:
-                rfid = float(fids[label].compute())
-            except Exception as error:  # e.g. fewer than 2 images
-                entry_missing["rfid"] = f"rFID not computed: {type(error).__name__}: {error}"
         entry = {
             "name_or_path": model.name_or_path,
             "class": model.class_name,
-            "psnr": _mean([row["psnr"] for row in model_rows]),
-            "ssim": _mean([row["ssim"] for row in model_rows]),
-            "lpips": _mean([row["lpips"] for row in model_rows]) if lpips_metric else None,
-            "rfid": rfid,
-            "missing_metrics": entry_missing,
+            **summary["sizes"][_size_key(first.resolution)]["models"][label],
             "encode_images_per_s": None,
             "decode_images_per_s": None,
             "speed_batch_size": None,
@@ -382,21 +463,22 @@ def evaluate_vaes(
             "device": str(device),
             "dtype": str(dtype).replace("torch.", ""),
         }
-        if measure_speed and speed_batch is not None:
-            encode_ips, decode_ips = measure_throughput(model, speed_batch, speed_warmup, speed_repeats)
+        if measure_speed and first.first_batch is not None:
+            encode_ips, decode_ips = measure_throughput(model, first.first_batch, speed_warmup, speed_repeats)
             entry.update(
                 encode_images_per_s=encode_ips,
                 decode_images_per_s=decode_ips,
-                speed_batch_size=int(speed_batch.shape[0]),
-                speed_image_size=[int(speed_batch.shape[-2]), int(speed_batch.shape[-1])],
+                speed_batch_size=int(first.first_batch.shape[0]),
+                speed_image_size=[int(first.first_batch.shape[-2]), int(first.first_batch.shape[-1])],
             )
         summary["models"][label] = entry
 
     grid = None
-    if grid_originals:
+    if first.grid_originals:
         grid = make_reconstruction_grid(
-            grid_originals, grid_reconstructions, grid_captions, tile_height=grid_tile_height
+            first.grid_originals, first.grid_reconstructions, first.grid_captions, tile_height=grid_tile_height
         )
+    rows = sorted((row for run in runs for row in run.rows), key=lambda row: row["image_index"])
     return EvaluationResult(summary=summary, per_image=rows, grid=grid)
 
 
@@ -405,31 +487,51 @@ def _mean(values: list) -> float:
     return math.fsum(values) / len(values) if values else float("nan")
 
 
+_SPEED_KEYS = ("encode_images_per_s", "decode_images_per_s")
+
+
 def format_summary(summary: dict) -> str:
-    """A plain-text table of a summary dict, plus the missing-metric messages."""
+    """A plain-text table of a summary dict (one block per evaluation size), the skipped images, and the
+    missing-metric messages."""
     header = (
         f"{'model':<24}{'PSNR dB':>9}{'SSIM':>8}{'LPIPS':>8}{'rFID':>8}"
         f"{'enc img/s':>11}{'dec img/s':>11}{'enc params':>12}{'dec params':>12}"
     )
-    lines = [
-        f"{summary['num_images']} images from {summary['dataset']} ({summary['preprocessing']})",
-        header,
-    ]
 
     def number(value, spec):
         width = int(spec.split(".")[0])
         return f"{'-':>{width}}" if value is None or value != value else format(value, spec)
 
-    messages: dict[str, str] = {}
-    for label, entry in summary["models"].items():
-        lines.append(
-            f"{label[:23]:<24}{number(entry['psnr'], '9.2f')}{number(entry['ssim'], '8.4f')}"
-            f"{number(entry['lpips'], '8.4f')}"
-            f"{number(entry['rfid'], '8.2f')}{number(entry['encode_images_per_s'], '11.2f')}"
+    def row(label: str, metrics: dict, entry: dict) -> str:
+        return (
+            f"{label[:23]:<24}{number(metrics['psnr'], '9.2f')}{number(metrics['ssim'], '8.4f')}"
+            f"{number(metrics['lpips'], '8.4f')}"
+            f"{number(metrics['rfid'], '8.2f')}{number(entry['encode_images_per_s'], '11.2f')}"
             f"{number(entry['decode_images_per_s'], '11.2f')}{entry['encoder_parameters'] / 1e6:>10.2f} M"
             f"{entry['decoder_parameters'] / 1e6:>10.2f} M"
         )
-        messages.update(entry.get("missing_metrics", {}))
+
+    sizes = list(summary.get("sizes", {}).values())
+    lines = []
+    messages: dict[str, str] = {}
+    if len(sizes) > 1:
+        lines.append(f"{summary['num_images']} images from {summary['dataset']}, at {len(sizes)} sizes")
+        for number_of_size, size in enumerate(sizes):
+            lines += [f"at {size['resolution']} ({size['preprocessing']})", header]
+            for label, entry in summary["models"].items():
+                # Speed is measured once, at the first size.
+                shown = (
+                    entry
+                    if number_of_size == 0
+                    else {**entry, "encode_images_per_s": None, "decode_images_per_s": None}
+                )
+                lines.append(row(label, size["models"][label], shown))
+                messages.update(size["models"][label].get("missing_metrics", {}))
+    else:
+        lines += [f"{summary['num_images']} images from {summary['dataset']} ({summary['preprocessing']})", header]
+        for label, entry in summary["models"].items():
+            lines.append(row(label, entry, entry))
+            messages.update(entry.get("missing_metrics", {}))
     first = next(iter(summary["models"].values()))
     if first.get("speed_batch_size"):
         height, width = first["speed_image_size"]
@@ -438,5 +540,9 @@ def format_summary(summary: dict) -> str:
             "median of "
             f"{summary.get('speed_repeats')} timed runs after {summary.get('speed_warmup')} warm-up run(s)"
         )
+    skipped = summary.get("skipped") or []
+    if skipped:
+        lines.append(f"skipped {len(skipped)} image(s) that could not be read or evaluated:")
+        lines.extend(f"  {item['image']}: {item['error']}" for item in skipped)
     lines.extend(f"{name}: {message}" for name, message in messages.items())
     return "\n".join(lines)

@@ -144,7 +144,8 @@ def load_reconstruction_model(
 
     Args:
         name_or_path: a diffusers VAE folder, a pipeline folder (its ``vae/`` is used), a TAESD-family folder with an
-            ``*encoder`` + ``*decoder`` checkpoint pair, or a Hub repo id.
+            ``*encoder`` + ``*decoder`` checkpoint pair, a bundled model's name (``litevae-s-taef2``, ``taef2``), or
+            a Hub repo id.
         subfolder: subfolder holding the VAE (e.g. ``"vae"`` in a pipeline repo).
         device: where to run it.
         dtype: weights and compute dtype.
@@ -152,9 +153,10 @@ def load_reconstruction_model(
     Returns:
         A :class:`ReconstructionModel` on ``device`` in ``dtype``, in eval mode.
     """
-    from ..vae_io import TinyAutoencoder, load_vae
+    from ..vae_io import TinyAutoencoder, load_vae, resolve_vae_location
 
     vae = load_vae(os.fspath(name_or_path), subfolder=subfolder)
+    name_or_path = resolve_vae_location(name_or_path)  # a bundled model's name -> its folder, for the report
     if type(vae).__name__ not in SUPPORTED_CLASSES and not isinstance(vae, TinyAutoencoder):
         raise EvaluationInputError(
             f"{name_or_path!r} is a {type(vae).__name__}; `litevae eval` supports {', '.join(SUPPORTED_CLASSES)} "
