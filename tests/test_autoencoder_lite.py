@@ -229,6 +229,36 @@ def test_inconsistent_configs_are_rejected():
         AutoencoderLite(block_out_channels=(8, 16, 16), norm_num_groups=4, **TINY_ENCODER)
     with pytest.raises(ValueError, match="decoder_type"):
         AutoencoderLite(decoder_type="vq", **TINY_ENCODER)
+    with pytest.raises(ValueError, match=r"at least one wavelet level.*wavelet_levels=0"):
+        AutoencoderLite(wavelet_levels=0, block_out_channels=(8,), norm_num_groups=4, **TINY_ENCODER)
+
+
+def test_a_one_block_autoencoder_kl_is_rejected_when_converted():
+    """A default AutoencoderKL() has one block (no downsampling): no LiteVAE encoder fits it, say so at once."""
+    from diffusers import AutoencoderKL
+
+    with pytest.raises(ValueError, match=r"block_out_channels=\(64,\), one block.*at least 2 block_out_channels"):
+        AutoencoderLite.from_autoencoder_kl(AutoencoderKL(), encoder=TINY_ENCODER)
+
+
+def test_wrong_dtypes_name_the_mismatch_and_the_fix():
+    vae = tiny_autoencoder_lite()  # float32 weights
+    images = torch.rand(1, 3, 32, 32) * 2 - 1
+    with pytest.raises(ValueError, match=r"images of dtype torch.float16, but the model's weights are torch.float32"):
+        vae.encode(images.half())
+    with pytest.raises(ValueError, match=r"latents of dtype torch.bfloat16.*\.to\(vae.dtype\)"):
+        vae.decode(torch.randn(1, 4, 4, 4, dtype=torch.bfloat16))
+    pixels = ((images + 1) * 127.5).to(torch.uint8)
+    with pytest.raises(ValueError, match=r"float images in \[-1, 1\]; got a torch.uint8 tensor.*/ 127.5 - 1"):
+        vae.encode(pixels)
+    with pytest.raises(ValueError, match=r"float latents; got a torch.int64"):
+        vae.decode(torch.zeros(1, 4, 4, 4, dtype=torch.long))
+    # Under autocast the input dtype is autocast's business: mixed-precision training feeds bf16 tensors.
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        latents = vae.encode(images.bfloat16()).latent_dist.mode()
+        assert vae.decode(latents).sample.shape == (1, 3, 32, 32)
+    with torch.no_grad():  # the fix the message names works
+        assert vae.encode(pixels.float() / 127.5 - 1).latent_dist.mean.shape == (1, 4, 4, 4)
 
 
 def test_self_modulated_convolution_decoder():

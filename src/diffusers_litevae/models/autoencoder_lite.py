@@ -142,6 +142,12 @@ class AutoencoderLite(ModelMixin, AttentionMixin, AutoencoderMixin, ConfigMixin,
         super().__init__()
         if decoder_type not in _DECODER_TYPES:
             raise ValueError(f"decoder_type must be one of {_DECODER_TYPES}, got {decoder_type!r}.")
+        if wavelet_levels < 1 or len(block_out_channels) < 2:
+            raise ValueError(
+                f"LiteVAE's encoder needs at least one wavelet level (downsampling factor 2**wavelet_levels >= 2), "
+                f"and the decoder at least 2 block_out_channels to upsample; got wavelet_levels={wavelet_levels} and "
+                f"block_out_channels={tuple(block_out_channels)} (Stable Diffusion VAEs: 3 and 4 entries, factor 8)."
+            )
         decoder_factor = 2 ** (len(block_out_channels) - 1)
         if 2**wavelet_levels != decoder_factor:
             raise ValueError(
@@ -233,6 +239,14 @@ class AutoencoderLite(ModelMixin, AttentionMixin, AutoencoderMixin, ConfigMixin,
         if getattr(config, "latent_channels", None) is None or not hasattr(config, "up_block_types"):
             raise TypeError(
                 f"from_autoencoder_kl needs a diffusers AutoencoderKL (SD/SDXL/SD3-style), got {type(vae).__name__}."
+            )
+        if len(config.block_out_channels) < 2:
+            raise ValueError(
+                f"from_autoencoder_kl: the AutoencoderKL has block_out_channels={tuple(config.block_out_channels)}, "
+                "one block, so its latents have the images' own size (downsampling factor 1). LiteVAE's wavelet "
+                "encoder downsamples by 2**levels with levels >= 1: the teacher needs at least 2 block_out_channels "
+                "(Stable Diffusion VAEs have 4: factor 8). A default AutoencoderKL() is such a one-block toy; load "
+                "a real VAE, e.g. AutoencoderKL.from_pretrained(..., subfolder='vae')."
             )
         decoder_keys = dict(
             in_channels=config.in_channels,
@@ -372,6 +386,23 @@ class AutoencoderLite(ModelMixin, AttentionMixin, AutoencoderMixin, ConfigMixin,
                 f"AutoencoderLite.encode expects {expected}; got H x W = {x.shape[2]} x {x.shape[3]}. Resize or crop "
                 f"to a multiple of {factor}, e.g. {x.shape[2] // factor * factor} x {x.shape[3] // factor * factor}."
             )
+        if not x.is_floating_point():
+            raise ValueError(
+                f"AutoencoderLite.encode expects float images in [-1, 1]; got a {x.dtype} tensor (pixels in 0-255?). "
+                "Convert it with x.float() / 127.5 - 1, then .to(vae.dtype)."
+            )
+        self._check_dtype(x, "encode", "images")
+
+    def _check_dtype(self, tensor: torch.Tensor, method: str, what: str) -> None:
+        """A floating ``tensor`` must have the model's dtype (torch's own error names neither), unless autocast
+        is on for its device, which runs the convolutions in one dtype whatever the input's."""
+        dtype = self.dtype
+        if tensor.dtype == dtype or _autocast_enabled(tensor.device.type):
+            return
+        raise ValueError(
+            f"AutoencoderLite.{method} got {what} of dtype {tensor.dtype}, but the model's weights are {dtype}; "
+            f"cast them with .to(vae.dtype) or load the model with torch_dtype={dtype}."
+        )
 
     def _check_latents(self, z: torch.Tensor) -> None:
         channels = self.config.latent_channels
@@ -381,6 +412,9 @@ class AutoencoderLite(ModelMixin, AttentionMixin, AutoencoderMixin, ConfigMixin,
                 f"AutoencoderLite.decode expects latents shaped (batch, {channels}, h, w); got {shape}. Latents from "
                 "a pipeline are already unscaled; latents from a cache need dividing by scaling_factor first."
             )
+        if not z.is_floating_point():
+            raise ValueError(f"AutoencoderLite.decode expects float latents; got a {z.dtype} tensor.")
+        self._check_dtype(z, "decode", "latents")
 
     # ------------------------------------------------------------------ encode
 
@@ -614,6 +648,13 @@ def _blend_mask(shape, overlap, edges, device, dtype) -> torch.Tensor:
         return weights
 
     return ramp(height, ov_h, top, bottom)[:, None] * ramp(width, ov_w, left, right)[None, :]
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no device type
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
 
 
 def _match_device_dtype(model: nn.Module, reference: nn.Module) -> nn.Module:
