@@ -3,6 +3,7 @@
 Examples::
 
     litevae cache-latents --train_data_dir ./photos --vae stabilityai/sdxl-vae --output_dir ./cache --resolution 1024
+    litevae cache-latents --train_data_dir ./photos --output_dir ./cache-litevae  # the bundled litevae-s-taef2
     accelerate launch --num_processes 8 -m diffusers_litevae.cli cache-latents --dataset_name user/images \\
         --caption_column text --vae ./my-litevae --output_dir ./cache
 """
@@ -12,9 +13,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["DEFAULT_VAE", "add_arguments", "default_num_workers", "run"]
+
+DEFAULT_VAE = "litevae-s-taef2"  # bundled with the package, as `litevae eval`'s default
+
+
+def default_num_workers(most: int = 4) -> int:
+    """``most`` decoding workers, or as many as this process may use CPU cores if that is fewer (torch warns when
+    a DataLoader has more workers than cores)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    return max(1, min(most, cores))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,8 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--vae",
         "--pretrained_vae_model_name_or_path",
         dest="vae",
-        required=True,
-        help="VAE folder or Hub id (AutoencoderLite, AutoencoderKL, AutoencoderTiny, ...)",
+        default=DEFAULT_VAE,
+        help="VAE folder, Hub id (AutoencoderLite, AutoencoderKL, AutoencoderTiny, ...), TAESD-family folder, or a "
+        "bundled model by name (litevae-s-taef2, taef2). Default: the bundled litevae-s-taef2",
     )
     vae.add_argument("--vae_subfolder", default=None, help="subfolder of the VAE, e.g. 'vae' in a pipeline repo")
     vae.add_argument("--vae_class", default=None, help="VAE class name (default: the config's _class_name)")
@@ -83,7 +98,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     speed = parser.add_argument_group("speed")
     speed.add_argument("--batch_size", type=int, default=16, help="images per encoder call")
-    speed.add_argument("--num_workers", type=int, default=4, help="DataLoader workers decoding and resizing")
+    speed.add_argument(
+        "--num_workers",
+        type=int,
+        default=default_num_workers(),
+        help="DataLoader worker processes decoding and resizing (0: in the main process); "
+        "default: 4, or fewer on a machine with fewer CPU cores",
+    )
     speed.add_argument(
         "--mixed_precision",
         default="bf16",
@@ -109,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     from .index import CacheInputError
     from .preprocess import TransformConfig
     from .sources import HubDatasetSource, ImageFolderSource
+    from .writer import CacheBusyError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -157,11 +179,22 @@ def run(args: argparse.Namespace) -> int:
             max_images=args.max_images,
             cpu_mixed_precision=args.cpu_mixed_precision,
         )
-    except (CacheInputError, VAELoadError) as error:  # bad input: one line; anything else keeps its traceback
-        print(f"litevae cache-latents: error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 2
+    except (CacheInputError, VAELoadError, CacheBusyError) as error:  # one line; anything else keeps its traceback
+        return _fail(str(error))
     from accelerate import PartialState
 
-    if PartialState().is_main_process:  # one summary, from the main process
-        print(json.dumps(report.to_dict(), indent=2))
+    if not PartialState().is_main_process:  # one summary, from the main process
+        return 0
+    print(json.dumps(report.to_dict(), indent=2))
+    if report.num_samples == 0:
+        return _fail(
+            f"no image of {args.train_data_dir or args.dataset_name!r} could be cached: {report.num_failed} could not "
+            f"be read and {report.num_skipped_files} files are not images (each listed with its reason in "
+            f"{os.path.join(report.output_dir, 'errors.jsonl')}); pass a source with readable images."
+        )
     return 0
+
+
+def _fail(message: str) -> int:
+    print(f"litevae cache-latents: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2

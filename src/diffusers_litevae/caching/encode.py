@@ -47,6 +47,8 @@ from .preprocess import TransformConfig, pixels_to_model_input
 from .sources import HubDatasetSource, ImageFolderSource
 from .writer import (
     BackgroundWriter,
+    CacheBusyError,
+    CacheLock,
     ShardWriter,
     crash_point,
     list_shard_files,
@@ -156,6 +158,31 @@ def _process_state(device):
     return _SingleProcess()
 
 
+@contextlib.contextmanager
+def _run_lock(root: Path, state):
+    """Hold the cache folder's :class:`~diffusers_litevae.caching.writer.CacheLock` for one run: the main process
+    takes it, and every process of the run raises :class:`~diffusers_litevae.caching.writer.CacheBusyError` when
+    another run holds it."""
+    lock = CacheLock(root) if state.is_main_process else None
+    message = None
+    if lock is not None:
+        try:
+            lock.acquire()
+        except CacheBusyError as error:
+            message = str(error)
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        message = broadcast_object_list([message], from_process=0)[0]
+    if message is not None:
+        raise CacheBusyError(message)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 def cache_latents(
     source,
     vae,
@@ -224,6 +251,8 @@ def cache_latents(
         raise CacheInputError(f"mixed_precision must be one of {sorted(_AUTOCAST_DTYPES)}, got {mixed_precision!r}.")
     if batch_size < 1:
         raise CacheInputError(f"batch_size must be >= 1, got {batch_size}.")
+    if num_workers < 0:
+        raise CacheInputError(f"num_workers must be >= 0 (0: decode in this process), got {num_workers}.")
     if transform is None:
         transform = TransformConfig(**transform_kwargs)
     elif transform_kwargs:
@@ -282,104 +311,108 @@ def cache_latents(
                 manifest["source_info"],
             )
     state.wait_for_everyone()  # every process has read the manifest before the main one may write it
-    if state.is_main_process:
-        root.mkdir(parents=True, exist_ok=True)
-        remove_temp_files(root)
-        for stale in root.glob("errors.r*.partial.jsonl"):
-            stale.unlink()
-        if existing is None:
-            write_json_atomic(root / MANIFEST_NAME, manifest)
+    with _run_lock(root, state):  # one run writes a cache at a time; its processes write together
+        if state.is_main_process:
+            root.mkdir(parents=True, exist_ok=True)
+            remove_temp_files(root)
+            for stale in root.glob("errors.r*.partial.jsonl"):
+                stale.unlink()
+            if existing is None:
+                write_json_atomic(root / MANIFEST_NAME, manifest)
 
-    # --- what to do -------------------------------------------------------------------------------------------
-    items, skipped = source.scan()
-    if max_images is not None:
-        if max_images < 1:
-            raise CacheInputError(f"max_images must be >= 1, got {max_images}.")
-        items = items[:max_images]
-    index = CacheIndex.load(root)
-    previous_failures = {
-        row["sample_id"]: row for row in read_jsonl(root / ERRORS_NAME) if row.get("stage") == "decode"
-    }
-    todo, kept_failures, num_removed, num_updates = plan_work(items, index, previous_failures, source, retry_failed)
-    generation = index.next_generation()
-    known_before = set(index.known_shards)
-    state.wait_for_everyone()  # nobody writes a shard before every process has read the cache state
-    my_todo = todo[rank::world]
-    if state.is_main_process:
-        logger.info(
-            "%s: %d images, %d to encode (%d processes), %d unchanged, %d removed, %d known failures",
-            source.describe(),
-            len(items),
-            len(todo),
-            world,
-            len(items) - len(todo) - len(kept_failures),
-            num_removed,
-            len(kept_failures),
-        )
-
-    # --- encode -----------------------------------------------------------------------------------------------
-    settings = _EncodeSettings(
-        dtype=dtype,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        samples_per_shard=samples_per_shard,
-        mixed_precision=mixed_precision,
-        cpu_mixed_precision=cpu_mixed_precision,
-        channels_last=channels_last,
-        compile=compile,
-        vae_info=vae_info,
-        progress=progress and state.is_main_process,
-        world=world,
-    )
-    timings, encoded_ids = _encode_items(source, my_todo, transform, vae, device, root, generation, rank, settings)
-    crash_point("before_index")
-    state.wait_for_everyone()
-
-    # --- merge (main process) ---------------------------------------------------------------------------------
-    report = CacheReport(output_dir=str(root), encoded_ids=encoded_ids, timings=timings)
-    if state.is_main_process:
-        index.recover_orphans()  # this run's shards, from every process
-        source_ids = {item.sample_id for item in items}
-        for sample_id in [sample_id for sample_id in index.entries if sample_id not in source_ids]:
-            del index.entries[sample_id]
-        index.write()
-        index.delete_dead_shards()
-        new_failures = []
-        for partial in sorted(root.glob("errors.r*.partial.jsonl")):
-            new_failures.extend(read_jsonl(partial))
-        failures = sorted(kept_failures + new_failures, key=lambda row: row["sample_id"])
-        rows = skipped + failures
-        write_bytes_atomic(
-            root / ERRORS_NAME, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
-        )
-        for partial in root.glob("errors.r*.partial.jsonl"):
-            partial.unlink()
-        new_shards = index.known_shards - known_before
-        report.num_samples = len(index.entries)
-        report.num_encoded = sum(1 for entry in index.entries.values() if entry["shard"] in new_shards)
-        report.num_unchanged = report.num_samples - report.num_encoded
-        report.num_removed = num_removed
-        report.num_failed = len(failures)
-        report.num_skipped_files = len(skipped)
-        report.num_metadata_updates = num_updates
-        report.wall_s = time.perf_counter() - started
-        phase = timings.get("encode_phase", 0.0)
-        report.images_per_s = report.num_encoded / phase if phase > 0 else 0.0
-        write_json_atomic(
-            root / LAST_RUN_NAME,
-            {
-                **report.to_dict(),
-                "processes": world,
-                "device": str(device),
-                "vae_name_or_path": vae_info["name_or_path"],
-            },
-        )
-        if failures or skipped:
-            logger.warning(
-                "%d images failed and %d files were skipped: see %s", len(failures), len(skipped), root / ERRORS_NAME
+        # --- what to do -------------------------------------------------------------------------------------------
+        items, skipped = source.scan()
+        if max_images is not None:
+            if max_images < 1:
+                raise CacheInputError(f"max_images must be >= 1, got {max_images}.")
+            items = items[:max_images]
+        index = CacheIndex.load(root)
+        previous_failures = {
+            row["sample_id"]: row for row in read_jsonl(root / ERRORS_NAME) if row.get("stage") == "decode"
+        }
+        todo, kept_failures, num_removed, num_updates = plan_work(items, index, previous_failures, source, retry_failed)
+        generation = index.next_generation()
+        known_before = set(index.known_shards)
+        state.wait_for_everyone()  # nobody writes a shard before every process has read the cache state
+        my_todo = todo[rank::world]
+        if state.is_main_process:
+            logger.info(
+                "%s: %d images, %d to encode (%d processes), %d unchanged, %d removed, %d known failures",
+                source.describe(),
+                len(items),
+                len(todo),
+                world,
+                len(items) - len(todo) - len(kept_failures),
+                num_removed,
+                len(kept_failures),
             )
-    state.wait_for_everyone()
-    return report
+
+        # --- encode -----------------------------------------------------------------------------------------------
+        settings = _EncodeSettings(
+            dtype=dtype,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            samples_per_shard=samples_per_shard,
+            mixed_precision=mixed_precision,
+            cpu_mixed_precision=cpu_mixed_precision,
+            channels_last=channels_last,
+            compile=compile,
+            vae_info=vae_info,
+            progress=progress and state.is_main_process,
+            world=world,
+        )
+        timings, encoded_ids = _encode_items(source, my_todo, transform, vae, device, root, generation, rank, settings)
+        crash_point("before_index")
+        state.wait_for_everyone()
+
+        # --- merge (main process) ---------------------------------------------------------------------------------
+        report = CacheReport(output_dir=str(root), encoded_ids=encoded_ids, timings=timings)
+        if state.is_main_process:
+            index.recover_orphans()  # this run's shards, from every process
+            source_ids = {item.sample_id for item in items}
+            for sample_id in [sample_id for sample_id in index.entries if sample_id not in source_ids]:
+                del index.entries[sample_id]
+            index.write()
+            index.delete_dead_shards()
+            new_failures = []
+            for partial in sorted(root.glob("errors.r*.partial.jsonl")):
+                new_failures.extend(read_jsonl(partial))
+            failures = sorted(kept_failures + new_failures, key=lambda row: row["sample_id"])
+            rows = skipped + failures
+            write_bytes_atomic(
+                root / ERRORS_NAME, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
+            )
+            for partial in root.glob("errors.r*.partial.jsonl"):
+                partial.unlink()
+            new_shards = index.known_shards - known_before
+            report.num_samples = len(index.entries)
+            report.num_encoded = sum(1 for entry in index.entries.values() if entry["shard"] in new_shards)
+            report.num_unchanged = report.num_samples - report.num_encoded
+            report.num_removed = num_removed
+            report.num_failed = len(failures)
+            report.num_skipped_files = len(skipped)
+            report.num_metadata_updates = num_updates
+            report.wall_s = time.perf_counter() - started
+            phase = timings.get("encode_phase", 0.0)
+            report.images_per_s = report.num_encoded / phase if phase > 0 else 0.0
+            write_json_atomic(
+                root / LAST_RUN_NAME,
+                {
+                    **report.to_dict(),
+                    "processes": world,
+                    "device": str(device),
+                    "vae_name_or_path": vae_info["name_or_path"],
+                },
+            )
+            if failures or skipped:
+                logger.warning(
+                    "%d images failed and %d files were skipped: see %s",
+                    len(failures),
+                    len(skipped),
+                    root / ERRORS_NAME,
+                )
+        state.wait_for_everyone()
+        return report
 
 
 @dataclass(frozen=True)

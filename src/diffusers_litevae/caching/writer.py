@@ -9,6 +9,10 @@ complete or not at all, and is never modified afterwards.
 
 Shards live at ``shards/g<generation>/r<rank>/<seq>.safetensors``: one folder per run (generation) and process
 (rank), a few thousand files at most per folder even for millions of images.
+
+One run writes a cache at a time: :class:`CacheLock` is an operating-system lock on ``.cache-latents.lock`` in the
+cache folder, held by the run's main process (the processes of one ``accelerate launch`` write together under it).
+The operating system releases it when that process ends, however it ends, so a crashed run never leaves it stuck.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ import os
 import queue
 import re
 import signal
+import socket
 import threading
 import time
 from collections import defaultdict
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -29,6 +35,8 @@ from safetensors.torch import save_file
 
 __all__ = [
     "BackgroundWriter",
+    "CacheBusyError",
+    "CacheLock",
     "ShardWriter",
     "crash_point",
     "list_shard_files",
@@ -42,6 +50,7 @@ __all__ = [
 CACHE_FORMAT = "diffusers-litevae-latent-cache"
 FORMAT_VERSION = 1
 SHARDS_DIR = "shards"
+LOCK_NAME = ".cache-latents.lock"
 _SHARD_PATTERN = re.compile(r"^shards/g(\d+)/r(\d+)/(\d+)\.safetensors$")
 
 # Fault injection for the crash-safety tests: "<point>:<n>" SIGKILLs this process the n-th time <point> is reached.
@@ -158,6 +167,89 @@ def save_shard(path: Path, tensors: dict[str, torch.Tensor], entries: list[dict]
     os.replace(temp, path)
     _fsync_dir(path.parent)
     crash_point("shard_renamed")
+
+
+class CacheBusyError(RuntimeError):
+    """Another caching run holds the cache folder's lock; the message names it and what to do."""
+
+
+class CacheLock:
+    """An exclusive, non-blocking lock on a cache folder for the length of one caching run.
+
+    It is an advisory operating-system lock (``flock``; ``msvcrt.locking`` on Windows) on the file
+    ``.cache-latents.lock`` in the folder. The file is left in place (deleting a lock file while another process
+    waits on it would let two runs in); the lock itself disappears with the process that holds it, so a killed
+    run never blocks the next one. The file's text names the holder, for the message a refused run prints.
+
+    Args:
+        root: the cache folder (created if missing).
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.path = self.root / LOCK_NAME
+        self._handle = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise :class:`CacheBusyError` at once if another run holds it."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+", encoding="utf-8")
+        try:
+            _lock(handle)
+        except OSError:
+            handle.seek(0)
+            holder = " ".join(handle.read().split()) or "another process"
+            handle.close()
+            raise CacheBusyError(
+                f"another cache-latents run ({holder}) is writing to {self.root}; wait until it ends, or use another "
+                "--output_dir. The lock is released when that run exits, even if it crashes."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n")
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        """Release the lock (closing the file releases it too)."""
+        if self._handle is not None:
+            try:
+                _unlock(self._handle)
+            finally:
+                self._handle.close()
+                self._handle = None
+
+    def __enter__(self) -> "CacheLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _lock(handle) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _unlock(handle) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+        return
+    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 class ShardWriter:
