@@ -68,3 +68,28 @@ def test_bad_sizes_raise_clear_errors():
         haar_dwt(torch.randn(3, 8, 8))
     with pytest.raises(ValueError, match="LL, LH, HL, HH"):
         haar_idwt(torch.randn(1, 3, 4, 4))
+
+
+def test_per_level_filters_equal_the_chained_transform():
+    """Each level is one strided convolution of the input; it equals transforming the previous LL band."""
+    from diffusers_litevae.transforms.haar import haar_filters
+
+    x = torch.randn(2, 3, 32, 16, dtype=torch.float64)
+    direct = haar_wavedec(x, 3)
+    low = x
+    for bands in direct:
+        torch.testing.assert_close(bands, haar_dwt(low), atol=1e-12, rtol=0)
+        low = bands[:, :3]
+    scaled = haar_wavedec(x, 3, haar_filters(3, 3, level_scale=0.5, dtype=torch.float64))
+    for level, (bands, plain) in enumerate(zip(scaled, direct), start=1):
+        torch.testing.assert_close(bands, plain * 0.5**level, atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="filters for 2 levels"):
+        haar_wavedec(x, 2, haar_filters(3, 3, dtype=torch.float64))
+
+
+def test_autocast_does_not_lower_the_transform_precision():
+    x = torch.randn(1, 3, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bands = haar_wavedec(x, 2)
+    assert all(b.dtype == torch.float32 for b in bands)
+    torch.testing.assert_close(bands[0], haar_dwt(x))

@@ -27,7 +27,7 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 from .litevae_encoder import LiteVAEEncoder, encoder_preset
 from .smc import replace_resnet_norms_with_smc
 from .tiny_autoencoder import TinyDecoder
-from .utils import cast_module
+from .utils import LazyDiagonalGaussian, cast_module
 
 __all__ = ["AutoencoderLite"]
 
@@ -448,7 +448,7 @@ class AutoencoderLite(ModelMixin, AttentionMixin, AutoencoderMixin, ConfigMixin,
             moments = torch.cat([self._encode(x_slice) for x_slice in x.split(1)])
         else:
             moments = self._encode(x)
-        posterior = DiagonalGaussianDistribution(moments)
+        posterior = LazyDiagonalGaussian(moments)  # std and var only when read: no launches for mode()
         if not return_dict:
             return (posterior,)
         return AutoencoderKLOutput(latent_dist=posterior)
@@ -456,7 +456,7 @@ class AutoencoderLite(ModelMixin, AttentionMixin, AutoencoderMixin, ConfigMixin,
     def tiled_encode(self, x: torch.Tensor, return_dict: bool = True) -> AutoencoderKLOutput | tuple:
         """Encode in overlapping tiles of ``tile_sample_min_size`` pixels, blended linearly across overlaps."""
         self._check_images(x)
-        posterior = DiagonalGaussianDistribution(
+        posterior = LazyDiagonalGaussian(
             self._tiled(x, self.encoder, self.tile_sample_min_size, 1 / self.downsample_factor)
         )
         return AutoencoderKLOutput(latent_dist=posterior) if return_dict else (posterior,)

@@ -4,7 +4,7 @@ Paper: Sadat et al., "LiteVAE: Lightweight and Efficient Variational Autoencoder
 Models", NeurIPS 2024, section 4.1 and appendix G.
 
     x (B, 3, H, W) in [-1, 1]
-      -> Haar level l = 1..3, bands scaled by 1/2**l        (B, 12, H/2**l, W/2**l)
+      -> Haar level l = 1..3, bands scaled by 1/2**l        (B, 12, H/2**l, W/2**l), one strided conv each
       -> feature UNet F_l, 12 -> 12 channels, same size
       -> average-pool F_1 by 4 and F_2 by 2                 all at (B, 12, H/8, W/8)
       -> concat (36 channels) -> aggregation UNet F_agg     (B, 2 * latent_channels, H/8, W/8)
@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from diffusers.models.resnet import ResnetBlock2D
+from diffusers.models.activations import get_activation
 
-from ..transforms.haar import haar_wavedec
+from ..transforms.haar import haar_filters, haar_wavedec
 
-__all__ = ["ENCODER_PRESETS", "EncoderPreset", "LiteVAEEncoder", "LiteVAEUNet", "encoder_preset"]
+__all__ = ["ENCODER_PRESETS", "EncoderPreset", "LiteVAEEncoder", "LiteVAEResBlock", "LiteVAEUNet", "encoder_preset"]
 
 
 @dataclass(frozen=True)
@@ -67,17 +67,62 @@ def _num_groups(channels: int, max_groups: int) -> int:
     return 1
 
 
-def _resblock(in_channels: int, out_channels: int, max_groups: int, act_fn: str) -> ResnetBlock2D:
-    # diffusers' ResnetBlock2D is exactly the paper's block: GN, SiLU, conv3x3, GN, SiLU, conv3x3, with a 1x1
-    # conv on the skip when widths differ. No time embedding.
-    return ResnetBlock2D(
-        in_channels=in_channels,
-        out_channels=out_channels,
-        temb_channels=None,
+class LiteVAEResBlock(nn.Module):
+    """The paper's ResBlock: GroupNorm, SiLU, conv3x3, GroupNorm, SiLU, conv3x3, plus a skip (1x1 conv when the
+    widths differ). No time embedding, no dropout, no output scale.
+
+    It computes exactly what diffusers' ``ResnetBlock2D(in, out, temb_channels=None, eps=1e-6)`` computes, with
+    the same parameter names (``norm1``, ``conv1``, ``norm2``, ``conv2``, ``conv_shortcut``), so state dicts
+    saved with that block load unchanged. It leaves out the ops that block runs for features unused here: the
+    division by ``output_scale_factor`` (1), a dropout of 0 and a ``.contiguous()`` copy of the skip in
+    training, which would turn a channels_last tensor into NCHW.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        groups: GroupNorm groups of ``norm1`` (must divide ``in_channels``).
+        groups_out: GroupNorm groups of ``norm2`` (must divide ``out_channels``).
+        eps: GroupNorm epsilon.
+        act_fn: activation, as named in ``diffusers.models.activations``.
+
+    Shapes: ``(B, in_channels, h, w) -> (B, out_channels, h, w)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        groups: int,
+        groups_out: int,
+        eps: float = 1e-6,
+        act_fn: str = "silu",
+    ):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.norm1 = nn.GroupNorm(groups, in_channels, eps=eps, affine=True)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+        self.norm2 = nn.GroupNorm(groups_out, out_channels, eps=eps, affine=True)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
+        self.nonlinearity = get_activation(act_fn)
+        self.conv_shortcut = (
+            nn.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else None
+        )
+
+    def forward(self, sample: torch.Tensor) -> torch.Tensor:
+        hidden = self.conv1(self.nonlinearity(self.norm1(sample)))
+        hidden = self.conv2(self.nonlinearity(self.norm2(hidden)))
+        skip = sample if self.conv_shortcut is None else self.conv_shortcut(sample)
+        return skip + hidden
+
+
+def _resblock(in_channels: int, out_channels: int, max_groups: int, act_fn: str) -> LiteVAEResBlock:
+    return LiteVAEResBlock(
+        in_channels,
+        out_channels,
         groups=_num_groups(in_channels, max_groups),
         groups_out=_num_groups(out_channels, max_groups),
         eps=1e-6,
-        non_linearity=act_fn,
+        act_fn=act_fn,
     )
 
 
@@ -133,8 +178,8 @@ class LiteVAEUNet(nn.Module):
 
     def _run(self, block: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and self.gradient_checkpointing:
-            return self._gradient_checkpointing_func(block, hidden, None)
-        return block(hidden, None)
+            return self._gradient_checkpointing_func(block, hidden)
+        return block(hidden)
 
     def forward(self, sample: torch.Tensor) -> torch.Tensor:
         hidden = self.conv_in(sample)
@@ -188,6 +233,10 @@ class LiteVAEEncoder(nn.Module):
         self.in_channels = in_channels
         self.wavelet_levels = wavelet_levels
         band_channels = 4 * in_channels
+        # The Haar analysis filters with the paper's 1/2**l level scale folded in (exact: powers of two). A
+        # buffer, not a parameter, and left out of the state dict: it moves with .to() and costs no op per call.
+        for level, weight in enumerate(haar_filters(wavelet_levels, in_channels, level_scale=0.5), start=1):
+            self.register_buffer(f"haar_filter_{level}", weight, persistent=False)
         self.feature_unets = nn.ModuleList(
             LiteVAEUNet(
                 band_channels,
@@ -228,11 +277,12 @@ class LiteVAEEncoder(nn.Module):
         return 2**self.wavelet_levels
 
     def forward(self, sample: torch.Tensor) -> torch.Tensor:
-        levels = haar_wavedec(sample, self.wavelet_levels)
+        # Orthonormal Haar lets LL grow 2x per level; the paper rescales level l by 1/2**l (folded into the filters).
+        filters = [getattr(self, f"haar_filter_{level}") for level in range(1, self.wavelet_levels + 1)]
+        levels = haar_wavedec(sample, self.wavelet_levels, filters)
         features = []
         for level, (bands, unet) in enumerate(zip(levels, self.feature_unets), start=1):
-            # Orthonormal Haar lets LL grow 2x per level; the paper rescales level l by 1/2**l.
-            feature = unet(bands * (0.5**level))
+            feature = unet(bands)
             pool = 2 ** (self.wavelet_levels - level)
             if pool > 1:
                 # Parameter-free downsampling to the latent grid (the paper's counts assume no learned resampling).

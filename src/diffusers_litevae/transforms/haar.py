@@ -1,8 +1,10 @@
 """Orthonormal 2D Haar wavelet transform, multi-level, forward and inverse.
 
-LiteVAE's encoder front end. Written with strided slicing and ``pixel_shuffle`` instead of convolutions:
-it is exact (the Haar filters are +-1/2 sums of a 2x2 block), differentiable, keeps the input dtype and
-memory format, and costs a handful of element-wise kernels on any device.
+LiteVAE's encoder front end. The forward transform is one strided convolution per level, straight from the
+input: level ``l``'s four bands are sums of ``2**l x 2**l`` blocks of pixels with weights ``+-1/2**l``, so a
+``2**l``-strided convolution with those (composite Haar) filters computes them in one kernel, with no chain
+through the coarser ``LL`` bands. It is exact up to float rounding (the weights are powers of two), differentiable,
+keeps the input dtype (also under autocast) and memory format.
 
 Conventions (match ``pywt.dwt2(x, "haar")``, tested against PyWavelets):
 
@@ -13,15 +15,22 @@ Conventions (match ``pywt.dwt2(x, "haar")``, tested against PyWavelets):
 - One level maps ``(B, C, H, W)`` to a band-major tensor ``(B, 4*C, H/2, W/2)``: channels
   ``[LL(C), LH(C), HL(C), HH(C)]``.
 - The transform is orthonormal, so ``LL`` grows by 2x per level for smooth inputs; LiteVAE rescales
-  level ``l`` by ``1 / 2**l`` (done in the encoder, not here).
+  level ``l`` by ``1 / 2**l``, which :func:`haar_filters` can fold into the filters (``level_scale=0.5``).
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ["haar_dwt", "haar_idwt", "haar_wavedec", "haar_waverec", "split_bands"]
+__all__ = ["haar_dwt", "haar_filters", "haar_idwt", "haar_wavedec", "haar_waverec", "split_bands"]
+
+# One level's 2x2 analysis filters, rows of [a, b, c, d] for the block [[a, b], [c, d]]: LL, LH, HL, HH (x 1/2).
+_HAAR_2X2 = ((1.0, 1.0, 1.0, 1.0), (1.0, 1.0, -1.0, -1.0), (1.0, -1.0, 1.0, -1.0), (1.0, -1.0, -1.0, 1.0))
+# Devices whose autocast could lower the transform's precision (autocast rejects devices it does not know).
+_AUTOCAST_DEVICES = ("cpu", "cuda")
 
 
 def _check_even(x: torch.Tensor, what: str) -> None:
@@ -34,6 +43,55 @@ def _check_even(x: torch.Tensor, what: str) -> None:
         )
 
 
+def haar_filters(
+    levels: int,
+    channels: int,
+    level_scale: float = 1.0,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> list[torch.Tensor]:
+    """The convolution weights of a ``levels``-level Haar decomposition of ``channels``-channel images.
+
+    Entry ``l - 1`` maps the input straight to level ``l``'s bands: ``F.conv2d(x, weight, stride=2**l)`` gives
+    ``(B, 4*C, H/2**l, W/2**l)`` with channels ``[LL, LH, HL, HH]``, each ``C`` wide (a dense weight that is zero
+    between different channels, so the output comes out band-major).
+
+    Args:
+        levels: number of levels.
+        channels: image channels ``C``.
+        level_scale: level ``l``'s filters are multiplied by ``level_scale**l`` (LiteVAE's ``1/2**l`` is 0.5).
+        dtype: weight dtype (default: the default float dtype).
+        device: weight device.
+
+    Returns:
+        ``levels`` tensors; entry ``l - 1`` is ``(4*C, C, 2**l, 2**l)``.
+    """
+    if levels < 1:
+        raise ValueError(f"levels must be >= 1, got {levels}.")
+    base = torch.tensor(_HAAR_2X2, dtype=torch.float64).view(4, 2, 2) * 0.5
+    low = torch.ones(1, 1, dtype=torch.float64)  # the level-(l-1) LL filter, as a 2**(l-1) square
+    filters = []
+    for level in range(1, levels + 1):
+        # Level l applies the 2x2 filters to 2x2 blocks of level-(l-1) LL values: a Kronecker product.
+        bands = torch.stack([torch.kron(band, low) for band in base]) * level_scale**level
+        weight = torch.zeros(4 * channels, channels, 2**level, 2**level, dtype=torch.float64)
+        for band in range(4):
+            for channel in range(channels):
+                weight[band * channels + channel, channel] = bands[band]
+        filters.append(weight.to(dtype=dtype or torch.get_default_dtype(), device=device))
+        low = torch.kron(base[0], low)
+    return filters
+
+
+def _analysis(x: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
+    # Autocast would run the convolution in bf16/fp16; the transform keeps the input's precision instead.
+    no_autocast = (
+        torch.autocast(x.device.type, enabled=False) if x.device.type in _AUTOCAST_DEVICES else contextlib.nullcontext()
+    )
+    with no_autocast:
+        return F.conv2d(x, weight.to(dtype=x.dtype), stride=stride)
+
+
 def haar_dwt(x: torch.Tensor) -> torch.Tensor:
     """One level of the 2D Haar transform.
 
@@ -44,15 +102,8 @@ def haar_dwt(x: torch.Tensor) -> torch.Tensor:
         ``(B, 4*C, H/2, W/2)`` tensor with channels ``[LL, LH, HL, HH]``, each block ``C`` channels wide.
     """
     _check_even(x, "haar_dwt")
-    a = x[..., 0::2, 0::2]
-    b = x[..., 0::2, 1::2]
-    c = x[..., 1::2, 0::2]
-    d = x[..., 1::2, 1::2]
-    # Butterfly: 8 additions instead of 12, then one scale.
-    top, bottom = a + b, c + d
-    top_diff, bottom_diff = a - b, c - d
-    bands = torch.cat([top + bottom, top - bottom, top_diff + bottom_diff, top_diff - bottom_diff], dim=1)
-    return bands * 0.5
+    (weight,) = haar_filters(1, x.shape[1], dtype=x.dtype, device=x.device)
+    return _analysis(x, weight, 2)
 
 
 def haar_idwt(bands: torch.Tensor) -> torch.Tensor:
@@ -78,33 +129,37 @@ def haar_idwt(bands: torch.Tensor) -> torch.Tensor:
     return F.pixel_shuffle(stacked, 2)
 
 
-def haar_wavedec(x: torch.Tensor, levels: int = 3) -> list[torch.Tensor]:
+def haar_wavedec(x: torch.Tensor, levels: int = 3, filters: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
     """Multi-level 2D Haar decomposition, finest level first.
 
-    Level 1 transforms ``x``; level ``l + 1`` transforms the ``LL`` band of level ``l``.
+    Level 1 transforms ``x``; level ``l + 1`` transforms the ``LL`` band of level ``l``. Each level is one strided
+    convolution of ``x`` itself (see :func:`haar_filters`), so the levels do not wait on each other.
 
     Args:
         x: ``(B, C, H, W)`` tensor, ``H`` and ``W`` multiples of ``2**levels``.
         levels: number of levels.
+        filters: the weights from :func:`haar_filters` (``levels`` entries), e.g. built once and kept as a
+            buffer, optionally with the per-level scale folded in; built on the fly when ``None``.
 
     Returns:
         ``levels`` tensors; entry ``l - 1`` is ``(B, 4*C, H/2**l, W/2**l)`` with channels ``[LL, LH, HL, HH]``.
     """
     if levels < 1:
         raise ValueError(f"levels must be >= 1, got {levels}.")
-    if x.ndim == 4 and (x.shape[-2] % 2**levels or x.shape[-1] % 2**levels):
+    if x.ndim != 4:
+        raise ValueError(
+            f"haar_wavedec expects a 4D tensor (batch, channels, height, width), got shape {tuple(x.shape)}."
+        )
+    if x.shape[-2] % 2**levels or x.shape[-1] % 2**levels:
         raise ValueError(
             f"a {levels}-level Haar transform needs height and width divisible by {2**levels}, got "
             f"{tuple(x.shape[-2:])}."
         )
-    coeffs = []
-    low = x
-    channels = x.shape[1] if x.ndim == 4 else 0
-    for _ in range(levels):
-        bands = haar_dwt(low)
-        coeffs.append(bands)
-        low = bands[:, :channels]
-    return coeffs
+    if filters is None:
+        filters = haar_filters(levels, x.shape[1], dtype=x.dtype, device=x.device)
+    elif len(filters) != levels:
+        raise ValueError(f"haar_wavedec got {len(filters)} filters for {levels} levels; pass haar_filters(levels, C).")
+    return [_analysis(x, weight, 2**level) for level, weight in enumerate(filters, start=1)]
 
 
 def haar_waverec(coeffs: list[torch.Tensor]) -> torch.Tensor:
