@@ -1,11 +1,23 @@
-"""Small helpers shared by the models and the tools that save or compare them."""
+"""Small helpers shared by the models and the tools that run, save or compare them."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import torch
 import torch.nn as nn
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
-__all__ = ["cast_module"]
+__all__ = [
+    "LazyDiagonalGaussian",
+    "cast_module",
+    "compile_for_inference",
+    "compile_mode",
+    "is_cuda",
+    "pad_batch",
+    "resolve_compile",
+]
 
 
 def cast_module(
@@ -30,3 +42,132 @@ def cast_module(
         and not getattr(module, "is_quantized", False)
     )
     return nn.Module.to(module, **kwargs) if spurious_warning else module.to(**kwargs)
+
+
+class LazyDiagonalGaussian(DiagonalGaussianDistribution):
+    """diffusers' ``DiagonalGaussianDistribution`` that computes ``std`` and ``var`` on first use.
+
+    Same values, same attributes, same methods (it is a subclass, so ``isinstance`` checks hold): ``parameters``
+    ``(B, 2*C, h, w)`` split into ``mean`` and ``logvar`` (clamped to ``[-30, 20]``), ``std = exp(0.5 * logvar)``,
+    ``var = exp(logvar)``, zeros for both when ``deterministic``. Most callers read only ``mean``/``mode()`` or
+    ``logvar`` (latent caching, distillation, pipelines' ``argmax`` mode), and for them the three element-wise
+    kernels building ``std`` and ``var`` were wasted launches.
+    """
+
+    def __init__(self, parameters: torch.Tensor, deterministic: bool = False):
+        self.parameters = parameters
+        self.mean, logvar = torch.chunk(parameters, 2, dim=1)
+        self.logvar = torch.clamp(logvar, -30.0, 20.0)
+        self.deterministic = deterministic
+        self._std: torch.Tensor | None = None
+        self._var: torch.Tensor | None = None
+
+    @property
+    def std(self) -> torch.Tensor:
+        if self._std is None:
+            self._std = torch.zeros_like(self.mean) if self.deterministic else torch.exp(0.5 * self.logvar)
+        return self._std
+
+    @std.setter
+    def std(self, value: torch.Tensor) -> None:
+        self._std = value
+
+    @property
+    def var(self) -> torch.Tensor:
+        if self._var is None:
+            self._var = torch.zeros_like(self.mean) if self.deterministic else torch.exp(self.logvar)
+        return self._var
+
+    @var.setter
+    def var(self, value: torch.Tensor) -> None:
+        self._var = value
+
+
+# ---------------------------------------------------------------------------------------------- compiled hot paths
+
+# Each static shape (every caching bucket, every evaluation size) is its own graph: keep all of them compiled
+# rather than falling back to eager after dynamo's default of 8.
+_RECOMPILE_LIMIT = 64
+
+
+def resolve_compile(flag: bool | None, device: torch.device | str) -> bool:
+    """The one policy for compiling a hot path (caching, evaluation speed, distillation and training).
+
+    Args:
+        flag: ``True``/``False`` from a ``--compile``/``--no-compile`` flag; ``None`` (the default) means auto:
+            compile on CUDA, stay eager elsewhere (on the CPU compiled LiteVAE encoders were slower than eager,
+            and compiling costs minutes there).
+        device: the device the hot path runs on.
+
+    Returns:
+        Whether to compile. Either way, on CUDA it turns on ``torch.backends.cudnn.benchmark`` (the hot paths run
+        static shapes, so the autotuned algorithm is reused). When compiling it also turns on inductor's
+        on-disk FX graph cache (``TORCHINDUCTOR_CACHE_DIR`` picks the folder) so a later run reuses the compiled
+        kernels instead of compiling again, and lets dynamo keep one graph per shape for up to 64 shapes.
+    """
+    cuda = is_cuda(device)
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    enabled = cuda if flag is None else bool(flag)
+    if enabled:
+        _enable_compile_caches()
+    return enabled
+
+
+def is_cuda(device: torch.device | str) -> bool:
+    """Whether ``device`` is a CUDA device: the device check behind :func:`resolve_compile`'s default."""
+    return torch.device(device).type == "cuda"
+
+
+def _enable_compile_caches() -> None:
+    import torch._dynamo  # noqa: F401  (registers torch._dynamo.config)
+
+    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+    with contextlib.suppress(ImportError, AttributeError):  # torch builds without inductor skip its cache
+        import torch._inductor.config as inductor_config
+
+        inductor_config.fx_graph_cache = True
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):  # the name changed across torch versions
+        if hasattr(config, name):
+            setattr(config, name, max(getattr(config, name), _RECOMPILE_LIMIT))
+            break
+
+
+def compile_mode(device: torch.device | str, inference: bool) -> str | None:
+    """``torch.compile`` mode for a hot path: CUDA graphs (``"reduce-overhead"``) for inference on CUDA, where
+    small batches are launch-bound; the default mode for training (gradients) and on other devices."""
+    return "reduce-overhead" if inference and is_cuda(device) else None
+
+
+def compile_for_inference(module: nn.Module, device: torch.device | str) -> nn.Module:
+    """Compile ``module`` in place for inference on ``device`` (static shapes, CUDA graphs on CUDA); returns it.
+
+    Outputs of a CUDA-graphed call live in memory the next call overwrites: copy what you keep (``.clone()``)
+    before calling again, and call ``torch.compiler.cudagraph_mark_step_begin()`` before each call.
+    """
+    mode = compile_mode(device, inference=True)
+    module.compile(dynamic=False, **({"mode": mode} if mode else {}))
+    return module
+
+
+def pad_batch(batch: torch.Tensor, size: int) -> torch.Tensor:
+    """``batch`` ``(n, ...)`` padded with zeros to ``(size, ...)`` along dim 0, in the same memory format.
+
+    A compiled, static-shape hot path sees every batch of a shape at the full batch size, so the last, partial
+    batch reuses the same graph; drop the padding from the output with ``output[:n]``. Encoders and decoders
+    here treat each sample independently (no batch statistics in eval), so the padding cannot change the others.
+    """
+    count = batch.shape[0]
+    if count == size:
+        return batch
+    if count > size:
+        raise ValueError(f"pad_batch: the batch has {count} samples, more than the size {size} to pad to.")
+    memory_format = (
+        torch.channels_last
+        if batch.ndim == 4 and batch.is_contiguous(memory_format=torch.channels_last) and not batch.is_contiguous()
+        else torch.contiguous_format
+    )
+    padded = batch.new_zeros((size, *batch.shape[1:])).contiguous(memory_format=memory_format)
+    padded[:count] = batch
+    return padded
