@@ -805,3 +805,152 @@ def test_cached_target_errors_before_training(image_folder, teacher_dir, tmp_pat
         lines = [line for line in err.splitlines() if "error:" in line]
         assert len(lines) == 1 and message in lines[0], (name, err)
         assert not (output_dir / "checkpoints").exists(), name
+
+
+# --------------------------------------------------------------------------------- training at the sizes users encode
+
+
+def test_multiscale_crops_cover_the_scale_they_draw():
+    """Scale 1 crops the photo's own pixels; scale s takes a region 1/s wider, downscaled; small images clip it."""
+    width = 400
+    ramp = np.tile(np.linspace(0, 255, width, dtype=np.float32), (300, 1))  # value = horizontal position
+    image = Image.fromarray(np.stack([ramp] * 3, axis=-1).round().astype(np.uint8))
+
+    def horizontal_span(crop: torch.Tensor) -> float:  # the fraction of the image's width the crop covers
+        row = (crop[0].mean(0) + 1) / 2
+        return float(row.max() - row.min())
+
+    native = random_crop_flip(image, 64, np.random.default_rng(0), flip=False)
+    assert native.shape == (3, 64, 64) and horizontal_span(native) == pytest.approx(63 / (width - 1), abs=0.01)
+    for scale in (0.5, 0.25):
+        crop = random_crop_flip(image, 64, np.random.default_rng(0), flip=False, scale_range=(scale, scale))
+        assert crop.shape == (3, 64, 64)
+        assert horizontal_span(crop) == pytest.approx(64 / scale / width, abs=0.02)
+    # Scale 0.1 asks for a 640 px region of a 300 px tall image: clipped to the short side.
+    clipped = random_crop_flip(image, 64, np.random.default_rng(0), flip=False, scale_range=(0.1, 0.1))
+    assert horizontal_span(clipped) == pytest.approx(300 / width, abs=0.02)
+    spans = [
+        horizontal_span(random_crop_flip(image, 64, np.random.default_rng(s), flip=False, scale_range=(0.25, 1)))
+        for s in range(40)
+    ]  # log-uniform scales: spans from one crop width to four
+    assert min(spans) < 0.25 and max(spans) > 0.5 and all(0.15 < span < 0.66 for span in spans)
+    seeded = [random_crop_flip(image, 64, np.random.default_rng(7), scale_range=(0.25, 1)) for _ in range(2)]
+    assert torch.equal(*seeded)
+
+
+def test_crop_scale_parsing():
+    from diffusers_litevae.training.data import parse_scale_range
+
+    assert parse_scale_range("0.25,1") == (0.25, 1.0) and parse_scale_range("0.5") == (0.5, 0.5)
+    for bad in ("0", "1.5", "1,0.5", "a,b", "0.1,0.2,0.3"):
+        with pytest.raises(DistillationInputError, match="--crop_scales"):
+            parse_scale_range(bad)
+
+
+def test_schedule_with_mixed_sizes_and_a_final_phase():
+    schedule = ResolutionSchedule.parse("32/64:4,64")
+    assert [schedule.resolution_at(s) for s in range(6)] == [32, 64, 32, 64, 64, 64]
+    # Equal pixels per step in the mixed phase; the final phase takes the full batch at its one size.
+    assert [schedule.batch_size_at(s, 8) for s in range(6)] == [8, 2, 8, 2, 8, 8]
+    assert schedule.sizes == (32, 64) and str(schedule) == "32/64:4,64"
+    sampler = StepIndexedBatchSampler(10, 8, schedule, seed=1, end_step=6)
+    assert [(len(batch), batch[0][1]) for batch in sampler] == [(8, 32), (2, 64), (8, 32), (2, 64), (8, 64), (8, 64)]
+    with pytest.raises(DistillationInputError, match="multiple of 8"):
+        ResolutionSchedule.parse("32/60:4,64")
+
+
+def test_resume_across_a_phase_switch(image_folder, teacher_dir, tmp_path, monkeypatch):
+    """killed at step 2 of a mixed-size phase and resumed with `latest`, a run crosses into its final phase and ends
+    at the same weights and image count as an uninterrupted one."""
+    import diffusers_litevae.training.checkpointing as checkpointing_module
+
+    common = dict(
+        resolution_schedule="16/32:3,32",
+        crop_scales="0.5,1",
+        max_train_steps=5,
+        checkpointing_steps=2,
+        validation_steps=100,
+        train_batch_size=4,
+        num_grid_images=0,
+        latent_stats_weight=1.0,
+        low_frequency_weight=1.0,
+        low_frequency_pool=4,
+    )
+    straight = distill(_config(image_folder, teacher_dir, tmp_path / "straight", **common))
+    real_save = checkpointing_module.save_checkpoint
+
+    def save_then_die(accelerator, checkpoints_dir, step, *args, **kwargs):
+        path = real_save(accelerator, checkpoints_dir, step, *args, **kwargs)
+        if step == 2:
+            raise _Killed
+        return path
+
+    monkeypatch.setattr(checkpointing_module, "save_checkpoint", save_then_die)
+    with pytest.raises(_Killed):
+        distill(_config(image_folder, teacher_dir, tmp_path / "resumed", **common))
+    monkeypatch.setattr(checkpointing_module, "save_checkpoint", real_save)
+    resumed = distill(
+        _config(image_folder, teacher_dir, tmp_path / "resumed", **common, resume_from_checkpoint="latest")
+    )
+    # Steps 0-2 at 16/32/16 px (4, 1, 4 images), then 32 px with the full batch.
+    assert resumed["final_metrics"]["images_seen"] == straight["final_metrics"]["images_seen"] == 4 + 1 + 4 + 4 + 4
+    assert [e["resolution"] for e in straight["loss_history"]] == [32]  # logged at step 5, in the final phase
+    name = "diffusion_pytorch_model.safetensors"
+    first, second = load_file(tmp_path / "straight" / name), load_file(tmp_path / "resumed" / name)
+    for key in first:
+        torch.testing.assert_close(second[key], first[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_init_from_starts_from_a_distilled_encoder(distilled, image_folder, teacher_dir, tmp_path):
+    folder, _ = distilled
+    start = AutoencoderLite.from_pretrained(folder)
+    config = _config(
+        image_folder, teacher_dir, tmp_path / "fine", init_from=str(folder), student="B", student_config=None,
+        max_train_steps=1, learning_rate=1e-12, lr_warmup_steps=0, validation_steps=100, num_grid_images=0,
+    )  # fmt: skip
+    result = distill(config)
+    tuned = AutoencoderLite.from_pretrained(tmp_path / "fine")
+    assert result["student"]["init_from"] == str(folder)
+    # The architecture came from the model (not the B preset) and the weights are its weights, one tiny step on.
+    assert tuned.config.encoder_feature_channels == start.config.encoder_feature_channels
+    for key, value in start.encoder.state_dict().items():
+        torch.testing.assert_close(tuned.encoder.state_dict()[key], value, rtol=0, atol=1e-6)
+    with pytest.raises(DistillationInputError, match="not an AutoencoderLite"):
+        distill(_config(image_folder, teacher_dir, tmp_path / "bad", init_from=str(teacher_dir), student_config=None))
+    other = tmp_path / "other-latents"
+    AutoencoderLite.from_preset("S", latent_channels=8).save_pretrained(other)
+    with pytest.raises(DistillationInputError, match="latent channels"):
+        distill(_config(image_folder, teacher_dir, tmp_path / "bad2", init_from=str(other), student_config=None))
+
+
+def test_size_losses_see_offsets_and_colour_casts():
+    from diffusers_litevae.training.losses import latent_statistics_loss, low_frequency_loss
+
+    torch.manual_seed(0)
+    latents = torch.randn(2, 4, 8, 8)
+    assert latent_statistics_loss(latents, latents) < 1e-9
+    shifted = latents + torch.tensor([0.5, 0.0, 0.0, 0.0]).view(1, 4, 1, 1)  # one channel off by 0.5 everywhere
+    assert latent_statistics_loss(shifted, latents) == pytest.approx(0.25 / 4, rel=1e-4)
+    assert latent_statistics_loss(latents * 2, latents) > 0.1  # contrast: the std term
+    image = torch.rand(1, 3, 32, 32) * 2 - 1
+    cast = image + torch.tensor([0.2, 0.0, -0.2]).view(1, 3, 1, 1)
+    assert low_frequency_loss(cast, image, 8) == pytest.approx(0.4 / 3, rel=1e-4)
+    checker = torch.ones(1, 3, 32, 32)
+    checker[..., ::2, :] = -1  # pure detail: averages out over the window
+    assert low_frequency_loss(image + 0.1 * checker, image, 8) < 1e-6
+
+
+def test_several_folders_with_repeats(image_folder, tmp_path):
+    from diffusers_litevae.training.run_support import prepare_data
+
+    extra = tmp_path / "hires"
+    for index, image in enumerate(_smooth_images(2, 64, 80, seed=9)):
+        _save_png(image, extra / f"big_{index}.png")
+    config = DistillConfig(teacher="unused", train_data_dir=[str(image_folder), str(extra)], num_validation_images=2)
+    assert prepare_data(config).num_train_images == 14 - 2 + 2  # 14 files (one corrupt), 2 held out, 2 more
+    config.train_data_repeats = [1, 3]
+    data = prepare_data(config)
+    assert data.num_train_images == 12 + 6 and sum("big_0" in data.source.name(i) for i in range(18)) == 3
+    config.train_data_repeats = [1]
+    with pytest.raises(DistillationInputError, match="one positive integer per"):
+        distill(config)

@@ -97,6 +97,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="JSON text or file of encoder_* config keys overriding the preset",
     )
+    group.add_argument(
+        "--init_from",
+        default=None,
+        metavar="PATH_OR_ID",
+        help="start from this AutoencoderLite's encoder (folder, Hub id or bundled name, distilled against the same "
+        "teacher): its architecture and weights replace --student; e.g. fine-tune a distilled encoder at the size "
+        "you encode at",
+    )
 
     add_data_arguments(parser, defaults)
     group = add_optimisation_arguments(parser, defaults)
@@ -129,6 +137,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.std_weight,
         help="posterior-std MSE: matches the teacher's log-variance (0 noise for deterministic teachers)",
     )
+    group.add_argument(
+        "--latent_stats_weight",
+        type=float,
+        default=defaults.latent_stats_weight,
+        help="MSE of each image's per-channel latent mean and std (whole-image offsets: colour casts, contrast)",
+    )
+    group.add_argument(
+        "--low_frequency_weight",
+        type=float,
+        default=defaults.low_frequency_weight,
+        help="L1 of the average-pooled reconstruction (colour and tone over regions of --low_frequency_pool px)",
+    )
+    group.add_argument("--low_frequency_pool", type=int, default=defaults.low_frequency_pool)
     add_image_loss_arguments(group, defaults)
     add_logging_arguments(parser, defaults)
 
@@ -137,7 +158,20 @@ def add_data_arguments(parser: argparse.ArgumentParser, defaults) -> None:
     """The data and validation flags that ``litevae distill`` and ``litevae train`` share (``defaults``: a config)."""
     group = parser.add_argument_group("data")
     group.add_argument(
-        "--train_data_dir", default=None, help="folder of training images (recursive; jpg/jpeg/png/webp)"
+        "--train_data_dir",
+        nargs="+",
+        default=None,
+        metavar="FOLDER",
+        help="folder(s) of training images (recursive; jpg/jpeg/png/webp)",
+    )
+    group.add_argument(
+        "--train_data_repeats",
+        nargs="+",
+        type=int,
+        default=None,
+        metavar="N",
+        help="times each --train_data_dir folder's images appear per epoch (e.g. '1 8' to sample a few "
+        "high-resolution photos as often as a folder 8x their size); default 1 each",
     )
     group.add_argument("--dataset_name", default=None, help="Hugging Face dataset id (needs the `datasets` extra)")
     group.add_argument("--dataset_config_name", default=None)
@@ -148,7 +182,15 @@ def add_data_arguments(parser: argparse.ArgumentParser, defaults) -> None:
         "--resolution_schedule",
         "--resolution",
         default=defaults.resolution_schedule,
-        help="training crop size, or a schedule like 128:2000,256 (128 px before step 2000, then 256)",
+        help="training crop size, or a schedule of phases: '128:2000,256' (128 px before step 2000, then 256); "
+        "'256/384/512:3000,512' (sizes taken in turn, one per step, larger sizes with proportionally fewer "
+        "images per batch, then a final phase at 512). End at the size you will encode at.",
+    )
+    group.add_argument(
+        "--crop_scales",
+        default=defaults.crop_scales,
+        help="crop scale range 'SMALLEST,LARGEST' in (0, 1], drawn log-uniformly per crop: 1 crops the photo's own "
+        "pixels (smooth content at high resolution), 0.25 a 4x larger region downscaled (busy content)",
     )
     group.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=defaults.random_flip)
     group.add_argument("--dataloader_num_workers", type=int, default=defaults.dataloader_num_workers)

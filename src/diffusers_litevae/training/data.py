@@ -35,6 +35,7 @@ __all__ = [
     "find_images",
     "image_to_tensor",
     "load_eval_image",
+    "parse_scale_range",
     "random_crop_flip",
     "split_holdout",
 ]
@@ -166,10 +167,27 @@ def _resize_short_side(image: Image.Image, size: int) -> Image.Image:
     return image.resize(new_size, Image.BICUBIC)
 
 
-def random_crop_flip(image: Image.Image, resolution: int, rng: np.random.Generator, flip: bool = True) -> torch.Tensor:
-    """A random ``resolution`` x ``resolution`` crop (and horizontal flip with probability 1/2).
+def random_crop_flip(
+    image: Image.Image,
+    resolution: int,
+    rng: np.random.Generator,
+    flip: bool = True,
+    scale_range: tuple[float, float] = (1.0, 1.0),
+) -> torch.Tensor:
+    """A random ``resolution`` x ``resolution`` crop at a random scale (and a horizontal flip with probability 1/2).
 
-    Images whose short side is below ``resolution`` are first resized up (bicubic) so the short side fits.
+    A crop at scale ``s`` covers ``resolution / s`` source pixels per side, resized to ``resolution``: ``s = 1``
+    keeps the photo's own pixels (at high resolution: smooth content, as the images users encode at 1024 px have),
+    ``s = 0.25`` takes a 4x larger region downscaled (busy, detailed content). ``s`` is drawn log-uniformly from
+    ``scale_range``, then raised where the image is too small to hold the region. Images whose short side is below
+    ``resolution`` are resized up (bicubic) so the short side fits.
+
+    Args:
+        image: an RGB PIL image.
+        resolution: crop side in pixels.
+        rng: the generator that decides scale, position and flip.
+        flip: random horizontal flips.
+        scale_range: ``(smallest, largest)`` scale, ``0 < smallest <= largest <= 1``; ``(1, 1)``: plain crops.
 
     Returns:
         ``(3, resolution, resolution)`` tensor in ``[-1, 1]``.
@@ -177,12 +195,47 @@ def random_crop_flip(image: Image.Image, resolution: int, rng: np.random.Generat
     if min(image.size) < resolution:
         image = _resize_short_side(image, resolution)
     width, height = image.size
-    left = int(rng.integers(0, width - resolution + 1))
-    top = int(rng.integers(0, height - resolution + 1))
-    image = image.crop((left, top, left + resolution, top + resolution))
+    region = resolution
+    smallest, largest = scale_range
+    if smallest < 1.0:
+        # The largest region the image holds sets the smallest usable scale.
+        low = max(smallest, resolution / min(width, height))
+        high = max(largest, low)
+        scale = low if high <= low else float(np.exp(rng.uniform(np.log(low), np.log(high))))
+        region = min(min(width, height), max(resolution, round(resolution / scale)))
+    left = int(rng.integers(0, width - region + 1))
+    top = int(rng.integers(0, height - region + 1))
+    image = image.crop((left, top, left + region, top + region))
+    if region != resolution:
+        image = image.resize((resolution, resolution), Image.BICUBIC)  # PIL low-pass filters when it downscales
     if flip and rng.random() < 0.5:
         image = image.transpose(Image.FLIP_LEFT_RIGHT)
     return image_to_tensor(image)
+
+
+def parse_scale_range(text: str | tuple[float, float] | None) -> tuple[float, float]:
+    """Parse ``--crop_scales``: ``"0.25,1"`` (a range) or ``"1"`` (one scale).
+
+    Raises:
+        DistillationInputError: not one or two numbers in ``(0, 1]``, smallest first.
+    """
+    if text is None:
+        return (1.0, 1.0)
+    if isinstance(text, (tuple, list)):
+        values = [float(v) for v in text]
+    else:
+        try:
+            values = [float(part) for part in str(text).split(",") if part.strip()]
+        except ValueError:
+            values = []
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or not 0 < values[0] <= values[1] <= 1:
+        raise DistillationInputError(
+            f"--crop_scales {text!r} must be one scale or 'SMALLEST,LARGEST' with 0 < SMALLEST <= LARGEST <= 1, "
+            "e.g. '0.25,1' (1: the photo's own pixels; 0.25: a 4x larger region downscaled)."
+        )
+    return values[0], values[1]
 
 
 def load_eval_image(image: Image.Image, resolution: int | None = None, multiple: int = 8) -> torch.Tensor:
@@ -211,11 +264,18 @@ def load_eval_image(image: Image.Image, resolution: int | None = None, multiple:
 
 @dataclass(frozen=True)
 class ResolutionSchedule:
-    """Training resolution per optimizer step: ``stages`` is a list of ``(resolution, until_step)``, the last one
-    open-ended (``until_step=None``). Parsed from ``"128:2000,256"`` (128 px before step 2000, then 256 px) or a
-    single ``"256"``."""
+    """Training crop size per optimizer step, in phases.
 
-    stages: tuple[tuple[int, int | None], ...]
+    ``stages`` is a list of ``(resolutions, until_step)``, the last one open-ended (``until_step=None``). A phase
+    with one size crops every image at that size; a phase with several sizes (``256/384/512``) takes them in turn,
+    one size per step (a bucket: every image of a batch has the same size), and steps at larger sizes hold fewer
+    images so that each step of the phase holds about the same number of pixels (:meth:`batch_size_at`).
+
+    Parsed from ``"128:2000,256"`` (128 px before step 2000, then 256 px), ``"256/384/512:3000,512"`` (mixed sizes
+    before step 3000, then a final phase at 512 px, the size users encode) or a single ``"256"``.
+    """
+
+    stages: tuple[tuple[tuple[int, ...], int | None], ...]
 
     @classmethod
     def parse(cls, text: str | int, multiple: int = 8) -> "ResolutionSchedule":
@@ -225,25 +285,26 @@ class ResolutionSchedule:
             DistillationInputError: malformed text, a resolution that is not a positive multiple of ``multiple``,
                 or switch steps that do not increase.
         """
-        stages: list[tuple[int, int | None]] = []
+        stages: list[tuple[tuple[int, ...], int | None]] = []
         parts = [part.strip() for part in str(text).split(",") if part.strip()]
         if not parts:
             raise DistillationInputError("--resolution_schedule is empty; use e.g. '256' or '128:2000,256'.")
         for position, part in enumerate(parts):
-            resolution_text, _, until_text = part.partition(":")
+            sizes_text, _, until_text = part.partition(":")
             try:
-                resolution = int(resolution_text)
+                sizes = tuple(int(size) for size in sizes_text.split("/"))
                 until = int(until_text) if until_text else None
             except ValueError:
                 raise DistillationInputError(
-                    f"cannot read resolution stage {part!r}; "
-                    "use RESOLUTION or RESOLUTION:UNTIL_STEP, e.g. '128:2000,256'."
+                    f"cannot read resolution stage {part!r}; use RESOLUTION[:UNTIL_STEP] or "
+                    "SIZE/SIZE/...[:UNTIL_STEP], e.g. '128:2000,256' or '256/512:3000,512'."
                 ) from None
-            if resolution <= 0 or resolution % multiple:
-                raise DistillationInputError(
-                    f"training resolution {resolution} is not a positive multiple of {multiple}; use e.g. "
-                    f"{max(multiple, resolution // multiple * multiple)}."
-                )
+            for resolution in sizes:
+                if resolution <= 0 or resolution % multiple:
+                    raise DistillationInputError(
+                        f"training resolution {resolution} is not a positive multiple of {multiple}; use e.g. "
+                        f"{max(multiple, resolution // multiple * multiple)}."
+                    )
             if until is None and position != len(parts) - 1:
                 raise DistillationInputError(
                     f"resolution stage {part!r} needs ':UNTIL_STEP' (only the last stage is open-ended)."
@@ -252,24 +313,46 @@ class ResolutionSchedule:
                 raise DistillationInputError(
                     f"resolution schedule {text!r}: switch steps must be positive and increasing."
                 )
-            stages.append((resolution, until))
-        resolution, _ = stages[-1]
-        stages[-1] = (resolution, None)
+            stages.append((sizes, until))
+        sizes, _ = stages[-1]
+        stages[-1] = (sizes, None)
         return cls(tuple(stages))
 
-    def resolution_at(self, step: int) -> int:
-        """Resolution for optimizer step ``step`` (0-based)."""
-        for resolution, until in self.stages:
+    def _stage_at(self, step: int) -> tuple[int, ...]:
+        for sizes, until in self.stages:
             if until is None or step < until:
-                return resolution
+                return sizes
         return self.stages[-1][0]
+
+    def resolution_at(self, step: int) -> int:
+        """Crop size of optimizer step ``step`` (0-based); a mixed phase takes its sizes in turn."""
+        sizes = self._stage_at(step)
+        return sizes[step % len(sizes)]
+
+    def batch_size_at(self, step: int, batch_size: int) -> int:
+        """Images per micro-batch at ``step``: ``batch_size`` at the phase's smallest size, fewer at its larger sizes
+        (equal pixels per step, at least one image)."""
+        sizes = self._stage_at(step)
+        resolution = sizes[step % len(sizes)]
+        return max(1, batch_size * min(sizes) ** 2 // resolution**2)
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """Every crop size of the schedule, ascending."""
+        return tuple(sorted({size for sizes, _ in self.stages for size in sizes}))
 
     @property
     def max_resolution(self) -> int:
-        return max(resolution for resolution, _ in self.stages)
+        return self.sizes[-1]
+
+    @property
+    def min_resolution(self) -> int:
+        return self.sizes[0]
 
     def __str__(self) -> str:
-        return ",".join(f"{r}:{u}" if u is not None else f"{r}" for r, u in self.stages)
+        return ",".join(
+            "/".join(map(str, sizes)) + (f":{until}" if until is not None else "") for sizes, until in self.stages
+        )
 
 
 # ----------------------------------------------------------------------------------------- step-indexed sampling
@@ -326,13 +409,17 @@ class StepIndexedBatchSampler(torch.utils.data.Sampler):
         return self._permutation[offset]
 
     def micro_batch(self, micro_index: int) -> list[tuple[int, int, int]]:
-        """The ``(item, resolution, crop_seed)`` triples of global micro-batch ``micro_index`` for this rank."""
-        resolution = self.schedule.resolution_at(micro_index // self.grad_accum)
+        """The ``(item, resolution, crop_seed)`` triples of global micro-batch ``micro_index`` for this rank.
+
+        Steps at a mixed phase's larger sizes take fewer images: the first ones of the micro-batch's stream positions
+        (the stream itself never depends on the schedule, so a resume across a phase switch stays exact).
+        """
+        step = micro_index // self.grad_accum
+        resolution = self.schedule.resolution_at(step)
+        count = self.schedule.batch_size_at(step, self.batch_size)
         first = (micro_index * self.world_size + self.rank) * self.batch_size
         # The crop seed is the stream position: unique per sample, independent of where the run resumed.
-        return [
-            (self._item_at(p), resolution, self.seed * 1_000_003 + p) for p in range(first, first + self.batch_size)
-        ]
+        return [(self._item_at(p), resolution, self.seed * 1_000_003 + p) for p in range(first, first + count)]
 
     def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
         for micro_index in range(self.start_step * self.grad_accum, self.end_step * self.grad_accum):
@@ -348,11 +435,13 @@ class DistillationDataset(torch.utils.data.Dataset):
     Args:
         source: a :class:`FolderImageSource` or :class:`HubImageSource`.
         flip: random horizontal flips.
+        scale_range: crop scales, see :func:`random_crop_flip`.
     """
 
-    def __init__(self, source, flip: bool = True):
+    def __init__(self, source, flip: bool = True, scale_range: tuple[float, float] = (1.0, 1.0)):
         self.source = source
         self.flip = flip
+        self.scale_range = scale_range
 
     def __len__(self) -> int:
         return len(self.source)
@@ -361,7 +450,8 @@ class DistillationDataset(torch.utils.data.Dataset):
         index, resolution, crop_seed = key
 
         def sample(item: int, rng: np.random.Generator) -> dict:
-            return {"pixel_values": random_crop_flip(self.source.load(item), resolution, rng, self.flip)}
+            image = self.source.load(item)
+            return {"pixel_values": random_crop_flip(image, resolution, rng, self.flip, self.scale_range)}
 
         return first_readable(len(self.source), index, crop_seed, sample, self.source.name)
 

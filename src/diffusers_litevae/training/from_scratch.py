@@ -145,10 +145,16 @@ def validate_train_config(config: TrainConfig) -> ResolutionSchedule:
             raise TrainingInputError(f"--{name}_weight must be a finite number >= 0, got {value}.")
     if config.reconstruction_weight == 0 and config.lpips_weight == 0:
         raise TrainingInputError("set --reconstruction_weight and/or --lpips_weight > 0: nothing would reconstruct.")
-    if config.adversarial_weight > 0 and not 0 <= config.discriminator_start_step < config.max_train_steps:
-        raise TrainingInputError(
-            f"--discriminator_start_step {config.discriminator_start_step} is not before the last step "
-            f"(--max_train_steps {config.max_train_steps}); lower it, or pass --adversarial_weight 0."
+    if config.discriminator_start_step < 0:
+        raise TrainingInputError(f"--discriminator_start_step must be >= 0, got {config.discriminator_start_step}.")
+    if config.adversarial_weight > 0 and config.discriminator_start_step >= config.max_train_steps:
+        # Legitimate: the paper's first phase has no discriminator, and a resumed run with more steps reaches it.
+        logger.warning(
+            "the adversarial phase is not reached: --discriminator_start_step %d is not before the last step "
+            "(--max_train_steps %d), so this run trains without the discriminator (the first phase of the recipe). "
+            "Lower --discriminator_start_step to train adversarially in this run.",
+            config.discriminator_start_step,
+            config.max_train_steps,
         )
     if config.discriminator_learning_rate <= 0:
         raise TrainingInputError(

@@ -8,6 +8,11 @@ Latent terms are measured in diffusion-model units (``(z - shift_factor) * scali
 :meth:`~diffusers_litevae.training.teachers.DistillationTeacher.normalize_latents`):
 
 - ``latent``: MSE between the student's and the teacher's posterior means;
+- ``latent_stats``: MSE between each image's per-channel spatial mean and standard deviation of the student's and the
+  teacher's latents. The plain ``latent`` MSE counts a whole-image offset of a channel once per latent pixel, like
+  any other error; a student whose GroupNorms see whole-image statistics at inference gets exactly such offsets
+  wrong on images larger and smoother than its training crops, and decoded they are colour casts and contrast
+  errors over the whole image. This term weighs them on their own.
 - ``std``: MSE between their posterior standard deviations. With ``latent`` this is the squared 2-Wasserstein
   distance between the two diagonal Gaussians, i.e. the expected squared difference of ``latent_dist.sample()``
   under shared noise: it matches the teacher's log-variance where it matters to pipelines (the size of the
@@ -38,6 +43,8 @@ __all__ = [
     "image_losses",
     "kl_to_standard_normal",
     "latent_scaling",
+    "latent_statistics_loss",
+    "low_frequency_loss",
     "load_lpips",
     "wavelet_loss",
 ]
@@ -50,6 +57,9 @@ class LossWeights:
     Attributes:
         latent: posterior-mean MSE (normalized latent units).
         std: posterior standard-deviation MSE (normalized latent units).
+        latent_stats: MSE of each image's per-channel latent mean and standard deviation (see the module docstring).
+        low_frequency: L1 between the reconstruction and the image, both average-pooled (colour and tone over
+            regions of ``low_frequency_pool`` pixels).
         reconstruction: L1 or Charbonnier between the reconstruction and the image (``[-1, 1]`` pixels).
         wavelet: Charbonnier on the high-frequency Haar sub-bands (LiteVAE paper).
         gaussian: L1 between the high-pass residuals ``x - blur(x)`` (LiteVAE paper).
@@ -62,10 +72,14 @@ class LossWeights:
     wavelet: float = 0.1
     gaussian: float = 0.1
     lpips: float = 0.0
+    latent_stats: float = 0.0
+    low_frequency: float = 0.0
 
     def needs_decode(self) -> bool:
         """Whether any image-space term is on (otherwise the teacher decoder is never run)."""
-        return any(w > 0 for w in (self.reconstruction, self.wavelet, self.gaussian, self.lpips))
+        return any(
+            w > 0 for w in (self.reconstruction, self.wavelet, self.gaussian, self.lpips, self.low_frequency)
+        )
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -122,6 +136,28 @@ def gaussian_filtered_loss(reconstruction: torch.Tensor, target: torch.Tensor, s
     return F.l1_loss(reconstruction - gaussian_blur(reconstruction, sigma), target - gaussian_blur(target, sigma))
 
 
+def latent_statistics_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """MSE between the per-image, per-channel spatial mean and standard deviation of two latents.
+
+    Args:
+        student: ``(B, C, h, w)`` latents.
+        teacher: ``(B, C, h, w)`` target latents.
+
+    Returns:
+        Scalar: mean squared difference of the ``(B, C)`` means plus that of the ``(B, C)`` standard deviations.
+    """
+    student, teacher = student.float().flatten(2), teacher.float().flatten(2)
+    mean_error = F.mse_loss(student.mean(-1), teacher.mean(-1))
+    return mean_error + F.mse_loss(student.std(-1, correction=0), teacher.std(-1, correction=0))
+
+
+def low_frequency_loss(reconstruction: torch.Tensor, target: torch.Tensor, pool: int = 16) -> torch.Tensor:
+    """L1 between ``pool`` x ``pool`` average-pooled reconstruction and target: errors of colour and tone over
+    regions, which a per-pixel loss on detailed crops weighs little (a sky's colour cast, too much contrast)."""
+    pool = max(1, min(pool, *reconstruction.shape[-2:]))
+    return F.l1_loss(F.avg_pool2d(reconstruction, pool), F.avg_pool2d(target, pool))
+
+
 def image_losses(
     reconstruction: torch.Tensor,
     target: torch.Tensor,
@@ -131,6 +167,7 @@ def image_losses(
     wavelet_levels: int = 3,
     gaussian_sigma: float = 1.0,
     lpips_model: nn.Module | None = None,
+    low_frequency_pool: int = 16,
 ) -> dict[str, torch.Tensor]:
     """The unweighted image-space terms whose weight in ``weights`` is > 0 (distillation and training share them).
 
@@ -143,6 +180,7 @@ def image_losses(
         wavelet_levels: Haar levels of the wavelet loss.
         gaussian_sigma: blur sigma of the Gaussian-filtered loss (pixels).
         lpips_model: a module from :func:`load_lpips`; required when ``weights["lpips"] > 0``.
+        low_frequency_pool: pooling window of the ``low_frequency`` term (pixels).
 
     Returns:
         ``{name: scalar}`` for each term with a positive weight.
@@ -158,6 +196,8 @@ def image_losses(
         terms["wavelet"] = wavelet_loss(reconstruction, target, wavelet_levels, charbonnier_eps)
     if weights.get("gaussian", 0) > 0:
         terms["gaussian"] = gaussian_filtered_loss(reconstruction, target, gaussian_sigma)
+    if weights.get("low_frequency", 0) > 0:
+        terms["low_frequency"] = low_frequency_loss(reconstruction, target, low_frequency_pool)
     if weights.get("lpips", 0) > 0:
         if lpips_model is None:
             raise ValueError("an LPIPS weight > 0 needs an LPIPS model; load it with load_lpips().")
@@ -236,6 +276,7 @@ class DistillationLoss(nn.Module):
         wavelet_levels: Haar levels of the wavelet loss.
         gaussian_sigma: blur sigma of the Gaussian-filtered loss (pixels).
         lpips_model: a loaded LPIPS module (see :func:`load_lpips`); required when ``weights.lpips > 0``.
+        low_frequency_pool: pooling window of the ``low_frequency`` term (pixels).
         latent_scale: the teacher's ``scaling_factor`` (posterior standard deviations of raw latents are multiplied
             by it), or a function doing that conversion (``LatentNormalization.scale_std``, for per-channel
             ``latents_std``), so the ``std`` term is in the same units as the (normalized) means.
@@ -250,6 +291,7 @@ class DistillationLoss(nn.Module):
         gaussian_sigma: float = 1.0,
         lpips_model: nn.Module | None = None,
         latent_scale: float = 1.0,
+        low_frequency_pool: int = 16,
     ):
         super().__init__()
         self.weights = weights or LossWeights()
@@ -267,6 +309,7 @@ class DistillationLoss(nn.Module):
         self.wavelet_levels = wavelet_levels
         self.gaussian_sigma = gaussian_sigma
         self.lpips_model = lpips_model
+        self.low_frequency_pool = low_frequency_pool
         self.latent_scale = latent_scale if callable(latent_scale) else float(latent_scale)
 
     def forward(
@@ -297,6 +340,9 @@ class DistillationLoss(nn.Module):
         student_mean, teacher_mean = student_mean.float(), teacher_mean.float()
         components: dict[str, torch.Tensor] = {"latent": F.mse_loss(student_mean, teacher_mean)}
         total = weights.latent * components["latent"]
+        if weights.latent_stats > 0:
+            components["latent_stats"] = latent_statistics_loss(student_mean, teacher_mean)
+            total = total + weights.latent_stats * components["latent_stats"]
         if weights.std > 0:
             # Same clamp as diffusers' DiagonalGaussianDistribution; std scaled like the latents.
             scale = self.latent_scale if callable(self.latent_scale) else (lambda std: std * self.latent_scale)
@@ -319,6 +365,7 @@ class DistillationLoss(nn.Module):
                 wavelet_levels=self.wavelet_levels,
                 gaussian_sigma=self.gaussian_sigma,
                 lpips_model=self.lpips_model,
+                low_frequency_pool=self.low_frequency_pool,
             )
             for name, value in image_terms.items():
                 components[name] = value

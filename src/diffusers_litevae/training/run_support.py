@@ -27,6 +27,7 @@ __all__ = [
     "TrainingData",
     "TrainingRun",
     "apply_gradients",
+    "data_folders",
     "validate_run_settings",
     "comparable_config",
     "eager_mode",
@@ -46,13 +47,15 @@ class RunSettings:
     """
 
     # data
-    train_data_dir: str | None = None
+    train_data_dir: str | list[str] | None = None
+    train_data_repeats: list[int] | None = None
     dataset_name: str | None = None
     dataset_config_name: str | None = None
     dataset_split: str = "train"
     image_column: str = "image"
     cache_dir: str | None = None
     resolution_schedule: str = "256"
+    crop_scales: str = "1"
     random_flip: bool = True
     dataloader_num_workers: int = 0
     # validation
@@ -113,6 +116,14 @@ class RunSettings:
         return cls(**{key: value for key, value in values.items() if key in names})
 
 
+def data_folders(config) -> list[str]:
+    """The training folders of ``config.train_data_dir`` (one path or a list), as a list."""
+    folders = config.train_data_dir
+    if not folders:
+        return []
+    return [str(folders)] if isinstance(folders, (str, Path)) else [str(folder) for folder in folders]
+
+
 @dataclass
 class TrainingData:
     """Training images and loaded validation images of a run (see :func:`prepare_data`)."""
@@ -131,7 +142,12 @@ def prepare_data(config) -> TrainingData:
     :class:`~diffusers_litevae.training.TrainConfig`: both carry the same data and validation settings.
     """
     if config.train_data_dir:
-        paths = find_images(config.train_data_dir)
+        folders = data_folders(config)
+        folder_of: dict[Path, int] = {}  # each image's folder (the first one that holds it)
+        for index, folder in enumerate(folders):
+            for path in find_images(folder):
+                folder_of.setdefault(path, index)
+        paths = list(folder_of)
         count = config.num_validation_images
         if count is None:  # auto: hold out up to 16 when there are enough images to spare them
             count = 0 if config.validation_dir else min(16, len(paths) // 10)
@@ -141,7 +157,10 @@ def prepare_data(config) -> TrainingData:
                 f"all {len(paths)} images of {config.train_data_dir!r} were held out for validation; "
                 "lower --num_validation_images."
             )
-        source = FolderImageSource(train_paths)
+        # Repeats weight a folder's share of every epoch (e.g. a few high-resolution photos among many small ones).
+        repeats = config.train_data_repeats or [1] * len(folders)
+        sampled = [path for path in train_paths for _ in range(repeats[folder_of[path]])]
+        source = FolderImageSource(sampled)
         if config.validation_dir:
             eval_sources = FolderImageSource(find_images(config.validation_dir))
             eval_set = f"{config.validation_dir}"
@@ -152,7 +171,7 @@ def prepare_data(config) -> TrainingData:
             eval_sources = FolderImageSource(train_paths[:4])
             eval_set = f"first {min(4, len(train_paths))} training images (too few images to hold any out)"
             logger.warning("validating on training images: %s", eval_set)
-        num_train = len(train_paths)
+        num_train = len(sampled)
     else:
         dataset = load_hub_dataset(
             config.dataset_name, config.dataset_config_name, config.dataset_split, config.cache_dir, config.image_column
@@ -258,11 +277,20 @@ LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "cons
 def validate_run_settings(config: RunSettings, error: type[Exception]):
     """Check the :class:`RunSettings` every trainer shares (one-line ``error``s) and return the parsed resolution
     schedule. Each trainer checks its own settings (teacher, model, its losses) around this."""
-    from .data import ResolutionSchedule
+    from .data import ResolutionSchedule, parse_scale_range
 
     if bool(config.train_data_dir) == bool(config.dataset_name):
         raise error("give exactly one data source: --train_data_dir FOLDER or --dataset_name HUB_DATASET.")
     schedule = ResolutionSchedule.parse(config.resolution_schedule)
+    parse_scale_range(config.crop_scales)
+    folders = data_folders(config)
+    if config.train_data_repeats is not None and (
+        len(config.train_data_repeats) != len(folders) or any(int(r) < 1 for r in config.train_data_repeats)
+    ):
+        raise error(
+            f"--train_data_repeats needs one positive integer per --train_data_dir folder ({len(folders)}), "
+            f"got {config.train_data_repeats}."
+        )
     if config.validation_resolution is not None and (
         config.validation_resolution <= 0 or config.validation_resolution % 8
     ):
@@ -293,8 +321,7 @@ def validate_run_settings(config: RunSettings, error: type[Exception]):
         raise error("--dataloader_num_workers must be >= 0.")
     if config.reconstruction_loss not in ("l1", "charbonnier"):
         raise error(f"--reconstruction_loss must be 'l1' or 'charbonnier', got {config.reconstruction_loss!r}.")
-    smallest = min(resolution for resolution, _ in schedule.stages)
-    if config.wavelet_weight > 0 and smallest % 2**config.wavelet_loss_levels:
+    if config.wavelet_weight > 0 and any(size % 2**config.wavelet_loss_levels for size in schedule.sizes):
         raise error(
             f"--wavelet_loss_levels {config.wavelet_loss_levels} needs resolutions "
             f"divisible by {2**config.wavelet_loss_levels}."
@@ -510,7 +537,6 @@ class TrainingRun:
         if step == 0 and self.validated_step is None:
             self.validate(0, {})
         batches = iter(self._loader())
-        global_batch = config.train_batch_size * config.gradient_accumulation_steps * accelerator.num_processes
         progress = tqdm(
             total=config.max_train_steps,
             initial=step,
@@ -524,10 +550,13 @@ class TrainingRun:
         stop = False
         while step < config.max_train_steps and not stop:
             step_start = time.perf_counter()
-            components = self.optimizer_step(self.next_micro_batches(batches), step)
+            micro_batches = self.next_micro_batches(batches)
+            components = self.optimizer_step(micro_batches, step)
             step += 1
             state["step"] = step
-            state["images_seen"] += global_batch
+            # Steps of a mixed-size phase hold different numbers of images (equal pixels).
+            images = sum(len(batch["pixel_values"]) for batch in micro_batches)
+            state["images_seen"] += images * accelerator.num_processes
             self.timer.train_seconds += time.perf_counter() - step_start
             progress.update(1)
             for name, value in components.items():

@@ -30,6 +30,7 @@ from .data import (
     DistillationDataset,
     ResolutionSchedule,
     collate_batch,
+    parse_scale_range,
 )
 from .errors import DistillationInputError
 from .losses import DistillationLoss, LossWeights, load_lpips
@@ -39,6 +40,7 @@ from .run_support import (
     TrainingRun,
     apply_gradients,
     comparable_config,
+    data_folders,
     eager_mode,
     jsonable,
     prepare_data,
@@ -77,6 +79,7 @@ class DistillConfig(RunSettings):
     # student
     student: str | None = "B"
     student_config: dict | None = None
+    init_from: str | None = None
     optimizer: str = "adamw"
     # speed
     compile: bool = False
@@ -86,11 +89,16 @@ class DistillConfig(RunSettings):
     # losses
     latent_weight: float = 1.0
     std_weight: float = 1.0
+    latent_stats_weight: float = 0.0
+    low_frequency_weight: float = 0.0
+    low_frequency_pool: int = 16
 
     def loss_weights(self) -> LossWeights:
         return LossWeights(
             latent=self.latent_weight,
             std=self.std_weight,
+            latent_stats=self.latent_stats_weight,
+            low_frequency=self.low_frequency_weight,
             reconstruction=self.reconstruction_weight,
             wavelet=self.wavelet_weight,
             gaussian=self.gaussian_weight,
@@ -141,8 +149,14 @@ def validate_config(config: DistillConfig) -> ResolutionSchedule:
         raise DistillationInputError(
             f"unknown --student preset {config.student!r}; choose one of {', '.join(ENCODER_PRESETS)}."
         )
-    if not config.student and not config.student_config:
-        raise DistillationInputError("give a --student preset (S, B, M, L) or a --student_config.")
+    if not config.student and not config.student_config and not config.init_from:
+        raise DistillationInputError("give a --student preset (S, B, M, L), a --student_config or --init_from.")
+    if config.init_from and config.student_config:
+        raise DistillationInputError(
+            "--init_from takes the encoder's architecture from that model; drop --student_config."
+        )
+    if config.low_frequency_pool < 1:
+        raise DistillationInputError(f"--low_frequency_pool must be >= 1 pixel, got {config.low_frequency_pool}.")
     if config.student_config:
         bad = [key for key in config.student_config if not key.startswith("encoder_")]
         if bad:
@@ -158,12 +172,18 @@ def validate_config(config: DistillConfig) -> ResolutionSchedule:
             raise DistillationInputError(f"--{name}_weight must be a finite number >= 0, got {value}.")
     if weights.latent == 0 and not weights.needs_decode():
         raise DistillationInputError("every loss weight is 0; set --latent_weight and/or --reconstruction_weight > 0.")
-    if config.teacher_latents and not config.train_data_dir:
+    if config.teacher_latents and (len(data_folders(config)) != 1 or (config.train_data_repeats or [1]) != [1]):
         raise DistillationInputError(
-            "--teacher_latents needs --train_data_dir (cached targets are keyed by file path)."
+            "--teacher_latents needs exactly one --train_data_dir, without --train_data_repeats (cached targets are "
+            "keyed by file path)."
+        )
+    if config.teacher_latents and parse_scale_range(config.crop_scales) != (1.0, 1.0):
+        raise DistillationInputError(
+            "--crop_scales below 1 need the live teacher (cached targets are whole images at one scale); "
+            "drop --teacher_latents or --crop_scales."
         )
     if config.teacher_latents_border < 0 or (
-        schedule.stages and 2 * config.teacher_latents_border >= min(r for r, _ in schedule.stages) // 8
+        2 * config.teacher_latents_border >= schedule.min_resolution // 8
     ):
         raise DistillationInputError(
             f"--teacher_latents_border {config.teacher_latents_border} must be >= 0 and leave latent pixels inside the "
@@ -312,12 +332,39 @@ def _compile_teacher(teacher: DistillationTeacher, mode: str | None) -> None:
             module.compile(mode=mode)
 
 
+def _initial_encoder(name_or_path: str, teacher: DistillationTeacher) -> tuple[dict, dict]:
+    """``(encoder_* config, encoder state dict)`` of the ``AutoencoderLite`` that ``--init_from`` names, checked
+    against the teacher: the latent space must be the teacher's (fine-tuning a distilled encoder, e.g. at a new
+    size)."""
+    from ..vae_io import VAELoadError, load_vae
+
+    try:
+        model = load_vae(name_or_path, torch_dtype=torch.float32)
+    except VAELoadError as error:
+        raise DistillationInputError(f"--init_from: {error}") from error
+    if not isinstance(model, AutoencoderLite):
+        raise DistillationInputError(
+            f"--init_from {name_or_path!r} is a {type(model).__name__}, not an AutoencoderLite: pass a LiteVAE "
+            "folder, Hub id or bundled name (a model this command wrote)."
+        )
+    if model.config.latent_channels != teacher.latent_channels:
+        raise DistillationInputError(
+            f"--init_from {name_or_path!r} makes {model.config.latent_channels} latent channels but the teacher "
+            f"{teacher.name_or_path!r} has {teacher.latent_channels}; start from a model distilled against this "
+            "teacher."
+        )
+    spec = {key: value for key, value in model.config.items() if key.startswith("encoder_")}
+    logger.info("starting the student encoder from %s", name_or_path)
+    return spec, {key: value.clone() for key, value in model.encoder.state_dict().items()}
+
+
 def _student_description(config: DistillConfig, student: AutoencoderLite) -> dict:
     encoder_config = {
         k: (list(v) if isinstance(v, tuple) else v) for k, v in student.config.items() if k.startswith("encoder_")
     }
     return {
         "preset": config.student.upper() if config.student and not config.student_config else None,
+        "init_from": config.init_from,
         "encoder_config": encoder_config,
         "encoder_parameters": sum(p.numel() for p in student.encoder.parameters()),
     }
@@ -349,6 +396,7 @@ class _DistillRun(TrainingRun):
             gaussian_sigma=config.gaussian_sigma,
             lpips_model=lpips_model,
             latent_scale=self.teacher.normalization.scale_std,
+            low_frequency_pool=config.low_frequency_pool,
         )
         self._build_optimisation()
         self.start(self._check_resume)
@@ -382,8 +430,12 @@ class _DistillRun(TrainingRun):
         else:
             teacher = wrap_teacher(teacher, config.teacher)
         set_seed(config.seed)
+        initial = _initial_encoder(config.init_from, teacher) if config.init_from else None
+        spec = config.student_encoder_spec() if initial is None else initial[0]
         # Built from the full-precision teacher, so the saved decoder holds the teacher's exact weights.
-        student = cast_module(teacher.make_student(config.student_encoder_spec()), dtype=torch.float32)
+        student = cast_module(teacher.make_student(spec), dtype=torch.float32)
+        if initial is not None:
+            student.encoder.load_state_dict(initial[1])
         self.targets = None
         if config.teacher_latents:
             # Before the teacher is cast to the training dtype: targets are computed from the full-precision weights.
@@ -392,7 +444,7 @@ class _DistillRun(TrainingRun):
             self.targets = prepare_teacher_latents(
                 config.teacher_latents,
                 teacher.to(accelerator.device),
-                config.train_data_dir,
+                data_folders(config)[0],
                 self.data.train_paths,
                 self.schedule.max_resolution,
                 config.random_flip,
@@ -510,7 +562,8 @@ class _DistillRun(TrainingRun):
             from .targets import CachedTargetDataset, collate_targets
 
             return CachedTargetDataset(self.data.train_paths, self.targets, flip=config.random_flip), collate_targets
-        return DistillationDataset(self.data.source, flip=config.random_flip), collate_batch
+        scales = parse_scale_range(config.crop_scales)
+        return DistillationDataset(self.data.source, flip=config.random_flip, scale_range=scales), collate_batch
 
     def optimizer_step(self, micro_batches: list[dict], step: int) -> dict[str, torch.Tensor]:
         config = self.config
