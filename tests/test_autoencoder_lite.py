@@ -406,3 +406,30 @@ def test_misaligned_tile_size_is_rejected():
     vae.tile_sample_min_size = 36
     with pytest.raises(ValueError, match="multiple of 8"):
         vae.encode(torch.rand(1, 3, 72, 72))
+
+
+def test_readme_python_snippets_import_every_name_they_use():
+    """Each README Python block is valid Python, and every name it reads is imported or assigned in the README's
+    blocks (they build on each other) or is a builtin: a snippet pasted as it is does not hit a NameError."""
+    import ast
+    import builtins
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    assert len(blocks) >= 3
+    trees = [ast.parse(block) for block in blocks]
+    bound = set(dir(builtins))
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                bound.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                bound.add(node.id)
+            elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                bound.add(node.name)
+            elif isinstance(node, ast.arg):
+                bound.add(node.arg)
+    used = {node.id for tree in trees for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    assert used <= bound, f"README snippets use names they never import or define: {sorted(used - bound)}"
