@@ -231,8 +231,8 @@ def test_bad_input_is_one_error_line_before_training(photos, tmp_path, capsys, m
     cases = {
         "resolution": ([*base, str(tmp_path / "o1"), "--resolution_schedule", "100"], "multiple of 8"),
         "discriminator start": (
-            [*base, str(tmp_path / "o2"), "--resolution", "32", "--discriminator_start_step", "10"],
-            "--discriminator_start_step 10 is not before the last step",
+            [*base, str(tmp_path / "o2"), "--resolution", "32", "--discriminator_start_step", "-1"],
+            "--discriminator_start_step must be >= 0",
         ),
         "lpips": ([*base, str(tmp_path / "o3"), "--resolution", "32", "--lpips_weight", "0.1"], "lpips"),
         "empty folder": (

@@ -204,6 +204,17 @@ def prepare_data(config) -> TrainingData:
     if unreadable:
         logger.warning("skipped %d unreadable validation images: %s", len(unreadable), "; ".join(unreadable[:5]))
     if not images:
+        for index in range(len(source)):  # is the training data unusable too? (stops at the first readable image)
+            try:
+                source.load(index)
+                break
+            except Exception:  # noqa: BLE001 (any unreadable input)
+                continue
+        else:
+            raise DistillationInputError(
+                f"{config.train_data_dir or config.dataset_name!r} has no usable image: none of its {len(source)} "
+                "training images could be read (damaged, truncated, or not images); pass readable images."
+            )
         raise DistillationInputError(f"none of the validation images ({eval_set}) could be read.")
     size = (
         "full size (cropped to a multiple of 8)"
