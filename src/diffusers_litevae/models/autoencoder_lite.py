@@ -330,7 +330,15 @@ class AutoencoderLite(ModelMixin, AttentionMixin, AutoencoderMixin, ConfigMixin,
         and the likely fix, chained to diffusers' original error, which names the mismatching weight.
         """
         hub_kwargs = {key: kwargs[key] for key in _HUB_KWARGS if key in kwargs}
-        saved_class = cls.load_config(pretrained_model_name_or_path, **hub_kwargs).get("_class_name")
+        try:
+            saved_class = cls.load_config(pretrained_model_name_or_path, **hub_kwargs).get("_class_name")
+        except OSError as error:  # a Hub id while HF_HUB_OFFLINE is set: say so, not "no file named config.json"
+            from ..vae_io import hub_offline_message
+
+            offline = hub_offline_message(pretrained_model_name_or_path)
+            if offline is None:
+                raise
+            raise OSError(offline) from error
         if saved_class and saved_class != cls.__name__:
             raise ValueError(
                 f"{pretrained_model_name_or_path!r} holds a model of class {saved_class} (its config.json "
