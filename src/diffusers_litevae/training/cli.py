@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--teacher",
         required=True,
-        help="teacher VAE: diffusers folder, Hub id, or TAESD-family folder (*_encoder.pth + *_decoder.pth)",
+        help="teacher VAE: diffusers folder, Hub id, TAESD-family folder (*_encoder.pth + *_decoder.pth), or a "
+        "bundled model by name (taef2, litevae-s-taef2)",
     )
     group.add_argument(
         "--teacher_subfolder", default=None, help="subfolder of the VAE in a pipeline repo/folder, usually 'vae'"
