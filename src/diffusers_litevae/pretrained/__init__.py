@@ -35,7 +35,9 @@ def _root():
 
 def list_pretrained() -> list[str]:
     """Names of the bundled model folders, sorted: ``["litevae-s-taef2", "taef2"]``;
-    pass one to :func:`pretrained_path`.
+    pass one to :func:`pretrained_path`, or as it is to the commands (``litevae eval --vae litevae-s-taef2``,
+    ``litevae distill --teacher taef2``, ``litevae cache-latents --vae taef2``) and to
+    :func:`~diffusers_litevae.vae_io.load_vae`.
 
     The sample images folder (``"samples"``) is bundled too but is not a model, so it is not listed.
     """
