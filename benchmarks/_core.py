@@ -163,13 +163,16 @@ def measure(
 # ---------------------------------------------------------------------------------------------- reporting
 
 
-def format_ratio(value: float | None, reference: float | None, source: str, unit: str = "") -> str:
-    """``"153.0 img/s = 1.39x 110.0 (source)"``: a figure beside a reference figure and where that comes from."""
+def format_ratio(value: float | None, reference: float | None, source: str, unit: str = "x") -> str:
+    """``"2.10x beside 1.90x (source): 1.11 of it"``: a figure next to a reference figure and where that comes from.
+
+    No pass/fail: the reader compares. ``value`` ``None`` prints ``not measured``.
+    """
     if value is None:
         return "not measured"
-    text = f"{value:.1f}{(' ' + unit) if unit else ''}"
+    text = f"{value:.2f}{unit}"
     if reference:
-        text += f" = {value / reference:.2f}x {reference:.1f} ({source})"
+        text += f" beside {reference:.2f}{unit} ({source}): {value / reference:.2f} of it"
     return text
 
 
