@@ -29,7 +29,6 @@ __all__ = [
     "format_ratio",
     "jsonable",
     "measure",
-    "peak_memory_mib",
     "sync",
     "time_calls",
     "write_json",
@@ -110,19 +109,6 @@ def time_calls(
     return (time.perf_counter() - begin) / calls, calls
 
 
-def peak_memory_mib(call: Callable[[], object], device: torch.device | str) -> float | None:
-    """MiB allocated at the peak of one ``call()`` above what was allocated before it (CUDA); ``None`` elsewhere."""
-    device = torch.device(device)
-    if device.type != "cuda":
-        return None
-    sync(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device)
-    call()
-    sync(device)
-    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
-
-
 def measure(
     call: Callable[[], object],
     device: torch.device | str,
@@ -132,16 +118,21 @@ def measure(
     min_time: float = 1.0,
     min_calls: int = 3,
     max_calls: int = 200,
-    memory: bool = True,
 ) -> dict:
-    """Warm up, measure peak memory over one call, then time calls.
+    """Warm up, then time calls; the first call (compiling, CUDA-graph capture) is reported apart from throughput.
 
-    Returns ``first_call_s`` (the first call alone: compile and CUDA-graph capture land here, so it is reported
-    apart from throughput), ``warmup_s`` (all warm-up calls, the first included), ``peak_memory_mib``
-    (activations of one call, CUDA only, else ``None``), ``items_per_s``, ``ms_per_call`` and ``timed_calls``.
+    Returns ``first_call_s`` (the first call alone), ``warmup_s`` (all ``warmup`` calls, the first included),
+    ``peak_memory_mib`` (CUDA: the most allocated above what was allocated before the first call, over the warm-up
+    and one more call, so CUDA-graph memory pools count; ``None`` elsewhere), ``items_per_s``, ``ms_per_call`` and
+    ``timed_calls``.
     """
     device = torch.device(device)
+    cuda = device.type == "cuda"
     result: dict = {}
+    if cuda:
+        sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        allocated_before = torch.cuda.memory_allocated(device)
     begin = time.perf_counter()
     call()
     sync(device)
@@ -150,9 +141,12 @@ def measure(
         call()
     sync(device)
     result["warmup_s"] = round(time.perf_counter() - begin, 4)
-    if memory:
-        peak = peak_memory_mib(call, device)
-        result["peak_memory_mib"] = None if peak is None else round(peak, 1)
+    if cuda:
+        call()
+        sync(device)
+        result["peak_memory_mib"] = round((torch.cuda.max_memory_allocated(device) - allocated_before) / 2**20, 1)
+    else:
+        result["peak_memory_mib"] = None
     seconds, calls = time_calls(call, device, min_time, min_calls, max_calls)
     result.update(
         items_per_s=round(items_per_call / seconds, 3), ms_per_call=round(seconds * 1e3, 3), timed_calls=calls

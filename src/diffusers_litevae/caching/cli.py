@@ -117,7 +117,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="bf16 autocast on CPU too (several times faster on CPUs with AVX-512 BF16/AMX, bf16 precision)",
     )
     speed.add_argument("--channels_last", action="store_true", help="channels-last memory format for the encoder")
-    speed.add_argument("--compile", action="store_true", help="torch.compile the encoder")
+    speed.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile the encoder (static shapes, CUDA graphs); default: on for CUDA, off on CPU",
+    )
     speed.add_argument("--device", default=None, help="device (default: accelerate's device for this process)")
 
     parser.add_argument("--retry_failed", action="store_true", help="retry images that failed in earlier runs")

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from ..models.utils import compile_for_inference, pad_batch, resolve_compile
 from ..vae_io import load_vae, posterior_moments, vae_identity
 from .decode import DecodeStream, identity_collate, worker_init
 from .index import (
@@ -90,8 +91,12 @@ class CacheReport:
         num_metadata_updates: unchanged images whose caption or file stat changed (index updated, no encode).
         encoded_ids: ids this process encoded.
         wall_s: seconds for the whole run; images_per_s: encoded images per second of the encode phase.
+        steady_images_per_s: the same without the compiled encoder's warm-up (compile and CUDA-graph capture,
+            ``timings["warmup"]``); equal to ``images_per_s`` when nothing was compiled.
+        compiled: whether the encoder ran compiled.
         timings: where this process's encode phase went (seconds): ``loader_wait`` (waiting for decoded batches),
-            ``decode_worker`` (summed worker time), ``transfer`` (host to device), ``encode``, ``writer_busy``
+            ``decode_worker`` (summed worker time), ``transfer`` (host to device), ``encode``, ``warmup`` (first
+            call of each batch shape when compiled: compiling and capturing, not in ``encode``), ``writer_busy``
             (background thread), ``writer_wait`` (encoder blocked on the writer), ``encode_phase`` (wall), ``cpu``
             (CPU seconds of this process and its loader workers during the encode phase).
     """
@@ -107,6 +112,8 @@ class CacheReport:
     encoded_ids: list[str] = field(default_factory=list)
     wall_s: float = 0.0
     images_per_s: float = 0.0
+    steady_images_per_s: float = 0.0
+    compiled: bool = False
     timings: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -196,7 +203,7 @@ def cache_latents(
     mixed_precision: str = "bf16",
     cpu_mixed_precision: bool = False,
     channels_last: bool = False,
-    compile: bool = False,
+    compile: bool | None = None,
     retry_failed: bool = False,
     device: str | torch.device | None = None,
     vae_subfolder: str | None = None,
@@ -231,7 +238,10 @@ def cache_latents(
         mixed_precision (`str`): autocast dtype on CUDA (``"bf16"``, ``"fp16"``, ``"no"``).
         cpu_mixed_precision (`bool`): also autocast on CPU (``bf16`` only; several times faster on CPUs with
             AVX-512 BF16 / AMX, at bf16 precision). Off: CPU encodes in fp32.
-        channels_last (`bool`), compile (`bool`): channels-last layout / ``torch.compile`` of the encoder.
+        channels_last (`bool`): channels-last layout of the encoder and its input.
+        compile (`bool`, *optional*): ``torch.compile`` the encoder, one static-shape graph per bucket, with CUDA
+            graphs on CUDA (every batch padded to ``batch_size``, the padding dropped from the latents). ``None``
+            (default): on for CUDA, off elsewhere (see :func:`~diffusers_litevae.models.utils.resolve_compile`).
         retry_failed (`bool`): try again images that failed before even if unchanged.
         device: defaults to accelerate's device for this process (``cuda:<local rank>`` or ``cpu``).
         vae_subfolder, vae_class, revision, variant: how to load ``vae`` when it is a name.
@@ -356,7 +366,7 @@ def cache_latents(
             mixed_precision=mixed_precision,
             cpu_mixed_precision=cpu_mixed_precision,
             channels_last=channels_last,
-            compile=compile,
+            compile=resolve_compile(compile, device),
             vae_info=vae_info,
             progress=progress and state.is_main_process,
             world=world,
@@ -395,6 +405,9 @@ def cache_latents(
             report.wall_s = time.perf_counter() - started
             phase = timings.get("encode_phase", 0.0)
             report.images_per_s = report.num_encoded / phase if phase > 0 else 0.0
+            steady = phase - timings.get("warmup", 0.0)
+            report.steady_images_per_s = report.num_encoded / steady if steady > 0 else 0.0
+            report.compiled = settings.compile
             write_json_atomic(
                 root / LAST_RUN_NAME,
                 {
@@ -441,6 +454,7 @@ def _encode_items(source, items, transform, vae, device, root, generation, rank,
         "decode_worker": 0.0,
         "transfer": 0.0,
         "encode": 0.0,
+        "warmup": 0.0,
         "writer_busy": 0.0,
         "writer_wait": 0.0,
         "encode_phase": 0.0,
@@ -459,7 +473,8 @@ def _encode_items(source, items, transform, vae, device, root, generation, rank,
     if settings.channels_last:
         vae = vae.to(memory_format=torch.channels_last)
     if settings.compile:
-        vae.encoder.compile()
+        compile_for_inference(vae.encoder, device)
+    warm_shapes: set[tuple[int, ...]] = set()  # batch shapes the compiled encoder has already run
     stream = DecodeStream(source, items, transform, settings.batch_size)
     loader = DataLoader(
         stream,
@@ -528,9 +543,17 @@ def _encode_items(source, items, transform, vae, device, root, generation, rank,
                     images = torch.cat([images, images.flip(-1)])
                 if settings.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
+                real = images.shape[0]
+                if settings.compile:
+                    # Static shapes: a partial batch runs padded, on the full batch's graph.
+                    images = pad_batch(images, settings.batch_size * (2 if transform.flip else 1))
+                    if cuda:
+                        torch.compiler.cudagraph_mark_step_begin()
+                first_call = settings.compile and tuple(images.shape) not in warm_shapes
                 mean, std = posterior_moments(vae, images)
-                mean = mean.float()
-                std = std.float() if std is not None else None
+                # Copies (CUDA-graph outputs are overwritten by the next call), without the padding.
+                mean = mean[:real].to(torch.float32, copy=True)
+                std = std[:real].to(torch.float32, copy=True) if std is not None else None
             tensors = {"mean": mean}
             if std is not None:
                 tensors["std"] = std
@@ -550,7 +573,13 @@ def _encode_items(source, items, transform, vae, device, root, generation, rank,
                 events.append(marks)
             else:
                 tensors = {name: tensor.to(storage_dtype) for name, tensor in tensors.items()}
-                timings["encode"] += time.perf_counter() - encode_start
+                timings["warmup" if first_call else "encode"] += time.perf_counter() - encode_start
+            if first_call:
+                warm_shapes.add(tuple(images.shape))
+                if cuda:  # compiling and capturing: timed on the host, kept out of the encode figure
+                    torch.cuda.synchronize(device)
+                    timings["warmup"] += time.perf_counter() - encode_start
+                    events.pop()
             writer.submit(tuple(batch["bucket"]), batch["entries"], tensors, ready)
             encoded_ids.extend(entry["id"] for entry in batch["entries"])
             bar.update(count)
