@@ -4,7 +4,8 @@
 Examples:
 
     python conversion/distill_encoder.py --teacher stabilityai/sd-vae-ft-mse --train_data_dir photos/ \
-        --student B --resolution_schedule 128:20000,256 --mixed_precision bf16 --output_dir litevae-b-sd
+        --student B --resolution_schedule 128:20000,256/384/512:27000,512 --crop_scales 0.25,1 \
+        --mixed_precision bf16 --output_dir litevae-b-sd
 
     accelerate launch --num_processes 8 conversion/distill_encoder.py --teacher ... (same flags)
 
