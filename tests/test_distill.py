@@ -954,3 +954,22 @@ def test_several_folders_with_repeats(image_folder, tmp_path):
     config.train_data_repeats = [1]
     with pytest.raises(DistillationInputError, match="one positive integer per"):
         distill(config)
+
+
+def test_distill_compiles_student_and_teacher_where_the_policy_says(image_folder, teacher_dir, tmp_path, monkeypatch):
+    """--compile defaults to the shared policy (on for CUDA, mocked here); --no-compile keeps eager."""
+    import diffusers_litevae.training.trainer as trainer_module
+
+    asked, compiled = [], []
+    monkeypatch.setattr(trainer_module, "resolve_compile", lambda flag, device: asked.append(flag) or flag is None)
+    monkeypatch.setattr(
+        torch.nn.Module, "compile", lambda self, **kwargs: compiled.append((type(self).__name__, kwargs))
+    )
+    common = dict(max_train_steps=1, validation_steps=100, num_grid_images=0)
+    distill(_config(image_folder, teacher_dir, tmp_path / "auto", **common))
+    assert asked == [None]
+    assert ("LiteVAEEncoder", {"mode": None, "dynamic": False}) in compiled  # the student, static shapes
+    assert {"Encoder", "Decoder"} <= {name for name, _ in compiled}  # the teacher's encoder and decoder
+    compiled.clear()
+    distill(_config(image_folder, teacher_dir, tmp_path / "eager", compile=False, **common))
+    assert asked[-1] is False and compiled == []

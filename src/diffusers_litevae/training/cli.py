@@ -38,7 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .trainer import DistillConfig
 
     defaults = DistillConfig()
-    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
 
     group = parser.add_argument_group("teacher")
     group.add_argument(
@@ -114,7 +113,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--mixed_precision", default=None, choices=["no", "fp16", "bf16"], help="default: accelerate's config"
     )
-    group.add_argument("--compile", action="store_true", help="torch.compile the student encoder and the teacher")
+    group.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile the student encoder and the teacher, one graph per crop size (default: on for CUDA, "
+        "off on other devices, where eager was faster); --no-compile turns it off",
+    )
     group.add_argument("--compile_mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
     group.add_argument(
         "--channels_last", action="store_true", help="student and teacher in channels-last memory format"
@@ -336,13 +341,3 @@ def run(args: argparse.Namespace) -> int:
             f"(teacher {metrics['psnr_teacher']:.2f}), latent MSE {metrics['latent_mse']:.5f} -> {config.output_dir}"
         )
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="distill_encoder", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -77,9 +77,7 @@ class LossWeights:
 
     def needs_decode(self) -> bool:
         """Whether any image-space term is on (otherwise the teacher decoder is never run)."""
-        return any(
-            w > 0 for w in (self.reconstruction, self.wavelet, self.gaussian, self.lpips, self.low_frequency)
-        )
+        return any(w > 0 for w in (self.reconstruction, self.wavelet, self.gaussian, self.lpips, self.low_frequency))
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)

@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from ..models.autoencoder_lite import AutoencoderLite
 from ..models.litevae_encoder import ENCODER_PRESETS
-from ..models.utils import cast_module
+from ..models.utils import cast_module, resolve_compile
 from .data import (
     DistillationDataset,
     ResolutionSchedule,
@@ -82,7 +82,7 @@ class DistillConfig(RunSettings):
     init_from: str | None = None
     optimizer: str = "adamw"
     # speed
-    compile: bool = False
+    compile: bool | None = None  # None: on for CUDA, off elsewhere (resolve_compile)
     compile_mode: str | None = None
     channels_last: bool = False
     teacher_channels_last: bool = False
@@ -182,9 +182,7 @@ def validate_config(config: DistillConfig) -> ResolutionSchedule:
             "--crop_scales below 1 need the live teacher (cached targets are whole images at one scale); "
             "drop --teacher_latents or --crop_scales."
         )
-    if config.teacher_latents_border < 0 or (
-        2 * config.teacher_latents_border >= schedule.min_resolution // 8
-    ):
+    if config.teacher_latents_border < 0 or (2 * config.teacher_latents_border >= schedule.min_resolution // 8):
         raise DistillationInputError(
             f"--teacher_latents_border {config.teacher_latents_border} must be >= 0 and leave latent pixels inside the "
             "smallest training crop (crop / 8 > 2 * border)."
@@ -324,12 +322,12 @@ def _teacher_dtype(config: DistillConfig, mixed_precision: str) -> torch.dtype:
 def _compile_teacher(teacher: DistillationTeacher, mode: str | None) -> None:
     for name in ("tiny_encoder", "tiny_decoder"):
         if hasattr(teacher, name):
-            getattr(teacher, name).compile(mode=mode)
+            getattr(teacher, name).compile(mode=mode, dynamic=False)
     vae = getattr(teacher, "vae", None)
     for name in ("encoder", "decoder", "quant_conv", "post_quant_conv"):
         module = getattr(vae, name, None) if vae is not None else None
         if isinstance(module, nn.Module):
-            module.compile(mode=mode)
+            module.compile(mode=mode, dynamic=False)
 
 
 def _initial_encoder(name_or_path: str, teacher: DistillationTeacher) -> tuple[dict, dict]:
@@ -480,8 +478,9 @@ class _DistillRun(TrainingRun):
         )
         self.encoder, self.optimizer = accelerator.prepare(encoder, optimizer)
         self.schedule_and_ema(optimizer, self.unwrapped.parameters())
-        if config.compile:
-            self.unwrapped.compile(mode=config.compile_mode)
+        # One graph per crop size (static shapes: a schedule has a handful); validation runs eagerly.
+        if resolve_compile(config.compile, accelerator.device):
+            self.unwrapped.compile(mode=config.compile_mode, dynamic=False)
             _compile_teacher(self.teacher, config.compile_mode)
 
     def _check_resume(self, saved: dict) -> None:
