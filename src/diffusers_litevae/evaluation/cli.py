@@ -24,15 +24,6 @@ DEFAULT_OUTPUT_DIR = "outputs/litevae-eval"
 DEFAULT_VAES = (("litevae-s-taef2", "litevae-s"), ("taef2", "taef2"))
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each flag's default, except where there is nothing to show (``None``, off switches)."""
-
-    def _get_help_string(self, action):
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
-
-
 def default_vae_specs() -> list[str]:
     """The ``--vae`` values used when none is given: the bundled LiteVAE-S and TAEF2, labelled."""
     from ..pretrained import pretrained_path
@@ -41,7 +32,6 @@ def default_vae_specs() -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = _HelpFormatter
     parser.description = (
         "Reconstruction metrics (PSNR, SSIM; LPIPS and rFID where their networks load) and encoder/decoder speed of "
         "one or more VAEs on the same images. With no arguments: the bundled LiteVAE-S and TAEF2 on three bundled "

@@ -18,13 +18,21 @@ _EXPORTS = {
     "prepare_upload_folder": "push",
     "push_to_hub": "push",
     "validate_model_folder": "push",
+    "write_model_card": "push",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from .model_card import build_model_card, eval_results_from_summary
-    from .push import PushError, load_metrics_entry, prepare_upload_folder, push_to_hub, validate_model_folder
+    from .push import (
+        PushError,
+        load_metrics_entry,
+        prepare_upload_folder,
+        push_to_hub,
+        validate_model_folder,
+        write_model_card,
+    )
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -15,9 +15,6 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..cli import DefaultsHelpFormatter  # light: the top-level CLI module imports no torch
-
-    parser.formatter_class = DefaultsHelpFormatter  # also for conversion/push_to_hub.py's own parser
     parser.add_argument(
         "model_dir", help="AutoencoderLite folder (config.json + weights; distillation.json when distilled)"
     )
@@ -27,7 +24,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics_label", default=None, help="this model's label in the metrics file (default: found by path)"
     )
-    parser.add_argument("--repo_id", default=None, help="target Hub repo 'owner/name' (required unless --dry_run)")
+    parser.add_argument(
+        "--repo_id",
+        default=None,
+        help="target Hub repo 'owner/name' (required, also with --dry_run: the card's snippets load from it)",
+    )
+    parser.add_argument("--name", default=None, help="the model's name in the card (default: the name in --repo_id)")
+    parser.add_argument(
+        "--teacher_description",
+        default=None,
+        help="one sentence on the teacher VAE (what it is, author, licence), said once in the card's introduction",
+    )
     parser.add_argument("--license", default="apache-2.0", help="Hub license id for the card metadata")
     parser.add_argument(
         "--base_model", default=None, help="Hub id of the teacher VAE (default: from distillation.json)"
@@ -69,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
             commit_message=args.commit_message or DEFAULT_COMMIT_MESSAGE,
             output_dir=args.output_dir,
             dry_run=args.dry_run,
+            name=args.name,
+            teacher_description=args.teacher_description,
         )
     except PushError as error:
         print(f"litevae push: error: {error}", file=sys.stderr)

@@ -23,6 +23,9 @@ __all__ = [
     "eval_results_from_summary",
     "is_hub_repo_id",
     "is_owner_repo_id",
+    "metrics_by_size",
+    "teacher_display_name",
+    "training_sizes",
 ]
 
 CARD_TAGS = ["diffusers", "litevae", "vae", "autoencoder", "image-to-image"]
@@ -81,29 +84,64 @@ def _dataset_id(summary: dict) -> tuple[str, str | None]:
     return name.split("[")[0], split or None
 
 
-def eval_results_from_summary(summary: dict, entry: dict) -> list[EvalResult]:
-    """model-index ``EvalResult`` s for one model entry of a ``litevae eval`` summary (measured metrics only)."""
+def metrics_by_size(summary: dict) -> list[dict]:
+    """Every evaluation size of a ``litevae eval`` summary, in order: ``[{"size", "preprocessing", "num_images",
+    "models": {label: metrics}}]``.
+
+    A summary from ``--resolution 256,512,native`` has one entry per size in ``summary["sizes"]``; a summary
+    without ``"sizes"`` (one size, older ``litevae eval``) gives one entry from its top level.
+    """
+    sizes = summary.get("sizes")
+    if isinstance(sizes, dict) and sizes:
+        return [
+            {
+                "size": str(block.get("resolution", key)),
+                "preprocessing": block.get("preprocessing"),
+                "num_images": block.get("num_images", summary.get("num_images")),
+                "models": block.get("models") or {},
+            }
+            for key, block in sizes.items()
+        ]
+    return [
+        {
+            "size": str(summary.get("resolution")),
+            "preprocessing": summary.get("preprocessing"),
+            "num_images": summary.get("num_images"),
+            "models": summary.get("models") or {},
+        }
+    ]
+
+
+def _size_name(size: str) -> str:
+    """``"256"`` -> ``"256 px"``; ``"native"`` -> ``"whole images"``."""
+    return "whole images" if size == "native" else f"{size} px"
+
+
+def eval_results_from_summary(summary: dict, label: str) -> list[EvalResult]:
+    """model-index ``EvalResult`` s of model ``label`` in a ``litevae eval`` summary: every measured metric at every
+    evaluation size (metrics that were not measured get no entry)."""
     dataset_type, split = _dataset_id(summary)
-    resolution = summary.get("resolution")
-    dataset_name = f"{dataset_type} ({summary.get('preprocessing') or resolution}, {summary.get('num_images')} images)"
     results = []
-    for key, metric_type, metric_name in _METRICS:
-        value = entry.get(key)
-        if value is None or (isinstance(value, float) and not math.isfinite(value)):
-            continue  # not measured: no number in the metadata (the body says why)
-        results.append(
-            EvalResult(
-                task_type="image-to-image",
-                task_name="Image reconstruction",
-                dataset_type=dataset_type,
-                dataset_name=dataset_name,
-                dataset_split=split,
-                metric_type=metric_type,
-                metric_name=metric_name,
-                metric_value=round(float(value), 4),
-                metric_config=f"resolution={resolution}",
+    for block in metrics_by_size(summary):
+        entry = block["models"].get(label) or {}
+        dataset_name = f"{dataset_type} ({block['preprocessing'] or block['size']}, {block['num_images']} images)"
+        for key, metric_type, metric_name in _METRICS:
+            value = entry.get(key)
+            if value is None or (isinstance(value, float) and not math.isfinite(value)):
+                continue  # not measured: no number in the metadata (the body says why)
+            results.append(
+                EvalResult(
+                    task_type="image-to-image",
+                    task_name="Image reconstruction",
+                    dataset_type=dataset_type,
+                    dataset_name=dataset_name,
+                    dataset_split=split,
+                    metric_type=metric_type,
+                    metric_name=metric_name,
+                    metric_value=round(float(value), 4),
+                    metric_config=f"resolution={block['size']}",
+                )
             )
-        )
     return results
 
 
@@ -117,33 +155,80 @@ def _millions(count) -> str:
     return "n/a" if count is None else f"{count / 1e6:.2f} M"
 
 
-def _usage(repo_id: str, teacher: str | None, pipeline_id: str | None, latent_channels: int) -> str:
+def teacher_display_name(name_or_path: str | None) -> str | None:
+    """How the card names a teacher: a Hub id as it is, a bundled model by its bundled name (``"taef2"`` for a
+    folder named ``taef2``, wherever it was on the training machine), any other folder by its name."""
+    if not name_or_path:
+        return None
+    if is_owner_repo_id(name_or_path) and not Path(name_or_path).exists():
+        return name_or_path
+    return Path(name_or_path).name or name_or_path
+
+
+def _bundled(name: str | None) -> bool:
+    from ..pretrained import list_pretrained
+
+    return bool(name) and name in list_pretrained()
+
+
+def _usage(
+    repo_id: str | None,
+    bundled_name: str | None,
+    teacher: str | None,
+    pipeline_id: str | None,
+    latent_channels: int,
+    has_fp16_variant: bool,
+) -> str:
+    if bundled_name:
+        load = f'pretrained_path("{bundled_name}")'
+        imports = "from diffusers_litevae import AutoencoderLite, pretrained_path"
+        note = (
+            f"The model ships inside the package: `{load}` is its folder, so it loads offline. Its weights are "
+            "stored in float16: load with `torch_dtype=torch.float32` to compute in float32 (on CPU, do), or "
+            "`torch_dtype=torch.float16` on a GPU."
+        )
+        if repo_id:
+            note += f' On the Hub it is `"{repo_id}"`: `AutoencoderLite.from_pretrained("{repo_id}")` loads the same.'
+        dtype = "torch.float32"
+    else:
+        load = f'"{repo_id}"'
+        imports = "from diffusers_litevae import AutoencoderLite"
+        note = "Weights in float32" + (
+            ', plus a float16 variant: add `variant="fp16", torch_dtype=torch.float16` to load it.'
+            if has_fp16_variant
+            else "."
+        )
+        dtype = "torch.float32"
     same_space = f"whose VAE is `{teacher}`" if teacher else "whose VAE shares this model's latent space"
-    pipeline_lines = (
-        f'pipe = DiffusionPipeline.from_pretrained("{pipeline_id}", torch_dtype=torch.float16).to("cuda")\n'
-        f'pipe.vae = AutoencoderLite.from_pretrained("{repo_id}", torch_dtype=torch.float16, '
-        'variant="fp16").to("cuda")\n'
-        if pipeline_id
-        else f"# `pipe`: a diffusers pipeline {same_space} (same latent space, much smaller encoder)\n"
-        f'pipe.vae = AutoencoderLite.from_pretrained("{repo_id}", torch_dtype=pipe.vae.dtype).to(pipe.device)\n'
-    )
+    if pipeline_id:
+        pipeline_lines = (
+            f'pipe = DiffusionPipeline.from_pretrained("{pipeline_id}", torch_dtype=torch.float16).to("cuda")\n'
+            f'pipe.vae = AutoencoderLite.from_pretrained({load}, torch_dtype=torch.float16).to("cuda")\n'
+        )
+    else:
+        pipeline_lines = (
+            f"# `pipe`: a diffusers pipeline {same_space} (same latent space, much smaller encoder)\n"
+            f"pipe.vae = AutoencoderLite.from_pretrained({load}, torch_dtype=pipe.vae.dtype).to(pipe.device)\n"
+        )
     return f"""```bash
 pip install diffusers-litevae
 ```
+
+{note}
 
 ```python
 import torch
 from diffusers import DiffusionPipeline
 
 import diffusers_litevae  # makes AutoencoderLite available to diffusers
-from diffusers_litevae import AutoencoderLite
+{imports}
 
 {pipeline_lines}```
 
 Encode and decode directly (images in `[-1, 1]`, sides multiples of 8):
 
 ```python
-vae = AutoencoderLite.from_pretrained("{repo_id}")  # fp32; add variant="fp16", torch_dtype=torch.float16 for fp16
+vae = AutoencoderLite.from_pretrained({load}, torch_dtype={dtype})
 images = torch.rand(1, 3, 256, 256) * 2 - 1
 latents = vae.encode(images).latent_dist.mode()  # (1, {latent_channels}, 32, 32)
 reconstruction = vae.decode(latents).sample  # (1, 3, 256, 256) in about [-1, 1]
@@ -161,17 +246,19 @@ def _architecture(config: dict, encoder_parameters: int, decoder_parameters: int
         f"{config['encoder_aggregation_channels']}, multipliers {tuple(config['encoder_aggregation_channel_mults'])}), "
         f"ResBlocks per UNet level: {config['encoder_layers_per_block']}"
     )
+    # Only the "kl" decoder has a post_quant_conv (AutoencoderLite builds none for the tiny decoder).
+    has_post_quant_conv = config["decoder_type"] != "tiny" and config.get("use_post_quant_conv", True)
     if config["decoder_type"] == "tiny":
         decoder = (
             f"TAESD-family decoder (width {config['tiny_decoder_channels']}, blocks per stage "
-            f"{tuple(config['tiny_decoder_num_blocks'])})"
+            f"{tuple(config['tiny_decoder_num_blocks'])}), no post_quant_conv"
         )
     else:
         decoder = (
             f"Stable-Diffusion-layout diffusers `Decoder` (block_out_channels {tuple(config['block_out_channels'])}, "
             f"layers_per_block {config['layers_per_block']}"
             f"{', Self-Modulated Convolutions' if config.get('use_smc') else ''}"
-            f"{', with post_quant_conv' if config.get('use_post_quant_conv', True) else ''})"
+            f"{', with post_quant_conv' if has_post_quant_conv else ', no post_quant_conv'})"
         )
     rows = [
         ("Class", "`diffusers_litevae.AutoencoderLite`"),
@@ -180,40 +267,68 @@ def _architecture(config: dict, encoder_parameters: int, decoder_parameters: int
         ("Latent space", f"{config['latent_channels']} channels, {factor}x downsampling"),
         ("scaling_factor / shift_factor", f"{config.get('scaling_factor')} / {config.get('shift_factor')}"),
         ("Encoder parameters", _millions(encoder_parameters)),
-        ("Decoder parameters", f"{_millions(decoder_parameters)} (including post_quant_conv)"),
+        (
+            "Decoder parameters",
+            _millions(decoder_parameters) + (" (including post_quant_conv)" if has_post_quant_conv else ""),
+        ),
         ("Total parameters", _millions(encoder_parameters + decoder_parameters)),
     ]
     return "| | |\n|---|---|\n" + "\n".join(f"| {key} | {value} |" for key, value in rows)
 
 
-def _evaluation(summary: dict, label: str, grid_file: str | None) -> str:
-    models = summary.get("models", {})
+def training_sizes(record: dict | None) -> str | None:
+    """The training crop sizes of a ``distillation.json`` / ``training.json``, in words, from its
+    ``resolution_schedule`` setting (``"128:3550,256"`` -> ``"128 px crops until step 3550, then 256 px crops"``)."""
+    schedule = ((record or {}).get("settings") or {}).get("resolution_schedule")
+    if schedule is None:
+        return None
+    phases = []
+    for part in str(schedule).split(","):
+        sizes, _, until = part.strip().partition(":")
+        sizes = " / ".join(sizes.split("/"))
+        phases.append(f"{sizes} px crops" + (f" until step {until}" if until else ""))
+    return ", then ".join(phases) + f" (`--resolution_schedule {schedule}`)"
+
+
+def _evaluation(summary: dict, label: str, trained_at: str | None, grid_file: str | None) -> str:
+    blocks = metrics_by_size(summary)
+    models = summary.get("models") or blocks[0]["models"]
+    sizes = "; ".join(f"{_size_name(b['size'])} ({b['preprocessing'] or b['size']})" for b in blocks)
     lines = [
-        f"Measured with `litevae eval` on **{summary.get('num_images')} images** of `{_dataset_id(summary)[0]}` "
-        f"({summary.get('preprocessing') or summary.get('resolution')}). Every model saw the same pixels; "
-        "PSNR and SSIM "
-        "(11x11 Gaussian window, sigma 1.5) are computed on images in [0, 1] and averaged over images.",
+        f"Measured with `litevae eval` on **{blocks[0]['num_images']} images** of `{_dataset_id(summary)[0]}`. "
+        "Every model saw the same pixels; PSNR and SSIM (11x11 Gaussian window, sigma 1.5) are computed on images "
+        "in [0, 1] and averaged over images.",
         "",
+        f"- Trained at: {trained_at or 'not recorded (no training record in the folder)'}.",
+        f"- Measured at: {sizes}.",
     ]
+    if summary.get("num_skipped"):
+        lines.append(f"- {summary['num_skipped']} unreadable images were skipped (listed in the summary).")
     if summary.get("command"):
-        lines += ["Command:", "", "```bash", summary["command"], "```", ""]
+        lines += ["", "Command:", "", "```bash", summary["command"], "```"]
     lines += [
-        "| model | class | PSNR (dB) | SSIM | LPIPS | rFID | encoder params | decoder params |",
-        "|---|---|---|---|---|---|---|---|",
+        "",
+        "| evaluated at | model | class | PSNR (dB) | SSIM | LPIPS | rFID |",
+        "|---|---|---|---|---|---|---|",
     ]
+    missing = {}
+    for block in blocks:
+        for name, entry in block["models"].items():
+            shown = f"**{name} (this model)**" if name == label else name
+            lines.append(
+                f"| {_size_name(block['size'])} | {shown} | {(models.get(name) or {}).get('class')} | "
+                f"{_fmt(entry.get('psnr'))} | {_fmt(entry.get('ssim'), '.4f')} | "
+                f"{_fmt(entry.get('lpips'), '.4f')} | {_fmt(entry.get('rfid'))} |"
+            )
+            missing.update(entry.get("missing_metrics") or {})
+    if missing:
+        lines += ["", "Not measured (n/a above):"] + [f"- {key}: {message}" for key, message in missing.items()]
+    lines += ["", "| model | encoder params | decoder params |", "|---|---|---|"]
     for name, entry in models.items():
         shown = f"**{name} (this model)**" if name == label else name
         lines.append(
-            f"| {shown} | {entry.get('class')} | {_fmt(entry.get('psnr'))} | {_fmt(entry.get('ssim'), '.4f')} | "
-            f"{_fmt(entry.get('lpips'), '.4f')} | {_fmt(entry.get('rfid'))} | "
-            f"{_millions(entry.get('encoder_parameters'))} | "
-            f"{_millions(entry.get('decoder_parameters'))} |"
+            f"| {shown} | {_millions(entry.get('encoder_parameters'))} | {_millions(entry.get('decoder_parameters'))} |"
         )
-    missing = {}
-    for entry in models.values():
-        missing.update(entry.get("missing_metrics") or {})
-    if missing:
-        lines += ["", "Not measured (n/a above):"] + [f"- {key}: {message}" for key, message in missing.items()]
     lines += ["", "### Speed", ""]
     entry = models.get(label, {})
     if entry.get("encode_images_per_s") is None:
@@ -238,7 +353,8 @@ def _evaluation(summary: dict, label: str, grid_file: str | None) -> str:
     if grid_file:
         lines += [
             "",
-            "Reconstructions (original, then each model; captions are per-image PSNR):",
+            f"Reconstructions at {_size_name(blocks[0]['size'])} (original, then each model; captions are per-image "
+            "PSNR):",
             "",
             f"![reconstructions]({grid_file})",
         ]
@@ -263,8 +379,9 @@ def _training(distillation: dict | None, curve_file: str | None = None) -> str:
     final = distillation.get("final_metrics", {}) or {}
     lines = [
         f"The encoder was distilled with `litevae distill`: its latents are trained to match the frozen teacher "
-        f"`{teacher.get('name_or_path')}` ({teacher.get('type')}, {teacher.get('latent_channels')} latent channels), "
-        "whose decoder is kept unchanged, so the latent space is the teacher's and models trained on it keep working.",
+        f"`{teacher_display_name(teacher.get('name_or_path'))}` ({teacher.get('type')}, "
+        f"{teacher.get('latent_channels')} latent channels), whose decoder is kept unchanged, so the latent space is "
+        "the teacher's and models trained on it keep working.",
         "",
         "| | |",
         "|---|---|",
@@ -278,6 +395,8 @@ def _training(distillation: dict | None, curve_file: str | None = None) -> str:
     ]
     if distillation.get("command"):
         lines += ["", "Training command:", "", "```bash", distillation["command"], "```"]
+    if distillation.get("note"):
+        lines += ["", f"Note on this record: {distillation['note']}"]
     if final:
         lines += [
             "",
@@ -352,65 +471,84 @@ def _training_from_scratch(training: dict, curve_file: str | None = None) -> str
 
 
 def build_model_card(
-    repo_id: str,
+    name: str,
+    folder: str | Path,
     config: dict,
     encoder_parameters: int,
     decoder_parameters: int,
     summary: dict,
     label: str,
+    repo_id: str | None = None,
+    bundled_name: str | None = None,
     distillation: dict | None = None,
     training: dict | None = None,
     license: str = "apache-2.0",
     base_model: str | None = None,
     pipeline_id: str | None = None,
-    grid_file: str | None = None,
-    curve_file: str | None = None,
-    files: list[str] | None = None,
+    teacher_description: str | None = None,
 ) -> ModelCard:
-    """Build the model card of an ``AutoencoderLite`` checkpoint.
+    """Build the model card (``README.md``) of the ``AutoencoderLite`` folder ``folder``.
+
+    The card describes the folder as it is: "Files" lists the files in it (and ``README.md``), and the
+    reconstruction grid (``eval/grid.png``) and training curve (``curve.png``) are shown only when the folder has
+    them. Write every other file first, then ``card.save(folder / "README.md")``.
 
     Args:
-        repo_id: Hub repo the card is for (``owner/name``), used in the usage snippet and as ``model_name``.
+        name: the model's name (card title and model-index name), e.g. ``"litevae-s-taef2"``.
+        folder: the folder the card is written into.
         config: the model's config (``config.json`` contents).
         encoder_parameters: parameters of ``model.encoder``.
-        decoder_parameters: parameters of ``model.decoder`` plus ``post_quant_conv``.
-        summary: a ``litevae eval`` ``summary.json`` dict.
+        decoder_parameters: parameters of ``model.decoder``, plus ``post_quant_conv`` when the model has one.
+        summary: a ``litevae eval`` ``summary.json`` dict, at one size or several (``summary["sizes"]``).
         label: this model's key in ``summary["models"]``.
+        repo_id: Hub repo of the model (``owner/name``): the usage snippet loads it from there.
+        bundled_name: name of the model bundled with diffusers-litevae: the snippet loads
+            ``pretrained_path(bundled_name)`` (offline). At least one of ``repo_id`` and ``bundled_name`` is needed.
         distillation: the run's ``distillation.json`` dict, if any (training section, teacher).
         training: the ``training.json`` dict of a model trained from scratch with ``litevae train``, if any.
         license: Hub license id of the weights.
         base_model: Hub id of the teacher VAE; default: the teacher's ``name_or_path`` when that is a Hub id.
         pipeline_id: a pipeline repo to show in the usage snippet (optional).
-        grid_file: path of the reconstruction grid inside the repo (embedded as an image).
-        curve_file: path of the distillation curve plot inside the repo (embedded as an image).
-        files: weight/config files in the repo, listed in the card.
+        teacher_description: one sentence on the teacher (what it is, its author and licence), said once in the
+            introduction; elsewhere the card names the teacher by its short name.
 
     Returns:
-        A ``huggingface_hub.ModelCard`` (``card.save(path)`` writes README.md).
+        A ``huggingface_hub.ModelCard``.
+
+    Raises:
+        ValueError: neither ``repo_id`` nor ``bundled_name``, or ``label`` not in the summary.
     """
-    teacher = ((distillation or {}).get("teacher") or {}).get("name_or_path")
-    if base_model is None and is_hub_repo_id(teacher):
+    if not repo_id and not bundled_name:
+        raise ValueError(
+            "the card needs the model's Hub repo id (owner/name) or its bundled name to show how to load it."
+        )
+    if label not in (summary.get("models") or metrics_by_size(summary)[0]["models"]):
+        raise ValueError(f"the summary has no model {label!r}.")
+    folder = Path(folder)
+    teacher = teacher_display_name(((distillation or {}).get("teacher") or {}).get("name_or_path"))
+    if base_model is None and teacher and is_hub_repo_id(teacher):
         base_model = teacher
-    entry = summary["models"][label]
     card_data = ModelCardData(
         license=license,
         library_name="diffusers",
         tags=list(CARD_TAGS),
         base_model=base_model,
-        model_name=repo_id.split("/")[-1],
-        eval_results=eval_results_from_summary(summary, entry) or None,
+        model_name=name,
+        eval_results=eval_results_from_summary(summary, label) or None,
     )
     preset = encoder_preset_name(config)
-    title = repo_id.split("/")[-1]
     intro = (
         f"A [LiteVAE](https://arxiv.org/abs/2405.14477) autoencoder for diffusers: a wavelet-based "
         f"{'LiteVAE-' + preset if preset else 'LiteVAE'} encoder ({_millions(encoder_parameters)} parameters)"
     )
     if teacher:
+        about = [teacher_description] if teacher_description else []
+        if _bundled(teacher):
+            about.append(f'bundled with diffusers-litevae as `pretrained_path("{teacher}")`')
         intro += (
-            f" distilled against `{teacher}`, with that VAE's decoder unchanged. "
-            "It encodes into the same latent space as "
-            f"`{teacher}`, so it replaces that VAE in existing pipelines and latent-caching jobs."
+            f" distilled against `{teacher}`{' (' + '; '.join(about) + ')' if about else ''}, with that VAE's decoder "
+            f"unchanged. It encodes into the same latent space as `{teacher}`, so it replaces that VAE in existing "
+            "pipelines and latent-caching jobs."
         )
     elif training:
         intro += (
@@ -423,14 +561,25 @@ def build_model_card(
     license_note = f"The weights are released under `{license}`." + (
         f" The decoder weights are copied from `{teacher}`; its license also applies to them." if teacher else ""
     )
-    file_list = "\n".join(f"- `{name}`" for name in (files or []))
-    body = f"""# {title}
+    files = sorted({"README.md", *(str(p.relative_to(folder).as_posix()) for p in folder.rglob("*") if p.is_file())})
+    grid_file = "eval/grid.png" if (folder / "eval" / "grid.png").is_file() else None
+    curve_file = "curve.png" if (folder / "curve.png").is_file() else None
+    record = training if training else distillation
+    usage = _usage(
+        repo_id,
+        bundled_name,
+        teacher,
+        pipeline_id,
+        config["latent_channels"],
+        (folder / "diffusion_pytorch_model.fp16.safetensors").is_file(),
+    )
+    body = f"""# {name}
 
 {intro}
 
 ## Usage
 
-{_usage(repo_id, teacher, pipeline_id, config["latent_channels"])}
+{usage}
 
 ## Architecture
 
@@ -438,7 +587,7 @@ def build_model_card(
 
 ## Evaluation
 
-{_evaluation(summary, label, grid_file)}
+{_evaluation(summary, label, training_sizes(record), grid_file)}
 
 ## Training
 
@@ -446,7 +595,7 @@ def build_model_card(
 
 ## Files
 
-{file_list}
+{chr(10).join(f"- `{file}`" for file in files)}
 
 ## License
 

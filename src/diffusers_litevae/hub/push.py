@@ -11,6 +11,9 @@ The upload folder::
     diffusion_pytorch_model.fp16.safetensors    fp16 weights (cast, not renamed): variant="fp16"
     distillation.json or training.json, curve.png   the training record and curve, when the model folder has them
     eval/summary.json                           the metrics the card quotes (+ per_image.csv, grid.png when present)
+
+:func:`write_model_card` writes the card of any ``AutoencoderLite`` folder (also the bundled models', see
+``conversion/bundle_pretrained.py``); the card lists exactly the files of that folder.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ __all__ = [
     "prepare_upload_folder",
     "push_to_hub",
     "validate_model_folder",
+    "write_model_card",
 ]
 
 WEIGHT_FILES = (
@@ -43,7 +47,6 @@ WEIGHT_FILES = (
     "diffusion_pytorch_model.safetensors.index.json",
 )
 DEFAULT_COMMIT_MESSAGE = "Upload AutoencoderLite with diffusers-litevae"
-DRY_RUN_REPO_ID = "YOUR_USERNAME/{name}"
 
 
 class PushError(ValueError):
@@ -175,6 +178,8 @@ def prepare_upload_folder(
     license: str = "apache-2.0",
     base_model: str | None = None,
     pipeline_id: str | None = None,
+    name: str | None = None,
+    teacher_description: str | None = None,
 ) -> Path:
     """Write the exact folder :func:`push_to_hub` uploads: weights (fp32 + real fp16), config, card, eval files.
 
@@ -187,14 +192,14 @@ def prepare_upload_folder(
         license: Hub license id for the card metadata.
         base_model: Hub id of the teacher (default: the teacher in ``distillation.json`` when it is a Hub id).
         pipeline_id: pipeline repo for the card's usage snippet.
+        name: the model's name in the card (default: the name part of ``repo_id``).
+        teacher_description: one sentence on the teacher for the card's introduction.
 
     Returns:
         ``output_dir`` as a ``Path``.
     """
     model_path, _ = validate_model_folder(model_dir)
     summary, label = load_metrics_entry(metrics_file, metrics_label, model_path)
-    distillation = _load_record(model_path, "distillation.json")
-    training = None if distillation is not None else _load_record(model_path, "training.json")
     output = Path(output_dir)
     if output.exists() and any(output.iterdir()):
         raise PushError(
@@ -202,18 +207,7 @@ def prepare_upload_folder(
         )
 
     model = AutoencoderLite.from_pretrained(str(model_path), torch_dtype=torch.float32)
-    encoder_parameters = sum(p.numel() for p in model.encoder.parameters())
-    decoder_parameters = sum(p.numel() for p in model.decoder.parameters())
-    if model.post_quant_conv is not None:
-        decoder_parameters += sum(p.numel() for p in model.post_quant_conv.parameters())
-    entry = summary["models"][label]
-    measured = entry.get("encoder_parameters")
-    if isinstance(measured, int) and measured != encoder_parameters:
-        raise PushError(
-            f"metrics entry {label!r} was measured on an encoder with {measured} parameters, "
-            f"but {str(model_path)!r} has "
-            f"{encoder_parameters}: these metrics are not for this model. Re-run `litevae eval` on it."
-        )
+    _check_measured_parameters(summary, label, model, model_path)
 
     output.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(output), safe_serialization=True)
@@ -224,46 +218,119 @@ def prepare_upload_folder(
             f"{str(model_path)!r} has weights outside the fp16 range; they would turn into inf in the fp16 variant."
         )
     model.save_pretrained(str(output), safe_serialization=True, variant="fp16")
-    files = ["config.json", "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"]
-    for record, name in ((distillation, "distillation.json"), (training, "training.json")):
-        if record is not None:
-            shutil.copy2(model_path / name, output / name)
-            files.append(name)
-    curve_file = None
-    if (model_path / "curve.png").is_file():  # written by `litevae distill` / `litevae train` next to the record
-        shutil.copy2(model_path / "curve.png", output / "curve.png")
-        files.append(curve_file := "curve.png")
-
-    eval_dir = output / "eval"
-    eval_dir.mkdir()
-    shutil.copy2(metrics_file, eval_dir / "summary.json")
-    files.append("eval/summary.json")
-    grid_file = None
-    for name in ("per_image.csv", "grid.png"):
-        source = Path(metrics_file).parent / name
+    copy_training_record(model_path, output)
+    for file_name in ("per_image.csv", "grid.png"):
+        source = Path(metrics_file).parent / file_name
         if source.is_file():
-            shutil.copy2(source, eval_dir / name)
-            files.append(f"eval/{name}")
-            grid_file = f"eval/{name}" if name == "grid.png" else grid_file
-
-    card = build_model_card(
+            (output / "eval").mkdir(exist_ok=True)
+            shutil.copy2(source, output / "eval" / file_name)
+    write_model_card(
+        output,
+        metrics_file,
+        name=name or repo_id.split("/")[-1],
+        metrics_label=label,
         repo_id=repo_id,
+        license=license,
+        base_model=base_model,
+        pipeline_id=pipeline_id,
+        teacher_description=teacher_description,
+    )
+    return output
+
+
+def copy_training_record(model_dir: str | os.PathLike, output_dir: str | os.PathLike) -> list[str]:
+    """Copy ``distillation.json`` (or ``training.json``) and ``curve.png`` from a run folder; returns the names."""
+    copied = []
+    for file_name in ("distillation.json", "training.json", "curve.png"):
+        source = Path(model_dir) / file_name
+        if source.is_file() and not (file_name == "training.json" and "distillation.json" in copied):
+            shutil.copy2(source, Path(output_dir) / file_name)
+            copied.append(file_name)
+    return copied
+
+
+def write_model_card(
+    folder: str | os.PathLike,
+    metrics_file: str | os.PathLike,
+    name: str,
+    metrics_label: str | None = None,
+    repo_id: str | None = None,
+    bundled_name: str | None = None,
+    license: str = "apache-2.0",
+    base_model: str | None = None,
+    pipeline_id: str | None = None,
+    teacher_description: str | None = None,
+) -> Path:
+    """Write ``folder/README.md``, the model card of the ``AutoencoderLite`` folder ``folder``.
+
+    The metrics file is copied to ``folder/eval/summary.json`` (unless it is that file); the training record
+    (``distillation.json`` / ``training.json``) and ``curve.png`` are read from ``folder``. Everything the card
+    names (files, images) is in ``folder``.
+
+    Args:
+        folder: the model folder (``config.json`` + weights); the card is written into it.
+        metrics_file: a ``litevae eval`` ``summary.json`` (one size or several) that includes this model.
+        name: the model's name (card title, model-index name).
+        metrics_label, license, base_model, pipeline_id, teacher_description: see :func:`prepare_upload_folder`.
+        repo_id: Hub repo ``owner/name`` the card's snippets load from.
+        bundled_name: bundled model name (``pretrained_path(bundled_name)`` in the snippets); ``repo_id``,
+            ``bundled_name`` or both.
+
+    Returns:
+        The card's path.
+
+    Raises:
+        PushError: bad folder or metrics, metrics measured on another model, or neither ``repo_id`` nor
+            ``bundled_name``.
+    """
+    if repo_id is not None:
+        _check_repo_id(repo_id)
+    elif not bundled_name:
+        raise PushError("the model card needs --repo_id owner/name (or a bundled name) to show how to load the model.")
+    folder, config = validate_model_folder(folder)
+    summary, label = load_metrics_entry(metrics_file, metrics_label, folder)
+    model = AutoencoderLite.from_pretrained(str(folder), torch_dtype=torch.float32)
+    encoder_parameters, decoder_parameters = _check_measured_parameters(summary, label, model, folder)
+    (folder / "eval").mkdir(exist_ok=True)
+    if not (folder / "eval" / "summary.json").exists() or not (folder / "eval" / "summary.json").samefile(metrics_file):
+        shutil.copy2(metrics_file, folder / "eval" / "summary.json")
+    distillation = _load_record(folder, "distillation.json")
+    card = build_model_card(
+        name=name,
+        folder=folder,
         config=dict(model.config),
         encoder_parameters=encoder_parameters,
         decoder_parameters=decoder_parameters,
         summary=summary,
         label=label,
+        repo_id=repo_id,
+        bundled_name=bundled_name,
         distillation=distillation,
-        training=training,
+        training=None if distillation is not None else _load_record(folder, "training.json"),
         license=license,
         base_model=base_model,
         pipeline_id=pipeline_id,
-        grid_file=grid_file,
-        curve_file=curve_file,
-        files=files,
+        teacher_description=teacher_description,
     )
-    card.save(str(output / "README.md"))
-    return output
+    card.save(str(folder / "README.md"))
+    return folder / "README.md"
+
+
+def _check_measured_parameters(summary: dict, label: str, model: AutoencoderLite, model_path: Path) -> tuple[int, int]:
+    """``(encoder, decoder)`` parameter counts of ``model`` (the decoder's with ``post_quant_conv`` when there is
+    one); a summary entry measured on an encoder of another size is a :class:`PushError`."""
+    encoder_parameters = sum(p.numel() for p in model.encoder.parameters())
+    decoder_parameters = sum(p.numel() for p in model.decoder.parameters())
+    if model.post_quant_conv is not None:
+        decoder_parameters += sum(p.numel() for p in model.post_quant_conv.parameters())
+    measured = summary["models"][label].get("encoder_parameters")
+    if isinstance(measured, int) and measured != encoder_parameters:
+        raise PushError(
+            f"metrics entry {label!r} was measured on an encoder with {measured} parameters, "
+            f"but {str(model_path)!r} has "
+            f"{encoder_parameters}: these metrics are not for this model. Re-run `litevae eval` on it."
+        )
+    return encoder_parameters, decoder_parameters
 
 
 def push_to_hub(
@@ -279,12 +346,15 @@ def push_to_hub(
     commit_message: str = DEFAULT_COMMIT_MESSAGE,
     output_dir: str | os.PathLike | None = None,
     dry_run: bool = False,
+    name: str | None = None,
+    teacher_description: str | None = None,
 ) -> Path | str:
     """Validate, write the upload folder, then ``HfApi.create_repo`` + ``HfApi.upload_folder``.
 
     Args:
-        model_dir, metrics_file, metrics_label, license, base_model, pipeline_id: see :func:`prepare_upload_folder`.
-        repo_id: ``owner/name``; required unless ``dry_run`` (then the card uses ``YOUR_USERNAME/<folder name>``).
+        model_dir, metrics_file, metrics_label, license, base_model, pipeline_id, name, teacher_description: see
+            :func:`prepare_upload_folder`.
+        repo_id: ``owner/name``, also for a dry run: the card's snippets load the model from it.
         private: create the repo private.
         token: Hugging Face token (default: the one stored by ``hf auth login``).
         commit_message: commit message of the upload.
@@ -296,9 +366,9 @@ def push_to_hub(
     """
     # Every check that can fail happens here, before the first network call.
     if repo_id is None:
-        if not dry_run:
-            raise PushError("--repo_id owner/name is required to upload (or pass --dry_run to only write the folder).")
-        repo_id = DRY_RUN_REPO_ID.format(name=Path(model_dir).resolve().name)
+        raise PushError(
+            "--repo_id owner/name is required (also with --dry_run: the model card's snippets load the model from it)."
+        )
     _check_repo_id(repo_id)
     model_path, _ = validate_model_folder(model_dir)
     load_metrics_entry(metrics_file, metrics_label, model_path)
@@ -313,7 +383,16 @@ def push_to_hub(
         output_dir = temporary
     try:
         folder = prepare_upload_folder(
-            model_path, metrics_file, output_dir, repo_id, metrics_label, license, base_model, pipeline_id
+            model_path,
+            metrics_file,
+            output_dir,
+            repo_id,
+            metrics_label,
+            license,
+            base_model,
+            pipeline_id,
+            name=name,
+            teacher_description=teacher_description,
         )
         if dry_run:
             return folder
