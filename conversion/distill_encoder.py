@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 
-from diffusers_litevae.training.cli import main
+from diffusers_litevae.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["distill", *sys.argv[1:]]))

@@ -8,15 +8,13 @@ The same as ``litevae push`` (see ``docs/evaluation_and_hub.md``)::
 
 from __future__ import annotations
 
-import argparse
+import sys
 
-from diffusers_litevae.hub.cli import add_arguments, run
+from diffusers_litevae.cli import main as litevae
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return litevae(["push", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -1,9 +1,19 @@
-"""Module-level lazy exports (PEP 562): a package's public names are imported from their submodules on first use,
-so importing the package (as ``litevae --help`` does) loads neither torch nor diffusers."""
+"""Lazy imports through module ``__getattr__`` (PEP 562), so importing the package (as ``litevae --help`` does)
+loads neither torch nor diffusers.
+
+- :func:`lazy_exports`: a package's public names are imported from their submodules on first use.
+- :func:`defer_module`: a module is put in ``sys.modules`` now and runs its code on first use. diffusers'
+  ``DiffusionPipeline.from_pretrained`` looks a component's class up in the module path recorded in
+  ``model_index.json`` among the modules already in ``sys.modules``; a deferred module is found there without
+  having imported torch yet.
+"""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
+import threading
 
 
 def lazy_exports(package: str, exports: dict[str, str], namespace: dict):
@@ -24,3 +34,45 @@ def lazy_exports(package: str, exports: dict[str, str], namespace: dict):
         return sorted(set(namespace) | set(exports))
 
     return __getattr__, __dir__
+
+
+def defer_module(name: str) -> None:
+    """Put module ``name`` in ``sys.modules`` (and on its parent package) without running its code yet.
+
+    Its code runs, once and into the same module object, the first time a name it does not hold yet is read
+    (``module.AutoencoderLite``, ``from module import ...``, ``getattr`` by diffusers' loader). Dunder attributes
+    (``__file__``, ``__spec__``, ...) are set up front and never run it, so tools that scan ``sys.modules``
+    (``inspect.getmodule`` does, even in the middle of importing torch) do not set it off half-way;
+    ``importlib.util.LazyLoader`` would run the module on any attribute read, dunders included.
+    """
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    module = importlib.util.module_from_spec(spec)
+    namespace = vars(module)
+    lock = threading.RLock()
+    running = []  # non-empty while the module's code runs
+
+    def __getattr__(attribute: str):
+        if attribute.startswith("__") and attribute.endswith("__") and attribute != "__all__":  # __all__: star imports
+            raise AttributeError(f"module {name!r} has no attribute {attribute!r}")
+        with lock:  # another thread waits for the run instead of seeing a half-run module
+            if namespace.get("__getattr__") is __getattr__:
+                if running:  # read by the module's own code while it runs: as in a circular import
+                    raise AttributeError(f"partially initialized module {name!r} has no attribute {attribute!r}")
+                running.append(True)
+                try:
+                    spec.loader.exec_module(module)
+                finally:
+                    running.clear()
+                if namespace.get("__getattr__") is __getattr__:
+                    del namespace["__getattr__"]
+        try:
+            return namespace[attribute]
+        except KeyError:
+            raise AttributeError(f"module {name!r} has no attribute {attribute!r}") from None
+
+    namespace["__getattr__"] = __getattr__
+    sys.modules[name] = module
+    parent, _, child = name.rpartition(".")
+    setattr(sys.modules[parent], child, module)

@@ -25,13 +25,16 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """``--help`` lists every option's default: appended as ``(default: ...)``, also for options without help
-    text, except where there is nothing to show (``None``, off switches) or the help text already names it."""
+    text, except where there is nothing to show (``None``, off switches) or the help text already names it.
 
-    def _format_action(self, action: argparse.Action) -> str:
-        if not action.help and _has_default_to_show(action):
+    The one help formatter of the ``litevae`` commands: :func:`build_parser` gives it to every subcommand.
+    """
+
+    def add_argument(self, action: argparse.Action) -> None:
+        if not action.help and _has_default_to_show(action):  # argparse shows no help line for these otherwise
             action = copy.copy(action)
             action.help = "default: %(default)s"
-        return super()._format_action(action)
+        super().add_argument(action)
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         help_text = action.help or ""
@@ -73,8 +76,6 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         sub.set_defaults(_module=module_name)
         if name == chosen:
             _module(module_name).add_arguments(sub)
-            # After add_arguments, which may set its own formatter: every subcommand's --help shows all defaults.
-            sub.formatter_class = DefaultsHelpFormatter
     return parser
 
 

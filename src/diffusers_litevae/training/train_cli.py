@@ -35,7 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .from_scratch import DECODERS, TrainConfig
 
     defaults = TrainConfig()
-    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
 
     group = parser.add_argument_group("model")
     group.add_argument("--encoder", default=defaults.encoder, help="LiteVAE encoder preset: S, B, M or L")
