@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from diffusers_litevae.caching import LatentDataset, cache_latents
-from diffusers_litevae.caching.writer import CRASH_ENV, read_shard_entries
+from diffusers_litevae.caching.writer import read_shard_entries
 from diffusers_litevae.testing_utils import tiny_autoencoder_lite
 
 # Same settings through the CLI (children) and the Python API (references): fp32 storage and batch size 1, so
@@ -60,11 +60,44 @@ def make_images(folder: Path, count: int) -> Path:
     return folder
 
 
+# Where a child kills itself: (file renamed into place, before or after the rename).
+KILL_POINTS = {
+    "shard_temp_written": ("shard", "before"),  # the shard is still a fsynced temporary file
+    "shard_renamed": ("shard", "after"),
+    "index_temp_written": ("index", "before"),
+}
+
+
+def _kill_at(crash: str) -> None:
+    """Make this (forked, throw-away) process SIGKILL itself the ``n``-th time the cache renames a file of one kind
+    into place, given as ``"<point>:<n>"`` (a key of ``KILL_POINTS``): the cache commits every shard and the index
+    with ``os.replace`` of a fsynced temporary file, so these are the moments a crash can hit."""
+    point, _, count = crash.partition(":")
+    kind, when = KILL_POINTS[point]
+    replace, seen = os.replace, [0]
+
+    def kind_of(destination) -> str | None:
+        path = Path(destination)
+        if path.name == "index.jsonl":
+            return "index"
+        return "shard" if path.suffix == ".safetensors" and "shards" in path.parts else None
+
+    def replace_or_die(source, destination, **kwargs):
+        if kind_of(destination) != kind:
+            return replace(source, destination, **kwargs)
+        seen[0] += 1
+        if seen[0] == int(count) and when == "before":
+            os.kill(os.getpid(), signal.SIGKILL)
+        replace(source, destination, **kwargs)
+        if seen[0] == int(count) and when == "after":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    os.replace = replace_or_die
+
+
 def _child(argv: list[str], crash: str | None) -> None:
     if crash:
-        os.environ[CRASH_ENV] = crash
-    else:
-        os.environ.pop(CRASH_ENV, None)
+        _kill_at(crash)
     torch.set_num_threads(1)
     from diffusers_litevae.cli import main
 
@@ -72,7 +105,8 @@ def _child(argv: list[str], crash: str | None) -> None:
 
 
 def start_cli(argv: list[str], crash: str | None = None) -> multiprocessing.Process:
-    """The CLI in a forked child process (already-imported torch: no start-up cost), SIGKILL-able."""
+    """The CLI in a forked child process (already-imported torch: no start-up cost), SIGKILL-able; ``crash``
+    (``"<point>:<n>"``, see :func:`_kill_at`) makes it kill itself at that point of the write path."""
     process = multiprocessing.get_context("fork").Process(target=_child, args=(argv, crash))
     process.start()
     return process

@@ -51,7 +51,6 @@ from .writer import (
     CacheBusyError,
     CacheLock,
     ShardWriter,
-    crash_point,
     list_shard_files,
     remove_temp_files,
     write_bytes_atomic,
@@ -372,7 +371,6 @@ def cache_latents(
             world=world,
         )
         timings, encoded_ids = _encode_items(source, my_todo, transform, vae, device, root, generation, rank, settings)
-        crash_point("before_index")
         state.wait_for_everyone()
 
         # --- merge (main process) ---------------------------------------------------------------------------------

@@ -172,9 +172,7 @@ class CacheIndex:
         }
         lines = [json.dumps(header)]
         lines.extend(json.dumps(self.entries[sample_id], ensure_ascii=False) for sample_id in sorted(self.entries))
-        write_bytes_atomic(
-            self.root / INDEX_NAME, ("\n".join(lines) + "\n").encode("utf-8"), crash_name="index_temp_written"
-        )
+        write_bytes_atomic(self.root / INDEX_NAME, ("\n".join(lines) + "\n").encode("utf-8"))
 
     def delete_dead_shards(self) -> list[str]:
         """Delete superseded shards (after :meth:`write`; they stay listed as known until the next write)."""

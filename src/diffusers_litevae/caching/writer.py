@@ -21,7 +21,6 @@ import json
 import os
 import queue
 import re
-import signal
 import socket
 import threading
 import time
@@ -38,7 +37,6 @@ __all__ = [
     "CacheBusyError",
     "CacheLock",
     "ShardWriter",
-    "crash_point",
     "list_shard_files",
     "read_shard_entries",
     "shard_relpath",
@@ -52,23 +50,6 @@ FORMAT_VERSION = 1
 SHARDS_DIR = "shards"
 LOCK_NAME = ".cache-latents.lock"
 _SHARD_PATTERN = re.compile(r"^shards/g(\d+)/r(\d+)/(\d+)\.safetensors$")
-
-# Fault injection for the crash-safety tests: "<point>:<n>" SIGKILLs this process the n-th time <point> is reached.
-CRASH_ENV = "DIFFUSERS_LITEVAE_CACHE_CRASH_AT"
-_crash_counts: dict[str, int] = defaultdict(int)
-
-
-def crash_point(name: str) -> None:
-    """Kill this process with SIGKILL if ``$DIFFUSERS_LITEVAE_CACHE_CRASH_AT`` names this point (tests only)."""
-    spec = os.environ.get(CRASH_ENV)
-    if not spec:
-        return
-    point, _, count = spec.partition(":")
-    if point != name:
-        return
-    _crash_counts[name] += 1
-    if _crash_counts[name] >= int(count or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def shard_relpath(generation: int, rank: int, seq: int) -> str:
@@ -124,7 +105,7 @@ def _temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes, crash_name: str | None = None) -> None:
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` via a fsynced temporary file and ``os.replace`` (readers see old or new)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -133,14 +114,12 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, crash_name: str | N
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-    if crash_name:
-        crash_point(crash_name)
     os.replace(temp, path)
     _fsync_dir(path.parent)
 
 
-def write_json_atomic(path: str | os.PathLike, obj, crash_name: str | None = None) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode(), crash_name)
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
 def remove_temp_files(root: str | os.PathLike) -> int:
@@ -163,10 +142,8 @@ def save_shard(path: Path, tensors: dict[str, torch.Tensor], entries: list[dict]
     save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, str(temp), metadata=header)
     with open(temp, "rb+") as handle:
         os.fsync(handle.fileno())
-    crash_point("shard_temp_written")
     os.replace(temp, path)
     _fsync_dir(path.parent)
-    crash_point("shard_renamed")
 
 
 class CacheBusyError(RuntimeError):
