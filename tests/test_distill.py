@@ -973,3 +973,17 @@ def test_distill_compiles_student_and_teacher_where_the_policy_says(image_folder
     compiled.clear()
     distill(_config(image_folder, teacher_dir, tmp_path / "eager", compile=False, **common))
     assert asked[-1] is False and compiled == []
+
+
+def test_training_reads_16_bit_and_rotated_photos_as_the_other_commands_do(tmp_path):
+    """The training loader shares the cache's and eval's reading: EXIF orientation, 16-bit greyscale scaled."""
+    grey = np.linspace(0, 65535, 32 * 48, dtype=np.uint16).reshape(32, 48)
+    Image.fromarray(grey).save(tmp_path / "deep.png")  # uint16: mode I;16
+    wide = Image.new("RGB", (48, 32), (200, 10, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    wide.save(tmp_path / "rotated.jpg", exif=exif)
+    source = FolderImageSource([tmp_path / "deep.png", tmp_path / "rotated.jpg"])
+    deep = np.asarray(source.load(0))
+    assert deep.shape == (32, 48, 3) and deep.min() == 0 and deep.max() == 255 and 120 < deep.mean() < 135
+    assert source.load(1).size == (32, 48)  # upright: portrait

@@ -245,3 +245,21 @@ def test_bad_input_is_one_error_line_before_training(photos, tmp_path, capsys, m
         lines = [line for line in err.splitlines() if "error:" in line]
         assert code == 2 and len(lines) == 1 and message in lines[0], (name, err)
         assert not (Path(argv[argv.index("--output_dir") + 1]) / "checkpoints").exists(), name
+
+
+def test_train_compiles_where_the_policy_says(photos, tmp_path, monkeypatch):
+    """--compile defaults to the shared policy (on for CUDA, mocked here); --no-compile keeps eager."""
+    import diffusers_litevae.training.from_scratch as from_scratch_module
+
+    asked, compiled = [], []
+    monkeypatch.setattr(from_scratch_module, "resolve_compile", lambda flag, device: asked.append(flag) or flag is None)
+    monkeypatch.setattr(
+        torch.nn.Module, "compile", lambda self, **kwargs: compiled.append((type(self).__name__, kwargs))
+    )
+    train_autoencoder(_config(photos, tmp_path / "auto", max_train_steps=1))
+    assert asked == [None]
+    assert {name for name, _ in compiled} == {"_Reconstruct", "UNetDiscriminator"}
+    assert all(kwargs["dynamic"] is False for _, kwargs in compiled)
+    compiled.clear()
+    train_autoencoder(_config(photos, tmp_path / "eager", max_train_steps=1, compile=False))
+    assert asked[-1] is False and compiled == []

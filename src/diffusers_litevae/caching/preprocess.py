@@ -160,6 +160,11 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
     return image.convert("RGB")
 
 
+def upright_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """The one way every command reads a photo: EXIF orientation applied, then :func:`to_rgb`."""
+    return to_rgb(ImageOps.exif_transpose(image), background)
+
+
 def preprocess_image(
     data: bytes | str | Image.Image,
     transform: TransformConfig,
@@ -189,8 +194,7 @@ def preprocess_image(
     if image.format == "JPEG":
         swapped = (width, height) != image.size
         image.draft("RGB", (resized_h, resized_w) if swapped else (resized_w, resized_h))
-    image = ImageOps.exif_transpose(image)
-    image = to_rgb(image, transform.background)
+    image = upright_rgb(image, transform.background)
     # The decoded image may be smaller than `original_size` (JPEG draft): map the crop box into its pixels.
     scale_x, scale_y = image.width / resized_w, image.height / resized_h
     left, top, right, bottom = plan.crop_ltrb

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageFont
 
 from .errors import EvaluationInputError
 
@@ -112,12 +112,12 @@ def prepare_image(
     Returns:
         An RGB ``PIL.Image`` whose width and height are multiples of 8.
     """
-    from ..caching.preprocess import to_rgb
+    from ..caching.preprocess import upright_rgb
 
     resolution = parse_resolution(resolution)
     if crop not in CROPS:
         raise EvaluationInputError(f"crop must be one of {CROPS}, got {crop!r}.")
-    image = to_rgb(ImageOps.exif_transpose(image), _BACKGROUND)
+    image = upright_rgb(image, _BACKGROUND)
     if resolution != "native":
         short = min(image.size)
         if resize or short < resolution:

@@ -113,14 +113,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--mixed_precision", default=None, choices=["no", "fp16", "bf16"], help="default: accelerate's config"
     )
-    group.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="torch.compile the student encoder and the teacher, one graph per crop size (default: on for CUDA, "
-        "off on other devices, where eager was faster); --no-compile turns it off",
-    )
-    group.add_argument("--compile_mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
+    add_compile_arguments(group)
     group.add_argument(
         "--channels_last", action="store_true", help="student and teacher in channels-last memory format"
     )
@@ -222,6 +215,18 @@ def add_data_arguments(parser: argparse.ArgumentParser, defaults) -> None:
     group.add_argument("--max_validation_images", type=int, default=None)
     group.add_argument("--validation_steps", type=int, default=defaults.validation_steps)
     group.add_argument("--num_grid_images", type=int, default=defaults.num_grid_images)
+
+
+def add_compile_arguments(group) -> None:
+    """``--compile/--no-compile`` and ``--compile_mode``, which both trainers share."""
+    group.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile the trained model (and the teacher), one graph per crop size (default: on for CUDA, "
+        "off on other devices, where eager was faster); --no-compile turns it off",
+    )
+    group.add_argument("--compile_mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
 
 
 def add_optimisation_arguments(parser: argparse.ArgumentParser, defaults):

@@ -40,6 +40,7 @@ __all__ = [
     "split_holdout",
 ]
 
+from ..caching.preprocess import upright_rgb
 from ..image_files import IMAGE_EXTENSIONS, scan_image_files
 
 # --------------------------------------------------------------------------------------------- image sources
@@ -92,7 +93,7 @@ class FolderImageSource:
     def load(self, index: int) -> Image.Image:
         with Image.open(self.paths[index]) as image:
             image.load()
-            return image.convert("RGB")
+            return upright_rgb(image)
 
 
 class HubImageSource:
@@ -126,7 +127,7 @@ class HubImageSource:
         if not isinstance(value, Image.Image):
             raise TypeError(f"column {self.image_column!r} holds {type(value).__name__}, not an image.")
         value.load()
-        return value.convert("RGB")
+        return upright_rgb(value)
 
 
 def load_hub_dataset(name: str, config_name: str | None, split: str, cache_dir: str | None, image_column: str):

@@ -31,8 +31,8 @@ import torch.nn as nn
 from ..models.autoencoder_lite import AutoencoderLite
 from ..models.litevae_encoder import ENCODER_PRESETS
 from ..models.unet_discriminator import UNetDiscriminator
-from ..models.utils import cast_module
-from .data import DistillationDataset, ResolutionSchedule, collate_batch
+from ..models.utils import cast_module, resolve_compile
+from .data import DistillationDataset, ResolutionSchedule, collate_batch, parse_scale_range
 from .errors import TrainingInputError
 from .losses import (
     discriminator_hinge_loss,
@@ -132,10 +132,10 @@ def validate_train_config(config: TrainConfig) -> ResolutionSchedule:
         raise TrainingInputError(f"--latent_channels must be positive, got {config.latent_channels}.")
     schedule = validate_run_settings(config, TrainingInputError)
     discriminator_factor = 2 ** len(config.discriminator_block_out_channels)
-    smallest = min(resolution for resolution, _ in schedule.stages)
-    if config.adversarial_weight > 0 and smallest % discriminator_factor:
+    odd = [size for size in schedule.sizes if size % discriminator_factor]
+    if config.adversarial_weight > 0 and odd:
         raise TrainingInputError(
-            f"training resolution {smallest} is not a multiple of {discriminator_factor}, which the discriminator "
+            f"training resolution {odd[0]} is not a multiple of {discriminator_factor}, which the discriminator "
             "needs (2 ** len(--discriminator_block_out_channels))."
         )
     if config.scaling_images is None or config.scaling_images <= 0:
@@ -386,6 +386,10 @@ class _TrainRun(TrainingRun):
             _Reconstruct(self.autoencoder), self.discriminator, optimizer, discriminator_optimizer
         )
         self.schedule_and_ema(optimizer, self.autoencoder.parameters())
+        # One graph per crop size (static shapes); validation runs eagerly.
+        if resolve_compile(config.compile, accelerator.device):
+            for module in (self.model, self.discriminator):
+                accelerator.unwrap_model(module).compile(mode=config.compile_mode, dynamic=False)
         self.start(self._check_resume)
 
     def _check_resume(self, saved: dict) -> None:
@@ -440,7 +444,8 @@ class _TrainRun(TrainingRun):
         return {"model_config": jsonable(dict(self.autoencoder.config))}
 
     def dataset_and_collate(self):
-        return DistillationDataset(self.data.source, flip=self.config.random_flip), collate_batch
+        scales = parse_scale_range(self.config.crop_scales)
+        return DistillationDataset(self.data.source, flip=self.config.random_flip, scale_range=scales), collate_batch
 
     def optimizer_step(self, micro_batches: list[dict], step: int) -> dict[str, torch.Tensor]:
         config, accelerator = self.config, self.accelerator

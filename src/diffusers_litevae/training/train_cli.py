@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from .cli import (
+    add_compile_arguments,
     add_data_arguments,
     add_image_loss_arguments,
     add_logging_arguments,
@@ -83,6 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--mixed_precision", default=None, choices=["no", "fp16", "bf16"], help="default: accelerate's config"
     )
+    add_compile_arguments(group)
     group.add_argument("--gradient_checkpointing", action="store_true")
     group.add_argument("--allow_tf32", action="store_true")
 
