@@ -1019,13 +1019,13 @@ def headline_distill_step(ctx: Context, student_name: str, resolution: int, batc
     a frozen TAEF2-shaped decoder (random weights: speed only) on the student's latents, latent and image losses,
     backward and an AdamW step. Raises on failure."""
     from diffusers_litevae import AutoencoderLite, pretrained_path
-    from diffusers_litevae.models.autoencoder_lite import _encoder_kwargs
+    from diffusers_litevae.models.litevae_encoder import encoder_preset
 
     args, device = ctx.args, ctx.device
     config = dict(AutoencoderLite.load_config(pretrained_path("litevae-s-taef2")))
     config = {k: v for k, v in config.items() if not k.startswith("_")}
     torch.manual_seed(0)
-    vae = AutoencoderLite.from_config({**config, **_encoder_kwargs(student_name)}).to(device)
+    vae = AutoencoderLite.from_config({**config, **encoder_preset(student_name).config_kwargs()}).to(device)
     vae = vae.to(memory_format=ctx.memory_format)
     vae.decoder.requires_grad_(False)
     optimizer = torch.optim.AdamW(vae.encoder.parameters(), lr=1e-4)

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from diffusers_litevae import ENCODER_PRESETS, LiteVAEEncoder, encoder_preset
+from diffusers_litevae import ENCODER_PRESETS, AutoencoderLite, LiteVAEEncoder, encoder_preset, pretrained_path
+from diffusers_litevae.models.litevae_encoder import preset_name_of
 
 # LiteVAE paper (arXiv 2405.14477) Table 6, at 4 latent channels.
 PAPER_ENCODER_PARAMS = {"S": 1.03e6, "B": 6.75e6, "M": 32.75e6, "L": 41.42e6}
@@ -24,6 +25,19 @@ def test_preset_lookup():
     assert encoder_preset("b") is ENCODER_PRESETS["B"]
     with pytest.raises(ValueError, match="choose one of"):
         encoder_preset("XL")
+
+
+def test_preset_config_keys_round_trip():
+    """A preset's encoder_* keys build that preset in AutoencoderLite, and a saved config (lists, as JSON stores
+    tuples) names its preset back; widths of no preset name none."""
+    for name, preset in ENCODER_PRESETS.items():
+        keys = preset.config_kwargs()
+        assert keys["encoder_feature_channels"] == preset.feature_channels and len(keys) == 4
+        saved = {key: list(value) if isinstance(value, tuple) else value for key, value in keys.items()}
+        assert preset_name_of({**saved, "latent_channels": 4}) == name
+    assert preset_name_of({**ENCODER_PRESETS["B"].config_kwargs(), "encoder_feature_channels": 48}) is None
+    assert preset_name_of({}) is None
+    assert preset_name_of(AutoencoderLite.load_config(pretrained_path("litevae-s-taef2"))) == "S"  # a saved config
 
 
 @pytest.mark.parametrize("latent_channels", [4, 16])

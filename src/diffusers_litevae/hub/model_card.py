@@ -14,12 +14,11 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from ..models.litevae_encoder import ENCODER_PRESETS
+from ..models.litevae_encoder import preset_name_of
 
 __all__ = [
     "CARD_TAGS",
     "build_model_card",
-    "encoder_preset_name",
     "eval_results_from_summary",
     "is_hub_repo_id",
     "is_owner_repo_id",
@@ -60,19 +59,6 @@ def is_owner_repo_id(value: str | None) -> bool:
 def is_hub_repo_id(value: str | None) -> bool:
     """``True`` for ``owner/name`` strings that are not existing local paths."""
     return is_owner_repo_id(value) and not Path(value).exists()
-
-
-def encoder_preset_name(config) -> str | None:
-    """The LiteVAE preset (``"S"``/``"B"``/``"M"``/``"L"``) whose encoder widths match ``config``, else ``None``."""
-    for name, spec in ENCODER_PRESETS.items():
-        if (
-            config["encoder_feature_channels"] == spec.feature_channels
-            and tuple(config["encoder_feature_channel_mults"]) == tuple(spec.feature_channel_mults)
-            and config["encoder_aggregation_channels"] == spec.aggregation_channels
-            and tuple(config["encoder_aggregation_channel_mults"]) == tuple(spec.aggregation_channel_mults)
-        ):
-            return name
-    return None
 
 
 def _dataset_id(summary: dict) -> tuple[str, str | None]:
@@ -236,7 +222,7 @@ reconstruction = vae.decode(latents).sample  # (1, 3, 256, 256) in about [-1, 1]
 
 
 def _architecture(config: dict, encoder_parameters: int, decoder_parameters: int) -> str:
-    preset = encoder_preset_name(config)
+    preset = preset_name_of(config)
     factor = 2 ** config["wavelet_levels"]
     encoder = (
         f"LiteVAE encoder{f' (preset {preset})' if preset else ' (custom widths)'}: "
@@ -536,7 +522,7 @@ def build_model_card(
         model_name=name,
         eval_results=eval_results_from_summary(summary, label) or None,
     )
-    preset = encoder_preset_name(config)
+    preset = preset_name_of(config)
     intro = (
         f"A [LiteVAE](https://arxiv.org/abs/2405.14477) autoencoder for diffusers: a wavelet-based "
         f"{'LiteVAE-' + preset if preset else 'LiteVAE'} encoder ({_millions(encoder_parameters)} parameters)"

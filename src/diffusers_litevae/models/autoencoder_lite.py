@@ -219,7 +219,7 @@ class AutoencoderLite(ModelMixin, AttentionMixin, AutoencoderMixin, ConfigMixin,
 
         Other keyword arguments are config keys (e.g. ``latent_channels=16``).
         """
-        return cls(**{**_encoder_kwargs(preset), **kwargs})
+        return cls(**{**encoder_preset(preset).config_kwargs(), **kwargs})
 
     @classmethod
     def from_autoencoder_kl(cls, vae: nn.Module, encoder: str | dict = "B", **kwargs) -> "AutoencoderLite":
@@ -272,7 +272,7 @@ class AutoencoderLite(ModelMixin, AttentionMixin, AutoencoderMixin, ConfigMixin,
         if "sample_size" in kwargs:  # only the tiling tile size; any value works with the teacher's decoder
             decoder_keys["sample_size"] = kwargs.pop("sample_size")
         _reject_teacher_conflicts(kwargs, decoder_keys)
-        encoder_keys = _encoder_kwargs(encoder) if isinstance(encoder, str) else dict(encoder)
+        encoder_keys = encoder_preset(encoder).config_kwargs() if isinstance(encoder, str) else dict(encoder)
         _reject_teacher_conflicts(encoder_keys, decoder_keys, source="encoder")
         model = cls(**{**encoder_keys, **kwargs, **decoder_keys})
         model.decoder.load_state_dict(vae.decoder.state_dict())
@@ -298,7 +298,7 @@ class AutoencoderLite(ModelMixin, AttentionMixin, AutoencoderMixin, ConfigMixin,
         stages = [m for m in decoder.layers if isinstance(m, nn.Upsample)]
         conv_in = decoder.layers[1]
         num_blocks, midblock_gn = _tiny_stage_layout(decoder)
-        encoder_keys = _encoder_kwargs(encoder) if isinstance(encoder, str) else dict(encoder)
+        encoder_keys = encoder_preset(encoder).config_kwargs() if isinstance(encoder, str) else dict(encoder)
         model = cls(
             **{
                 **encoder_keys,
@@ -576,16 +576,6 @@ class AutoencoderLite(ModelMixin, AttentionMixin, AutoencoderMixin, ConfigMixin,
         if not return_dict:
             return (decoded,)
         return DecoderOutput(sample=decoded)
-
-
-def _encoder_kwargs(preset: str) -> dict:
-    spec = encoder_preset(preset)
-    return dict(
-        encoder_feature_channels=spec.feature_channels,
-        encoder_feature_channel_mults=spec.feature_channel_mults,
-        encoder_aggregation_channels=spec.aggregation_channels,
-        encoder_aggregation_channel_mults=spec.aggregation_channel_mults,
-    )
 
 
 _LATENT_SPACE_KEYS = ("latent_channels", "scaling_factor", "shift_factor", "latents_mean", "latents_std")

@@ -13,7 +13,7 @@ Models", NeurIPS 2024, section 4.1 and appendix G.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -22,7 +22,15 @@ from diffusers.models.activations import get_activation
 
 from ..transforms.haar import haar_filters, haar_wavedec
 
-__all__ = ["ENCODER_PRESETS", "EncoderPreset", "LiteVAEEncoder", "LiteVAEResBlock", "LiteVAEUNet", "encoder_preset"]
+__all__ = [
+    "ENCODER_PRESETS",
+    "EncoderPreset",
+    "LiteVAEEncoder",
+    "LiteVAEResBlock",
+    "LiteVAEUNet",
+    "encoder_preset",
+    "preset_name_of",
+]
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,12 @@ class EncoderPreset:
     aggregation_channels: int
     aggregation_channel_mults: tuple[int, ...]
 
+    def config_kwargs(self, prefix: str = "encoder_") -> dict:
+        """The widths as config keys: ``{prefix}feature_channels``, ``{prefix}feature_channel_mults``, ... (the
+        ``encoder_*`` keys of ``AutoencoderLite``'s config with the default prefix, the arguments of
+        :class:`LiteVAEEncoder` with ``prefix=""``)."""
+        return {f"{prefix}{field.name}": getattr(self, field.name) for field in fields(self)}
+
 
 # Paper encoder parameter counts at 4 latent channels: S 1.03 M, B 6.75 M, M 32.75 M, L 41.42 M.
 ENCODER_PRESETS: dict[str, EncoderPreset] = {
@@ -57,6 +71,19 @@ def encoder_preset(name: str) -> EncoderPreset:
     if key not in ENCODER_PRESETS:
         raise ValueError(f"unknown LiteVAE encoder preset {name!r}; choose one of {sorted(ENCODER_PRESETS)}.")
     return ENCODER_PRESETS[key]
+
+
+def preset_name_of(config, prefix: str = "encoder_") -> str | None:
+    """The preset (``"S"``, ``"B"``, ``"M"`` or ``"L"``) whose widths ``config`` (a mapping such as
+    ``AutoencoderLite``'s config) holds under the :meth:`EncoderPreset.config_kwargs` keys, else ``None``."""
+
+    def normalised(value):
+        return tuple(value) if isinstance(value, (list, tuple)) else value
+
+    for name, preset in ENCODER_PRESETS.items():
+        if all(normalised(config.get(key)) == value for key, value in preset.config_kwargs(prefix).items()):
+            return name
+    return None
 
 
 def _num_groups(channels: int, max_groups: int) -> int:
@@ -263,14 +290,7 @@ class LiteVAEEncoder(nn.Module):
     def from_preset(cls, name: str, **kwargs) -> "LiteVAEEncoder":
         """A randomly initialised encoder of scale ``name`` (``"S"``, ``"B"``, ``"M"``, ``"L"``);
         ``kwargs`` override."""
-        spec = encoder_preset(name)
-        widths = dict(
-            feature_channels=spec.feature_channels,
-            feature_channel_mults=spec.feature_channel_mults,
-            aggregation_channels=spec.aggregation_channels,
-            aggregation_channel_mults=spec.aggregation_channel_mults,
-        )
-        return cls(**{**widths, **kwargs})
+        return cls(**{**encoder_preset(name).config_kwargs(prefix=""), **kwargs})
 
     @property
     def downsample_factor(self) -> int:

@@ -109,15 +109,7 @@ class DistillConfig(RunSettings):
         """What ``make_student`` takes: the preset name, or ``encoder_*`` keys (preset values overridden)."""
         if not self.student_config:
             return self.student or "B"
-        base = {}
-        if self.student:
-            preset = ENCODER_PRESETS[self.student.upper()]
-            base = dict(
-                encoder_feature_channels=preset.feature_channels,
-                encoder_feature_channel_mults=preset.feature_channel_mults,
-                encoder_aggregation_channels=preset.aggregation_channels,
-                encoder_aggregation_channel_mults=preset.aggregation_channel_mults,
-            )
+        base = ENCODER_PRESETS[self.student.upper()].config_kwargs() if self.student else {}
         return {**base, **self.student_config}
 
 
