@@ -82,8 +82,6 @@ class DistillConfig(RunSettings):
     init_from: str | None = None
     optimizer: str = "adamw"
     # speed
-    compile: bool | None = None  # None: on for CUDA, off elsewhere (resolve_compile)
-    compile_mode: str | None = None
     channels_last: bool = False
     teacher_channels_last: bool = False
     # losses
