@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from ..models.autoencoder_lite import AutoencoderLite
-from ..models.litevae_encoder import ENCODER_PRESETS
+from ..models.litevae_encoder import ENCODER_PRESETS, preset_name_of
 from ..models.utils import cast_module, resolve_compile
 from .data import (
     DistillationDataset,
@@ -351,7 +351,7 @@ def _student_description(config: DistillConfig, student: AutoencoderLite) -> dic
         k: (list(v) if isinstance(v, tuple) else v) for k, v in student.config.items() if k.startswith("encoder_")
     }
     return {
-        "preset": config.student.upper() if config.student and not config.student_config else None,
+        "preset": preset_name_of(student.config),  # what was built (--init_from or --student_config may decide it)
         "init_from": config.init_from,
         "encoder_config": encoder_config,
         "encoder_parameters": sum(p.numel() for p in student.encoder.parameters()),
