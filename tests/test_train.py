@@ -116,6 +116,8 @@ def test_a_tiny_run_learns_and_writes_a_loadable_model(photos, tmp_path):
                 str(tmp_path / "out"),
                 "--metrics",
                 str(evaluation / "summary.json"),
+                "--repo_id",
+                "someone/litevae-tiny",
                 "--dry_run",
                 "--output_dir",
                 str(upload),

@@ -115,7 +115,11 @@ class RunSettings:
     def from_dict(cls, values: dict):
         """Build from a dict, ignoring keys that are not settings (e.g. an argparse namespace's extras)."""
         names = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in values.items() if key in names})
+        values = {key: value for key, value in values.items() if key in names}
+        folders = values.get("train_data_dir")
+        if isinstance(folders, (list, tuple)) and len(folders) == 1:  # the CLI's one-folder list, as the API spells it
+            values["train_data_dir"] = folders[0]
+        return cls(**values)
 
 
 def data_folders(config) -> list[str]:
