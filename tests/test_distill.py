@@ -541,11 +541,27 @@ class _Killed(Exception):
     pass
 
 
+def _distill_killed_after_checkpoint(config: DistillConfig, kill_step: int, monkeypatch) -> None:
+    """Run ``distill(config)`` as a process that dies right after writing its ``kill_step`` checkpoint."""
+    import diffusers_litevae.training.checkpointing as checkpointing_module
+
+    real_save = checkpointing_module.save_checkpoint
+
+    def save_then_die(accelerator, checkpoints_dir, step, *args, **kwargs):
+        path = real_save(accelerator, checkpoints_dir, step, *args, **kwargs)
+        if step == kill_step:
+            raise _Killed  # the process dies here: no final output is written
+        return path
+
+    monkeypatch.setattr(checkpointing_module, "save_checkpoint", save_then_die)
+    with pytest.raises(_Killed):
+        distill(config)
+    monkeypatch.setattr(checkpointing_module, "save_checkpoint", real_save)
+
+
 def test_resume_matches_an_uninterrupted_run(image_folder, teacher_dir, tmp_path, monkeypatch):
     """a run killed right after its step-4 checkpoint and resumed with `latest` ends at the same
     weights as 8 steps in one go (EMA, gradient accumulation and a warmup+cosine LR schedule included)."""
-    import diffusers_litevae.training.checkpointing as checkpointing_module
-
     common = dict(
         max_train_steps=8,
         checkpointing_steps=4,
@@ -558,19 +574,7 @@ def test_resume_matches_an_uninterrupted_run(image_folder, teacher_dir, tmp_path
         num_grid_images=0,
     )
     straight_result = distill(_config(image_folder, teacher_dir, tmp_path / "straight", **common))
-
-    real_save = checkpointing_module.save_checkpoint
-
-    def save_then_die(accelerator, checkpoints_dir, step, *args, **kwargs):
-        path = real_save(accelerator, checkpoints_dir, step, *args, **kwargs)
-        if step == 4:
-            raise _Killed  # the process dies here: no final output is written
-        return path
-
-    monkeypatch.setattr(checkpointing_module, "save_checkpoint", save_then_die)
-    with pytest.raises(_Killed):
-        distill(_config(image_folder, teacher_dir, tmp_path / "resumed", **common))
-    monkeypatch.setattr(checkpointing_module, "save_checkpoint", real_save)
+    _distill_killed_after_checkpoint(_config(image_folder, teacher_dir, tmp_path / "resumed", **common), 4, monkeypatch)
     assert not (tmp_path / "resumed" / "distillation.json").exists()
     result = distill(
         _config(image_folder, teacher_dir, tmp_path / "resumed", **common, resume_from_checkpoint="latest")
@@ -862,8 +866,6 @@ def test_schedule_with_mixed_sizes_and_a_final_phase():
 def test_resume_across_a_phase_switch(image_folder, teacher_dir, tmp_path, monkeypatch):
     """killed at step 2 of a mixed-size phase and resumed with `latest`, a run crosses into its final phase and ends
     at the same weights and image count as an uninterrupted one."""
-    import diffusers_litevae.training.checkpointing as checkpointing_module
-
     common = dict(
         resolution_schedule="16/32:3,32",
         crop_scales="0.5,1",
@@ -877,18 +879,7 @@ def test_resume_across_a_phase_switch(image_folder, teacher_dir, tmp_path, monke
         low_frequency_pool=4,
     )
     straight = distill(_config(image_folder, teacher_dir, tmp_path / "straight", **common))
-    real_save = checkpointing_module.save_checkpoint
-
-    def save_then_die(accelerator, checkpoints_dir, step, *args, **kwargs):
-        path = real_save(accelerator, checkpoints_dir, step, *args, **kwargs)
-        if step == 2:
-            raise _Killed
-        return path
-
-    monkeypatch.setattr(checkpointing_module, "save_checkpoint", save_then_die)
-    with pytest.raises(_Killed):
-        distill(_config(image_folder, teacher_dir, tmp_path / "resumed", **common))
-    monkeypatch.setattr(checkpointing_module, "save_checkpoint", real_save)
+    _distill_killed_after_checkpoint(_config(image_folder, teacher_dir, tmp_path / "resumed", **common), 2, monkeypatch)
     resumed = distill(
         _config(image_folder, teacher_dir, tmp_path / "resumed", **common, resume_from_checkpoint="latest")
     )
