@@ -15,7 +15,7 @@ import sys
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "info": ("diffusers_litevae.cli", "print LiteVAE encoder presets with their parameter counts"),
-    "distill": ("diffusers_litevae.training.cli", "distil a LiteVAE encoder against a frozen teacher VAE"),
+    "distill": ("diffusers_litevae.training.distill_cli", "distil a LiteVAE encoder against a frozen teacher VAE"),
     "train": ("diffusers_litevae.training.train_cli", "train a whole LiteVAE from scratch with the paper's recipe"),
     "cache-latents": ("diffusers_litevae.caching.cli", "encode an image folder or Hub dataset into a latent cache"),
     "eval": ("diffusers_litevae.evaluation.cli", "reconstruction metrics and speed of one or more VAEs"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from .cli import (
+from .distill_cli import (
     add_compile_arguments,
     add_data_arguments,
     add_image_loss_arguments,
