@@ -35,13 +35,13 @@ DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "op_counts_cpu.json
 
 def build_vae(name: str) -> torch.nn.Module:
     """The model whose ``encode`` is counted, random weights (seed 0), fp32, eval mode."""
-    from diffusers_litevae import AutoencoderLite
+    from diffusers_litevae import AutoencoderLiteTiny
     from diffusers_litevae.testing_utils import sd_vae_autoencoder_kl
 
     torch.manual_seed(0)
     if name == "sd-vae":
         return sd_vae_autoencoder_kl(seed=0).eval()
-    return AutoencoderLite.from_preset(name, decoder_type="tiny").eval()
+    return AutoencoderLiteTiny.from_preset(name).eval()
 
 
 def encode_op_counts(name: str, resolution: int = 64, batch_size: int = 1) -> dict[str, int]:

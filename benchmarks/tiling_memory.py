@@ -92,7 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_model(args: argparse.Namespace):
-    from diffusers_litevae import AutoencoderLite, load_tiny_decoder
+    from diffusers_litevae import AutoencoderLite, AutoencoderLiteTiny, load_tiny_decoder
     from diffusers_litevae.testing_utils import TINY_ENCODER, tiny_autoencoder_lite
 
     if args.pretrained:
@@ -101,7 +101,7 @@ def build_model(args: argparse.Namespace):
         model = tiny_autoencoder_lite(sample_size=args.tile)
     elif args.model == "taef2":
         decoder = load_tiny_decoder(Path(args.taef2_dir) / "taef2_decoder.pth")
-        model = AutoencoderLite.from_tiny_decoder(decoder, encoder=TINY_ENCODER)
+        model = AutoencoderLiteTiny.from_tiny_decoder(decoder, encoder=TINY_ENCODER)
     else:
         torch.manual_seed(0)
         model = AutoencoderLite.from_preset(args.model)

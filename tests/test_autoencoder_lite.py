@@ -1,6 +1,7 @@
 """AutoencoderLite keeps the diffusers VAE contract and the teacher's decoder exactly."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDis
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from safetensors import safe_open
 
-from diffusers_litevae import AutoencoderLite, SelfModulatedConv2d, TinyDecoder
+from diffusers_litevae import AutoencoderLite, AutoencoderLiteTiny, SelfModulatedConv2d, TinyDecoder
 from diffusers_litevae.testing_utils import TINY_ENCODER, tiny_autoencoder_kl, tiny_autoencoder_lite
 
 LATENT_SPACE_KEYS = (
@@ -71,7 +72,7 @@ def test_from_autoencoder_kl_keeps_dtype_and_uses_presets():
         (dict(latent_channels=16), 4, "latent space"),
         (dict(scaling_factor=0.5), 0.18215, "latent space"),
         (dict(block_out_channels=(8, 16, 16)), (8, 16, 16, 16), "need its architecture"),
-        (dict(decoder_type="tiny"), "kl", "need its architecture"),
+        (dict(layers_per_block=2), 1, "need its architecture"),
         (dict(use_smc=True), False, "Self-Modulated"),
         (dict(force_upcast=False), True, "fp16"),
     ],
@@ -227,10 +228,12 @@ def test_bad_latents_raise_value_errors():
 def test_inconsistent_configs_are_rejected():
     with pytest.raises(ValueError, match="set wavelet_levels=2"):
         AutoencoderLite(block_out_channels=(8, 16, 16), norm_num_groups=4, **TINY_ENCODER)
-    with pytest.raises(ValueError, match="decoder_type"):
-        AutoencoderLite(decoder_type="vq", **TINY_ENCODER)
-    with pytest.raises(ValueError, match=r"at least one wavelet level.*wavelet_levels=0"):
+    with pytest.raises(ValueError, match=r"at least 2 block_out_channels.*\(8,\)"):
         AutoencoderLite(wavelet_levels=0, block_out_channels=(8,), norm_num_groups=4, **TINY_ENCODER)
+    with pytest.raises(ValueError, match=r"at least one wavelet level.*wavelet_levels=0"):
+        AutoencoderLite(wavelet_levels=0, block_out_channels=(8, 8), norm_num_groups=4, **TINY_ENCODER)
+    with pytest.raises(ValueError, match="set wavelet_levels=1"):
+        AutoencoderLiteTiny(decoder_num_blocks=(1, 1), decoder_midblock_gn=(False, False), **TINY_ENCODER)
 
 
 def test_a_one_block_autoencoder_kl_is_rejected_when_converted():
@@ -282,9 +285,12 @@ def test_self_modulated_convolution_decoder():
 def test_tiny_decoder_variant_matches_its_source_decoder():
     torch.manual_seed(0)
     tiny = TinyDecoder(latent_channels=8, channels=16, num_blocks=(2, 1, 1, 1), midblock_gn=(True, False, False, False))
-    lite = AutoencoderLite.from_tiny_decoder(tiny, encoder=TINY_ENCODER).eval()
-    assert lite.config.decoder_type == "tiny" and lite.config.latent_channels == 8
-    assert lite.config.tiny_decoder_num_blocks == (2, 1, 1, 1) and lite.config.scaling_factor == 1.0
+    lite = AutoencoderLiteTiny.from_tiny_decoder(tiny, encoder=TINY_ENCODER).eval()
+    assert lite.config.latent_channels == 8 and lite.config.decoder_channels == 16
+    assert lite.config.decoder_num_blocks == (2, 1, 1, 1) and lite.config.scaling_factor == 1.0
+    # Only keys that mean something for this model, plus the two pipelines read (as on AutoencoderTiny).
+    assert not {"up_block_types", "use_post_quant_conv", "use_smc", "layers_per_block"} & set(lite.config)
+    assert lite.config.block_out_channels == (16,) * 4 and lite.config.force_upcast is False
     z = torch.randn(1, 8, 4, 4)
     with torch.no_grad():
         assert torch.equal(lite.decode(z).sample, tiny.eval()(z) * 2 - 1)
@@ -308,7 +314,7 @@ def test_taef2_weights_load_and_reconstruct(shared_dir):
         assert latents.shape == (1, 32, 8, 8)
         psnr = -10 * torch.log10((decoder(latents).clamp(0, 1) - image).square().mean())
     assert psnr > 25, psnr
-    lite = AutoencoderLite.from_tiny_decoder(decoder, encoder="S")
+    lite = AutoencoderLiteTiny.from_tiny_decoder(decoder, encoder="S")
     with torch.no_grad():
         assert torch.equal(lite.decode(latents).sample, decoder(latents) * 2 - 1)
 
@@ -431,3 +437,36 @@ def test_readme_python_snippets_import_every_name_they_use():
                 bound.add(node.arg)
     used = {node.id for tree in trees for node in ast.walk(tree) if isinstance(node, ast.Name)}
     assert used <= bound, f"README snippets use names they never import or define: {sorted(used - bound)}"
+
+
+V01_FOLDERS = Path(__file__).parent / "fixtures" / "v0.1"
+
+
+@pytest.mark.parametrize(
+    "folder, loader, expected_class",
+    [
+        ("autoencoder_lite_sd_decoder", AutoencoderLite, AutoencoderLite),
+        ("autoencoder_lite_tiny_decoder", AutoencoderLite, AutoencoderLiteTiny),
+        ("autoencoder_lite_tiny_decoder", AutoencoderLiteTiny, AutoencoderLiteTiny),
+    ],
+)
+def test_folders_saved_by_version_0_1_load_and_reconstruct_as_they_did(folder, loader, expected_class, tmp_path):
+    """Version 0.1 saved both decoders as one class (``decoder_type``, ``tiny_decoder_*`` and the SD keys in every
+    config). Those folders load as the class their decoder now has, reconstruct exactly as 0.1 did (``expected.pt``
+    was written by 0.1's code), and save in the new format, with no key of the other decoder."""
+    model = loader.from_pretrained(V01_FOLDERS / folder).eval()
+    assert type(model) is expected_class
+    expected = torch.load(V01_FOLDERS / folder / "expected.pt")
+    with torch.no_grad():
+        assert torch.equal(model(expected["input"]).sample, expected["output"])
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["_class_name"] == expected_class.__name__ and "decoder_type" not in saved
+    assert not any(key.startswith("tiny_") for key in saved)
+    assert ("use_post_quant_conv" in saved) == (expected_class is AutoencoderLite)
+    assert type(AutoencoderLite.from_pretrained(tmp_path)) is expected_class
+
+
+def test_the_tiny_class_refuses_a_folder_of_the_sd_decoder_class():
+    with pytest.raises(ValueError, match=r"holds an AutoencoderLite .* not an AutoencoderLiteTiny"):
+        AutoencoderLiteTiny.from_pretrained(V01_FOLDERS / "autoencoder_lite_sd_decoder")

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch._dynamo
 
-from diffusers_litevae import AutoencoderLite
+from diffusers_litevae import AutoencoderLiteTiny
 from diffusers_litevae.caching import cache_latents
 from diffusers_litevae.models import utils as model_utils
 from diffusers_litevae.models.utils import pad_batch, resolve_compile
@@ -135,7 +135,7 @@ def _fullgraph(fn):
 @pytest.fixture(scope="module")
 def s_model():
     torch.manual_seed(0)
-    return AutoencoderLite.from_preset("S", decoder_type="tiny").eval().to(memory_format=torch.channels_last)
+    return AutoencoderLiteTiny.from_preset("S").eval().to(memory_format=torch.channels_last)
 
 
 def _images(batch: int = 2, size: int = 32) -> torch.Tensor:
@@ -159,7 +159,7 @@ def test_encode_and_decode_have_no_graph_breaks_under_bf16_autocast_channels_las
 def test_distillation_step_has_no_graph_breaks(s_model):
     """One student step as distillation runs it: encoder forward, frozen TAESD-family decoder, losses, in one graph;
     ``backward()`` is called on its result as the trainer does, running the graph AOTAutograd compiled for it."""
-    student = AutoencoderLite.from_preset("S", decoder_type="tiny").to(memory_format=torch.channels_last)
+    student = AutoencoderLiteTiny.from_preset("S").to(memory_format=torch.channels_last)
     student.decoder.requires_grad_(False)
     teacher_latents = torch.randn(2, 4, 4, 4)
     images = _images()

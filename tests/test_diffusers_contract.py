@@ -15,20 +15,14 @@ import torch
 from diffusers.models.modeling_utils import ModelMixin
 
 from diffusers_litevae import AutoencoderLite
-from diffusers_litevae.testing_utils import tiny_autoencoder_lite
+from diffusers_litevae.testing_utils import tiny_autoencoder_lite, tiny_autoencoder_lite_tiny
 
-TINY_DECODER = dict(
-    decoder_type="tiny",
-    tiny_decoder_channels=8,
-    tiny_decoder_num_blocks=(1, 1, 1, 1),
-    tiny_decoder_midblock_gn=(False, True, False, False),
-)
-
+# name -> a tiny model of each decoder layout (AutoencoderLite's SD decoder in three configs, AutoencoderLiteTiny)
 VARIANTS = {
-    "kl": {},
-    "kl-no-post-quant-conv": dict(use_post_quant_conv=False),
-    "kl-smc": dict(use_smc=True),
-    "tiny": TINY_DECODER,
+    "kl": lambda **kw: tiny_autoencoder_lite(**kw),
+    "kl-no-post-quant-conv": lambda **kw: tiny_autoencoder_lite(use_post_quant_conv=False, **kw),
+    "kl-smc": lambda **kw: tiny_autoencoder_lite(use_smc=True, **kw),
+    "tiny": lambda **kw: tiny_autoencoder_lite_tiny(**kw),
 }
 
 SUPPORTS_DISK = "offload_to_disk_path" in inspect.signature(ModelMixin.enable_group_offload).parameters
@@ -51,7 +45,7 @@ def _plain_outputs(vae: AutoencoderLite, x: torch.Tensor, z: torch.Tensor):
 @pytest.mark.parametrize("offload_type", ["block_level", "leaf_level"])
 @pytest.mark.parametrize("to_disk", [False, True] if SUPPORTS_DISK else [False])
 def test_group_offloading_encode_and_decode_match_plain(variant, offload_type, to_disk, tmp_path):
-    vae = tiny_autoencoder_lite(seed=1, **VARIANTS[variant]).eval()
+    vae = VARIANTS[variant](seed=1).eval()
     x = torch.rand(2, 3, 32, 24) * 2 - 1
     z = torch.randn(2, 4, 4, 3)
     mean, image = _plain_outputs(vae, x, z)
@@ -75,7 +69,7 @@ def test_group_offloading_encode_and_decode_match_plain(variant, offload_type, t
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("offload_type", ["block_level", "leaf_level"])
 def test_group_offloading_to_cuda_encode_and_decode(variant, offload_type):
-    vae = tiny_autoencoder_lite(seed=1, **VARIANTS[variant]).eval()
+    vae = VARIANTS[variant](seed=1).eval()
     x = torch.rand(2, 3, 32, 24) * 2 - 1
     z = torch.randn(2, 4, 4, 3)
     mean, image = _plain_outputs(vae, x, z)
@@ -103,8 +97,8 @@ def _encode(vae, x):
 
 
 def test_group_offload_block_modules_name_real_submodules():
-    for overrides in VARIANTS.values():
-        vae = tiny_autoencoder_lite(**overrides)
+    for build in VARIANTS.values():
+        vae = build()
         children = dict(vae.named_children())
         declared = AutoencoderLite._group_offload_block_modules
         assert {"encoder", "decoder"} <= set(declared)
@@ -124,7 +118,7 @@ def test_tiny_decoder_gradient_checkpointing_checkpoints_its_blocks():
         return torch.utils.checkpoint.checkpoint(module.__call__, *args, use_reentrant=False)
 
     for checkpointing in (False, True):
-        vae = tiny_autoencoder_lite(seed=3, **TINY_DECODER).train()
+        vae = tiny_autoencoder_lite_tiny(seed=3).train()
         if checkpointing:
             vae.enable_gradient_checkpointing(gradient_checkpointing_func=counting_checkpoint)
             assert vae.decoder.gradient_checkpointing
@@ -202,12 +196,10 @@ def test_smc_conversion_keeps_the_pretrained_conv_weights():
     block(torch.randn(1, 8, 8, 8, dtype=torch.float64), None)
 
 
-@pytest.mark.parametrize("variant", ["tiny", "kl-smc"])
-def test_attention_api_on_decoders_without_attention(variant):
-    """The tiny decoder and an attention-free SD decoder have no processors; the calls still work, as on
-    AutoencoderKL (the SD decoder with attention is tested through a pipeline in test_pipelines.py)."""
-    overrides = dict(VARIANTS[variant], mid_block_add_attention=False)
-    vae = tiny_autoencoder_lite(**overrides).eval()
+def test_attention_api_on_a_decoder_without_attention():
+    """An attention-free SD decoder has no processors; the calls still work, as on AutoencoderKL (the SD decoder
+    with attention is tested through a pipeline in test_pipelines.py)."""
+    vae = tiny_autoencoder_lite(use_smc=True, mid_block_add_attention=False).eval()
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         reference = vae(x).sample

@@ -906,7 +906,7 @@ def test_init_from_starts_from_a_distilled_encoder(distilled, image_folder, teac
     assert tuned.config.encoder_feature_channels == start.config.encoder_feature_channels
     for key, value in start.encoder.state_dict().items():
         torch.testing.assert_close(tuned.encoder.state_dict()[key], value, rtol=0, atol=1e-6)
-    with pytest.raises(DistillationInputError, match="not an AutoencoderLite"):
+    with pytest.raises(DistillationInputError, match="not a LiteVAE model"):
         distill(_config(image_folder, teacher_dir, tmp_path / "bad", init_from=str(teacher_dir), student_config=None))
     other = tmp_path / "other-latents"
     AutoencoderLite.from_preset("S", latent_channels=8).save_pretrained(other)

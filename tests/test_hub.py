@@ -263,7 +263,7 @@ def _make(tmp_path: Path, kind: str) -> Path:
         ("ambiguous_metrics", "pick this model's with --metrics_label"),
         ("wrong_model_metrics", "these metrics are not for this model"),
         ("no_config", "no config.json"),
-        ("autoencoder_kl", "not an AutoencoderLite"),
+        ("autoencoder_kl", "not a LiteVAE model"),
         ("no_weights", "no weights"),
         ("missing_folder", "model folder not found"),
         ("no_repo_id", "--repo_id owner/name is required"),
@@ -382,7 +382,8 @@ def test_the_shipped_card_describes_the_shipped_folder():
     _check_card_describes_its_folder(folder, text)
     assert 'pretrained_path("litevae-s-taef2")' in text
     config = json.loads((folder / "config.json").read_text())
-    assert config["decoder_type"] == "tiny" and "post_quant_conv)" not in text.replace("no post_quant_conv)", "")
+    assert config["_class_name"] == "AutoencoderLiteTiny" and "up_block_types" not in config
+    assert "post_quant_conv)" not in text.replace("no post_quant_conv)", "")
     summary = json.loads((folder / "eval" / "summary.json").read_text())
     assert "--vae src/diffusers_litevae/pretrained/litevae-s-taef2:litevae-s-taef2" in summary["command"]
     assert summary["command"] in text and "--no_resize" in summary["command"]

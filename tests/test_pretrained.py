@@ -69,7 +69,7 @@ def test_bundled_litevae_loads_offline_in_a_fresh_process(tmp_path):
             latents = vae.encode(torch.rand(1, 3, 64, 64) * 2 - 1).latent_dist.mode()
             images = vae.decode(latents).sample
         print(json.dumps(dict(latents=list(latents.shape), images=list(images.shape), dtype=str(vae.dtype),
-                              decoder_type=vae.config.decoder_type, finite=bool(images.isfinite().all()))))
+                              cls=type(vae).__name__, finite=bool(images.isfinite().all()))))
         """
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -80,7 +80,7 @@ def test_bundled_litevae_loads_offline_in_a_fresh_process(tmp_path):
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == dict(
-        latents=[1, 32, 8, 8], images=[1, 3, 64, 64], dtype="torch.float32", decoder_type="tiny", finite=True
+        latents=[1, 32, 8, 8], images=[1, 3, 64, 64], dtype="torch.float32", cls="AutoencoderLiteTiny", finite=True
     )
 
 
@@ -117,7 +117,7 @@ def test_eval_with_no_arguments_uses_the_bundled_models_and_samples(tmp_path, ca
     assert all("12.50" in line and "6.25" in line for line in lines.values())  # PSNR, SSIM, img/s on one row
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["models"]) == ["litevae-s", "taef2"] and summary["num_images"] == 3
-    assert summary["models"]["litevae-s"]["class"] == "AutoencoderLite"
+    assert summary["models"]["litevae-s"]["class"] == "AutoencoderLiteTiny"
     assert summary["models"]["taef2"]["class"] == "TinyEncoder+TinyDecoder"
     assert summary["models"]["taef2"]["psnr"] > 27  # TAEF2 on Kodak crops: ~31.6 dB
     # The bundled encoder is trained (a random one scores ~12 dB here): 25.4 dB on Kodak-24 crops.

@@ -40,7 +40,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-import diffusers_litevae.models.autoencoder_lite as autoencoder_lite_module
+import diffusers_litevae.models.autoencoder_lite_base as autoencoder_lite_base
 from diffusers_litevae import AutoencoderLite
 from diffusers_litevae.testing_utils import tiny_autoencoder_kl, tiny_autoencoder_lite
 
@@ -117,7 +117,7 @@ def test_misplaced_encoder_tiles_would_be_caught():
     """A tiling that lets encoder windows start off the 8-pixel latent grid misplaces latents by half a cell."""
     model = _patch_local_model()
     image = torch.rand(1, 3, RESOLUTION, RESOLUTION, generator=torch.Generator().manual_seed(2)) * 2 - 1
-    real_starts = autoencoder_lite_module._tile_starts
+    real_starts = autoencoder_lite_base._tile_starts
 
     def off_grid_starts(size: int, tile: int, stride: int) -> list[int]:
         return [s if s in (0, size - tile) else s + 4 for s in real_starts(size, tile, stride)]
@@ -125,7 +125,7 @@ def test_misplaced_encoder_tiles_would_be_caught():
     with torch.no_grad():
         reference = model.encode(image).latent_dist.mean
         model.enable_tiling()
-        with mock.patch.object(autoencoder_lite_module, "_tile_starts", off_grid_starts):
+        with mock.patch.object(autoencoder_lite_base, "_tile_starts", off_grid_starts):
             broken = model.encode(image).latent_dist.mean
     assert (broken - reference).abs().max() > 1e-2
 

@@ -76,6 +76,8 @@ def test_a_tiny_run_learns_and_writes_a_loadable_model(photos, tmp_path):
     assert first["step"] == 0 and last["step"] == 200
     # Measured: 12.77 dB at step 0, 14.81 dB after 200 steps (random colour fields, a 150 k-parameter model).
     assert last["psnr"] > first["psnr"] + 1.5, (first["psnr"], last["psnr"])
+    # Each validation records the training time so far (validation and checkpoints excluded), as distill's do.
+    assert first["train_time_s"] == 0 and 0 < last["train_time_s"] <= last["wall_time_s"]
     model = AutoencoderLite.from_pretrained(tmp_path / "out")
     assert model.config.use_smc and model.config.decoder_type == "kl"
     # scaling_factor was measured on training crops: latents * scaling_factor have about unit variance there.

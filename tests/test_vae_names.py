@@ -7,15 +7,16 @@ import pytest
 
 from diffusers_litevae import AutoencoderLite, list_pretrained, pretrained_path
 from diffusers_litevae.cli import main
+from diffusers_litevae.models import AutoencoderLiteTiny, TinyAutoencoder
 from diffusers_litevae.testing_utils import tiny_autoencoder_lite
-from diffusers_litevae.vae_io import TinyAutoencoder, VAELoadError, load_vae
+from diffusers_litevae.vae_io import VAELoadError, load_vae
 
 
 def test_bundled_models_load_by_name():
     taef2 = load_vae("taef2")
     assert isinstance(taef2, TinyAutoencoder) and taef2.name_or_path == pretrained_path("taef2")
     lite = load_vae("litevae-s-taef2")
-    assert isinstance(lite, AutoencoderLite) and lite.config.latent_channels == 32
+    assert isinstance(lite, AutoencoderLiteTiny) and lite.config.latent_channels == 32
 
 
 def test_an_existing_folder_wins_over_a_bundled_name(tmp_path, monkeypatch):

@@ -1,11 +1,12 @@
 """diffusers-litevae: LiteVAE (NeurIPS 2024) as a first-class Hugging Face diffusers model.
 
 Import this package before ``DiffusionPipeline.from_pretrained`` on a pipeline saved with an
-``AutoencoderLite`` VAE: diffusers resolves the class from the module path recorded in ``model_index.json``
-(``diffusers_litevae.models.autoencoder_lite``), looking it up among the modules already imported.
+``AutoencoderLite`` or ``AutoencoderLiteTiny`` VAE: diffusers resolves the class from the module path recorded in
+``model_index.json`` (``diffusers_litevae.models.autoencoder_lite``, ``..._tiny``), looking it up among the modules
+already imported.
 
 Importing the package is fast (``litevae --help`` imports it): the public names are loaded on first use, and
-``diffusers_litevae.models.autoencoder_lite`` is put in ``sys.modules`` as a deferred module that runs its code
+those two model modules are put in ``sys.modules`` as deferred modules that run their code
 (importing torch and diffusers) the first time a name it defines is read, e.g. by diffusers' pipeline loader,
 ``from ... import AutoencoderLite`` or ``diffusers_litevae.AutoencoderLite`` (see ``_lazy.py``).
 """
@@ -16,12 +17,13 @@ from typing import TYPE_CHECKING
 
 from ._lazy import defer_module, lazy_exports
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # public name -> module defining it, imported on first access
 _EXPORTS = {
     "ENCODER_PRESETS": "models",
     "AutoencoderLite": "models",
+    "AutoencoderLiteTiny": "models",
     "LiteVAEEncoder": "models",
     "SelfModulatedConv2d": "models",
     "TinyDecoder": "models",
@@ -40,6 +42,7 @@ _EXPORTS = {
 __all__ = [
     "ENCODER_PRESETS",
     "AutoencoderLite",
+    "AutoencoderLiteTiny",
     "LiteVAEEncoder",
     "SelfModulatedConv2d",
     "TinyDecoder",
@@ -60,6 +63,7 @@ if TYPE_CHECKING:
     from .models import (
         ENCODER_PRESETS,
         AutoencoderLite,
+        AutoencoderLiteTiny,
         LiteVAEEncoder,
         SelfModulatedConv2d,
         TinyDecoder,
@@ -76,3 +80,4 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 # diffusers' DiffusionPipeline.from_pretrained resolves the VAE class from sys.modules only.
 defer_module(f"{__name__}.models.autoencoder_lite")
+defer_module(f"{__name__}.models.autoencoder_lite_tiny")

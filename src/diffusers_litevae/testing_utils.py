@@ -1,7 +1,7 @@
 """Tiny, randomly initialised models for tests, notebooks and smoke runs: no download, CPU-fast.
 
 They have the real architectures (diffusers ``AutoencoderKL`` in SD layout with four blocks, i.e. an 8x
-latent grid; ``AutoencoderLite`` with a full 3-level LiteVAE encoder) at toy widths.
+latent grid; ``AutoencoderLite`` and ``AutoencoderLiteTiny`` with a full 3-level LiteVAE encoder) at toy widths.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from diffusers import AutoencoderKL
 from PIL import Image
 
 from .models.autoencoder_lite import AutoencoderLite
+from .models.autoencoder_lite_tiny import AutoencoderLiteTiny
 
 __all__ = [
     "TINY_ENCODER",
@@ -24,6 +25,7 @@ __all__ = [
     "smooth_images",
     "tiny_autoencoder_kl",
     "tiny_autoencoder_lite",
+    "tiny_autoencoder_lite_tiny",
 ]
 
 # A LiteVAE encoder at toy width (about 60 k parameters), same structure as the paper's presets.
@@ -68,6 +70,22 @@ def tiny_autoencoder_lite(latent_channels: int = 4, seed: int = 0, **overrides) 
     )
     config.update(overrides)
     return AutoencoderLite(**config)
+
+
+def tiny_autoencoder_lite_tiny(latent_channels: int = 4, seed: int = 0, **overrides) -> AutoencoderLiteTiny:
+    """An ``AutoencoderLiteTiny`` with the tiny encoder and an 8-wide TAESD-family decoder (four one-block stages,
+    TAEF2's GroupNorm bottleneck in the second)."""
+    torch.manual_seed(seed)
+    config = dict(
+        latent_channels=latent_channels,
+        decoder_channels=8,
+        decoder_num_blocks=(1, 1, 1, 1),
+        decoder_midblock_gn=(False, True, False, False),
+        sample_size=64,
+        **TINY_ENCODER,
+    )
+    config.update(overrides)
+    return AutoencoderLiteTiny(**config)
 
 
 def sd_vae_autoencoder_kl(seed: int | None = None) -> AutoencoderKL:

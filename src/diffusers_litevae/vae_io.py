@@ -5,8 +5,8 @@
   a ``config`` with the latent-space keys): a diffusers VAE folder (class from ``config.json``'s
   ``_class_name``), a saved pipeline folder (its ``vae/``), a Hub repo id, or a folder holding a TAESD-family
   ``*encoder`` + ``*decoder`` checkpoint pair (``.pth``/``.pt``/``.safetensors``; TAESD, TAESDXL, TAESD3, TAEF1,
-  TAEF2), which loads as a :class:`TinyAutoencoder`, or the name of a model bundled with the package
-  (:func:`~diffusers_litevae.list_pretrained`: ``litevae-s-taef2``, ``taef2``).
+  TAEF2), which loads as a :class:`~diffusers_litevae.models.TinyAutoencoder`, or the name of a model bundled
+  with the package (:func:`~diffusers_litevae.list_pretrained`: ``litevae-s-taef2``, ``taef2``).
 - :func:`posterior_moments` reads any supported VAE's posterior as ``(mean, std)`` in float32 (``std`` is
   ``None`` for deterministic encoders).
 - :class:`LatentNormalization` is the single definition of "diffusion-model units": ``(z - shift) * scale`` or,
@@ -29,7 +29,6 @@ import torch.nn as nn
 
 __all__ = [
     "LatentNormalization",
-    "TinyAutoencoder",
     "VAELoadError",
     "find_tiny_pair",
     "hub_offline_message",
@@ -49,70 +48,6 @@ class VAELoadError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------- TAESD-family pair
-
-
-class TinyAutoencoder(nn.Module):
-    """A TAESD-family encoder/decoder pair behind the diffusers VAE protocol.
-
-    The original checkpoints work on images in ``[0, 1]``; this wrapper takes and returns ``[-1, 1]`` like every
-    diffusers VAE, and its encoder is deterministic (``encode(x).latents``, no posterior), like diffusers'
-    ``AutoencoderTiny``. Latents are raw (the checkpoints carry no scaling: ``scaling_factor`` 1.0 unless given).
-
-    Args:
-        encoder: a :class:`~diffusers_litevae.models.tiny_autoencoder.TinyEncoder`.
-        decoder: a :class:`~diffusers_litevae.models.tiny_autoencoder.TinyDecoder` with the same latent channels.
-        name_or_path: where it was loaded from (recorded in caches and reports).
-        scaling_factor: latent scale a diffusion model would use (1.0: raw latents).
-        shift_factor: latent shift (``None``: none).
-    """
-
-    def __init__(
-        self,
-        encoder: nn.Module,
-        decoder: nn.Module,
-        name_or_path: str = "",
-        scaling_factor: float = 1.0,
-        shift_factor: float | None = None,
-    ):
-        from diffusers.configuration_utils import FrozenDict
-
-        super().__init__()
-        latent_channels = encoder.layers[-1].out_channels
-        if decoder.layers[1].in_channels != latent_channels:
-            raise VAELoadError(
-                f"TAESD-family pair {name_or_path!r}: the encoder makes {latent_channels} latent channels but the "
-                f"decoder takes {decoder.layers[1].in_channels}; use an encoder and decoder of the same model."
-            )
-        self.encoder = encoder
-        self.decoder = decoder
-        self.name_or_path = str(name_or_path)
-        self.config = FrozenDict(
-            _class_name="TinyAutoencoder",
-            _name_or_path=self.name_or_path,
-            in_channels=encoder.layers[0].in_channels,
-            latent_channels=latent_channels,
-            scaling_factor=float(scaling_factor),
-            shift_factor=shift_factor,
-            latents_mean=None,
-            latents_std=None,
-        )
-
-    def encode(self, x: torch.Tensor, return_dict: bool = True):
-        """``(B, 3, H, W)`` in ``[-1, 1]`` -> ``AutoencoderTinyOutput(latents=(B, C, H/8, W/8))`` raw latents."""
-        from diffusers.models.autoencoders.autoencoder_tiny import AutoencoderTinyOutput
-
-        latents = self.encoder(x.add(1).div(2))
-        return AutoencoderTinyOutput(latents=latents) if return_dict else (latents,)
-
-    def decode(self, z: torch.Tensor, return_dict: bool = True, generator=None):
-        """``(B, C, h, w)`` raw latents -> ``DecoderOutput(sample=(B, 3, 8h, 8w))`` in about ``[-1, 1]``."""
-        from diffusers.models.autoencoders.vae import DecoderOutput
-
-        sample = self.decoder(z).mul(2).sub(1)
-        return DecoderOutput(sample=sample) if return_dict else (sample,)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x).latents).sample
 
 
 def find_tiny_pair(folder: str | os.PathLike) -> tuple[Path, Path] | None:
@@ -142,39 +77,42 @@ def find_tiny_pair(folder: str | os.PathLike) -> tuple[Path, Path] | None:
     return encoders[0], decoders[0]
 
 
-def _load_tiny_pair(
-    folder: Path, name: str, scaling_factor: float | None, shift_factor: float | None
-) -> TinyAutoencoder:
-    from .models.tiny_autoencoder import load_tiny_decoder, load_tiny_encoder
+def _load_tiny_pair(folder: Path, name: str, scaling_factor: float | None, shift_factor: float | None) -> nn.Module:
+    from .models.tiny_autoencoder import TinyAutoencoder, load_tiny_decoder, load_tiny_encoder
 
     encoder_file, decoder_file = find_tiny_pair(folder)
     try:
         encoder, decoder = load_tiny_encoder(encoder_file), load_tiny_decoder(decoder_file)
+        # Checkpoints stored in fp16 (small downloads) compute in fp32 unless the caller casts them.
+        return TinyAutoencoder(
+            encoder.float(),
+            decoder.float(),
+            str(folder.resolve()),
+            1.0 if scaling_factor is None else scaling_factor,
+            shift_factor,
+        )
     except (ValueError, FileNotFoundError) as error:
         raise VAELoadError(f"could not read the TAESD-family pair in {name!r}: {error}") from error
-    # Checkpoints stored in fp16 (small downloads) compute in fp32 unless the caller casts them.
-    encoder, decoder = encoder.float(), decoder.float()
-    return TinyAutoencoder(
-        encoder, decoder, str(folder.resolve()), 1.0 if scaling_factor is None else scaling_factor, shift_factor
-    )
 
 
 # --------------------------------------------------------------------------------------------- loading
 
 
 def resolve_vae_class(class_name: str):
-    """The class for a config's ``_class_name``: ``AutoencoderLite`` or any diffusers autoencoder."""
-    from .models.autoencoder_lite import AutoencoderLite
+    """The class for a config's ``_class_name``: ``AutoencoderLite``, ``AutoencoderLiteTiny`` or any diffusers
+    autoencoder."""
+    from . import models
 
-    if class_name == "AutoencoderLite":
-        return AutoencoderLite
+    if class_name in ("AutoencoderLite", "AutoencoderLiteTiny"):
+        return getattr(models, class_name)
     import diffusers
 
     cls = getattr(diffusers, class_name, None)
     if cls is None or not hasattr(cls, "encode") or not hasattr(cls, "from_pretrained"):
         raise VAELoadError(
-            f"unknown VAE class {class_name!r}: use AutoencoderLite or a diffusers autoencoder such as AutoencoderKL "
-            "or AutoencoderTiny (or a folder with a TAESD-family *encoder/*decoder checkpoint pair)."
+            f"unknown VAE class {class_name!r}: use AutoencoderLite, AutoencoderLiteTiny or a diffusers autoencoder "
+            "such as AutoencoderKL or AutoencoderTiny (or a folder with a TAESD-family *encoder/*decoder checkpoint "
+            "pair)."
         )
     return cls
 

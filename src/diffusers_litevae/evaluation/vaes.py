@@ -25,7 +25,7 @@ from .errors import EvaluationInputError
 
 __all__ = ["SUPPORTED_CLASSES", "ReconstructionModel", "load_reconstruction_model", "parse_vae_spec"]
 
-SUPPORTED_CLASSES = ("AutoencoderLite", "AutoencoderKL", "AutoencoderTiny")
+SUPPORTED_CLASSES = ("AutoencoderLite", "AutoencoderLiteTiny", "AutoencoderKL", "AutoencoderTiny")
 TINY_PAIR_CLASS = "TinyEncoder+TinyDecoder"
 
 
@@ -45,7 +45,7 @@ class ReconstructionModel:
         if isinstance(module, (tuple, list)):
             if len(module) != 2 or not all(isinstance(part, nn.Module) for part in module):
                 raise TypeError("a TAESD-family model is given as a (TinyEncoder, TinyDecoder) pair of nn.Modules.")
-            from ..vae_io import TinyAutoencoder
+            from ..models.tiny_autoencoder import TinyAutoencoder
 
             # One code path for every model: the pair behind the diffusers VAE protocol.
             self.vae = TinyAutoencoder(*module, name_or_path=name_or_path)
@@ -153,7 +153,8 @@ def load_reconstruction_model(
     Returns:
         A :class:`ReconstructionModel` on ``device`` in ``dtype``, in eval mode.
     """
-    from ..vae_io import TinyAutoencoder, load_vae, resolve_vae_location
+    from ..models.tiny_autoencoder import TinyAutoencoder
+    from ..vae_io import load_vae, resolve_vae_location
 
     vae = load_vae(os.fspath(name_or_path), subfolder=subfolder)
     name_or_path = resolve_vae_location(name_or_path)  # a bundled model's name -> its folder, for the report

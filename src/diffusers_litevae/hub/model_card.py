@@ -158,6 +158,7 @@ def _bundled(name: str | None) -> bool:
 
 
 def _usage(
+    class_name: str,
     repo_id: str | None,
     bundled_name: str | None,
     teacher: str | None,
@@ -167,18 +168,18 @@ def _usage(
 ) -> str:
     if bundled_name:
         load = f'pretrained_path("{bundled_name}")'
-        imports = "from diffusers_litevae import AutoencoderLite, pretrained_path"
+        imports = f"from diffusers_litevae import {class_name}, pretrained_path"
         note = (
             f"The model ships inside the package: `{load}` is its folder, so it loads offline. Its weights are "
             "stored in float16: load with `torch_dtype=torch.float32` to compute in float32 (on CPU, do), or "
             "`torch_dtype=torch.float16` on a GPU."
         )
         if repo_id:
-            note += f' On the Hub it is `"{repo_id}"`: `AutoencoderLite.from_pretrained("{repo_id}")` loads the same.'
+            note += f' On the Hub it is `"{repo_id}"`: `{class_name}.from_pretrained("{repo_id}")` loads the same.'
         dtype = "torch.float32"
     else:
         load = f'"{repo_id}"'
-        imports = "from diffusers_litevae import AutoencoderLite"
+        imports = f"from diffusers_litevae import {class_name}"
         note = "Weights in float32" + (
             ', plus a float16 variant: add `variant="fp16", torch_dtype=torch.float16` to load it.'
             if has_fp16_variant
@@ -189,12 +190,12 @@ def _usage(
     if pipeline_id:
         pipeline_lines = (
             f'pipe = DiffusionPipeline.from_pretrained("{pipeline_id}", torch_dtype=torch.float16).to("cuda")\n'
-            f'pipe.vae = AutoencoderLite.from_pretrained({load}, torch_dtype=torch.float16).to("cuda")\n'
+            f'pipe.vae = {class_name}.from_pretrained({load}, torch_dtype=torch.float16).to("cuda")\n'
         )
     else:
         pipeline_lines = (
             f"# `pipe`: a diffusers pipeline {same_space} (same latent space, much smaller encoder)\n"
-            f"pipe.vae = AutoencoderLite.from_pretrained({load}, torch_dtype=pipe.vae.dtype).to(pipe.device)\n"
+            f"pipe.vae = {class_name}.from_pretrained({load}, torch_dtype=pipe.vae.dtype).to(pipe.device)\n"
         )
     return f"""```bash
 pip install diffusers-litevae
@@ -206,7 +207,7 @@ pip install diffusers-litevae
 import torch
 from diffusers import DiffusionPipeline
 
-import diffusers_litevae  # makes AutoencoderLite available to diffusers
+import diffusers_litevae  # makes {class_name} available to diffusers
 {imports}
 
 {pipeline_lines}```
@@ -214,7 +215,7 @@ import diffusers_litevae  # makes AutoencoderLite available to diffusers
 Encode and decode directly (images in `[-1, 1]`, sides multiples of 8):
 
 ```python
-vae = AutoencoderLite.from_pretrained({load}, torch_dtype={dtype})
+vae = {class_name}.from_pretrained({load}, torch_dtype={dtype})
 images = torch.rand(1, 3, 256, 256) * 2 - 1
 latents = vae.encode(images).latent_dist.mode()  # (1, {latent_channels}, 32, 32)
 reconstruction = vae.decode(latents).sample  # (1, 3, 256, 256) in about [-1, 1]
@@ -232,12 +233,13 @@ def _architecture(config: dict, encoder_parameters: int, decoder_parameters: int
         f"{config['encoder_aggregation_channels']}, multipliers {tuple(config['encoder_aggregation_channel_mults'])}), "
         f"ResBlocks per UNet level: {config['encoder_layers_per_block']}"
     )
-    # Only the "kl" decoder has a post_quant_conv (AutoencoderLite builds none for the tiny decoder).
-    has_post_quant_conv = config["decoder_type"] != "tiny" and config.get("use_post_quant_conv", True)
-    if config["decoder_type"] == "tiny":
+    class_name = config["_class_name"]
+    # Only the SD-layout decoder has a post_quant_conv (AutoencoderLiteTiny's TAESD-family decoder has none).
+    has_post_quant_conv = class_name == "AutoencoderLite" and config.get("use_post_quant_conv", True)
+    if class_name == "AutoencoderLiteTiny":
         decoder = (
-            f"TAESD-family decoder (width {config['tiny_decoder_channels']}, blocks per stage "
-            f"{tuple(config['tiny_decoder_num_blocks'])}), no post_quant_conv"
+            f"TAESD-family decoder (width {config['decoder_channels']}, blocks per stage "
+            f"{tuple(config['decoder_num_blocks'])}), no post_quant_conv"
         )
     else:
         decoder = (
@@ -247,7 +249,7 @@ def _architecture(config: dict, encoder_parameters: int, decoder_parameters: int
             f"{', with post_quant_conv' if has_post_quant_conv else ', no post_quant_conv'})"
         )
     rows = [
-        ("Class", "`diffusers_litevae.AutoencoderLite`"),
+        ("Class", f"`diffusers_litevae.{class_name}`"),
         ("Encoder", encoder),
         ("Decoder", decoder),
         ("Latent space", f"{config['latent_channels']} channels, {factor}x downsampling"),
@@ -543,7 +545,7 @@ def build_model_card(
             "diffusion model, not as a drop-in for another VAE."
         )
     else:
-        intro += " with its decoder, packaged as a diffusers model (`AutoencoderLite`)."
+        intro += f" with its decoder, packaged as a diffusers model (`{config['_class_name']}`)."
     license_note = f"The weights are released under `{license}`." + (
         f" The decoder weights are copied from `{teacher}`; its license also applies to them." if teacher else ""
     )
@@ -552,6 +554,7 @@ def build_model_card(
     curve_file = "curve.png" if (folder / "curve.png").is_file() else None
     record = training if training else distillation
     usage = _usage(
+        config["_class_name"],
         repo_id,
         bundled_name,
         teacher,

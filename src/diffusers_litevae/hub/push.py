@@ -28,6 +28,7 @@ import torch
 from huggingface_hub import HfApi, get_token
 
 from ..models.autoencoder_lite import AutoencoderLite
+from ..models.autoencoder_lite_base import AutoencoderLiteBase
 from ..models.utils import cast_module
 from .model_card import build_model_card, is_owner_repo_id
 
@@ -46,7 +47,8 @@ WEIGHT_FILES = (
     "diffusion_pytorch_model.bin",
     "diffusion_pytorch_model.safetensors.index.json",
 )
-DEFAULT_COMMIT_MESSAGE = "Upload AutoencoderLite with diffusers-litevae"
+DEFAULT_COMMIT_MESSAGE = "Upload LiteVAE model with diffusers-litevae"
+LITEVAE_CLASSES = ("AutoencoderLite", "AutoencoderLiteTiny")
 
 
 class PushError(ValueError):
@@ -54,11 +56,11 @@ class PushError(ValueError):
 
 
 def validate_model_folder(model_dir: str | os.PathLike) -> tuple[Path, dict]:
-    """Check ``model_dir`` is an ``AutoencoderLite`` ``save_pretrained`` folder; returns ``(path, config dict)``.
+    """Check ``model_dir`` is a LiteVAE model's ``save_pretrained`` folder; returns ``(path, config dict)``.
 
     Raises:
-        PushError: missing folder, no/invalid ``config.json``, a ``_class_name`` other than ``AutoencoderLite``, or no
-            weights file.
+        PushError: missing folder, no/invalid ``config.json``, a ``_class_name`` other than ``AutoencoderLite`` /
+            ``AutoencoderLiteTiny``, or no weights file.
     """
     path = Path(model_dir)
     if not path.is_dir():
@@ -72,11 +74,11 @@ def validate_model_folder(model_dir: str | os.PathLike) -> tuple[Path, dict]:
             "(save it with AutoencoderLite.save_pretrained)."
         )
     config = _read_json(config_file)
-    class_name = config.get("_class_name") if isinstance(config, dict) else None
-    if class_name != "AutoencoderLite":
+    class_name = AutoencoderLiteBase._saved_class_name(config) if isinstance(config, dict) else None
+    if class_name not in LITEVAE_CLASSES:
         raise PushError(
-            f"{str(path)!r} holds a {class_name!r}, not an AutoencoderLite (config.json _class_name); `litevae push` "
-            "publishes AutoencoderLite folders."
+            f"{str(path)!r} holds a {class_name!r}, not a LiteVAE model (config.json _class_name); `litevae push` "
+            f"publishes {' / '.join(LITEVAE_CLASSES)} folders."
         )
     if not any((path / name).is_file() for name in WEIGHT_FILES):
         raise PushError(
@@ -133,9 +135,9 @@ def load_metrics_entry(
                 "pick this model's with --metrics_label."
             )
     entry = models[label]
-    if entry.get("class") not in (None, "AutoencoderLite"):
+    if entry.get("class") not in (None, *LITEVAE_CLASSES):
         raise PushError(
-            f"entry {label!r} of {str(path)!r} was measured on a {entry.get('class')}, not an AutoencoderLite: these "
+            f"entry {label!r} of {str(path)!r} was measured on a {entry.get('class')}, not a LiteVAE model: these "
             "metrics are not for this model; pick its entry with --metrics_label."
         )
     for key in ("psnr", "ssim"):
@@ -316,12 +318,14 @@ def write_model_card(
     return folder / "README.md"
 
 
-def _check_measured_parameters(summary: dict, label: str, model: AutoencoderLite, model_path: Path) -> tuple[int, int]:
+def _check_measured_parameters(
+    summary: dict, label: str, model: AutoencoderLiteBase, model_path: Path
+) -> tuple[int, int]:
     """``(encoder, decoder)`` parameter counts of ``model`` (the decoder's with ``post_quant_conv`` when there is
     one); a summary entry measured on an encoder of another size is a :class:`PushError`."""
     encoder_parameters = sum(p.numel() for p in model.encoder.parameters())
     decoder_parameters = sum(p.numel() for p in model.decoder.parameters())
-    if model.post_quant_conv is not None:
+    if getattr(model, "post_quant_conv", None) is not None:
         decoder_parameters += sum(p.numel() for p in model.post_quant_conv.parameters())
     measured = summary["models"][label].get("encoder_parameters")
     if isinstance(measured, int) and measured != encoder_parameters:

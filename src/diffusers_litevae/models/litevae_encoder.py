@@ -28,6 +28,7 @@ __all__ = [
     "LiteVAEEncoder",
     "LiteVAEResBlock",
     "LiteVAEUNet",
+    "encoder_config",
     "encoder_preset",
     "preset_name_of",
 ]
@@ -71,6 +72,12 @@ def encoder_preset(name: str) -> EncoderPreset:
     if key not in ENCODER_PRESETS:
         raise ValueError(f"unknown LiteVAE encoder preset {name!r}; choose one of {sorted(ENCODER_PRESETS)}.")
     return ENCODER_PRESETS[key]
+
+
+def encoder_config(encoder: str | dict) -> dict:
+    """The ``encoder_*`` config keys for ``encoder``: a preset name (``"S"``, ``"B"``, ``"M"``, ``"L"``) or a dict
+    of those keys (returned as a copy)."""
+    return encoder_preset(encoder).config_kwargs() if isinstance(encoder, str) else dict(encoder)
 
 
 def preset_name_of(config, prefix: str = "encoder_") -> str | None:

@@ -2,14 +2,16 @@
 
 Two uses in this package:
 
-- a *teacher*: TAESD-family ``.pth`` checkpoints (``taesd_encoder.pth`` / ``taef2_decoder.pth``) load into
-  :class:`TinyEncoder` / :class:`TinyDecoder` with no key conversion, so a LiteVAE encoder can be distilled
-  against a real pretrained decoder even where no Stable Diffusion VAE can be downloaded;
-- the decoder of an :class:`~diffusers_litevae.AutoencoderLite` distilled against such a teacher
-  (``decoder_type="tiny"``).
+- a *teacher* or a VAE to compare with: TAESD-family ``.pth`` checkpoints (``taesd_encoder.pth`` /
+  ``taef2_decoder.pth``) load into :class:`TinyEncoder` / :class:`TinyDecoder` with no key conversion
+  (:func:`load_tiny_encoder`, :func:`load_tiny_decoder`), and :class:`TinyAutoencoder` puts a pair behind the
+  diffusers VAE protocol, so a LiteVAE encoder can be distilled against a real pretrained decoder even where no
+  Stable Diffusion VAE can be downloaded;
+- the decoder of an :class:`~diffusers_litevae.AutoencoderLiteTiny` distilled against such a teacher.
 
-Both modules are a flat ``nn.Sequential`` (``self.layers``) whose indices match the original checkpoints.
-Value ranges are the originals': images in ``[0, 1]``, raw unscaled latents.
+Both networks are a flat ``nn.Sequential`` (``self.layers``) whose indices match the original checkpoints, and
+keep the originals' value ranges: images in ``[0, 1]``, raw unscaled latents. :func:`unit_to_signed` and
+:func:`signed_to_unit` are the one conversion to and from the diffusers ``[-1, 1]`` convention.
 """
 
 from __future__ import annotations
@@ -20,7 +22,27 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-__all__ = ["TinyBlock", "TinyDecoder", "TinyEncoder", "load_tiny_encoder", "load_tiny_decoder"]
+__all__ = [
+    "TinyAutoencoder",
+    "TinyBlock",
+    "TinyDecoder",
+    "TinyEncoder",
+    "load_tiny_decoder",
+    "load_tiny_encoder",
+    "signed_to_unit",
+    "tiny_decoder_from_autoencoder_tiny",
+    "unit_to_signed",
+]
+
+
+def signed_to_unit(images: torch.Tensor) -> torch.Tensor:
+    """Images in the diffusers ``[-1, 1]`` convention -> ``[0, 1]``, what TAESD-family encoders take."""
+    return images.add(1).div(2)
+
+
+def unit_to_signed(images: torch.Tensor) -> torch.Tensor:
+    """TAESD-family decoder output in ``[0, 1]`` -> the diffusers ``[-1, 1]`` convention."""
+    return images.mul(2).sub(1)
 
 
 class SoftClamp(nn.Module):
@@ -99,6 +121,8 @@ class TinyEncoder(nn.Module):
     ):
         super().__init__()
         _check_stages(num_blocks, midblock_gn)
+        self.in_channels, self.latent_channels, self.channels = in_channels, latent_channels, channels
+        self.num_blocks, self.midblock_gn = tuple(num_blocks), tuple(bool(gn) for gn in midblock_gn)
         layers: list[nn.Module] = [nn.Conv2d(in_channels, channels, 3, padding=1)]
         for stage, (count, use_gn) in enumerate(zip(num_blocks, midblock_gn)):
             if stage > 0:
@@ -132,6 +156,8 @@ class TinyDecoder(nn.Module):
     ):
         super().__init__()
         _check_stages(num_blocks, midblock_gn)
+        self.latent_channels, self.out_channels, self.channels = latent_channels, out_channels, channels
+        self.num_blocks, self.midblock_gn = tuple(num_blocks), tuple(bool(gn) for gn in midblock_gn)
         layers: list[nn.Module] = [
             SoftClamp(),
             nn.Conv2d(latent_channels, channels, 3, padding=1),
@@ -155,6 +181,106 @@ class TinyDecoder(nn.Module):
         for layer in self.layers:
             z = self._gradient_checkpointing_func(layer, z) if isinstance(layer, TinyBlock) else layer(z)
         return z
+
+
+class TinyAutoencoder(nn.Module):
+    """A TAESD-family encoder/decoder pair behind the diffusers VAE protocol.
+
+    The original networks work on images in ``[0, 1]``; this wrapper takes and returns ``[-1, 1]`` like every
+    diffusers VAE, and its encoder is deterministic (``encode(x).latents``, no posterior), like diffusers'
+    ``AutoencoderTiny``. Latents are raw (the checkpoints carry no scaling: ``scaling_factor`` 1.0 unless given).
+
+    Args:
+        encoder (:class:`TinyEncoder`): the encoder.
+        decoder (:class:`TinyDecoder`): a decoder with the encoder's latent channels.
+        name_or_path (`str`): where it was loaded from (recorded in caches, reports and ``distillation.json``).
+        scaling_factor (`float`, defaults to 1.0): latent scale a diffusion model would use (1.0: raw latents).
+        shift_factor (`float`, *optional*): latent shift (``None``: none).
+    """
+
+    def __init__(
+        self,
+        encoder: TinyEncoder,
+        decoder: TinyDecoder,
+        name_or_path: str = "",
+        scaling_factor: float = 1.0,
+        shift_factor: float | None = None,
+    ):
+        from diffusers.configuration_utils import FrozenDict
+
+        super().__init__()
+        if decoder.latent_channels != encoder.latent_channels:
+            raise ValueError(
+                f"TAESD-family pair {name_or_path!r}: the encoder makes {encoder.latent_channels} latent channels but "
+                f"the decoder takes {decoder.latent_channels}; use an encoder and decoder of the same model."
+            )
+        self.encoder = encoder
+        self.decoder = decoder
+        self.name_or_path = str(name_or_path)
+        self.config = FrozenDict(
+            _class_name="TinyAutoencoder",
+            _name_or_path=self.name_or_path,
+            in_channels=encoder.in_channels,
+            latent_channels=encoder.latent_channels,
+            scaling_factor=float(scaling_factor),
+            shift_factor=shift_factor,
+            latents_mean=None,
+            latents_std=None,
+        )
+
+    def encode(self, x: torch.Tensor, return_dict: bool = True):
+        """``(B, 3, H, W)`` in ``[-1, 1]`` -> ``AutoencoderTinyOutput(latents=(B, C, H/8, W/8))`` raw latents."""
+        from diffusers.models.autoencoders.autoencoder_tiny import AutoencoderTinyOutput
+
+        latents = self.encoder(signed_to_unit(x))
+        return AutoencoderTinyOutput(latents=latents) if return_dict else (latents,)
+
+    def decode(self, z: torch.Tensor, return_dict: bool = True, generator=None):
+        """``(B, C, h, w)`` raw latents -> ``DecoderOutput(sample=(B, 3, 8h, 8w))`` in about ``[-1, 1]``."""
+        from diffusers.models.autoencoders.vae import DecoderOutput
+
+        sample = unit_to_signed(self.decoder(z))
+        return DecoderOutput(sample=sample) if return_dict else (sample,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x).latents).sample
+
+
+def tiny_decoder_from_autoencoder_tiny(vae: nn.Module) -> TinyDecoder:
+    """The decoder of diffusers' ``AutoencoderTiny`` (TAESD in diffusers format) as an equivalent
+    :class:`TinyDecoder`, built from the model's config; it decodes bit-identically.
+
+    ``DecoderTiny`` applies its soft clamp in ``forward`` while :class:`TinyDecoder` keeps it as layer 0, so layer
+    ``i`` of ``DecoderTiny.layers`` is layer ``i + 1`` here.
+
+    Raises:
+        ValueError: the config has several decoder widths, another activation than ReLU or other upsampling than
+            nearest x2, which the TAESD layout does not have.
+    """
+    config = vae.config
+    widths = set(config.decoder_block_out_channels)
+    if len(widths) != 1 or config.act_fn != "relu" or config.upsample_fn != "nearest":
+        raise ValueError(
+            "this AutoencoderTiny decoder has several widths, another activation than ReLU or non-nearest upsampling "
+            f"(decoder_block_out_channels={tuple(config.decoder_block_out_channels)}, act_fn={config.act_fn!r}, "
+            f"upsample_fn={config.upsample_fn!r}); only TAESD-layout decoders are supported."
+        )
+    if config.upsampling_scaling_factor != 2:
+        raise ValueError(f"upsampling_scaling_factor={config.upsampling_scaling_factor}; TAESD decoders upsample by 2.")
+    tiny = TinyDecoder(
+        latent_channels=config.latent_channels,
+        out_channels=config.out_channels,
+        channels=widths.pop(),
+        num_blocks=tuple(config.num_decoder_blocks),
+        midblock_gn=(False,) * len(config.num_decoder_blocks),
+    )
+    shifted = {}
+    for key, value in vae.decoder.layers.state_dict().items():
+        index, rest = key.split(".", 1)
+        shifted[f"{int(index) + 1}.{rest}"] = value
+    tiny.layers.load_state_dict(shifted, strict=True)
+    parameter = next(vae.decoder.parameters())
+    return tiny.to(device=parameter.device, dtype=parameter.dtype)
 
 
 def _load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -1,15 +1,15 @@
 """Models and sample images bundled with the package (no download needed).
 
-- ``litevae-s-taef2``: an :class:`~diffusers_litevae.AutoencoderLite` whose LiteVAE-S encoder was distilled against
-  TAEF2 and which decodes with TAEF2's decoder (32 latent channels, ``decoder_type="tiny"``). Its weights are stored
+- ``litevae-s-taef2``: an :class:`~diffusers_litevae.AutoencoderLiteTiny` whose LiteVAE-S encoder was distilled
+  against TAEF2 and which decodes with TAEF2's decoder (32 latent channels). Its weights are stored
   as float16. Pass ``torch_dtype=torch.float32`` to compute in float32, as on CPU you should (float16 convolutions
   are very slow there); ``torch_dtype=torch.float16`` keeps float16 for GPUs. (Without ``torch_dtype``, current
   diffusers also builds a float32 model.)::
 
       import torch
-      from diffusers_litevae import AutoencoderLite, pretrained_path
+      from diffusers_litevae import AutoencoderLiteTiny, pretrained_path
 
-      vae = AutoencoderLite.from_pretrained(pretrained_path("litevae-s-taef2"), torch_dtype=torch.float32)
+      vae = AutoencoderLiteTiny.from_pretrained(pretrained_path("litevae-s-taef2"), torch_dtype=torch.float32)
 
 - ``taef2``: TAEF2, the Tiny AutoEncoder for FLUX.2 by Ollin Boer Bohan (MIT licence), as a float16
   ``taef2_encoder.safetensors`` + ``taef2_decoder.safetensors`` pair; load it with

@@ -10,7 +10,7 @@ Importable pieces (see ``docs/distillation.md``):
 - data: :func:`find_images`, :class:`ResolutionSchedule`, :class:`StepIndexedBatchSampler`,
   :class:`DistillationDataset`;
 - training: :class:`DistillConfig`, :func:`distill_step`, :func:`distill`;
-- validation and checkpoints: :func:`evaluate_student`, :func:`save_checkpoint`, :func:`resolve_resume`.
+- validation and checkpoints: :func:`evaluate_autoencoder`, :func:`save_checkpoint`, :func:`resolve_resume`.
 """
 
 from .checkpointing import find_latest_checkpoint, load_checkpoint, resolve_resume, save_checkpoint
@@ -32,7 +32,6 @@ from .from_scratch import (
     TrainConfig,
     autoencoder_step,
     build_autoencoder,
-    evaluate_autoencoder,
     train_autoencoder,
     validate_train_config,
 )
@@ -59,7 +58,7 @@ from .teachers import (
     wrap_teacher,
 )
 from .trainer import DistillConfig, compute_distillation_loss, distill, distill_step, validate_config
-from .validation import compute_teacher_reference, evaluate_student, plot_curve, save_reconstruction_grid
+from .validation import compute_teacher_reference, evaluate_autoencoder, plot_curve, save_reconstruction_grid
 
 __all__ = [
     "TEACHER_TYPES",
@@ -90,7 +89,6 @@ __all__ = [
     "discriminator_hinge_loss",
     "distill",
     "distill_step",
-    "evaluate_student",
     "find_images",
     "find_latest_checkpoint",
     "gaussian_blur",

@@ -48,12 +48,11 @@ from .run_support import (
     TrainingRun,
     apply_gradients,
     comparable_config,
-    eager_mode,
     jsonable,
     prepare_data,
     validate_run_settings,
 )
-from .validation import image_metrics, plot_curve, save_image_grid
+from .validation import plot_curve
 
 __all__ = [
     "DECODERS",
@@ -61,7 +60,6 @@ __all__ = [
     "TrainConfig",
     "autoencoder_step",
     "build_autoencoder",
-    "evaluate_autoencoder",
     "train_autoencoder",
     "validate_train_config",
 ]
@@ -320,31 +318,6 @@ def autoencoder_step(
     return totals
 
 
-@torch.no_grad()
-def evaluate_autoencoder(
-    autoencoder: AutoencoderLite, images, autocast=None, num_grid_images: int = 0
-) -> tuple[dict[str, float], list[torch.Tensor]]:
-    """Mean PSNR/SSIM of encode (posterior mode) -> decode on ``(3, H, W)`` images in ``[-1, 1]``, and the first
-    ``num_grid_images`` reconstructions (CPU) for grids."""
-    was_training = autoencoder.training
-    autoencoder.eval()
-    parameter = next(autoencoder.parameters())
-    psnrs, ssims, grid = [], [], []
-    try:
-        for index, image in enumerate(images):
-            x = image[None].to(parameter.device, parameter.dtype)
-            with autocast() if autocast else nullcontext():
-                reconstruction = autoencoder.decode(autoencoder.encode(x).latent_dist.mode()).sample
-            psnr, ssim = image_metrics(reconstruction, x)
-            psnrs.append(psnr)
-            ssims.append(ssim)
-            if index < num_grid_images:
-                grid.append(reconstruction.float().cpu()[0])
-    finally:
-        autoencoder.train(was_training)
-    return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "eval_images": len(psnrs)}, grid
-
-
 class _TrainRun(TrainingRun):
     """One invocation of :func:`train_autoencoder` (every process builds one; output on the main process)."""
 
@@ -403,32 +376,9 @@ class _TrainRun(TrainingRun):
         """Whether the optimizer step that follows ``step`` completed steps runs the adversarial phase."""
         return self.config.adversarial_weight > 0 and step >= self.config.discriminator_start_step
 
-    def validate(self, step: int, train_losses: dict[str, float]) -> None:
-        if self.accelerator.is_main_process:
-            config = self.config
-            with EMAWeights(self.autoencoder, self.ema) as autoencoder, eager_mode():
-                metrics, grid = evaluate_autoencoder(
-                    autoencoder, self.data.validation_images, self.accelerator.autocast, config.num_grid_images
-                )
-            if grid:
-                save_image_grid(
-                    self.output_dir / "validation" / f"step_{step:06d}.png",
-                    [self.data.validation_images[: len(grid)], grid],
-                )
-            entry = {
-                "step": step,
-                "images_seen": self.state["images_seen"],
-                "wall_time_s": round(self.wall_offset + self.timer.elapsed(), 2),
-                **{k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()},
-                **{f"train_{k}": round(v, 6) for k, v in train_losses.items()},
-            }
-            self.state["curve"].append(entry)
-            logger.info("step %d: PSNR %.2f dB, SSIM %.4f", step, metrics["psnr"], metrics["ssim"])
-            if config.report_to:
-                self.accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=step)
-            self.plot()
-        self.validated_step = step
-        self.accelerator.wait_for_everyone()
+    @property
+    def unwrapped(self) -> nn.Module:
+        return self.autoencoder
 
     def plot(self) -> None:
         plot_curve(

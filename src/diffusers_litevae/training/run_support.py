@@ -1,4 +1,4 @@
-"""What every training run shares: its data, timer, EMA swap, eager validation and JSON records.
+"""What every training run shares: its data, timer, EMA swap, the validation loop and JSON records.
 
 Used by :func:`~diffusers_litevae.training.distill` (encoder distillation) and
 :func:`~diffusers_litevae.training.train_autoencoder` (a whole autoencoder from scratch).
@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from .data import FolderImageSource, HubImageSource, find_images, load_eval_image, load_hub_dataset, split_holdout
 from .errors import DistillationInputError
+from .validation import evaluate_autoencoder, save_image_grid
 
 __all__ = [
     "EMAWeights",
@@ -37,6 +38,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# curve.png is redrawn at a validation at most this often (~1 s a plot); the end of a run always draws it.
+PLOT_INTERVAL_S = 120
 
 
 @dataclass
@@ -376,7 +380,9 @@ class TrainingRun:
     :meth:`setup_accelerator` and :meth:`start`, and provide:
 
     - ``optimizer_step(micro_batches, step) -> dict[str, Tensor]``: one optimizer step, its loss components;
-    - ``validate(step, train_losses)``: called on every process at validation steps;
+    - ``unwrapped``: the module that trains, without accelerate's wrappers (validated with the EMA weights swapped
+      in): a whole autoencoder, or with ``teacher`` and ``reference`` set (distillation), a student encoder;
+    - ``plot()``: draw ``curve.png`` from ``state["curve"]`` and ``state["loss_history"]``;
     - ``dataset_and_collate() -> (Dataset, collate_fn)``: the training samples, indexed like
       :class:`~diffusers_litevae.training.data.DistillationDataset`;
     - ``checkpoint_record() -> dict``: what ``trainer_state.json`` keeps about the model (checked on resume);
@@ -387,6 +393,8 @@ class TrainingRun:
 
     progress_description = "train"
     tracker_name = "litevae"
+    teacher = None  # distillation: the frozen teacher whose decoder validation reconstructs the student's latents
+    reference = None  # distillation: the teacher's side of validation (compute_teacher_reference)
 
     def setup_accelerator(self, config, schedule) -> None:
         from accelerate import Accelerator
@@ -471,6 +479,58 @@ class TrainingRun:
             if self.config.report_to:
                 trackable = {k: v for k, v in asdict(self.config).items() if isinstance(v, (int, float, str, bool))}
                 self.accelerator.init_trackers(self.tracker_name, config=trackable)
+
+    # -- validation ------------------------------------------------------------------------------------------------
+
+    def validate(self, step: int, train_losses: dict[str, float]) -> None:
+        """Validate on the main process (EMA weights when on), save a grid, put the step's entry in the curve (one
+        per step: a step validated again replaces its entry); every process calls it."""
+        if self.accelerator.is_main_process:
+            config, images = self.config, self.data.validation_images
+            # Eager: validation images may each have their own size (no recompilation per shape).
+            with EMAWeights(self.unwrapped, self.ema) as model, eager_mode():
+                metrics, grid = evaluate_autoencoder(
+                    model,
+                    images,
+                    self.accelerator.autocast,
+                    config.num_grid_images,
+                    teacher=self.teacher,
+                    reference=self.reference,
+                )
+            if grid:
+                teacher_column = [] if self.reference is None else [self.reference.grid_reconstructions]
+                save_image_grid(
+                    self.output_dir / "validation" / f"step_{step:06d}.png",
+                    [images[: len(grid)], *teacher_column, grid],
+                )
+            entry = {
+                "step": step,
+                "images_seen": self.state["images_seen"],
+                "wall_time_s": round(self.wall_offset + self.timer.elapsed(), 2),
+                "train_time_s": round(self.train_offset + self.timer.train_seconds, 2),
+                **{k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()},
+                **{f"train_{k}": round(v, 6) for k, v in train_losses.items()},
+            }
+            self.state["curve"] = [e for e in self.state["curve"] if e["step"] != step] + [entry]
+            if config.report_to:
+                self.accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=step)
+            if self.reference is None:
+                logger.info("step %d: PSNR %.2f dB, SSIM %.4f", step, metrics["psnr"], metrics["ssim"])
+            else:
+                logger.info(
+                    "step %d: PSNR student %.2f dB / teacher %.2f dB, SSIM %.4f / %.4f, latent MSE %.5f",
+                    step,
+                    metrics["psnr_student"],
+                    metrics["psnr_teacher"],
+                    metrics["ssim_student"],
+                    metrics["ssim_teacher"],
+                    metrics["latent_mse"],
+                )
+            if time.perf_counter() - self.last_plot > PLOT_INTERVAL_S:
+                self.plot()
+                self.last_plot = time.perf_counter()
+        self.validated_step = step
+        self.accelerator.wait_for_everyone()
 
     # -- checkpoints -----------------------------------------------------------------------------------------------
 

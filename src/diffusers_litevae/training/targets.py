@@ -20,35 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from ..caching.index import IncompatibleCacheError, compare_manifests, load_manifest
 from ..caching.preprocess import TransformConfig, pixels_to_model_input, preprocess_image
-from ..vae_io import TinyAutoencoder, vae_identity
+from ..vae_io import vae_identity
 from .data import first_readable
 from .errors import DistillationInputError
 
-__all__ = ["CachedTargetDataset", "TeacherLatents", "prepare_teacher_latents", "target_transform", "teacher_as_vae"]
+__all__ = ["CachedTargetDataset", "TeacherLatents", "prepare_teacher_latents", "target_transform"]
 
 logger = logging.getLogger(__name__)
-
-
-def teacher_as_vae(teacher) -> nn.Module:
-    """The teacher as a module with the diffusers VAE protocol (what the latent cache encodes with).
-
-    TAESD-family teachers become a :class:`~diffusers_litevae.vae_io.TinyAutoencoder` sharing their weights, so a
-    cache made with ``litevae cache-latents --vae <the same folder>`` has the same identity and can be reused.
-    """
-    vae = getattr(teacher, "vae", None)
-    if vae is not None:
-        return vae
-    return TinyAutoencoder(
-        teacher.tiny_encoder,
-        teacher.tiny_decoder,
-        teacher.name_or_path,
-        teacher.scaling_factor,
-        getattr(teacher, "_shift_for_student", None),
-    )
 
 
 def target_transform(max_resolution: int, flip: bool) -> TransformConfig:
@@ -100,7 +81,7 @@ def prepare_teacher_latents(
     from ..caching import LatentDataset, cache_latents
 
     transform = target_transform(max_resolution, flip)
-    vae = teacher_as_vae(teacher)
+    vae = teacher.vae  # the cache's identity is the VAE's: `litevae cache-latents --vae <same folder>` matches it
     root_path = Path(root).expanduser().resolve()
     existing = load_manifest(root_path)
     if existing is not None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
@@ -47,14 +46,13 @@ from .run_support import (
     validate_run_settings,
 )
 from .teachers import TEACHER_TYPES, DistillationTeacher, load_teacher, wrap_teacher
-from .validation import compute_teacher_reference, evaluate_student, plot_curve, save_reconstruction_grid
+from .validation import compute_teacher_reference, plot_curve
 
 __all__ = ["DistillConfig", "compute_distillation_loss", "distill", "distill_step", "validate_config"]
 
 logger = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-_PLOT_INTERVAL_S = 120
 
 
 @dataclass
@@ -489,56 +487,9 @@ class _DistillRun(TrainingRun):
 
     # -- validation, checkpoints -----------------------------------------------------------------------------------
 
-    def validate(self, step: int, train_losses: dict[str, float]) -> None:
-        """Validate on the main process (EMA weights when on), save a grid, extend the curve; every process calls it."""
-        if self.accelerator.is_main_process:
-            config = self.config
-            # Eager: validation images may each have their own size (no recompilation per shape).
-            with EMAWeights(self.unwrapped, self.ema) as encoder, eager_mode():
-                metrics, student_grid = evaluate_student(
-                    encoder,
-                    self.teacher,
-                    self.data.validation_images,
-                    self.reference,
-                    self.accelerator.autocast,
-                    config.num_grid_images,
-                )
-            if student_grid:
-                save_reconstruction_grid(
-                    self.output_dir / "validation" / f"step_{step:06d}.png",
-                    self.data.validation_images[: len(student_grid)],
-                    self.reference.grid_reconstructions,
-                    student_grid,
-                )
-            entry = {
-                "step": step,
-                "images_seen": self.state["images_seen"],
-                "wall_time_s": round(self.wall_offset + self.timer.elapsed(), 2),
-                "train_time_s": round(self.train_offset + self.timer.train_seconds, 2),
-                **{k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()},
-                **{f"train_{k}": round(v, 6) for k, v in train_losses.items()},
-            }
-            self.state["curve"] = [e for e in self.state["curve"] if e["step"] != step] + [entry]
-            if config.report_to:
-                self.accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=step)
-            logger.info(
-                "step %d: PSNR student %.2f dB / teacher %.2f dB, SSIM %.4f / %.4f, latent MSE %.5f",
-                step,
-                metrics["psnr_student"],
-                metrics["psnr_teacher"],
-                metrics["ssim_student"],
-                metrics["ssim_teacher"],
-                metrics["latent_mse"],
-            )
-            if time.perf_counter() - self.last_plot > _PLOT_INTERVAL_S:  # ~1 s per plot; the final one always happens
-                self.plot()
-        self.validated_step = step
-        self.accelerator.wait_for_everyone()
-
     def plot(self) -> None:
         title = f"{self.teacher.name_or_path} -> LiteVAE"
         plot_curve(self.state["curve"], self.state["loss_history"], self.output_dir / "curve.png", title=title)
-        self.last_plot = time.perf_counter()
 
     def checkpoint_record(self) -> dict:
         return {"student_config": jsonable(dict(self.student.config))}

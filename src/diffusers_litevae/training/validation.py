@@ -1,7 +1,8 @@
-"""Validation during distillation: PSNR/SSIM of student vs teacher reconstructions, latent MSE, grids, curves.
+"""Validation during training: PSNR/SSIM of reconstructions (of a whole autoencoder, or of a distilled student and
+its teacher), latent MSE, grids, curves.
 
-Both reconstructions go through the same frozen teacher decoder, so the gap between ``psnr_student`` (student
-encoder -> teacher decoder) and ``psnr_teacher`` (teacher encoder -> teacher decoder) is exactly what the
+In distillation both reconstructions go through the same frozen teacher decoder, so the gap between ``psnr_student``
+(student encoder -> teacher decoder) and ``psnr_teacher`` (teacher encoder -> teacher decoder) is exactly what the
 distilled encoder loses. PSNR and SSIM are those of ``litevae eval`` (torchmetrics; SSIM averaged over the valid
 region) on images in ``[0, 1]``, one image at a time so validation images may keep their own full sizes.
 """
@@ -25,7 +26,7 @@ from .teachers import DistillationTeacher
 __all__ = [
     "TeacherReference",
     "compute_teacher_reference",
-    "evaluate_student",
+    "evaluate_autoencoder",
     "plot_curve",
     "save_image_grid",
     "save_reconstruction_grid",
@@ -106,57 +107,69 @@ def compute_teacher_reference(
 
 
 @torch.no_grad()
-def evaluate_student(
-    encoder: nn.Module,
-    teacher: DistillationTeacher,
+def evaluate_autoencoder(
+    model: nn.Module,
     images: Sequence[torch.Tensor],
-    reference: TeacherReference,
     autocast=None,
     num_grid_images: int = 0,
+    *,
+    teacher: DistillationTeacher | None = None,
+    reference: TeacherReference | None = None,
 ) -> tuple[dict[str, float], list[torch.Tensor]]:
-    """Student-encode -> teacher-decode metrics on the validation images.
+    """Encode (posterior mean) -> decode metrics on the validation images: of a whole autoencoder, or of a distilled
+    student encoder through the frozen teacher's decoder.
 
     Args:
-        encoder: the student's LiteVAE encoder (images in ``[-1, 1]`` -> moments ``(B, 2C, H/8, W/8)``).
-        teacher: the frozen teacher.
-        images: ``(3, H, W)`` tensors in ``[-1, 1]``.
-        reference: :func:`compute_teacher_reference` for the same images.
-        autocast: a context-manager factory or ``None``.
-        num_grid_images: how many student reconstructions to return for grids.
+        model: without ``teacher``, the autoencoder (an ``AutoencoderLite``: ``encode(x).latent_dist.mode()`` then
+            ``decode(z).sample``); with ``teacher``, the student's LiteVAE encoder (images in ``[-1, 1]`` -> moments
+            ``(B, 2C, H/8, W/8)``), whose posterior mean the teacher decodes.
+        images: ``(3, H, W)`` tensors in ``[-1, 1]`` (sizes may differ).
+        autocast: a context-manager factory (e.g. ``accelerator.autocast``) or ``None``.
+        num_grid_images: how many reconstructions to return for grids.
+        teacher: the frozen teacher (distillation), or ``None``.
+        reference: :func:`compute_teacher_reference` for the same images; required with ``teacher``.
 
     Returns:
-        ``(metrics, reconstructions)``: mean ``psnr_student``, ``ssim_student``, ``latent_mse`` (normalized
-        units), the teacher's ``psnr_teacher`` / ``ssim_teacher``, ``eval_images``; and the first
-        ``num_grid_images`` student reconstructions on CPU.
+        ``(metrics, reconstructions)``: the mean ``psnr`` and ``ssim`` and ``eval_images``; with ``teacher``, the
+        student's ``psnr_student`` and ``ssim_student`` instead, ``latent_mse`` (normalized units) and the teacher's
+        ``psnr_teacher`` / ``ssim_teacher``. The first ``num_grid_images`` reconstructions ``(3, H, W)`` on CPU.
     """
-    was_training = encoder.training
-    encoder.eval()
-    encoder_parameter = next(encoder.parameters())
+    if teacher is not None and reference is None:
+        raise ValueError("a student evaluated through its teacher needs the teacher's reference.")
+    was_training = model.training
+    model.eval()
+    parameter = next(model.parameters())
     psnrs, ssims, latent_mses, reconstructions = [], [], [], []
     try:
         for index, image in enumerate(images):
-            x = image[None].to(encoder_parameter.device)
+            x = image[None].to(parameter.device)
             with autocast() if autocast else nullcontext():
-                mean = encoder(x.to(encoder_parameter.dtype)).chunk(2, dim=1)[0]
-                reconstruction = teacher.decode(_teacher_input(teacher, mean))
+                if teacher is None:
+                    reconstruction = model.decode(model.encode(x.to(parameter.dtype)).latent_dist.mode()).sample
+                else:
+                    mean = model(x.to(parameter.dtype)).chunk(2, dim=1)[0]
+                    reconstruction = teacher.decode(_teacher_input(teacher, mean))
             psnr, ssim = image_metrics(reconstruction, x)
             psnrs.append(psnr)
             ssims.append(ssim)
-            latent_mses.append(
-                float(F.mse_loss(teacher.normalize_latents(mean.float()).cpu(), reference.latents[index]))
-            )
+            if teacher is not None:
+                latent = teacher.normalize_latents(mean.float()).cpu()
+                latent_mses.append(float(F.mse_loss(latent, reference.latents[index])))
             if index < num_grid_images:
                 reconstructions.append(reconstruction.float().cpu()[0])
     finally:
-        encoder.train(was_training)
-    metrics = {
-        "psnr_student": float(np.mean(psnrs)),
-        "ssim_student": float(np.mean(ssims)),
-        "latent_mse": float(np.mean(latent_mses)),
-        **reference.summary(),
-        "eval_images": len(images),
-    }
-    return metrics, reconstructions
+        model.train(was_training)
+    psnr, ssim = float(np.mean(psnrs)), float(np.mean(ssims))
+    if teacher is None:
+        metrics = {"psnr": psnr, "ssim": ssim}
+    else:
+        metrics = {
+            "psnr_student": psnr,
+            "ssim_student": ssim,
+            "latent_mse": float(np.mean(latent_mses)),
+            **reference.summary(),
+        }
+    return {**metrics, "eval_images": len(images)}, reconstructions
 
 
 def _centre_square(image: torch.Tensor, size: int) -> torch.Tensor:
