@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -41,8 +42,13 @@ from diffusers import (
 )
 from PIL import Image
 
-from diffusers_litevae import AutoencoderLite
-from diffusers_litevae.testing_utils import TINY_ENCODER, tiny_autoencoder_kl, tiny_autoencoder_lite
+from diffusers_litevae import AutoencoderLite, AutoencoderLiteTiny
+from diffusers_litevae.testing_utils import (
+    TINY_ENCODER,
+    tiny_autoencoder_kl,
+    tiny_autoencoder_lite,
+    tiny_autoencoder_lite_tiny,
+)
 
 transformers = pytest.importorskip("transformers", reason="the pipelines' text encoders need transformers")
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer  # noqa: E402
@@ -408,13 +414,27 @@ _LOAD_IN_FRESH_PROCESS = textwrap.dedent(
 )
 
 
-def test_save_pretrained_then_from_pretrained_in_a_fresh_process(tokenizer, tmp_path):
-    vae = tiny_autoencoder_lite(seed=0)
+V01_TINY = Path(__file__).parent / "fixtures" / "v0.1" / "autoencoder_lite_tiny_decoder"
+
+
+@pytest.mark.parametrize("vae_kind", ["sd_decoder", "tiny_decoder", "tiny_decoder_saved_by_v0.1"])
+def test_save_pretrained_then_from_pretrained_in_a_fresh_process(tokenizer, tmp_path, vae_kind):
+    """A saved pipeline records the VAE's module and class in model_index.json and loads back in a fresh process
+    (only ``import diffusers_litevae``). Pipelines saved by version 0.1 recorded ``AutoencoderLite`` for a
+    TAESD-family VAE too; they load, with the VAE as the ``AutoencoderLiteTiny`` it now is."""
+    vae = tiny_autoencoder_lite(seed=0) if vae_kind == "sd_decoder" else tiny_autoencoder_lite_tiny(seed=0)
+    if vae_kind == "tiny_decoder_saved_by_v0.1":
+        vae = AutoencoderLiteTiny.from_pretrained(V01_TINY)
     pipe = _with_lite_vae(StableDiffusionPipeline(**_sd_components(tokenizer)), vae)
     pipe.save_pretrained(tmp_path)
-
+    module = "autoencoder_lite" if vae_kind == "sd_decoder" else "autoencoder_lite_tiny"
     model_index = json.loads((tmp_path / "model_index.json").read_text())
-    assert model_index["vae"] == ["diffusers_litevae.models.autoencoder_lite", "AutoencoderLite"]
+    assert model_index["vae"] == [f"diffusers_litevae.models.{module}", type(vae).__name__]
+    if vae_kind == "tiny_decoder_saved_by_v0.1":  # the folder and the index entry exactly as version 0.1 wrote them
+        shutil.rmtree(tmp_path / "vae")
+        shutil.copytree(V01_TINY, tmp_path / "vae", ignore=shutil.ignore_patterns("expected.pt"))
+        model_index["vae"] = ["diffusers_litevae.models.autoencoder_lite", "AutoencoderLite"]
+        (tmp_path / "model_index.json").write_text(json.dumps(model_index))
     assert (tmp_path / "vae" / "diffusion_pytorch_model.safetensors").is_file()
 
     latents = torch.randn(1, 4, SIZE // 8, SIZE // 8, generator=torch.Generator().manual_seed(0))
@@ -431,8 +451,8 @@ def test_save_pretrained_then_from_pretrained_in_a_fresh_process(tokenizer, tmp_
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert loaded == {
         "pipeline": "StableDiffusionPipeline",
-        "vae_module": "diffusers_litevae.models.autoencoder_lite",
-        "vae_class": "AutoencoderLite",
+        "vae_module": f"diffusers_litevae.models.{module}",
+        "vae_class": type(vae).__name__,
         "vae_dtype": "torch.float32",
     }
     with torch.no_grad():
