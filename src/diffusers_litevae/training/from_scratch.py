@@ -336,14 +336,7 @@ class _TrainRun(TrainingRun):
         self.discriminator = UNetDiscriminator(block_out_channels=tuple(config.discriminator_block_out_channels))
         if config.gradient_checkpointing:
             self.autoencoder.enable_gradient_checkpointing()
-        self.loss_fn = AutoencoderLoss(
-            config.loss_weights(),
-            reconstruction_loss=config.reconstruction_loss,
-            charbonnier_eps=config.charbonnier_eps,
-            wavelet_levels=config.wavelet_loss_levels,
-            gaussian_sigma=config.gaussian_sigma,
-            lpips_model=lpips_model,
-        )
+        self.loss_fn = AutoencoderLoss(config.loss_weights(), lpips_model=lpips_model, **config.image_loss_settings())
         betas = (config.adam_beta1, config.adam_beta2)
         optimizer = torch.optim.Adam(
             self.autoencoder.parameters(),

@@ -115,6 +115,15 @@ class RunSettings:
     # for the model card; a record, not a setting: resuming with another command is fine.
     command_line: str | None = None
 
+    def image_loss_settings(self) -> dict:
+        """The image-loss settings both trainers' losses take (``DistillationLoss``, ``AutoencoderLoss``)."""
+        return dict(
+            reconstruction_loss=self.reconstruction_loss,
+            charbonnier_eps=self.charbonnier_eps,
+            wavelet_levels=self.wavelet_loss_levels,
+            gaussian_sigma=self.gaussian_sigma,
+        )
+
     @classmethod
     def from_dict(cls, values: dict):
         """Build from a dict, ignoring keys that are not settings (e.g. an argparse namespace's extras)."""

@@ -376,13 +376,10 @@ class _DistillRun(TrainingRun):
         self.teacher, self.student = self._teacher_and_student(teacher)
         self.loss_fn = DistillationLoss(
             config.loss_weights(),
-            reconstruction_loss=config.reconstruction_loss,
-            charbonnier_eps=config.charbonnier_eps,
-            wavelet_levels=config.wavelet_loss_levels,
-            gaussian_sigma=config.gaussian_sigma,
             lpips_model=lpips_model,
             latent_scale=self.teacher.normalization.scale_std,
             low_frequency_pool=config.low_frequency_pool,
+            **config.image_loss_settings(),
         )
         self._build_optimisation()
         self.start(self._check_resume)
