@@ -45,7 +45,7 @@ from diffusers_litevae.training import (
     DistillConfig,
     compute_teacher_reference,
     distill,
-    evaluate_student,
+    evaluate_autoencoder,
     find_images,
     load_eval_image,
     load_teacher,
@@ -333,7 +333,7 @@ def main(argv=None) -> int:
         }
         for preset in args.presets:
             student = AutoencoderLite.from_pretrained(report["students"][preset]["model_dir"])
-            metrics, _ = evaluate_student(student.encoder, teacher, images, reference)
+            metrics, _ = evaluate_autoencoder(student.encoder, images, teacher=teacher, reference=reference)
             rows[f"LiteVAE-{preset}"] = {
                 "psnr": metrics["psnr_student"],
                 "ssim": metrics["ssim_student"],
