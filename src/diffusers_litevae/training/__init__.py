@@ -52,9 +52,7 @@ from .teachers import (
     TEACHER_TYPES,
     DiffusersVAETeacher,
     DistillationTeacher,
-    TinyCheckpointTeacher,
     load_teacher,
-    tiny_decoder_from_decoder_tiny,
     wrap_teacher,
 )
 from .trainer import DistillConfig, compute_distillation_loss, distill, distill_step, validate_config
@@ -81,7 +79,6 @@ __all__ = [
     "LossWeights",
     "ResolutionSchedule",
     "StepIndexedBatchSampler",
-    "TinyCheckpointTeacher",
     "charbonnier",
     "collate_batch",
     "compute_distillation_loss",
@@ -106,7 +103,6 @@ __all__ = [
     "save_checkpoint",
     "save_reconstruction_grid",
     "split_holdout",
-    "tiny_decoder_from_decoder_tiny",
     "validate_config",
     "wavelet_loss",
     "wrap_teacher",
