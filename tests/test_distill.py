@@ -22,13 +22,13 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from diffusers_litevae import AutoencoderLite, TinyDecoder, TinyEncoder
+from diffusers_litevae.image_io import ImageFiles
 from diffusers_litevae.testing_utils import TINY_ENCODER, save_png, smooth_images, tiny_autoencoder_kl
 from diffusers_litevae.training import (
     DistillationDataset,
     DistillationInputError,
     DistillationLoss,
     DistillConfig,
-    FolderImageSource,
     LossWeights,
     ResolutionSchedule,
     StepIndexedBatchSampler,
@@ -328,14 +328,15 @@ def test_lpips_loss_feeds_the_shared_metric_images_in_0_1():
 
 
 def test_find_images_and_data_errors(image_folder, tmp_path):
+    from diffusers_litevae.training.run_support import prepare_data
+
     names = [p.relative_to(image_folder).as_posix() for p in find_images(image_folder)]
     assert names == sorted(names) and len(names) == 14 and "notes.txt" not in names and "b/zz_corrupt.jpg" in names
-    with pytest.raises(DistillationInputError, match="does not exist"):
-        find_images(tmp_path / "nope")
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     (tmp_path / "empty" / "sub" / "readme.md").write_text("x")
-    with pytest.raises(DistillationInputError, match="holds no"):
-        find_images(tmp_path / "empty")
+    for folder, message in [(tmp_path / "nope", "does not exist"), (tmp_path / "empty", "holds no")]:
+        with pytest.raises(DistillationInputError, match=message):  # the training commands' own error type
+            prepare_data(DistillConfig(teacher="unused", train_data_dir=str(folder)))
 
 
 def test_resolution_schedule():
@@ -368,7 +369,7 @@ def test_sampler_is_step_indexed_and_sharded():
 
 def test_dataset_crops_resizes_small_images_and_skips_unreadable(image_folder):
     paths = [image_folder / "b" / "small.png", image_folder / "b" / "zz_corrupt.jpg", image_folder / "a" / "img_00.png"]
-    dataset = DistillationDataset(FolderImageSource(paths))
+    dataset = DistillationDataset(ImageFiles(paths))
     small = dataset[(0, RESOLUTION, 7)]
     assert small["pixel_values"].shape == (3, RESOLUTION, RESOLUTION) and small["skipped"] == []
     replaced = dataset[(1, RESOLUTION, 7)]  # the corrupt file is replaced by the next readable image
@@ -398,7 +399,7 @@ def test_hub_dataset_source(monkeypatch, tmp_path):
     assert data.num_train_images == 4 and len(data.validation_images) == 2 and "first 2 rows" in data.eval_set
     sample = DistillationDataset(data.source)[(0, RESOLUTION, 0)]
     assert sample["pixel_values"].shape == (3, RESOLUTION, RESOLUTION)
-    with pytest.raises(DistillationInputError, match="--image_column 'image'"):
+    with pytest.raises(DistillationInputError, match="no image column 'image'"):
         prepare_data(DistillConfig(teacher="unused", dataset_name="someone/photos"))
 
 
@@ -974,7 +975,7 @@ def test_training_reads_16_bit_and_rotated_photos_as_the_other_commands_do(tmp_p
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees on display
     wide.save(tmp_path / "rotated.jpg", exif=exif)
-    source = FolderImageSource([tmp_path / "deep.png", tmp_path / "rotated.jpg"])
+    source = ImageFiles([tmp_path / "deep.png", tmp_path / "rotated.jpg"])
     deep = np.asarray(source.load(0))
     assert deep.shape == (32, 48, 3) and deep.min() == 0 and deep.max() == 255 and 120 < deep.mean() < 135
     assert source.load(1).size == (32, 48)  # upright: portrait

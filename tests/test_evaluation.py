@@ -288,7 +288,7 @@ def test_taesd_family_folder_loads(tmp_path):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--image_dir", "{tmp}/missing"], "image folder not found"),
+        (["--image_dir", "{tmp}/missing"], "does not exist"),
         (["--image_dir", "{images}", "--resolution", "30"], "multiple of 8"),
         (["--image_dir", "{images}", "--vae", "{lite}"], "two models are labelled"),
         (["--image_dir", "{images}", "--vae", "{tmp}/images"], "not a VAE folder"),

@@ -1,5 +1,6 @@
-"""Every command on a folder of good photos mixed with damaged and unusual files (made by ``damaged_images``):
-no traceback, every good photo used, every file either used or listed as skipped with a count. Bundled models are
+"""Every command on a folder of good photos mixed with damaged and unusual files (made by ``damaged_images``), and
+on the same files as rows of a Hugging Face dataset: no traceback, every good photo used, every file either used or
+listed as skipped with a count. Bundled models are
 named on the command line (``--teacher taef2``, ``--vae litevae-s-taef2``, cache-latents' default ``--vae``), and a
 quick ``litevae train`` that ends before the adversarial phase runs with a warning."""
 
@@ -172,3 +173,57 @@ def test_training_on_a_folder_without_a_readable_image_says_so(damaged, tmp_path
         code, _, err = _run([*good, "--dataloader_num_workers", "-1"], capsys)
         lines = [line for line in err.splitlines() if "error:" in line]
         assert code == 2 and len(lines) == 1 and "--dataloader_num_workers must be >= 0" in lines[0], (command, err)
+
+
+@pytest.fixture(scope="module")
+def damaged_dataset(damaged, tmp_path_factory) -> Path:
+    """The damaged folder as rows of a Hugging Face dataset (encoded bytes), written with ``save_to_disk``."""
+    datasets = pytest.importorskip("datasets")
+    rows = [{"bytes": (damaged.root / name).read_bytes(), "path": None} for name in damaged.all_files]
+    folder = tmp_path_factory.mktemp("damaged_dataset")
+    table = datasets.Dataset.from_dict({"image": rows}).cast_column("image", datasets.Image())
+    table.save_to_disk(str(folder))
+    return folder
+
+
+def test_every_command_on_a_dataset_with_damaged_rows_skips_and_lists_them(
+    damaged, damaged_dataset, validation_dir, tmp_path, capsys
+):
+    """Rows of a Hub dataset are read as files are: eval, cache-latents, distill and train each use every good row
+    and list every unreadable one (none stops the run)."""
+    files = damaged.all_files
+    good = {files.index(name) for name in damaged.good}
+    unreadable = {files.index(name) for name in damaged.unreadable}
+    dataset = ["--dataset_name", str(damaged_dataset)]
+
+    out = tmp_path / "eval"
+    argv = ["eval", *dataset, "--vae", "litevae-s-taef2", "--resolution", "32", "--skip_speed", "--grid_images", "0"]
+    code, _, _ = _run([*argv, "--output_dir", str(out)], capsys)
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    with open(out / "per_image.csv") as handle:
+        used = {int(row["image"].split("/")[1]) for row in csv.DictReader(handle)}
+    skipped = {int(item["image"].split("/")[1]) for item in summary["skipped"]}
+    assert good <= used and unreadable <= skipped and used | skipped == set(range(len(files)))
+
+    cache = tmp_path / "cache"
+    argv = ["cache-latents", *dataset, "--output_dir", str(cache), "--resolution", "32", "--no_buckets"]
+    code, _, _ = _run([*argv, "--num_workers", "0", "--no_progress"], capsys)
+    assert code == 0
+    used = {int(json.loads(line)["id"][:9]) for line in (cache / "index.jsonl").read_text().splitlines()[1:]}
+    skipped = {int(json.loads(line)["sample_id"][:9]) for line in (cache / "errors.jsonl").read_text().splitlines()}
+    assert good <= used and unreadable <= skipped and used | skipped == set(range(len(files)))
+
+    training = ["--validation_dir", str(validation_dir), "--num_validation_images", "0", "--resolution_schedule", "32"]
+    training += ["--train_batch_size", str((len(files) + 1) // 2), "--max_train_steps", "2"]  # every row drawn once
+    commands = {
+        "distill": (["distill", "--teacher", "taef2", "--student", "S", "--validation_steps", "2"], "distillation"),
+        "train": (["train", *_TINY_MODEL, "--adversarial_weight", "0", "--validation_resolution", "32"], "training"),
+    }
+    for command, (argv, record) in commands.items():
+        out = tmp_path / command
+        code, _, _ = _run([*argv, *dataset, *training, "--output_dir", str(out)], capsys)
+        assert code == 0, command
+        result = json.loads((out / f"{record}.json").read_text())
+        skipped = {int(item.split(" (", 1)[0].removeprefix("row ")) for item in result["skipped_images"]}
+        assert unreadable <= skipped and not skipped & good, command

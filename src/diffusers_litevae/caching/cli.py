@@ -130,6 +130,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..image_io import ImageInputError
     from ..vae_io import VAELoadError
     from .encode import cache_latents
     from .index import CacheInputError
@@ -184,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
             max_images=args.max_images,
             cpu_mixed_precision=args.cpu_mixed_precision,
         )
-    except (CacheInputError, VAELoadError, CacheBusyError) as error:  # one line; anything else keeps its traceback
+    except (CacheInputError, ImageInputError, VAELoadError, CacheBusyError) as error:  # one line, else a traceback
         return _fail(str(error))
     from accelerate import PartialState
 

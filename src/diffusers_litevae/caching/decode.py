@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 import torch
-from PIL import UnidentifiedImageError
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ..image_io import describe_read_error
 from .preprocess import TransformConfig, preprocess_image
 from .sources import SourceItem, content_hash
 
@@ -69,9 +69,6 @@ class DecodeStream(IterableDataset):
                 digest = item.content_hash or content_hash(data)
                 pixels, plan = preprocess_image(data, self.transform, item.sample_id, buckets)
             except Exception as error:  # noqa: BLE001 (any undecodable input is reported, never fatal)
-                message = f"{type(error).__name__}: {error}"
-                if isinstance(error, UnidentifiedImageError):
-                    message = "UnidentifiedImageError: not an image, or a format PIL cannot read"
                 yield {
                     "bucket": None,
                     "pixels": None,
@@ -82,7 +79,7 @@ class DecodeStream(IterableDataset):
                             "sample_id": item.sample_id,
                             "path": self.source.path_of(item),
                             "stage": "decode",
-                            "error": message,
+                            "error": describe_read_error(error),
                             "fingerprint": item.fingerprint,
                         }
                     ],

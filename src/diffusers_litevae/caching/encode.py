@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from ..image_io import is_saved_dataset
 from ..models.utils import compile_for_inference, pad_batch, resolve_compile
 from ..vae_io import load_vae, posterior_moments, vae_identity
 from .decode import DecodeStream, identity_collate, worker_init
@@ -127,11 +128,7 @@ class CacheReport:
 def _as_source(source, caption_extension: str | None, output_dir: Path, **dataset_kwargs):
     if isinstance(source, (ImageFolderSource, HubDatasetSource)):
         return source
-    if (
-        isinstance(source, (str, os.PathLike))
-        and Path(source).expanduser().is_dir()
-        and not ((Path(source) / "dataset_info.json").exists() or (Path(source) / "dataset_dict.json").exists())
-    ):
+    if isinstance(source, (str, os.PathLike)) and Path(source).expanduser().is_dir() and not is_saved_dataset(source):
         return ImageFolderSource(source, caption_extension=caption_extension, exclude=(output_dir,))
     return HubDatasetSource(source, **dataset_kwargs)
 

@@ -1,4 +1,5 @@
-"""Image decoding and the deterministic resize/crop that turns one image into one cached sample.
+"""The deterministic resize/crop that turns one image into one cached sample (opened, turned upright and converted
+to RGB by :mod:`diffusers_litevae.image_io`, as every command reads images).
 
 The same function runs in the caching job's DataLoader workers and in tests/user code that want to check a
 cached latent against ``vae.encode`` of the same pixels: :func:`preprocess_image` is the single definition of
@@ -7,17 +8,17 @@ cached latent against ``vae.encode`` of the same pixels: :func:`preprocess_image
 
 from __future__ import annotations
 
-import io
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
+from ..image_io import open_image, oriented_size, short_side_size, upright_rgb
 from .buckets import CropPlan, assign_bucket, make_buckets, plan_crop
 from .index import CacheInputError
 
-__all__ = ["TransformConfig", "decode_image", "pixels_to_model_input", "preprocess_image", "to_rgb"]
+__all__ = ["TransformConfig", "pixels_to_model_input", "preprocess_image"]
 
 _RESAMPLING = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -25,9 +26,6 @@ _RESAMPLING = {
     "lanczos": Image.Resampling.LANCZOS,
     "area": Image.Resampling.BOX,
 }
-
-# EXIF orientations that swap width and height (transpose / rotate 90 / transverse / rotate 270).
-_SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
 
 
 @dataclass(frozen=True)
@@ -112,10 +110,10 @@ class TransformConfig:
     def plan(self, width: int, height: int, sample_id: str, buckets: list[tuple[int, int]] | None = None) -> CropPlan:
         """The crop plan of a ``width x height`` image (see :func:`~diffusers_litevae.caching.buckets.plan_crop`)."""
         if self.crop == "full":
-            scale = max(1.0, self.resolution / min(width, height))
             resized_w, resized_h = (
-                max(self.resolution, round(width * scale)),
-                max(self.resolution, round(height * scale)),
+                short_side_size(width, height, self.resolution)
+                if min(width, height) < self.resolution
+                else (width, height)  # only ever resized up
             )
             target_w, target_h = (
                 resized_w // self.size_multiple * self.size_multiple,
@@ -130,39 +128,6 @@ class TransformConfig:
             )
         target = assign_bucket(width, height, buckets or self.buckets())
         return plan_crop(width, height, target, crop=self.crop, seed=self.seed, sample_id=sample_id)
-
-
-def decode_image(data: bytes | str) -> Image.Image:
-    """Open an image from bytes or a path (header only; pixels are decoded lazily by :func:`preprocess_image`)."""
-    return Image.open(io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data)
-
-
-def _oriented_size(image: Image.Image) -> tuple[int, int]:
-    orientation = image.getexif().get(0x0112, 1)
-    width, height = image.size
-    return (height, width) if orientation in _SWAPPING_ORIENTATIONS else (width, height)
-
-
-def to_rgb(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
-    """Any PIL image as 8-bit RGB: transparency (RGBA, LA, PA, palette with a transparent colour) composited onto
-    ``background``, 16-bit greyscale scaled to 8 bits (not clipped), every other mode by ``convert("RGB")``."""
-    if image.mode == "RGB":
-        return image
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
-    if has_alpha:
-        rgba = image.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (*background, 255))
-        return Image.alpha_composite(canvas, rgba).convert("RGB")
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit greyscale: PIL's convert("RGB") would clip
-        array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        return Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
-    return image.convert("RGB")
-
-
-def upright_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
-    """The one way every command reads a photo: EXIF orientation applied, then :func:`to_rgb`."""
-    return to_rgb(ImageOps.exif_transpose(image), background)
 
 
 def preprocess_image(
@@ -187,8 +152,8 @@ def preprocess_image(
         ``(pixels, plan)``: ``pixels`` a ``uint8`` tensor of shape ``(3, target_h, target_w)``; ``plan`` the
         :class:`~diffusers_litevae.caching.buckets.CropPlan` (original size, resized size, crop box, target).
     """
-    image = data if isinstance(data, Image.Image) else decode_image(data)
-    width, height = _oriented_size(image)
+    image = open_image(data)
+    width, height = oriented_size(image)
     plan = transform.plan(width, height, sample_id, buckets)
     resized_h, resized_w = plan.resized_size
     if image.format == "JPEG":

@@ -14,15 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
-    "DEFAULT_IMAGE_EXTENSIONS",
     "HubDatasetSource",
     "ImageFolderSource",
     "SourceItem",
     "content_hash",
 ]
 
-from ..image_files import IMAGE_EXTENSIONS as DEFAULT_IMAGE_EXTENSIONS
-from ..image_files import scan_image_files
+from ..image_io import IMAGE_EXTENSIONS, dataset_image_bytes, dataset_label, load_image_dataset, scan_image_files
 from .index import CacheInputError
 
 _CAPTION_COLUMNS = ("text", "caption", "captions", "prompt", "sentence")
@@ -72,7 +70,7 @@ class ImageFolderSource:
         self,
         root: str | os.PathLike,
         caption_extension: str | None = ".txt",
-        image_extensions: tuple[str, ...] = DEFAULT_IMAGE_EXTENSIONS,
+        image_extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
         exclude: tuple[str | os.PathLike, ...] = (),
     ):
         self.root = Path(root).expanduser().resolve()
@@ -191,47 +189,21 @@ class HubDatasetSource:
         self._dataset = None
         self.image_column = image_column
         self.caption_column = caption_column
-        self.name = (
-            dataset
-            if isinstance(dataset, str)
-            else (getattr(getattr(dataset, "info", None), "dataset_name", None) or "<in-memory datasets.Dataset>")
-        )
+        self.name = dataset_label(dataset)
 
     def _load(self):
         if self._dataset is not None:
             return self._dataset
-        try:
-            import datasets
-        except ImportError as error:  # optional extra
-            raise CacheInputError(
-                "Caching a Hugging Face dataset needs the `datasets` package: pip install 'diffusers-litevae[datasets]'"
-            ) from error
-        dataset = self.dataset_arg
-        if isinstance(dataset, str):
-            local = Path(dataset).expanduser()
-            if local.is_dir() and ((local / "dataset_info.json").exists() or (local / "dataset_dict.json").exists()):
-                dataset = datasets.load_from_disk(str(local))
-            else:
-                dataset = datasets.load_dataset(
-                    dataset, self.config_name, split=self.split, cache_dir=self.cache_dir, revision=self.revision
-                )
-        if isinstance(dataset, (datasets.DatasetDict, dict)):
-            if self.split not in dataset:
-                raise CacheInputError(f"dataset {self.name!r} has no split {self.split!r}; splits: {sorted(dataset)}.")
-            dataset = dataset[self.split]
+        import datasets  # load_image_dataset has checked that it is installed
+
+        dataset, self.image_column = load_image_dataset(
+            self.dataset_arg, self.config_name, self.split, self.image_column, self.cache_dir, self.revision
+        )
         if isinstance(dataset, datasets.IterableDataset):
             raise CacheInputError(
                 "Streaming (iterable) datasets cannot be cached incrementally: load the dataset without streaming."
             )
         columns = list(dataset.column_names)
-        if self.image_column is None:
-            image_columns = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Image)]
-            self.image_column = image_columns[0] if image_columns else ("image" if "image" in columns else None)
-        if self.image_column not in columns:
-            raise CacheInputError(
-                f"dataset {self.name!r} has no image column {self.image_column!r}; columns: {columns}. "
-                "Pass --image_column."
-            )
         if self.caption_column is None:
             self.caption_column = next((name for name in _CAPTION_COLUMNS if name in columns), None)
         elif self.caption_column not in columns:
@@ -239,8 +211,6 @@ class HubDatasetSource:
                 f"dataset {self.name!r} has no caption column {self.caption_column!r}; columns: {columns}. "
                 "Pass --caption_column (or leave it out for no captions)."
             )
-        if isinstance(dataset.features[self.image_column], datasets.Image):
-            dataset = dataset.cast_column(self.image_column, datasets.Image(decode=False))
         self._dataset = dataset
         self._images = dataset.select_columns([self.image_column])  # row reads in workers skip other columns
         return dataset
@@ -262,19 +232,6 @@ class HubDatasetSource:
     def describe(self) -> str:
         return f"dataset {self.name} (split {self.split})"
 
-    @staticmethod
-    def _image_bytes(value) -> bytes:
-        if isinstance(value, dict):  # datasets.Image(decode=False)
-            if value.get("bytes") is not None:
-                return value["bytes"]
-            value = value.get("path")
-        if isinstance(value, (bytes, bytearray)):
-            return bytes(value)
-        if isinstance(value, str):
-            with open(value, "rb") as handle:
-                return handle.read()
-        raise TypeError(f"cannot read an image from a value of type {type(value).__name__}")
-
     def scan(self) -> tuple[list[SourceItem], list[dict]]:
         dataset = self._load()
         columns = [self.image_column] + ([self.caption_column] if self.caption_column else [])
@@ -285,7 +242,7 @@ class HubDatasetSource:
             captions = batch[self.caption_column] if self.caption_column else [None] * len(batch[self.image_column])
             for value, caption in zip(batch[self.image_column], captions):
                 try:
-                    digest = content_hash(self._image_bytes(value))
+                    digest = content_hash(dataset_image_bytes(value))
                 except (OSError, TypeError) as error:
                     skipped.append(
                         {
@@ -310,7 +267,7 @@ class HubDatasetSource:
 
     def read_bytes(self, locator: int) -> bytes:
         self._load()
-        return self._image_bytes(self._images[int(locator)][self.image_column])
+        return dataset_image_bytes(self._images[int(locator)][self.image_column])
 
     def path_of(self, item: SourceItem) -> str:
         return f"{self.name}[{item.locator}]"

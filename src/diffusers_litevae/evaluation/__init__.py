@@ -14,7 +14,7 @@ Command line: ``litevae eval`` (:mod:`diffusers_litevae.evaluation.cli`).
 
 from __future__ import annotations
 
-from .images import iter_folder_images, iter_hub_dataset_images, make_reconstruction_grid, prepare_image
+from .images import make_reconstruction_grid, prepare_image
 from .metrics import psnr_per_image, ssim_per_image
 from .run import EvaluationResult, evaluate_vaes, format_summary, measure_throughput
 from .vaes import ReconstructionModel, load_reconstruction_model
@@ -24,8 +24,6 @@ __all__ = [
     "ReconstructionModel",
     "evaluate_vaes",
     "format_summary",
-    "iter_folder_images",
-    "iter_hub_dataset_images",
     "load_reconstruction_model",
     "make_reconstruction_grid",
     "measure_throughput",

@@ -68,7 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "bundled Kodak crops (256x256)",
     )
     data.add_argument(
-        "--dataset_name", default=None, help="Hugging Face dataset id instead of --image_dir (needs `datasets`)"
+        "--dataset_name",
+        default=None,
+        help="Hugging Face dataset id, or a folder written by save_to_disk, instead of --image_dir (needs `datasets`)",
     )
     data.add_argument("--dataset_config", default=None, help="dataset configuration name")
     data.add_argument("--image_column", default="image", help="dataset column holding the images")
@@ -116,9 +118,10 @@ def _fail(message: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from ..image_io import ImageInputError, dataset_images, find_images
     from ..vae_io import VAELoadError
     from .errors import EvaluationInputError
-    from .images import iter_hub_dataset_images, list_image_files, parse_resolutions
+    from .images import parse_resolutions
     from .run import evaluate_vaes, format_summary, resolve_device
     from .vaes import default_label, parse_vae_spec
 
@@ -137,8 +140,8 @@ def run(args: argparse.Namespace) -> int:
         resolution = parse_resolutions(args.resolution)
         resolve_device(args.device)
         if image_dir is not None:
-            list_image_files(image_dir)
-    except EvaluationInputError as error:
+            find_images(image_dir)
+    except (EvaluationInputError, ImageInputError) as error:
         return _fail(str(error))
     if args.max_images is not None and args.max_images < 1:
         return _fail(f"--max_images must be >= 1, got {args.max_images}.")
@@ -160,15 +163,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.dataset_name is not None:
         try:
-            images = iter_hub_dataset_images(
+            images = dataset_images(
                 args.dataset_name, args.image_column, args.split, args.max_images, args.dataset_config, args.streaming
             )
-        except EvaluationInputError as error:
+        except ImageInputError as error:  # not installed, not found, offline, gated, no such split or column
             return _fail(str(error))
-        except Exception as error:  # datasets raises many kinds: not found, offline, gated, ...
-            return _fail(
-                f"could not load dataset {args.dataset_name!r} (split {args.split!r}): {type(error).__name__}: {error}"
-            )
         dataset = (
             f"{args.dataset_name}" + (f"[{args.dataset_config}]" if args.dataset_config else "") + f":{args.split}"
         )
@@ -198,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
             dataset_name=dataset,
             subfolders=subfolder_of,
         )
-    except (EvaluationInputError, VAELoadError) as error:  # bad input: one line; anything else keeps its traceback
+    except (EvaluationInputError, ImageInputError, VAELoadError) as error:  # bad input: one line, else a traceback
         return _fail(str(error))
     result.summary["command"] = command_line(args)
     paths = result.save(args.output_dir)

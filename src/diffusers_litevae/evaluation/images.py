@@ -1,4 +1,5 @@
-"""Evaluation images: reading a folder or a Hub dataset, the resize/crop protocol, tensors, and the comparison grid.
+"""Evaluation images: the resize/crop protocol, tensors, and the comparison grid (images are found and read by
+:mod:`diffusers_litevae.image_io`, as every command reads them).
 
 Every image is converted to RGB and cut to a size the VAEs accept (both sides multiples of 8), the same way for every
 model, so all models in one run see exactly the same pixels.
@@ -6,26 +7,19 @@ model, so all models in one run see exactly the same pixels.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ..image_io import WHITE, resize_and_crop, upright_rgb
 from .errors import EvaluationInputError
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
-    "NamedImages",
     "batches_of_equal_size",
     "describe_preprocessing",
-    "describe_read_error",
     "images_to_tensor",
-    "iter_folder_images",
-    "iter_hub_dataset_images",
-    "list_image_files",
     "make_reconstruction_grid",
     "parse_resolution",
     "parse_resolutions",
@@ -33,11 +27,8 @@ __all__ = [
     "tensor_to_images",
 ]
 
-from ..image_files import IMAGE_EXTENSIONS, scan_image_files
-
 CROPS = ("square", "multiple_of_8")
 _MULTIPLE = 8  # every f=8 VAE needs H and W divisible by 8
-_BACKGROUND = (255, 255, 255)  # transparent pixels are composited onto white, as in the latent cache
 
 
 def parse_resolutions(value: int | str | Sequence[int | str]) -> list[int | str]:
@@ -112,147 +103,11 @@ def prepare_image(
     Returns:
         An RGB ``PIL.Image`` whose width and height are multiples of 8.
     """
-    from ..caching.preprocess import upright_rgb
-
     resolution = parse_resolution(resolution)
     if crop not in CROPS:
         raise EvaluationInputError(f"crop must be one of {CROPS}, got {crop!r}.")
-    image = upright_rgb(image, _BACKGROUND)
-    if resolution != "native":
-        short = min(image.size)
-        if resize or short < resolution:
-            scale = resolution / short
-            size = (max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale)))
-            image = image.resize(size, Image.Resampling.BICUBIC)
-        if crop == "square":
-            return _centre_crop(image, resolution, resolution)
-    width, height = image.width // _MULTIPLE * _MULTIPLE, image.height // _MULTIPLE * _MULTIPLE
-    if width == 0 or height == 0:
-        raise ValueError(f"image of size {image.size} is smaller than 8 pixels on a side; it cannot be encoded.")
-    return _centre_crop(image, width, height)
-
-
-def _centre_crop(image: Image.Image, width: int, height: int) -> Image.Image:
-    left, top = (image.width - width) // 2, (image.height - height) // 2
-    return image.crop((left, top, left + width, top + height))
-
-
-def list_image_files(folder: str | os.PathLike, max_images: int | None = None) -> list[Path]:
-    """Image files under ``folder`` by the project's one rule (:mod:`diffusers_litevae.image_files`: recursive,
-    hidden files skipped, sorted by relative path), at most ``max_images``.
-
-    Raises an :class:`EvaluationInputError` naming the folder when it is missing or holds no images.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise EvaluationInputError(f"image folder not found: {str(folder)!r}; pass an existing folder of images.")
-    files, _ = scan_image_files(folder)
-    if not files:
-        raise EvaluationInputError(
-            f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {str(folder)!r} (searched recursively)."
-        )
-    return files[:max_images] if max_images else files
-
-
-def iter_folder_images(
-    folder: str | os.PathLike, max_images: int | None = None, skipped: list[tuple[str, str]] | None = None
-) -> Iterator[tuple[str, Image.Image]]:
-    """Yield ``(file name, PIL image)`` for the images of :func:`list_image_files`.
-
-    Args:
-        folder: the image folder.
-        max_images: read at most this many files.
-        skipped: when given, files that cannot be decoded (truncated, damaged, not really images, decompression
-            bombs) are appended to it as ``(file name, reason)`` and passed over; without it they raise.
-    """
-    for path in list_image_files(folder, max_images):
-        try:
-            with Image.open(path) as image:
-                image.load()
-        except Exception as error:  # noqa: BLE001 (PIL raises many kinds for bad files)
-            if skipped is None:
-                raise
-            skipped.append((path.name, describe_read_error(error)))
-            continue
-        yield path.name, image
-
-
-def describe_read_error(error: BaseException) -> str:
-    """``"Type: message"`` of an image that could not be read or prepared, on one line of at most 200 characters."""
-    return f"{type(error).__name__}: {' '.join(str(error).split())}"[:200]
-
-
-class NamedImages:
-    """An iterable of ``(name, PIL image)`` pairs with a known length (for progress bars), read lazily."""
-
-    def __init__(self, pairs: Iterable[tuple[str, Image.Image]], length: int | None):
-        self._pairs, self._length = pairs, length
-
-    def __iter__(self) -> Iterator[tuple[str, Image.Image]]:
-        return iter(self._pairs)
-
-    def __len__(self) -> int:
-        if self._length is None:
-            raise TypeError("length unknown (streaming dataset)")
-        return self._length
-
-
-def iter_hub_dataset_images(
-    dataset_name: str,
-    image_column: str = "image",
-    split: str = "train",
-    max_images: int | None = None,
-    dataset_config: str | None = None,
-    streaming: bool = False,
-) -> NamedImages:
-    """``("<split>/<index>", PIL image)`` pairs from a Hugging Face dataset (``datasets`` is imported lazily).
-
-    The dataset is opened and its columns checked now; images are decoded lazily while iterating.
-
-    Args:
-        dataset_name: Hub dataset id, or a local folder / dataset path that ``datasets.load_dataset`` accepts.
-        image_column: column holding the images (an ``Image`` feature, or file paths).
-        split: dataset split.
-        max_images: stop after this many images.
-        dataset_config: dataset configuration name, if the dataset has several.
-        streaming: stream instead of downloading the whole split first (useful with ``max_images``).
-    """
-    try:
-        import datasets
-    except ImportError as error:  # optional extra
-        raise EvaluationInputError(
-            "evaluating on a Hub dataset needs the `datasets` package: pip install 'diffusers-litevae[datasets]'."
-        ) from error
-    dataset = datasets.load_dataset(dataset_name, dataset_config, split=split, streaming=streaming)
-    columns = getattr(dataset, "column_names", None)
-    if columns is not None and image_column not in columns:
-        raise EvaluationInputError(
-            f"dataset {dataset_name!r} (split {split!r}) has no column {image_column!r}; its columns are {columns}. "
-            "Pass --image_column."
-        )
-
-    def pairs() -> Iterator[tuple[str, Image.Image]]:
-        for index, row in enumerate(dataset):
-            if max_images is not None and index >= max_images:
-                break
-            image = row[image_column]
-            if isinstance(image, (str, os.PathLike)):
-                image = Image.open(image)
-            elif isinstance(image, dict) and image.get("bytes") is not None:
-                import io
-
-                image = Image.open(io.BytesIO(image["bytes"]))
-            if not isinstance(image, Image.Image):
-                raise TypeError(
-                    f"column {image_column!r} of {dataset_name!r} holds {type(image).__name__}, "
-                    "not images; pass --image_column."
-                )
-            yield f"{split}/{index}", image
-
-    length = len(dataset) if hasattr(dataset, "__len__") and not streaming else None
-    if length is not None and max_images is not None:
-        length = min(length, max_images)
-    return NamedImages(pairs(), length)
+    image = upright_rgb(image, WHITE)  # transparent pixels onto white, as in the latent cache
+    return resize_and_crop(image, None if resolution == "native" else resolution, crop == "square", resize, _MULTIPLE)
 
 
 def images_to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:

@@ -23,14 +23,12 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..image_io import describe_read_error, folder_images, load_image
 from .errors import EvaluationInputError
 from .images import (
     CROPS,
     describe_preprocessing,
-    describe_read_error,
     images_to_tensor,
-    iter_folder_images,
-    list_image_files,
     make_reconstruction_grid,
     parse_resolutions,
     prepare_image,
@@ -203,12 +201,13 @@ def measure_throughput(
     return images.shape[0] / encode_seconds, images.shape[0] / decode_seconds
 
 
-def _named_images(images, skipped: list[tuple[str, str]]) -> tuple[Iterable[tuple[str, Image.Image]], int | None, str]:
-    """Normalise ``images`` (folder path, PIL images, ``(name, PIL)`` pairs) to an iterable of pairs,
-    its length and a name. Folder files that cannot be read are appended to ``skipped`` as ``(name, reason)``."""
+def _named_images(images) -> tuple[Iterable[tuple[str, object]], int | None, str]:
+    """Normalise ``images`` (a folder path, :class:`~diffusers_litevae.image_io.NamedImages`, PIL images, or
+    ``(name, image)`` pairs) to an iterable of ``(name, image data)`` pairs, its length and a name; the data is read
+    by :func:`~diffusers_litevae.image_io.load_image` where it is evaluated."""
     if isinstance(images, (str, os.PathLike)):
-        files = list_image_files(images)
-        return iter_folder_images(images, skipped=skipped), len(files), os.fspath(images)
+        named = folder_images(images)
+        return named, len(named), os.fspath(images)
     if isinstance(images, Image.Image):
         images = [images]
 
@@ -216,11 +215,11 @@ def _named_images(images, skipped: list[tuple[str, str]]) -> tuple[Iterable[tupl
         for index, item in enumerate(images):
             if isinstance(item, Image.Image):
                 yield f"{index}", item
-            elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Image.Image):
+            elif isinstance(item, tuple) and len(item) == 2:
                 yield str(item[0]), item[1]
             else:
                 raise TypeError(
-                    f"images must be PIL images or (name, PIL image) pairs; item {index} is {type(item).__name__}."
+                    f"images must be PIL images or (name, image) pairs; item {index} is {type(item).__name__}."
                 )
 
     try:
@@ -293,8 +292,8 @@ def evaluate_vaes(
             ``AutoencoderTiny``), a ``(TinyEncoder, TinyDecoder)`` pair, a
             :class:`~diffusers_litevae.evaluation.vaes.ReconstructionModel`, or a folder / Hub id / bundled model
             name string.
-        images: a folder of images, or a sequence of PIL images or ``(name, PIL image)`` pairs (e.g. from
-            :func:`~diffusers_litevae.evaluation.images.iter_hub_dataset_images`).
+        images: a folder of images, or PIL images, or ``(name, image)`` pairs whose image is a PIL image, a path,
+            encoded bytes or a ``datasets`` image value (e.g. :func:`~diffusers_litevae.image_io.dataset_images`).
         resolution: an int multiple of 8 or ``"native"``, or several of them (a list, or a comma-separated string
             such as ``"256,512,native"``): every image is evaluated at each; see
             :func:`~diffusers_litevae.evaluation.images.prepare_image`.
@@ -319,6 +318,10 @@ def evaluate_vaes(
         An :class:`EvaluationResult`; call ``.save(output_dir)`` to write ``summary.json``, ``per_image.csv``,
         ``grid.png``. ``summary["models"]`` holds the first size's metrics (and the speed);
         ``summary["sizes"][str(size)]["models"]`` every size's.
+
+    Raises:
+        EvaluationInputError: bad settings, or no image could be read.
+        ImageInputError: the folder does not exist or holds no images.
     """
     # Check everything cheap before loading models or touching images.
     if not models:
@@ -331,8 +334,8 @@ def evaluate_vaes(
     if max_images is not None and max_images < 1:
         raise EvaluationInputError(f"max_images must be >= 1, got {max_images}.")
     device, dtype = resolve_device(device), resolve_dtype(dtype)
+    named_images, total, source_name = _named_images(images)
     skipped: list[tuple[str, str]] = []
-    named_images, total, source_name = _named_images(images, skipped)
     if total is not None and max_images is not None:
         total = min(total, max_images)
 
@@ -403,12 +406,13 @@ def evaluate_vaes(
                 run.grid_captions[label].extend(f"{value:.2f} dB" for value in psnr[:keep])
 
     count = 0
-    for name, image in named_images:
+    for name, data in named_images:
         if max_images is not None and count >= max_images:
             break
         try:
+            image = load_image(data)
             prepared = [prepare_image(image, run.resolution, crop, resize) for run in runs]
-        except Exception as error:  # noqa: BLE001 (decoding happens lazily for datasets; PIL raises many kinds)
+        except Exception as error:  # noqa: BLE001 (damaged files, decompression bombs, ...: PIL raises many kinds)
             skipped.append((name, describe_read_error(error)))
             continue
         too_small = [item.size for item in prepared if min(item.size) < SSIM_WINDOW]

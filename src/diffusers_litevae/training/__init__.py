@@ -13,15 +13,13 @@ Importable pieces (see ``docs/distillation.md``):
 - validation and checkpoints: :func:`evaluate_autoencoder`, :func:`save_checkpoint`, :func:`resolve_resume`.
 """
 
+from ..image_io import find_images
 from .checkpointing import find_latest_checkpoint, load_checkpoint, resolve_resume, save_checkpoint
 from .data import (
     DistillationDataset,
-    FolderImageSource,
-    HubImageSource,
     ResolutionSchedule,
     StepIndexedBatchSampler,
     collate_batch,
-    find_images,
     load_eval_image,
     random_crop_flip,
     split_holdout,
@@ -74,8 +72,6 @@ __all__ = [
     "DistillationInputError",
     "DistillationLoss",
     "DistillationTeacher",
-    "FolderImageSource",
-    "HubImageSource",
     "LossWeights",
     "ResolutionSchedule",
     "StepIndexedBatchSampler",

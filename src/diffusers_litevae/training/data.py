@@ -1,4 +1,5 @@
-"""Training and validation data for distillation: image folders or Hub datasets, deterministic step-indexed batches.
+"""Training and validation data: crops of images from folders or Hub datasets (read by
+:mod:`diffusers_litevae.image_io`, as every command reads them), deterministic step-indexed batches.
 
 Every micro-batch is a pure function of ``(seed, micro-batch index, process rank)``: which images (a fresh
 permutation per epoch), where each is cropped and whether it is flipped. Resuming at step ``k`` therefore
@@ -13,7 +14,6 @@ counts and reports them. A run never crashes on one bad file.
 from __future__ import annotations
 
 import fnmatch
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,17 +22,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..image_io import describe_read_error, resize_and_crop, resize_short_side
 from .errors import DistillationInputError
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "DistillationDataset",
-    "FolderImageSource",
-    "HubImageSource",
     "ResolutionSchedule",
     "StepIndexedBatchSampler",
     "collate_batch",
-    "find_images",
     "image_to_tensor",
     "load_eval_image",
     "parse_scale_range",
@@ -40,31 +37,7 @@ __all__ = [
     "split_holdout",
 ]
 
-from ..caching.preprocess import upright_rgb
-from ..image_files import IMAGE_EXTENSIONS, scan_image_files
-
-# --------------------------------------------------------------------------------------------- image sources
-
-
-def find_images(folder: str | os.PathLike) -> list[Path]:
-    """All images under ``folder`` by the project's one rule (:mod:`diffusers_litevae.image_files`: recursive,
-    hidden files skipped, sorted by relative path).
-
-    Raises:
-        DistillationInputError: the folder does not exist or holds no images.
-    """
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        raise DistillationInputError(
-            f"data folder {str(folder)!r} does not exist; pass --train_data_dir with your images."
-        )
-    paths, _ = scan_image_files(root)
-    if not paths:
-        raise DistillationInputError(
-            f"data folder {str(folder)!r} holds no {'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} images "
-            "(searched recursively)."
-        )
-    return paths
+# ------------------------------------------------------------------------------------------- validation split
 
 
 def split_holdout(paths: Sequence[Path], count: int, pattern: str = "*") -> tuple[list[Path], list[Path]]:
@@ -78,80 +51,6 @@ def split_holdout(paths: Sequence[Path], count: int, pattern: str = "*") -> tupl
     return [p for p in paths if p not in held], held_out
 
 
-class FolderImageSource:
-    """Images from a list of files; ``load(i)`` opens file ``i`` as RGB (raises on unreadable files)."""
-
-    def __init__(self, paths: Sequence[Path]):
-        self.paths = list(paths)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def name(self, index: int) -> str:
-        return str(self.paths[index])
-
-    def load(self, index: int) -> Image.Image:
-        with Image.open(self.paths[index]) as image:
-            image.load()
-            return upright_rgb(image)
-
-
-class HubImageSource:
-    """Rows of a ``datasets.Dataset`` with an image column (decoded lazily, one row at a time).
-
-    Args:
-        dataset: a ``datasets.Dataset`` (map-style).
-        image_column: the column holding images (``datasets.Image`` feature, a PIL image, or a file path).
-        indices: the rows this source exposes (for train/validation splits).
-    """
-
-    def __init__(self, dataset, image_column: str, indices: Sequence[int] | None = None):
-        if image_column not in dataset.column_names:
-            raise DistillationInputError(
-                f"--image_column {image_column!r} is not a column of the dataset; columns: {dataset.column_names}."
-            )
-        self.dataset = dataset
-        self.image_column = image_column
-        self.indices = list(range(len(dataset))) if indices is None else list(indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def name(self, index: int) -> str:
-        return f"row {self.indices[index]}"
-
-    def load(self, index: int) -> Image.Image:
-        value = self.dataset[self.indices[index]][self.image_column]
-        if isinstance(value, (str, os.PathLike)):
-            value = Image.open(value)
-        if not isinstance(value, Image.Image):
-            raise TypeError(f"column {self.image_column!r} holds {type(value).__name__}, not an image.")
-        value.load()
-        return upright_rgb(value)
-
-
-def load_hub_dataset(name: str, config_name: str | None, split: str, cache_dir: str | None, image_column: str):
-    """``datasets.load_dataset`` (imported lazily: ``datasets`` is an optional extra), with one-line errors."""
-    try:
-        import datasets
-    except ImportError as error:
-        raise DistillationInputError(
-            "--dataset_name needs the `datasets` package: pip install 'diffusers-litevae[datasets]'."
-        ) from error
-    try:
-        dataset = datasets.load_dataset(name, config_name, split=split, cache_dir=cache_dir)
-    except Exception as error:
-        raise DistillationInputError(
-            f"could not load dataset {name!r} (split {split!r}): "
-            f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
-        ) from error
-    if image_column not in dataset.column_names:
-        raise DistillationInputError(
-            f"--image_column {image_column!r} is not a column of {name!r}; columns: {dataset.column_names}."
-        )
-    return dataset
-
-
 # ------------------------------------------------------------------------------------------- transforms
 
 
@@ -159,13 +58,6 @@ def image_to_tensor(image: Image.Image) -> torch.Tensor:
     """PIL RGB image -> ``(3, H, W)`` float tensor in ``[-1, 1]``."""
     array = np.asarray(image, dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div(127.5).sub(1.0)
-
-
-def _resize_short_side(image: Image.Image, size: int) -> Image.Image:
-    width, height = image.size
-    scale = size / min(width, height)
-    new_size = (max(size, round(width * scale)), max(size, round(height * scale)))
-    return image.resize(new_size, Image.BICUBIC)
 
 
 def random_crop_flip(
@@ -194,7 +86,7 @@ def random_crop_flip(
         ``(3, resolution, resolution)`` tensor in ``[-1, 1]``.
     """
     if min(image.size) < resolution:
-        image = _resize_short_side(image, resolution)
+        image = resize_short_side(image, resolution)
     width, height = image.size
     region = resolution
     smallest, largest = scale_range
@@ -246,18 +138,7 @@ def load_eval_image(image: Image.Image, resolution: int | None = None, multiple:
     Returns:
         ``(3, H, W)`` tensor in ``[-1, 1]``.
     """
-    if resolution is not None:
-        if min(image.size) < resolution:
-            image = _resize_short_side(image, resolution)
-        width, height = image.size
-        crop_w = crop_h = resolution
-    else:
-        width, height = image.size
-        crop_w, crop_h = width // multiple * multiple, height // multiple * multiple
-        if crop_w == 0 or crop_h == 0:
-            raise ValueError(f"image of size {image.size} is smaller than {multiple} pixels.")
-    left, top = (width - crop_w) // 2, (height - crop_h) // 2
-    return image_to_tensor(image.crop((left, top, left + crop_w, top + crop_h)))
+    return image_to_tensor(resize_and_crop(image, resolution, resize=False, multiple=multiple))
 
 
 # ------------------------------------------------------------------------------------------ resolution schedule
@@ -434,7 +315,8 @@ class DistillationDataset(torch.utils.data.Dataset):
     ``skipped`` list.
 
     Args:
-        source: a :class:`FolderImageSource` or :class:`HubImageSource`.
+        source: a :class:`~diffusers_litevae.image_io.ImageFiles` or
+            :class:`~diffusers_litevae.image_io.DatasetImages`.
         flip: random horizontal flips.
         scale_range: crop scales, see :func:`random_crop_flip`.
     """
@@ -473,7 +355,7 @@ def first_readable(count: int, index: int, seed: int, make_sample, name_of) -> d
         try:
             sample = make_sample(item, np.random.default_rng([seed, attempt]))
         except Exception as error:  # noqa: BLE001 (any unreadable input is reported, never fatal)
-            skipped.append(f"{name_of(item)} ({type(error).__name__}: {' '.join(str(error).split())[:120]})")
+            skipped.append(f"{name_of(item)} ({describe_read_error(error)})")
             continue
         return {**sample, "skipped": skipped}
     raise RuntimeError(f"none of the {count} training images could be read; first error: {skipped[0]}")

@@ -17,7 +17,15 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .data import FolderImageSource, HubImageSource, find_images, load_eval_image, load_hub_dataset, split_holdout
+from ..image_io import (
+    DatasetImages,
+    ImageFiles,
+    ImageInputError,
+    describe_read_error,
+    find_images,
+    load_image_dataset,
+)
+from .data import load_eval_image, split_holdout
 from .errors import DistillationInputError
 from .validation import evaluate_autoencoder, save_image_grid
 
@@ -155,11 +163,22 @@ class TrainingData:
 
 
 def prepare_data(config) -> TrainingData:
-    """Find training images, split off validation images, load them. Raises one-line errors.
+    """Find training images, split off validation images, load them.
 
     ``config`` is a :class:`~diffusers_litevae.training.DistillConfig` or
     :class:`~diffusers_litevae.training.TrainConfig`: both carry the same data and validation settings.
+
+    Raises:
+        DistillationInputError: one line naming the problem (a missing or empty folder, a dataset without the
+            image column, no readable image, ...).
     """
+    try:
+        return _read_data(config)
+    except ImageInputError as error:  # the training commands print their own error type as one line
+        raise DistillationInputError(str(error)) from None
+
+
+def _read_data(config) -> TrainingData:
     if config.train_data_dir:
         folders = data_folders(config)
         folder_of: dict[Path, int] = {}  # each image's folder (the first one that holds it)
@@ -179,38 +198,38 @@ def prepare_data(config) -> TrainingData:
         # Repeats weight a folder's share of every epoch (e.g. a few high-resolution photos among many small ones).
         repeats = config.train_data_repeats or [1] * len(folders)
         sampled = [path for path in train_paths for _ in range(repeats[folder_of[path]])]
-        source = FolderImageSource(sampled)
+        source = ImageFiles(sampled)
         if config.validation_dir:
-            eval_sources = FolderImageSource(find_images(config.validation_dir))
+            eval_sources = ImageFiles(find_images(config.validation_dir))
             eval_set = f"{config.validation_dir}"
         elif held_out:
-            eval_sources = FolderImageSource(held_out)
+            eval_sources = ImageFiles(held_out)
             eval_set = f"{len(held_out)} held-out images of {config.train_data_dir} (glob {config.validation_glob!r})"
         else:
-            eval_sources = FolderImageSource(train_paths[:4])
+            eval_sources = ImageFiles(train_paths[:4])
             eval_set = f"first {min(4, len(train_paths))} training images (too few images to hold any out)"
             logger.warning("validating on training images: %s", eval_set)
         num_train = len(sampled)
     else:
-        dataset = load_hub_dataset(
-            config.dataset_name, config.dataset_config_name, config.dataset_split, config.cache_dir, config.image_column
+        dataset, _ = load_image_dataset(
+            config.dataset_name, config.dataset_config_name, config.dataset_split, config.image_column, config.cache_dir
         )
         count = config.num_validation_images
         if count is None:
             count = 0 if config.validation_dir else min(16, len(dataset) // 10)
-        source = HubImageSource(dataset, config.image_column, range(count, len(dataset)))
+        source = DatasetImages(dataset, config.image_column, range(count, len(dataset)))
         if len(source) == 0:
             raise DistillationInputError(
                 f"dataset {config.dataset_name!r} has no rows left for training after holding out {count}."
             )
         if config.validation_dir:
-            eval_sources = FolderImageSource(find_images(config.validation_dir))
+            eval_sources = ImageFiles(find_images(config.validation_dir))
             eval_set = f"{config.validation_dir}"
         elif count:
-            eval_sources = HubImageSource(dataset, config.image_column, range(count))
+            eval_sources = DatasetImages(dataset, config.image_column, range(count))
             eval_set = f"first {count} rows of {config.dataset_name} ({config.dataset_split})"
         else:
-            eval_sources = HubImageSource(dataset, config.image_column, range(min(4, len(dataset))))
+            eval_sources = DatasetImages(dataset, config.image_column, range(min(4, len(dataset))))
             eval_set = f"first {min(4, len(dataset))} training rows of {config.dataset_name}"
         num_train = len(source)
     limit = config.max_validation_images or len(eval_sources)
@@ -219,7 +238,7 @@ def prepare_data(config) -> TrainingData:
         try:
             images.append(load_eval_image(eval_sources.load(index), config.validation_resolution))
         except Exception as error:  # an unreadable validation image is reported, not fatal
-            unreadable.append(f"{eval_sources.name(index)} ({type(error).__name__})")
+            unreadable.append(f"{eval_sources.name(index)} ({describe_read_error(error)})")
     if unreadable:
         logger.warning("skipped %d unreadable validation images: %s", len(unreadable), "; ".join(unreadable[:5]))
     if not images:

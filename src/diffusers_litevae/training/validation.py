@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
+from ..image_io import centre_crop
 from .teachers import DistillationTeacher
 
 __all__ = [
@@ -172,13 +173,6 @@ def evaluate_autoencoder(
     return {**metrics, "eval_images": len(images)}, reconstructions
 
 
-def _centre_square(image: torch.Tensor, size: int) -> torch.Tensor:
-    height, width = image.shape[-2:]
-    size = min(size, height, width)
-    top, left = (height - size) // 2, (width - size) // 2
-    return image[..., top : top + size, left : left + size]
-
-
 def save_reconstruction_grid(
     path: str | Path,
     originals: Sequence[torch.Tensor],
@@ -197,7 +191,10 @@ def save_image_grid(path: str | Path, columns: Sequence[Sequence[torch.Tensor]],
     """
     rows = []
     for images in zip(*columns):
-        tiles = [_centre_square(_to_unit(t.cpu()), tile) for t in images]
+        tiles = []
+        for image in images:
+            side = min(tile, *image.shape[-2:])
+            tiles.append(centre_crop(_to_unit(image.cpu()), side, side))
         size = max(max(t.shape[-2:]) for t in tiles)
         tiles = [F.pad(t, (0, size - t.shape[-1], 0, size - t.shape[-2]), value=1.0) for t in tiles]
         rows.append(torch.cat(tiles, dim=-1))
