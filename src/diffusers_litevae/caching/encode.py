@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..image_io import is_saved_dataset
-from ..models.utils import compile_for_inference, pad_batch, resolve_compile
+from ..models.utils import compile_for_inference, pad_batch, resolve_compile, resolve_dtype
 from ..vae_io import load_vae, posterior_moments, vae_identity
 from .decode import DecodeStream, identity_collate, worker_init
 from .index import (
@@ -62,8 +62,8 @@ __all__ = ["CacheReport", "cache_latents", "STORAGE_DTYPES"]
 
 logger = logging.getLogger(__name__)
 
-STORAGE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": None}
+STORAGE_DTYPES = ("bf16", "fp16", "fp32")  # the names a manifest records
+_MIXED_PRECISIONS = ("bf16", "fp16", "no")
 
 
 # ----------------------------------------------------------------------------------------------- VAE
@@ -253,8 +253,8 @@ def cache_latents(
     started = time.perf_counter()
     if dtype not in STORAGE_DTYPES:
         raise CacheInputError(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}.")
-    if mixed_precision not in _AUTOCAST_DTYPES:
-        raise CacheInputError(f"mixed_precision must be one of {sorted(_AUTOCAST_DTYPES)}, got {mixed_precision!r}.")
+    if mixed_precision not in _MIXED_PRECISIONS:
+        raise CacheInputError(f"mixed_precision must be one of {sorted(_MIXED_PRECISIONS)}, got {mixed_precision!r}.")
     if batch_size < 1:
         raise CacheInputError(f"batch_size must be >= 1, got {batch_size}.")
     if num_workers < 0:
@@ -461,10 +461,10 @@ def _encode_items(source, items, transform, vae, device, root, generation, rank,
 
     cuda = device.type == "cuda"
     if cuda:
-        autocast_dtype = _AUTOCAST_DTYPES[settings.mixed_precision]
+        autocast_dtype = None if settings.mixed_precision == "no" else resolve_dtype(settings.mixed_precision)
     else:  # CPU autocast supports bf16 only
         autocast_dtype = torch.bfloat16 if settings.cpu_mixed_precision and settings.mixed_precision != "no" else None
-    storage_dtype = STORAGE_DTYPES[settings.dtype]
+    storage_dtype = resolve_dtype(settings.dtype)
     if settings.channels_last:
         vae = vae.to(memory_format=torch.channels_last)
     if settings.compile:

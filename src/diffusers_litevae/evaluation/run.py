@@ -24,6 +24,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..image_io import describe_read_error, folder_images, load_image
+from ..models.utils import resolve_dtype
 from .errors import EvaluationInputError
 from .images import (
     CROPS,
@@ -51,17 +52,8 @@ __all__ = [
     "format_summary",
     "measure_throughput",
     "resolve_device",
-    "resolve_dtype",
 ]
 
-DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-}
 CSV_COLUMNS = ("image_index", "image", "model", "resolution", "width", "height", "psnr", "ssim", "lpips")
 
 
@@ -108,17 +100,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise EvaluationInputError("device 'cuda' requested but CUDA is not available here; use --device cpu.")
     return device
-
-
-def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
-    """``"float32"|"fp32"|"float16"|"fp16"|"bfloat16"|"bf16"`` or a ``torch.dtype`` -> ``torch.dtype``."""
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise EvaluationInputError(f"dtype must be one of {sorted(set(DTYPES))}, got {dtype!r}.")
-    return DTYPES[dtype]
 
 
 def _synchronize(device: torch.device) -> None:

@@ -10,6 +10,7 @@ import torch.nn as nn
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
 __all__ = [
+    "DTYPE_NAMES",
     "LazyDiagonalGaussian",
     "cast_module",
     "compile_for_inference",
@@ -17,6 +18,7 @@ __all__ = [
     "is_cuda",
     "pad_batch",
     "resolve_compile",
+    "resolve_dtype",
 ]
 
 
@@ -171,3 +173,30 @@ def pad_batch(batch: torch.Tensor, size: int) -> torch.Tensor:
     padded = batch.new_zeros((size, *batch.shape[1:])).contiguous(memory_format=memory_format)
     padded[:count] = batch
     return padded
+
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+DTYPE_NAMES = tuple(_DTYPES)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """A dtype by name, the one table every command uses: ``"float32"``/``"fp32"``, ``"float16"``/``"fp16"``,
+    ``"bfloat16"``/``"bf16"`` (:data:`DTYPE_NAMES`); a ``torch.dtype`` is returned as is, ``None`` is float32.
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)} (or a torch.dtype), got {dtype!r}.")
+    return _DTYPES[dtype]

@@ -24,7 +24,7 @@ import torch.nn as nn
 
 from ..models.autoencoder_lite import AutoencoderLite
 from ..models.litevae_encoder import ENCODER_PRESETS, preset_name_of
-from ..models.utils import cast_module, resolve_compile
+from ..models.utils import DTYPE_NAMES, cast_module, resolve_compile, resolve_dtype
 from .data import (
     DistillationDataset,
     ResolutionSchedule,
@@ -52,7 +52,6 @@ __all__ = ["DistillConfig", "compute_distillation_loss", "distill", "distill_ste
 
 logger = logging.getLogger(__name__)
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -129,7 +128,7 @@ def validate_config(config: DistillConfig) -> ResolutionSchedule:
         raise DistillationInputError(
             f"--teacher_type must be one of {', '.join(TEACHER_TYPES)}, got {config.teacher_type!r}."
         )
-    if config.teacher_dtype != "auto" and config.teacher_dtype not in _DTYPES:
+    if config.teacher_dtype != "auto" and config.teacher_dtype not in DTYPE_NAMES:
         raise DistillationInputError(
             f"--teacher_dtype must be auto, float32, bf16 or fp16, got {config.teacher_dtype!r}."
         )
@@ -303,7 +302,7 @@ def distill_step(
 
 def _teacher_dtype(config: DistillConfig, mixed_precision: str) -> torch.dtype:
     if config.teacher_dtype != "auto":
-        return _DTYPES[config.teacher_dtype]
+        return resolve_dtype(config.teacher_dtype)
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision, torch.float32)
 
 
