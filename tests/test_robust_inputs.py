@@ -64,7 +64,7 @@ def test_eval_uses_or_lists_every_file(damaged, tmp_path, capsys):
     code, printed, _ = _run([*argv, "--skip_speed", "--grid_images", "0", "--output_dir", str(out)], capsys)
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["models"]["litevae-s-taef2"]["class"] == "AutoencoderLite"
+    assert summary["models"]["litevae-s-taef2"]["class"] == "AutoencoderLiteTiny"
     with open(out / "per_image.csv") as handle:
         used = {row["image"] for row in csv.DictReader(handle)}
     skipped = {item["image"] for item in summary["skipped"]}
@@ -81,7 +81,7 @@ def test_cache_latents_with_the_default_bundled_vae_uses_or_lists_every_file(dam
     code, printed, _ = _run(argv, capsys)
     assert code == 0
     manifest = json.loads((cache / "manifest.json").read_text())
-    assert manifest["vae"]["class"] == "AutoencoderLite"
+    assert manifest["vae"]["class"] == "AutoencoderLiteTiny"
     used = {json.loads(line)["id"] for line in (cache / "index.jsonl").read_text().splitlines()[1:]}
     skipped = {json.loads(line)["sample_id"] for line in (cache / "errors.jsonl").read_text().splitlines()}
     assert set(damaged.good) <= used and set(damaged.unreadable) <= skipped

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diffusers_litevae import AutoencoderLite
+from diffusers_litevae import AutoencoderLite, AutoencoderLiteTiny
 from diffusers_litevae.cli import main as litevae_main
 from diffusers_litevae.testing_utils import TINY_ENCODER, save_png, smooth_images
 from diffusers_litevae.training import AutoencoderLoss, TrainConfig, train_autoencoder
@@ -79,7 +79,7 @@ def test_a_tiny_run_learns_and_writes_a_loadable_model(photos, tmp_path):
     # Each validation records the training time so far (validation and checkpoints excluded), as distill's do.
     assert first["train_time_s"] == 0 and 0 < last["train_time_s"] <= last["wall_time_s"]
     model = AutoencoderLite.from_pretrained(tmp_path / "out")
-    assert model.config.use_smc and model.config.decoder_type == "kl"
+    assert model.config.use_smc and type(model) is AutoencoderLite
     # scaling_factor was measured on training crops: latents * scaling_factor have about unit variance there.
     assert model.config.scaling_factor == pytest.approx(result["model"]["scaling_factor"])
     assert model.config.scaling_factor != 1.0 and model.config.shift_factor is None
@@ -136,7 +136,12 @@ def test_the_other_decoders_train_too(photos, tmp_path, decoder):
     result = train_autoencoder(_config(photos, tmp_path / decoder, decoder=decoder, max_train_steps=120))
     assert result["curve"][-1]["psnr"] > result["curve"][0]["psnr"] + 1.5
     model = AutoencoderLite.from_pretrained(tmp_path / decoder)
-    assert model.config.decoder_type == ("tiny" if decoder == "tiny" else "kl") and not model.config.use_smc
+    if decoder == "tiny":
+        assert (
+            type(model) is AutoencoderLiteTiny and model.config.decoder_channels == model.config.block_out_channels[0]
+        )
+    else:
+        assert type(model) is AutoencoderLite and not model.config.use_smc
 
 
 def test_the_adversarial_phase_starts_at_the_configured_step(photos, tmp_path):

@@ -20,18 +20,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from .models.utils import hub_offline_message, is_owner_repo_id
+
 __all__ = [
     "LatentNormalization",
     "VAELoadError",
     "find_tiny_pair",
-    "hub_offline_message",
     "load_vae",
     "posterior_moments",
     "resolve_vae_class",
@@ -40,7 +40,6 @@ __all__ = [
 ]
 
 _TINY_SUFFIXES = (".pth", ".pt", ".safetensors")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class VAELoadError(ValueError):
@@ -131,27 +130,6 @@ def resolve_vae_location(name_or_path: str | os.PathLike) -> str:
     return name
 
 
-def _hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def hub_offline_message(name_or_path: str | os.PathLike) -> str | None:
-    """The reason a Hub id cannot load when the Hub is switched off (``HF_HUB_OFFLINE`` set), else ``None``.
-
-    Loading a repo id that is not in the local Hugging Face cache then fails with errors that do not mention being
-    offline (diffusers: "does not appear to have a file named config.json"); this message names the cause and the fix.
-    """
-    name = os.fspath(name_or_path)
-    if not _hub_offline() or Path(name).expanduser().exists() or not _HUB_ID.match(name):
-        return None
-    return (
-        f"Hugging Face Hub repo {name!r} is not in the local cache, and HF_HUB_OFFLINE is set, so it cannot be "
-        "downloaded: unset HF_HUB_OFFLINE (with network access) to download it once, or pass a local folder."
-    )
-
-
 def load_vae(
     name_or_path: str | os.PathLike,
     subfolder: str | None = None,
@@ -209,7 +187,7 @@ def load_vae(
                 f"{str(folder)!r} is not a VAE folder: it has no config.json (a diffusers VAE saved with "
                 "save_pretrained) and no *encoder + *decoder checkpoint pair (a TAESD-family model)."
             )
-    elif name.startswith((".", "/", "~")) or not _HUB_ID.match(name):
+    elif name.startswith((".", "/", "~")) or not is_owner_repo_id(name):
         from .pretrained import list_pretrained
 
         raise VAELoadError(

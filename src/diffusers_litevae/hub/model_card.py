@@ -15,13 +15,12 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..models.litevae_encoder import preset_name_of
+from ..models.utils import is_hub_repo_id
 
 __all__ = [
     "CARD_TAGS",
     "build_model_card",
     "eval_results_from_summary",
-    "is_hub_repo_id",
-    "is_owner_repo_id",
     "metrics_by_size",
     "teacher_display_name",
     "training_sizes",
@@ -41,24 +40,6 @@ CITATION = """@inproceedings{sadat2024litevae,
   year      = {2024},
   url       = {https://arxiv.org/abs/2405.14477}
 }"""
-
-
-def is_owner_repo_id(value: str | None) -> bool:
-    """``True`` for a valid Hub repo id with an owner (``owner/name``), by huggingface_hub's own rules."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    if not value or "/" not in value:
-        return False
-    try:
-        validate_repo_id(value)
-    except HFValidationError:
-        return False
-    return True
-
-
-def is_hub_repo_id(value: str | None) -> bool:
-    """``True`` for ``owner/name`` strings that are not existing local paths."""
-    return is_owner_repo_id(value) and not Path(value).exists()
 
 
 def _dataset_id(summary: dict) -> tuple[str, str | None]:
@@ -146,7 +127,7 @@ def teacher_display_name(name_or_path: str | None) -> str | None:
     folder named ``taef2``, wherever it was on the training machine), any other folder by its name."""
     if not name_or_path:
         return None
-    if is_owner_repo_id(name_or_path) and not Path(name_or_path).exists():
+    if is_hub_repo_id(name_or_path):
         return name_or_path
     return Path(name_or_path).name or name_or_path
 

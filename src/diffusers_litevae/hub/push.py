@@ -29,8 +29,8 @@ from huggingface_hub import HfApi, get_token
 
 from ..models.autoencoder_lite import AutoencoderLite
 from ..models.autoencoder_lite_base import AutoencoderLiteBase
-from ..models.utils import cast_module
-from .model_card import build_model_card, is_owner_repo_id
+from ..models.utils import cast_module, is_owner_repo_id
+from .model_card import build_model_card
 
 __all__ = [
     "PushError",

@@ -27,7 +27,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
 from .litevae_encoder import LiteVAEEncoder
-from .utils import LazyDiagonalGaussian, cast_module
+from .utils import LazyDiagonalGaussian, cast_module, hub_offline_message
 
 __all__ = ["AutoencoderLiteBase"]
 
@@ -143,8 +143,6 @@ class AutoencoderLiteBase(ModelMixin, AutoencoderMixin, ConfigMixin, PeftAdapter
         try:
             config = cls.load_config(pretrained_model_name_or_path, **hub_kwargs)
         except OSError as error:  # a Hub id while HF_HUB_OFFLINE is set: say so, not "no file named config.json"
-            from ..vae_io import hub_offline_message
-
             offline = hub_offline_message(pretrained_model_name_or_path)
             if offline is None:
                 raise

@@ -29,6 +29,8 @@ import torch
 import torch.nn as nn
 
 from ..models.autoencoder_lite import AutoencoderLite
+from ..models.autoencoder_lite_base import AutoencoderLiteBase
+from ..models.autoencoder_lite_tiny import AutoencoderLiteTiny
 from ..models.litevae_encoder import ENCODER_PRESETS
 from ..models.unet_discriminator import UNetDiscriminator
 from ..models.utils import cast_module, resolve_compile
@@ -161,8 +163,8 @@ def validate_train_config(config: TrainConfig) -> ResolutionSchedule:
     return schedule
 
 
-def build_autoencoder(config: TrainConfig) -> AutoencoderLite:
-    """The randomly initialised ``AutoencoderLite`` that ``config`` describes.
+def build_autoencoder(config: TrainConfig) -> AutoencoderLiteBase:
+    """The randomly initialised LiteVAE model that ``config`` describes (``AutoencoderLiteTiny`` for ``"tiny"``).
 
     ``decoder``: ``"smc"`` (the paper's: SD-layout ``Decoder`` with Self-Modulated Convolutions), ``"groupnorm"``
     (the same with GroupNorm) or ``"tiny"`` (a TAESD-family decoder, ``decoder_block_out_channels[0]`` wide).
@@ -170,18 +172,26 @@ def build_autoencoder(config: TrainConfig) -> AutoencoderLite:
     and is measured at the end of training.
     """
     widths = tuple(int(width) for width in config.decoder_block_out_channels)
-    kwargs = dict(latent_channels=config.latent_channels, scaling_factor=1.0, block_out_channels=widths)
+    kwargs = dict(latent_channels=config.latent_channels, scaling_factor=1.0, **(config.encoder_config or {}))
     if config.decoder == "tiny":
-        kwargs.update(decoder_type="tiny", tiny_decoder_channels=widths[0], use_post_quant_conv=False)
-    else:
-        kwargs.update(
-            decoder_type="kl",
-            layers_per_block=config.decoder_layers_per_block,
-            norm_num_groups=config.decoder_norm_num_groups,
-            mid_block_add_attention=config.decoder_attention,
-            use_smc=config.decoder == "smc",
+        # TAESD's layout: three blocks per stage, one in the last; one stage per width (the factor is the same).
+        stages = (3,) * (len(widths) - 1) + (1,)
+        return AutoencoderLiteTiny.from_preset(
+            config.encoder.upper(),
+            decoder_channels=widths[0],
+            decoder_num_blocks=stages,
+            decoder_midblock_gn=(False,) * len(stages),
+            **kwargs,
         )
-    return AutoencoderLite.from_preset(config.encoder.upper(), **{**kwargs, **(config.encoder_config or {})})
+    return AutoencoderLite.from_preset(
+        config.encoder.upper(),
+        block_out_channels=widths,
+        layers_per_block=config.decoder_layers_per_block,
+        norm_num_groups=config.decoder_norm_num_groups,
+        mid_block_add_attention=config.decoder_attention,
+        use_smc=config.decoder == "smc",
+        **kwargs,
+    )
 
 
 class AutoencoderLoss(nn.Module):
@@ -239,7 +249,7 @@ class AutoencoderLoss(nn.Module):
 class _Reconstruct(nn.Module):
     """``images -> (mean, logvar, reconstruction)`` through one forward, so distributed wrappers see every use."""
 
-    def __init__(self, autoencoder: AutoencoderLite):
+    def __init__(self, autoencoder: AutoencoderLiteBase):
         super().__init__()
         self.autoencoder = autoencoder
 
@@ -416,7 +426,7 @@ class _TrainRun(TrainingRun):
         )
         return {"loss": f"{means['total']:.4f}"}, text
 
-    def measure_latent_scaling(self, autoencoder: AutoencoderLite) -> tuple[float, float | None]:
+    def measure_latent_scaling(self, autoencoder: AutoencoderLiteBase) -> tuple[float, float | None]:
         """``scaling_factor`` (and ``shift_factor``) from posterior samples of ``scaling_images`` training crops, as
         Stable Diffusion set its VAE's (see :func:`~diffusers_litevae.training.losses.latent_scaling`)."""
         config = self.config

@@ -1,14 +1,15 @@
 """Encoder distillation: train a LiteVAE encoder to reproduce a frozen teacher VAE's latents.
 
-The student is an :class:`~diffusers_litevae.AutoencoderLite` holding a fresh LiteVAE encoder and an exact copy
-of the teacher's decoder; only the encoder trains. Pieces, each importable and tested on its own:
+The student is a LiteVAE model (:class:`~diffusers_litevae.AutoencoderLite`, or ``AutoencoderLiteTiny`` for a
+TAESD-family teacher) holding a fresh LiteVAE encoder and an exact copy of the teacher's decoder; only the encoder
+trains. Pieces, each importable and tested on its own:
 
 - :class:`DistillConfig`: every setting of a run (what ``litevae distill`` flags map to);
 - :func:`compute_distillation_loss`: one forward pass (teacher targets, student moments, decode, losses);
 - :func:`distill_step`: one optimizer step over the gradient-accumulation micro-batches;
 - :func:`distill`: the whole run with accelerate (mixed precision, multi-process, EMA, compile, channels_last,
   LR warmup/schedule, atomic checkpoints and resume, periodic validation with grids and curves), writing an
-  ``AutoencoderLite`` folder plus ``distillation.json``.
+  model folder plus ``distillation.json``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 
-from ..models.autoencoder_lite import AutoencoderLite
-from ..models.litevae_encoder import ENCODER_PRESETS, preset_name_of
+from ..models.autoencoder_lite_base import AutoencoderLiteBase
+from ..models.litevae_encoder import ENCODER_PRESETS, encoder_config, preset_name_of
 from ..models.utils import DTYPE_NAMES, cast_module, resolve_compile, resolve_dtype
 from .data import (
     DistillationDataset,
@@ -51,7 +52,6 @@ from .validation import compute_teacher_reference, plot_curve
 __all__ = ["DistillConfig", "compute_distillation_loss", "distill", "distill_step", "validate_config"]
 
 logger = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -104,7 +104,7 @@ class DistillConfig(RunSettings):
         """What ``make_student`` takes: the preset name, or ``encoder_*`` keys (preset values overridden)."""
         if not self.student_config:
             return self.student or "B"
-        base = ENCODER_PRESETS[self.student.upper()].config_kwargs() if self.student else {}
+        base = encoder_config(self.student) if self.student else {}
         return {**base, **self.student_config}
 
 
@@ -303,13 +303,10 @@ def distill_step(
 def _teacher_dtype(config: DistillConfig, mixed_precision: str) -> torch.dtype:
     if config.teacher_dtype != "auto":
         return resolve_dtype(config.teacher_dtype)
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision, torch.float32)
+    return resolve_dtype(mixed_precision) if mixed_precision in ("bf16", "fp16") else torch.float32  # "no": fp32
 
 
 def _compile_teacher(teacher: DistillationTeacher, mode: str | None) -> None:
-    for name in ("tiny_encoder", "tiny_decoder"):
-        if hasattr(teacher, name):
-            getattr(teacher, name).compile(mode=mode, dynamic=False)
     vae = getattr(teacher, "vae", None)
     for name in ("encoder", "decoder", "quant_conv", "post_quant_conv"):
         module = getattr(vae, name, None) if vae is not None else None
@@ -327,9 +324,9 @@ def _initial_encoder(name_or_path: str, teacher: DistillationTeacher) -> tuple[d
         model = load_vae(name_or_path, torch_dtype=torch.float32)
     except VAELoadError as error:
         raise DistillationInputError(f"--init_from: {error}") from error
-    if not isinstance(model, AutoencoderLite):
+    if not isinstance(model, AutoencoderLiteBase):
         raise DistillationInputError(
-            f"--init_from {name_or_path!r} is a {type(model).__name__}, not an AutoencoderLite: pass a LiteVAE "
+            f"--init_from {name_or_path!r} is a {type(model).__name__}, not a LiteVAE model: pass a LiteVAE "
             "folder, Hub id or bundled name (a model this command wrote)."
         )
     if model.config.latent_channels != teacher.latent_channels:
@@ -343,7 +340,7 @@ def _initial_encoder(name_or_path: str, teacher: DistillationTeacher) -> tuple[d
     return spec, {key: value.clone() for key, value in model.encoder.state_dict().items()}
 
 
-def _student_description(config: DistillConfig, student: AutoencoderLite) -> dict:
+def _student_description(config: DistillConfig, student: AutoencoderLiteBase) -> dict:
     encoder_config = {
         k: (list(v) if isinstance(v, tuple) else v) for k, v in student.config.items() if k.startswith("encoder_")
     }
@@ -394,7 +391,7 @@ class _DistillRun(TrainingRun):
 
     # -- set-up -------------------------------------------------------------------------------------------------
 
-    def _teacher_and_student(self, teacher) -> tuple[DistillationTeacher, AutoencoderLite]:
+    def _teacher_and_student(self, teacher) -> tuple[DistillationTeacher, AutoencoderLiteBase]:
         from accelerate.utils import set_seed
 
         config, accelerator = self.config, self.accelerator
