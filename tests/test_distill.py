@@ -25,13 +25,13 @@ from diffusers_litevae import AutoencoderLite, TinyDecoder, TinyEncoder
 from diffusers_litevae.image_io import ImageFiles
 from diffusers_litevae.testing_utils import TINY_ENCODER, save_png, smooth_images, tiny_autoencoder_kl
 from diffusers_litevae.training import (
-    DistillationDataset,
-    DistillationInputError,
     DistillationLoss,
     DistillConfig,
     LossWeights,
+    RandomCropDataset,
     ResolutionSchedule,
     StepIndexedBatchSampler,
+    TrainingInputError,
     distill,
     distill_step,
     find_images,
@@ -237,21 +237,21 @@ def test_taef2_teacher_from_shared_weights(shared_dir):
 
 
 def test_teacher_errors(tmp_path):
-    with pytest.raises(DistillationInputError, match="does not exist"):
+    with pytest.raises(TrainingInputError, match="does not exist"):
         load_teacher(tmp_path / "missing")
     (tmp_path / "pipe").mkdir()
     (tmp_path / "pipe" / "model_index.json").write_text("{}")
-    with pytest.raises(DistillationInputError, match="pipeline folder without a vae/ subfolder"):
+    with pytest.raises(TrainingInputError, match="pipeline folder without a vae/ subfolder"):
         load_teacher(tmp_path / "pipe")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DistillationInputError, match="is not a VAE folder"):
+    with pytest.raises(TrainingInputError, match="is not a VAE folder"):
         load_teacher(tmp_path / "empty")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "x_encoder.pth").write_bytes(b"garbage")
     (tmp_path / "broken" / "x_decoder.pth").write_bytes(b"garbage")
-    with pytest.raises(DistillationInputError, match="could not read the TAESD-family pair"):
+    with pytest.raises(TrainingInputError, match="could not read the TAESD-family pair"):
         load_teacher(tmp_path / "broken")
-    with pytest.raises(DistillationInputError, match="Hugging Face Hub"):
+    with pytest.raises(TrainingInputError, match="Hugging Face Hub"):
         load_teacher("nobody-litevae-test/no-such-vae")  # HF_HUB_OFFLINE=1: fails fast, one line
 
 
@@ -293,7 +293,7 @@ def test_lpips_that_cannot_load_is_a_clear_error(monkeypatch):
 
     for failure, expected in ((no_torchvision, "torchvision"), (no_weights, "could not download")):
         monkeypatch.setattr(lpip, "LearnedPerceptualImagePatchSimilarity", failure)
-        with pytest.raises(DistillationInputError, match=expected) as error:
+        with pytest.raises(TrainingInputError, match=expected) as error:
             load_lpips()
         assert "\n" not in str(error.value) and "--lpips_weight 0" in str(error.value)
 
@@ -335,7 +335,7 @@ def test_find_images_and_data_errors(image_folder, tmp_path):
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     (tmp_path / "empty" / "sub" / "readme.md").write_text("x")
     for folder, message in [(tmp_path / "nope", "does not exist"), (tmp_path / "empty", "holds no")]:
-        with pytest.raises(DistillationInputError, match=message):  # the training commands' own error type
+        with pytest.raises(TrainingInputError, match=message):  # the training commands' own error type
             prepare_data(DistillConfig(teacher="unused", train_data_dir=str(folder)))
 
 
@@ -349,7 +349,7 @@ def test_resolution_schedule():
         ("128:20,64:10,32", "increasing"),
         ("x", "cannot read"),
     ]:
-        with pytest.raises(DistillationInputError, match=message):
+        with pytest.raises(TrainingInputError, match=message):
             ResolutionSchedule.parse(bad)
 
 
@@ -369,7 +369,7 @@ def test_sampler_is_step_indexed_and_sharded():
 
 def test_dataset_crops_resizes_small_images_and_skips_unreadable(image_folder):
     paths = [image_folder / "b" / "small.png", image_folder / "b" / "zz_corrupt.jpg", image_folder / "a" / "img_00.png"]
-    dataset = DistillationDataset(ImageFiles(paths))
+    dataset = RandomCropDataset(ImageFiles(paths))
     small = dataset[(0, RESOLUTION, 7)]
     assert small["pixel_values"].shape == (3, RESOLUTION, RESOLUTION) and small["skipped"] == []
     replaced = dataset[(1, RESOLUTION, 7)]  # the corrupt file is replaced by the next readable image
@@ -397,9 +397,9 @@ def test_hub_dataset_source(monkeypatch, tmp_path):
     data = prepare_data(config)
     assert calls[0][0][0] == "someone/photos" and calls[0][1]["split"] == "train"
     assert data.num_train_images == 4 and len(data.validation_images) == 2 and "first 2 rows" in data.eval_set
-    sample = DistillationDataset(data.source)[(0, RESOLUTION, 0)]
+    sample = RandomCropDataset(data.source)[(0, RESOLUTION, 0)]
     assert sample["pixel_values"].shape == (3, RESOLUTION, RESOLUTION)
-    with pytest.raises(DistillationInputError, match="no image column 'image'"):
+    with pytest.raises(TrainingInputError, match="no image column 'image'"):
         prepare_data(DistillConfig(teacher="unused", dataset_name="someone/photos"))
 
 
@@ -848,7 +848,7 @@ def test_crop_scale_parsing():
 
     assert parse_scale_range("0.25,1") == (0.25, 1.0) and parse_scale_range("0.5") == (0.5, 0.5)
     for bad in ("0", "1.5", "1,0.5", "a,b", "0.1,0.2,0.3"):
-        with pytest.raises(DistillationInputError, match="--crop_scales"):
+        with pytest.raises(TrainingInputError, match="--crop_scales"):
             parse_scale_range(bad)
 
 
@@ -860,7 +860,7 @@ def test_schedule_with_mixed_sizes_and_a_final_phase():
     assert schedule.sizes == (32, 64) and str(schedule) == "32/64:4,64"
     sampler = StepIndexedBatchSampler(10, 8, schedule, seed=1, end_step=6)
     assert [(len(batch), batch[0][1]) for batch in sampler] == [(8, 32), (2, 64), (8, 32), (2, 64), (8, 64), (8, 64)]
-    with pytest.raises(DistillationInputError, match="multiple of 8"):
+    with pytest.raises(TrainingInputError, match="multiple of 8"):
         ResolutionSchedule.parse("32/60:4,64")
 
 
@@ -907,11 +907,11 @@ def test_init_from_starts_from_a_distilled_encoder(distilled, image_folder, teac
     assert tuned.config.encoder_feature_channels == start.config.encoder_feature_channels
     for key, value in start.encoder.state_dict().items():
         torch.testing.assert_close(tuned.encoder.state_dict()[key], value, rtol=0, atol=1e-6)
-    with pytest.raises(DistillationInputError, match="not a LiteVAE model"):
+    with pytest.raises(TrainingInputError, match="not a LiteVAE model"):
         distill(_config(image_folder, teacher_dir, tmp_path / "bad", init_from=str(teacher_dir), student_config=None))
     other = tmp_path / "other-latents"
     AutoencoderLite.from_preset("S", latent_channels=8).save_pretrained(other)
-    with pytest.raises(DistillationInputError, match="latent channels"):
+    with pytest.raises(TrainingInputError, match="latent channels"):
         distill(_config(image_folder, teacher_dir, tmp_path / "bad2", init_from=str(other), student_config=None))
 
 
@@ -944,7 +944,7 @@ def test_several_folders_with_repeats(image_folder, tmp_path):
     data = prepare_data(config)
     assert data.num_train_images == 12 + 6 and sum("big_0" in data.source.name(i) for i in range(18)) == 3
     config.train_data_repeats = [1]
-    with pytest.raises(DistillationInputError, match="one positive integer per"):
+    with pytest.raises(TrainingInputError, match="one positive integer per"):
         distill(config)
 
 

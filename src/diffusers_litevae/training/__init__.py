@@ -8,7 +8,7 @@ Importable pieces (see ``docs/distillation.md``):
   and for training a whole autoencoder :func:`kl_to_standard_normal`, :func:`discriminator_hinge_loss`,
   :func:`generator_adversarial_loss`, :func:`latent_scaling`;
 - data: :func:`find_images`, :class:`ResolutionSchedule`, :class:`StepIndexedBatchSampler`,
-  :class:`DistillationDataset`;
+  :class:`RandomCropDataset`;
 - training: :class:`DistillConfig`, :func:`distill_step`, :func:`distill`;
 - validation and checkpoints: :func:`evaluate_autoencoder`, :func:`save_checkpoint`, :func:`resolve_resume`.
 """
@@ -16,7 +16,7 @@ Importable pieces (see ``docs/distillation.md``):
 from ..image_io import find_images
 from .checkpointing import find_latest_checkpoint, load_checkpoint, resolve_resume, save_checkpoint
 from .data import (
-    DistillationDataset,
+    RandomCropDataset,
     ResolutionSchedule,
     StepIndexedBatchSampler,
     collate_batch,
@@ -24,7 +24,7 @@ from .data import (
     random_crop_flip,
     split_holdout,
 )
-from .errors import DistillationInputError, TrainingInputError
+from .errors import TrainingInputError
 from .from_scratch import (
     AutoencoderLoss,
     TrainConfig,
@@ -68,8 +68,7 @@ __all__ = [
     "validate_train_config",
     "DiffusersVAETeacher",
     "DistillConfig",
-    "DistillationDataset",
-    "DistillationInputError",
+    "RandomCropDataset",
     "DistillationLoss",
     "DistillationTeacher",
     "LossWeights",

@@ -15,7 +15,7 @@ import re
 import shutil
 from pathlib import Path
 
-from .errors import DistillationInputError
+from .errors import TrainingInputError
 
 __all__ = [
     "TRAINER_STATE_NAME",
@@ -56,7 +56,7 @@ def resolve_resume(value: str | None, checkpoints_dir: str | os.PathLike) -> Pat
     a path must be a checkpoint folder.
 
     Raises:
-        DistillationInputError: a given path is not a complete checkpoint.
+        TrainingInputError: a given path is not a complete checkpoint.
     """
     if not value:
         return None
@@ -66,7 +66,7 @@ def resolve_resume(value: str | None, checkpoints_dir: str | os.PathLike) -> Pat
     if not path.is_dir() and (Path(checkpoints_dir) / value).is_dir():
         path = Path(checkpoints_dir) / value
     if not (path / TRAINER_STATE_NAME).is_file():
-        raise DistillationInputError(
+        raise TrainingInputError(
             f"--resume_from_checkpoint {value!r} is not a complete checkpoint folder (no {TRAINER_STATE_NAME}); "
             "pass 'latest' or a checkpoints/checkpoint-<step> folder."
         )

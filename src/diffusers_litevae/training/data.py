@@ -23,10 +23,10 @@ import torch
 from PIL import Image
 
 from ..image_io import describe_read_error, resize_and_crop, resize_short_side
-from .errors import DistillationInputError
+from .errors import TrainingInputError
 
 __all__ = [
-    "DistillationDataset",
+    "RandomCropDataset",
     "ResolutionSchedule",
     "StepIndexedBatchSampler",
     "collate_batch",
@@ -110,7 +110,7 @@ def parse_scale_range(text: str | tuple[float, float] | None) -> tuple[float, fl
     """Parse ``--crop_scales``: ``"0.25,1"`` (a range) or ``"1"`` (one scale).
 
     Raises:
-        DistillationInputError: not one or two numbers in ``(0, 1]``, smallest first.
+        TrainingInputError: not one or two numbers in ``(0, 1]``, smallest first.
     """
     if text is None:
         return (1.0, 1.0)
@@ -124,7 +124,7 @@ def parse_scale_range(text: str | tuple[float, float] | None) -> tuple[float, fl
     if len(values) == 1:
         values = values * 2
     if len(values) != 2 or not 0 < values[0] <= values[1] <= 1:
-        raise DistillationInputError(
+        raise TrainingInputError(
             f"--crop_scales {text!r} must be one scale or 'SMALLEST,LARGEST' with 0 < SMALLEST <= LARGEST <= 1, "
             "e.g. '0.25,1' (1: the photo's own pixels; 0.25: a 4x larger region downscaled)."
         )
@@ -164,37 +164,35 @@ class ResolutionSchedule:
         """Parse and check a schedule string.
 
         Raises:
-            DistillationInputError: malformed text, a resolution that is not a positive multiple of ``multiple``,
+            TrainingInputError: malformed text, a resolution that is not a positive multiple of ``multiple``,
                 or switch steps that do not increase.
         """
         stages: list[tuple[tuple[int, ...], int | None]] = []
         parts = [part.strip() for part in str(text).split(",") if part.strip()]
         if not parts:
-            raise DistillationInputError("--resolution_schedule is empty; use e.g. '256' or '128:2000,256'.")
+            raise TrainingInputError("--resolution_schedule is empty; use e.g. '256' or '128:2000,256'.")
         for position, part in enumerate(parts):
             sizes_text, _, until_text = part.partition(":")
             try:
                 sizes = tuple(int(size) for size in sizes_text.split("/"))
                 until = int(until_text) if until_text else None
             except ValueError:
-                raise DistillationInputError(
+                raise TrainingInputError(
                     f"cannot read resolution stage {part!r}; use RESOLUTION[:UNTIL_STEP] or "
                     "SIZE/SIZE/...[:UNTIL_STEP], e.g. '128:2000,256' or '256/512:3000,512'."
                 ) from None
             for resolution in sizes:
                 if resolution <= 0 or resolution % multiple:
-                    raise DistillationInputError(
+                    raise TrainingInputError(
                         f"training resolution {resolution} is not a positive multiple of {multiple}; use e.g. "
                         f"{max(multiple, resolution // multiple * multiple)}."
                     )
             if until is None and position != len(parts) - 1:
-                raise DistillationInputError(
+                raise TrainingInputError(
                     f"resolution stage {part!r} needs ':UNTIL_STEP' (only the last stage is open-ended)."
                 )
             if until is not None and (until <= 0 or (stages and until <= stages[-1][1])):
-                raise DistillationInputError(
-                    f"resolution schedule {text!r}: switch steps must be positive and increasing."
-                )
+                raise TrainingInputError(f"resolution schedule {text!r}: switch steps must be positive and increasing.")
             stages.append((sizes, until))
         sizes, _ = stages[-1]
         stages[-1] = (sizes, None)
@@ -273,7 +271,7 @@ class StepIndexedBatchSampler(torch.utils.data.Sampler):
         end_step: int = 1,
     ):
         if num_items <= 0:
-            raise DistillationInputError("no training images left (after holding out validation images).")
+            raise TrainingInputError("no training images left (after holding out validation images).")
         self.num_items, self.batch_size, self.schedule = num_items, batch_size, schedule
         self.seed, self.rank, self.world_size, self.grad_accum = seed, rank, world_size, grad_accum
         self.start_step, self.end_step = start_step, end_step
@@ -308,7 +306,7 @@ class StepIndexedBatchSampler(torch.utils.data.Sampler):
             yield self.micro_batch(micro_index)
 
 
-class DistillationDataset(torch.utils.data.Dataset):
+class RandomCropDataset(torch.utils.data.Dataset):
     """Random crops of an image source, indexed by ``(item, resolution, crop_seed)`` triples.
 
     Unreadable items are replaced by the next readable one (deterministically) and reported in the sample's

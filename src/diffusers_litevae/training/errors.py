@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DistillationInputError", "TrainingInputError"]
+__all__ = ["TrainingInputError"]
 
 
 class TrainingInputError(ValueError):
@@ -11,7 +11,3 @@ class TrainingInputError(ValueError):
     The message is one line naming the problem and the fix; ``litevae distill`` and ``litevae train`` print it
     without a traceback.
     """
-
-
-class DistillationInputError(TrainingInputError):
-    """A :class:`TrainingInputError` of distillation (settings, data or teacher)."""

@@ -34,7 +34,7 @@ from ..models.autoencoder_lite_tiny import AutoencoderLiteTiny
 from ..models.litevae_encoder import ENCODER_PRESETS
 from ..models.unet_discriminator import UNetDiscriminator
 from ..models.utils import cast_module, resolve_compile
-from .data import DistillationDataset, ResolutionSchedule, collate_batch, parse_scale_range
+from .data import RandomCropDataset, ResolutionSchedule, collate_batch, parse_scale_range
 from .errors import TrainingInputError
 from .losses import (
     discriminator_hinge_loss,
@@ -398,7 +398,7 @@ class _TrainRun(TrainingRun):
 
     def dataset_and_collate(self):
         scales = parse_scale_range(self.config.crop_scales)
-        return DistillationDataset(self.data.source, flip=self.config.random_flip, scale_range=scales), collate_batch
+        return RandomCropDataset(self.data.source, flip=self.config.random_flip, scale_range=scales), collate_batch
 
     def optimizer_step(self, micro_batches: list[dict], step: int) -> dict[str, torch.Tensor]:
         config, accelerator = self.config, self.accelerator
@@ -430,7 +430,7 @@ class _TrainRun(TrainingRun):
         """``scaling_factor`` (and ``shift_factor``) from posterior samples of ``scaling_images`` training crops, as
         Stable Diffusion set its VAE's (see :func:`~diffusers_litevae.training.losses.latent_scaling`)."""
         config = self.config
-        dataset = DistillationDataset(self.data.source, flip=False)
+        dataset = RandomCropDataset(self.data.source, flip=False)
         resolution = self.schedule.resolution_at(max(0, config.max_train_steps - 1))
         count = min(config.scaling_images, self.data.num_train_images)
         generator = torch.Generator().manual_seed(config.seed)

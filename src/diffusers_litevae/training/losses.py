@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..transforms.haar import haar_wavedec
-from .errors import DistillationInputError
+from .errors import TrainingInputError
 
 __all__ = [
     "DistillationLoss",
@@ -250,7 +250,7 @@ def load_lpips(net: str = "vgg", device: torch.device | str = "cpu") -> nn.Modul
     """The package's one LPIPS (:func:`diffusers_litevae.evaluation.metrics.load_lpips`), as a training loss.
 
     Raises:
-        DistillationInputError: LPIPS cannot be built here (one line, with the fix). It is never skipped silently.
+        TrainingInputError: LPIPS cannot be built here (one line, with the fix). It is never skipped silently.
     """
     from ..evaluation.metrics import LPIPSUnavailableError
     from ..evaluation.metrics import load_lpips as load_lpips_metric
@@ -258,7 +258,7 @@ def load_lpips(net: str = "vgg", device: torch.device | str = "cpu") -> nn.Modul
     try:
         return load_lpips_metric(net, device)
     except LPIPSUnavailableError as error:
-        raise DistillationInputError(
+        raise TrainingInputError(
             f"LPIPS was requested (--lpips_weight > 0) but {error} Install torchvision and run once with network "
             "access, or pass --lpips_weight 0."
         ) from error
@@ -294,14 +294,14 @@ class DistillationLoss(nn.Module):
         super().__init__()
         self.weights = weights or LossWeights()
         if reconstruction_loss not in ("l1", "charbonnier"):
-            raise DistillationInputError(
+            raise TrainingInputError(
                 f"--reconstruction_loss must be 'l1' or 'charbonnier', got {reconstruction_loss!r}."
             )
         for name, value in self.weights.as_dict().items():
             if value < 0 or not math.isfinite(value):
-                raise DistillationInputError(f"loss weight --{name}_weight must be a finite number >= 0, got {value}.")
+                raise TrainingInputError(f"loss weight --{name}_weight must be a finite number >= 0, got {value}.")
         if self.weights.lpips > 0 and lpips_model is None:
-            raise DistillationInputError("--lpips_weight > 0 needs an LPIPS model; load it with load_lpips().")
+            raise TrainingInputError("--lpips_weight > 0 needs an LPIPS model; load it with load_lpips().")
         self.reconstruction_loss = reconstruction_loss
         self.charbonnier_eps = charbonnier_eps
         self.wavelet_levels = wavelet_levels

@@ -26,7 +26,7 @@ from ..image_io import (
     load_image_dataset,
 )
 from .data import load_eval_image, split_holdout
-from .errors import DistillationInputError
+from .errors import TrainingInputError
 from .validation import evaluate_autoencoder, save_image_grid
 
 __all__ = [
@@ -169,13 +169,13 @@ def prepare_data(config) -> TrainingData:
     :class:`~diffusers_litevae.training.TrainConfig`: both carry the same data and validation settings.
 
     Raises:
-        DistillationInputError: one line naming the problem (a missing or empty folder, a dataset without the
+        TrainingInputError: one line naming the problem (a missing or empty folder, a dataset without the
             image column, no readable image, ...).
     """
     try:
         return _read_data(config)
     except ImageInputError as error:  # the training commands print their own error type as one line
-        raise DistillationInputError(str(error)) from None
+        raise TrainingInputError(str(error)) from None
 
 
 def _read_data(config) -> TrainingData:
@@ -191,7 +191,7 @@ def _read_data(config) -> TrainingData:
             count = 0 if config.validation_dir else min(16, len(paths) // 10)
         train_paths, held_out = split_holdout(paths, count, config.validation_glob)
         if not train_paths:
-            raise DistillationInputError(
+            raise TrainingInputError(
                 f"all {len(paths)} images of {config.train_data_dir!r} were held out for validation; "
                 "lower --num_validation_images."
             )
@@ -219,7 +219,7 @@ def _read_data(config) -> TrainingData:
             count = 0 if config.validation_dir else min(16, len(dataset) // 10)
         source = DatasetImages(dataset, config.image_column, range(count, len(dataset)))
         if len(source) == 0:
-            raise DistillationInputError(
+            raise TrainingInputError(
                 f"dataset {config.dataset_name!r} has no rows left for training after holding out {count}."
             )
         if config.validation_dir:
@@ -249,11 +249,11 @@ def _read_data(config) -> TrainingData:
             except Exception:  # noqa: BLE001 (any unreadable input)
                 continue
         else:
-            raise DistillationInputError(
+            raise TrainingInputError(
                 f"{config.train_data_dir or config.dataset_name!r} has no usable image: none of its {len(source)} "
                 "training images could be read (damaged, truncated, or not images); pass readable images."
             )
-        raise DistillationInputError(f"none of the validation images ({eval_set}) could be read.")
+        raise TrainingInputError(f"none of the validation images ({eval_set}) could be read.")
     size = (
         "full size (cropped to a multiple of 8)"
         if config.validation_resolution is None
@@ -412,7 +412,7 @@ class TrainingRun:
       in): a whole autoencoder, or with ``teacher`` and ``reference`` set (distillation), a student encoder;
     - ``plot()``: draw ``curve.png`` from ``state["curve"]`` and ``state["loss_history"]``;
     - ``dataset_and_collate() -> (Dataset, collate_fn)``: the training samples, indexed like
-      :class:`~diffusers_litevae.training.data.DistillationDataset`;
+      :class:`~diffusers_litevae.training.data.RandomCropDataset`;
     - ``checkpoint_record() -> dict``: what ``trainer_state.json`` keeps about the model (checked on resume);
     - ``log_line(means) -> (postfix, text)``: the progress-bar fields and the log line of a logging interval.
 

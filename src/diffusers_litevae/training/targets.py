@@ -25,7 +25,7 @@ from ..caching.index import IncompatibleCacheError, compare_manifests, load_mani
 from ..caching.preprocess import TransformConfig, pixels_to_model_input, preprocess_image
 from ..vae_io import vae_identity
 from .data import first_readable
-from .errors import DistillationInputError
+from .errors import TrainingInputError
 
 __all__ = ["CachedTargetDataset", "TeacherLatents", "prepare_teacher_latents", "target_transform"]
 
@@ -75,7 +75,7 @@ def prepare_teacher_latents(
         num_workers, batch_size, progress: for the caching job.
 
     Raises:
-        DistillationInputError: the cache was made with another teacher or other preprocessing, or (``build=False``)
+        TrainingInputError: the cache was made with another teacher or other preprocessing, or (``build=False``)
             training images are missing from it; one line naming the difference and the fix.
     """
     from ..caching import LatentDataset, cache_latents
@@ -91,7 +91,7 @@ def prepare_teacher_latents(
         )
         if problems:
             what = "another teacher" if any(p.startswith("vae.") for p in problems) else "other preprocessing"
-            raise DistillationInputError(
+            raise TrainingInputError(
                 f"--teacher_latents {str(root)!r} was made with {what} ({problems[0]}"
                 f"{f'; {len(problems) - 1} more differences' if len(problems) > 1 else ''}); "
                 "point --teacher_latents at "
@@ -115,12 +115,12 @@ def prepare_teacher_latents(
                 device=next(teacher.parameters()).device,
             )
         except IncompatibleCacheError as error:
-            raise DistillationInputError(f"--teacher_latents {str(root)!r}: {' '.join(str(error).split())}") from error
+            raise TrainingInputError(f"--teacher_latents {str(root)!r}: {' '.join(str(error).split())}") from error
         logger.info(
             "teacher latents in %s: %d cached, %d encoded now", root_path, report.num_samples, report.num_encoded
         )
     elif existing is None:
-        raise DistillationInputError(
+        raise TrainingInputError(
             f"--teacher_latents {str(root)!r} is not a latent cache (no manifest.json); "
             "drop --no-build_teacher_latents "
             "to build it on the first run."
@@ -137,7 +137,7 @@ def prepare_teacher_latents(
             positions.append(None)
             missing.append(sample_id)
     if missing and not build:
-        raise DistillationInputError(
+        raise TrainingInputError(
             f"{len(missing)} training images are missing from --teacher_latents {str(root)!r} (first: {missing[0]!r}); "
             "drop --no-build_teacher_latents to encode them, or remove them from --train_data_dir."
         )
@@ -150,7 +150,7 @@ def prepare_teacher_latents(
 
 class CachedTargetDataset(torch.utils.data.Dataset):
     """Random crops with their teacher targets, indexed like
-    :class:`~diffusers_litevae.training.data.DistillationDataset`
+    :class:`~diffusers_litevae.training.data.RandomCropDataset`
     by ``(item, resolution, crop_seed)``.
 
     A crop starts on the latent grid of the cached image; when flipped, both the pixels and the latents come from the

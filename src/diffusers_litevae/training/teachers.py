@@ -41,7 +41,7 @@ from ..models.autoencoder_lite import AutoencoderLite
 from ..models.autoencoder_lite_base import AutoencoderLiteBase
 from ..models.autoencoder_lite_tiny import AutoencoderLiteTiny
 from ..models.tiny_autoencoder import TinyAutoencoder, TinyDecoder
-from .errors import DistillationInputError
+from .errors import TrainingInputError
 
 __all__ = ["TEACHER_TYPES", "DistillationTeacher", "DiffusersVAETeacher", "load_teacher", "wrap_teacher"]
 
@@ -170,7 +170,7 @@ class DiffusersVAETeacher(DistillationTeacher):
             or not callable(getattr(vae, "encode", None))
             or not callable(getattr(vae, "decode", None))
         ):
-            raise DistillationInputError(
+            raise TrainingInputError(
                 f"teacher {name_or_path or type(vae).__name__!r} does not follow the diffusers VAE protocol "
                 "(needs encode(), decode() and config.latent_channels)."
             )
@@ -212,7 +212,7 @@ class DiffusersVAETeacher(DistillationTeacher):
             try:
                 student = AutoencoderLiteTiny.from_autoencoder_tiny(self.vae, encoder=encoder)
             except ValueError as error:
-                raise DistillationInputError(f"teacher {self.name_or_path!r}: {error}") from error
+                raise TrainingInputError(f"teacher {self.name_or_path!r}: {error}") from error
         elif isinstance(decoder, TinyDecoder):
             student = AutoencoderLiteTiny.from_tiny_decoder(
                 decoder,
@@ -222,7 +222,7 @@ class DiffusersVAETeacher(DistillationTeacher):
                 in_channels=getattr(config, "in_channels", 3),
             )
         else:
-            raise DistillationInputError(
+            raise TrainingInputError(
                 "a LiteVAE model can carry a diffusers Decoder or a TAESD-family decoder; "
                 f"teacher {self.name_or_path!r} "
                 f"has {type(decoder).__name__}, so no student can share its decoder."
@@ -267,15 +267,13 @@ def load_teacher(
         A frozen :class:`DistillationTeacher` in eval mode.
 
     Raises:
-        DistillationInputError: the path does not exist, holds no VAE this loader understands, or the Hub
+        TrainingInputError: the path does not exist, holds no VAE this loader understands, or the Hub
             download failed (one line naming the problem and the fix).
     """
     from ..vae_io import VAELoadError, load_vae
 
     if teacher_type not in TEACHER_TYPES:
-        raise DistillationInputError(
-            f"unknown --teacher_type {teacher_type!r}; choose one of {', '.join(TEACHER_TYPES)}."
-        )
+        raise TrainingInputError(f"unknown --teacher_type {teacher_type!r}; choose one of {', '.join(TEACHER_TYPES)}.")
     name = os.fspath(name_or_path)
     try:
         vae = load_vae(
@@ -289,9 +287,9 @@ def load_teacher(
             shift_factor=shift_factor,
         )
     except VAELoadError as error:
-        raise DistillationInputError(f"teacher {name!r}: {error}") from error
+        raise TrainingInputError(f"teacher {name!r}: {error}") from error
     if teacher_type == "taesd" and not isinstance(vae, TinyAutoencoder):
-        raise DistillationInputError(f"--teacher_type taesd, but {name!r} holds no *_encoder.pth/*_decoder.pth pair.")
+        raise TrainingInputError(f"--teacher_type taesd, but {name!r} holds no *_encoder.pth/*_decoder.pth pair.")
     teacher = wrap_teacher(vae, name, _type_for_class(type(vae).__name__, teacher_type))
     if not isinstance(vae, TinyAutoencoder):  # a TAESD-family pair was given the factors when loaded
         if scaling_factor is not None:

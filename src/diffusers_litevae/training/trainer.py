@@ -27,12 +27,12 @@ from ..models.autoencoder_lite_base import AutoencoderLiteBase
 from ..models.litevae_encoder import ENCODER_PRESETS, encoder_config, preset_name_of
 from ..models.utils import DTYPE_NAMES, cast_module, resolve_compile, resolve_dtype
 from .data import (
-    DistillationDataset,
+    RandomCropDataset,
     ResolutionSchedule,
     collate_batch,
     parse_scale_range,
 )
-from .errors import DistillationInputError
+from .errors import TrainingInputError
 from .losses import DistillationLoss, LossWeights, load_lpips
 from .run_support import (
     EMAWeights,
@@ -118,59 +118,55 @@ def validate_config(config: DistillConfig) -> ResolutionSchedule:
         The parsed resolution schedule.
 
     Raises:
-        DistillationInputError: the first problem found.
+        TrainingInputError: the first problem found.
     """
     if not config.teacher:
-        raise DistillationInputError(
+        raise TrainingInputError(
             "no teacher given; pass --teacher (a diffusers VAE folder, Hub id, or TAESD-family folder)."
         )
     if config.teacher_type not in TEACHER_TYPES:
-        raise DistillationInputError(
+        raise TrainingInputError(
             f"--teacher_type must be one of {', '.join(TEACHER_TYPES)}, got {config.teacher_type!r}."
         )
     if config.teacher_dtype != "auto" and config.teacher_dtype not in DTYPE_NAMES:
-        raise DistillationInputError(
-            f"--teacher_dtype must be auto, float32, bf16 or fp16, got {config.teacher_dtype!r}."
-        )
+        raise TrainingInputError(f"--teacher_dtype must be auto, float32, bf16 or fp16, got {config.teacher_dtype!r}.")
     if config.student and config.student.upper() not in ENCODER_PRESETS:
-        raise DistillationInputError(
+        raise TrainingInputError(
             f"unknown --student preset {config.student!r}; choose one of {', '.join(ENCODER_PRESETS)}."
         )
     if not config.student and not config.student_config and not config.init_from:
-        raise DistillationInputError("give a --student preset (S, B, M, L), a --student_config or --init_from.")
+        raise TrainingInputError("give a --student preset (S, B, M, L), a --student_config or --init_from.")
     if config.init_from and config.student_config:
-        raise DistillationInputError(
-            "--init_from takes the encoder's architecture from that model; drop --student_config."
-        )
+        raise TrainingInputError("--init_from takes the encoder's architecture from that model; drop --student_config.")
     if config.low_frequency_pool < 1:
-        raise DistillationInputError(f"--low_frequency_pool must be >= 1 pixel, got {config.low_frequency_pool}.")
+        raise TrainingInputError(f"--low_frequency_pool must be >= 1 pixel, got {config.low_frequency_pool}.")
     if config.student_config:
         bad = [key for key in config.student_config if not key.startswith("encoder_")]
         if bad:
-            raise DistillationInputError(
+            raise TrainingInputError(
                 f"--student_config may only set encoder_* keys (the decoder is the teacher's); got {bad}."
             )
-    schedule = validate_run_settings(config, DistillationInputError)
+    schedule = validate_run_settings(config, TrainingInputError)
     if config.optimizer not in ("adam", "adamw"):
-        raise DistillationInputError(f"--optimizer must be 'adam' or 'adamw', got {config.optimizer!r}.")
+        raise TrainingInputError(f"--optimizer must be 'adam' or 'adamw', got {config.optimizer!r}.")
     weights = config.loss_weights()
     for name, value in weights.as_dict().items():
         if value < 0 or not math.isfinite(value):
-            raise DistillationInputError(f"--{name}_weight must be a finite number >= 0, got {value}.")
+            raise TrainingInputError(f"--{name}_weight must be a finite number >= 0, got {value}.")
     if weights.latent == 0 and not weights.needs_decode():
-        raise DistillationInputError("every loss weight is 0; set --latent_weight and/or --reconstruction_weight > 0.")
+        raise TrainingInputError("every loss weight is 0; set --latent_weight and/or --reconstruction_weight > 0.")
     if config.teacher_latents and (len(data_folders(config)) != 1 or (config.train_data_repeats or [1]) != [1]):
-        raise DistillationInputError(
+        raise TrainingInputError(
             "--teacher_latents needs exactly one --train_data_dir, without --train_data_repeats (cached targets are "
             "keyed by file path)."
         )
     if config.teacher_latents and parse_scale_range(config.crop_scales) != (1.0, 1.0):
-        raise DistillationInputError(
+        raise TrainingInputError(
             "--crop_scales below 1 need the live teacher (cached targets are whole images at one scale); "
             "drop --teacher_latents or --crop_scales."
         )
     if config.teacher_latents_border < 0 or (2 * config.teacher_latents_border >= schedule.min_resolution // 8):
-        raise DistillationInputError(
+        raise TrainingInputError(
             f"--teacher_latents_border {config.teacher_latents_border} must be >= 0 and leave latent pixels inside the "
             "smallest training crop (crop / 8 > 2 * border)."
         )
@@ -323,14 +319,14 @@ def _initial_encoder(name_or_path: str, teacher: DistillationTeacher) -> tuple[d
     try:
         model = load_vae(name_or_path, torch_dtype=torch.float32)
     except VAELoadError as error:
-        raise DistillationInputError(f"--init_from: {error}") from error
+        raise TrainingInputError(f"--init_from: {error}") from error
     if not isinstance(model, AutoencoderLiteBase):
-        raise DistillationInputError(
+        raise TrainingInputError(
             f"--init_from {name_or_path!r} is a {type(model).__name__}, not a LiteVAE model: pass a LiteVAE "
             "folder, Hub id or bundled name (a model this command wrote)."
         )
     if model.config.latent_channels != teacher.latent_channels:
-        raise DistillationInputError(
+        raise TrainingInputError(
             f"--init_from {name_or_path!r} makes {model.config.latent_channels} latent channels but the teacher "
             f"{teacher.name_or_path!r} has {teacher.latent_channels}; start from a model distilled against this "
             "teacher."
@@ -468,7 +464,7 @@ class _DistillRun(TrainingRun):
         if saved.get("student_config") and comparable_config(saved["student_config"]) != comparable_config(
             self.student.config
         ):
-            raise DistillationInputError(
+            raise TrainingInputError(
                 f"checkpoint {str(self.resume_path)!r} was made for a different student or teacher; "
                 "resume with the same "
                 "--teacher/--student settings or use a new --output_dir."
@@ -496,7 +492,7 @@ class _DistillRun(TrainingRun):
 
             return CachedTargetDataset(self.data.train_paths, self.targets, flip=config.random_flip), collate_targets
         scales = parse_scale_range(config.crop_scales)
-        return DistillationDataset(self.data.source, flip=config.random_flip, scale_range=scales), collate_batch
+        return RandomCropDataset(self.data.source, flip=config.random_flip, scale_range=scales), collate_batch
 
     def optimizer_step(self, micro_batches: list[dict], step: int) -> dict[str, torch.Tensor]:
         config = self.config
@@ -568,7 +564,7 @@ def distill(config: DistillConfig, teacher: DistillationTeacher | nn.Module | No
     """Run a distillation and write ``config.output_dir``.
 
     Every input is checked before training starts (settings, data, teacher, LPIPS); problems raise
-    :class:`~diffusers_litevae.training.errors.DistillationInputError` with a one-line message. Under
+    :class:`~diffusers_litevae.training.errors.TrainingInputError` with a one-line message. Under
     ``accelerate launch`` every process calls it.
 
     Args:
