@@ -390,6 +390,6 @@ def test_the_shipped_card_describes_the_shipped_folder():
     assert set(summary["sizes"]) == {"256", "512", "native"}
     for size, shown in (("256", "256 px"), ("512", "512 px"), ("native", "whole images")):
         psnr = summary["sizes"][size]["models"]["litevae-s-taef2"]["psnr"]
-        assert f"| {shown} | **litevae-s-taef2 (this model)** | AutoencoderLite | {psnr:.2f} |" in text
+        assert f"| {shown} | **litevae-s-taef2 (this model)** | AutoencoderLiteTiny | {psnr:.2f} |" in text
     assert "- Trained at: " in text and "- Measured at: 256 px" in text
     assert card.data.model_name == "litevae-s-taef2"
