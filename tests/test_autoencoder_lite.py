@@ -452,13 +452,13 @@ V01_FOLDERS = Path(__file__).parent / "fixtures" / "v0.1"
 )
 def test_folders_saved_by_version_0_1_load_and_reconstruct_as_they_did(folder, loader, expected_class, tmp_path):
     """Version 0.1 saved both decoders as one class (``decoder_type``, ``tiny_decoder_*`` and the SD keys in every
-    config). Those folders load as the class their decoder now has, reconstruct exactly as 0.1 did (``expected.pt``
+    config). Those folders load as the class their decoder now has, reconstruct as 0.1 did (``expected.pt``
     was written by 0.1's code), and save in the new format, with no key of the other decoder."""
     model = loader.from_pretrained(V01_FOLDERS / folder).eval()
     assert type(model) is expected_class
     expected = torch.load(V01_FOLDERS / folder / "expected.pt")
-    with torch.no_grad():
-        assert torch.equal(model(expected["input"]).sample, expected["output"])
+    with torch.no_grad():  # to float rounding: the thread count changes the order of convolution sums
+        torch.testing.assert_close(model(expected["input"]).sample, expected["output"], rtol=0, atol=1e-5)
     model.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["_class_name"] == expected_class.__name__ and "decoder_type" not in saved

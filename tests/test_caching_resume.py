@@ -238,7 +238,7 @@ def test_external_sigkill_at_an_arbitrary_moment(tmp_path):
 
 
 @pytest.mark.slow
-def test_accelerate_launch_two_processes_write_one_index(tmp_path):
+def test_accelerate_launch_two_processes_write_one_index(tmp_path, free_port):
     """`accelerate launch --num_processes 2` on CPU: disjoint work, one merged index, every image once."""
     folder = make_images(tmp_path / "images", 10)
     vae = tiny_autoencoder_lite(seed=0)
@@ -255,6 +255,8 @@ def test_accelerate_launch_two_processes_write_one_index(tmp_path):
         "2",
         "--num_machines",
         "1",
+        "--main_process_port",
+        str(free_port),
         "--mixed_precision",
         "no",
         "--dynamo_backend",

@@ -593,7 +593,7 @@ def test_resume_matches_an_uninterrupted_run(image_folder, teacher_dir, tmp_path
 
 
 @pytest.mark.slow
-def test_accelerate_launch_two_processes(image_folder, teacher_dir, tmp_path):
+def test_accelerate_launch_two_processes(image_folder, teacher_dir, tmp_path, free_port):
     """`accelerate launch --num_processes 2` on CPU (gloo) trains end to end into one output folder."""
     output_dir = tmp_path / "ddp"
     command = [
@@ -605,6 +605,8 @@ def test_accelerate_launch_two_processes(image_folder, teacher_dir, tmp_path):
         "2",
         "--num_machines",
         "1",
+        "--main_process_port",
+        str(free_port),
         "--mixed_precision",
         "no",
         "--dynamo_backend",

@@ -402,59 +402,68 @@ _LOAD_IN_FRESH_PROCESS = textwrap.dedent(
     import diffusers_litevae  # diffusers only loads classes from modules already imported (see docs/pipelines.md)
     from diffusers import DiffusionPipeline
 
-    folder = sys.argv[1]
-    pipe = DiffusionPipeline.from_pretrained(folder)
-    latents = torch.load(folder + "/probe_latents.pt")
-    with torch.no_grad():
-        decoded = pipe.vae.decode(latents).sample
-    torch.save(decoded, folder + "/probe_decoded.pt")
-    print(json.dumps({"pipeline": type(pipe).__name__, "vae_module": type(pipe.vae).__module__,
-                      "vae_class": type(pipe.vae).__name__, "vae_dtype": str(pipe.vae.dtype)}))
+    for folder in sys.argv[1:]:
+        pipe = DiffusionPipeline.from_pretrained(folder)
+        latents = torch.load(folder + "/probe_latents.pt")
+        with torch.no_grad():
+            decoded = pipe.vae.decode(latents).sample
+        torch.save(decoded, folder + "/probe_decoded.pt")
+        print(json.dumps({"pipeline": type(pipe).__name__, "vae_module": type(pipe.vae).__module__,
+                          "vae_class": type(pipe.vae).__name__, "vae_dtype": str(pipe.vae.dtype)}))
     """
 )
 
 
 V01_TINY = Path(__file__).parent / "fixtures" / "v0.1" / "autoencoder_lite_tiny_decoder"
+VAE_KINDS = ("sd_decoder", "tiny_decoder", "tiny_decoder_saved_by_v0.1")
 
 
-@pytest.mark.parametrize("vae_kind", ["sd_decoder", "tiny_decoder", "tiny_decoder_saved_by_v0.1"])
-def test_save_pretrained_then_from_pretrained_in_a_fresh_process(tokenizer, tmp_path, vae_kind):
-    """A saved pipeline records the VAE's module and class in model_index.json and loads back in a fresh process
-    (only ``import diffusers_litevae``). Pipelines saved by version 0.1 recorded ``AutoencoderLite`` for a
-    TAESD-family VAE too; they load, with the VAE as the ``AutoencoderLiteTiny`` it now is."""
+def _save_pipeline_with(vae_kind: str, tokenizer, folder: Path) -> AutoencoderLite | AutoencoderLiteTiny:
+    """Save an SD pipeline whose VAE is of ``vae_kind`` into ``folder``, with probe latents; returns the VAE."""
     vae = tiny_autoencoder_lite(seed=0) if vae_kind == "sd_decoder" else tiny_autoencoder_lite_tiny(seed=0)
     if vae_kind == "tiny_decoder_saved_by_v0.1":
         vae = AutoencoderLiteTiny.from_pretrained(V01_TINY)
     pipe = _with_lite_vae(StableDiffusionPipeline(**_sd_components(tokenizer)), vae)
-    pipe.save_pretrained(tmp_path)
+    pipe.save_pretrained(folder)
     module = "autoencoder_lite" if vae_kind == "sd_decoder" else "autoencoder_lite_tiny"
-    model_index = json.loads((tmp_path / "model_index.json").read_text())
+    model_index = json.loads((folder / "model_index.json").read_text())
     assert model_index["vae"] == [f"diffusers_litevae.models.{module}", type(vae).__name__]
     if vae_kind == "tiny_decoder_saved_by_v0.1":  # the folder and the index entry exactly as version 0.1 wrote them
-        shutil.rmtree(tmp_path / "vae")
-        shutil.copytree(V01_TINY, tmp_path / "vae", ignore=shutil.ignore_patterns("expected.pt"))
+        shutil.rmtree(folder / "vae")
+        shutil.copytree(V01_TINY, folder / "vae", ignore=shutil.ignore_patterns("expected.pt"))
         model_index["vae"] = ["diffusers_litevae.models.autoencoder_lite", "AutoencoderLite"]
-        (tmp_path / "model_index.json").write_text(json.dumps(model_index))
-    assert (tmp_path / "vae" / "diffusion_pytorch_model.safetensors").is_file()
-
+        (folder / "model_index.json").write_text(json.dumps(model_index))
+    assert (folder / "vae" / "diffusion_pytorch_model.safetensors").is_file()
     latents = torch.randn(1, 4, SIZE // 8, SIZE // 8, generator=torch.Generator().manual_seed(0))
-    torch.save(latents, tmp_path / "probe_latents.pt")
+    torch.save(latents, folder / "probe_latents.pt")
+    return vae
+
+
+def test_save_pretrained_then_from_pretrained_in_a_fresh_process(tokenizer, tmp_path):
+    """A saved pipeline records the VAE's module and class in model_index.json and loads back in a fresh process
+    (only ``import diffusers_litevae``), for either LiteVAE class. Pipelines saved by version 0.1 recorded
+    ``AutoencoderLite`` for a TAESD-family VAE too; they load, with the VAE as the ``AutoencoderLiteTiny`` it now is.
+    One process loads the three folders (a Python start and the torch import cost seconds each)."""
+    folders = [tmp_path / kind for kind in VAE_KINDS]
+    vaes = [_save_pipeline_with(kind, tokenizer, folder) for kind, folder in zip(VAE_KINDS, folders)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(
-        [sys.executable, "-c", _LOAD_IN_FRESH_PROCESS, str(tmp_path)],
+        [sys.executable, "-c", _LOAD_IN_FRESH_PROCESS, *map(str, folders)],
         capture_output=True,
         text=True,
         env=env,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    loaded = json.loads(result.stdout.strip().splitlines()[-1])
-    assert loaded == {
-        "pipeline": "StableDiffusionPipeline",
-        "vae_module": f"diffusers_litevae.models.{module}",
-        "vae_class": type(vae).__name__,
-        "vae_dtype": "torch.float32",
-    }
-    with torch.no_grad():
-        expected = vae.decode(latents).sample
-    torch.testing.assert_close(torch.load(tmp_path / "probe_decoded.pt"), expected, rtol=0, atol=0)
+    reports = [json.loads(line) for line in result.stdout.strip().splitlines()[-len(folders) :]]
+    for kind, folder, vae, loaded in zip(VAE_KINDS, folders, vaes, reports):
+        module = "autoencoder_lite" if kind == "sd_decoder" else "autoencoder_lite_tiny"
+        assert loaded == {
+            "pipeline": "StableDiffusionPipeline",
+            "vae_module": f"diffusers_litevae.models.{module}",
+            "vae_class": type(vae).__name__,
+            "vae_dtype": "torch.float32",
+        }, kind
+        with torch.no_grad():
+            expected = vae.decode(torch.load(folder / "probe_latents.pt")).sample
+        torch.testing.assert_close(torch.load(folder / "probe_decoded.pt"), expected, rtol=0, atol=0)

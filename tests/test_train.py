@@ -133,7 +133,7 @@ def test_a_tiny_run_learns_and_writes_a_loadable_model(photos, tmp_path):
 
 @pytest.mark.parametrize("decoder", ["groupnorm", "tiny"])
 def test_the_other_decoders_train_too(photos, tmp_path, decoder):
-    result = train_autoencoder(_config(photos, tmp_path / decoder, decoder=decoder, max_train_steps=120))
+    result = train_autoencoder(_config(photos, tmp_path / decoder, decoder=decoder, max_train_steps=80))
     assert result["curve"][-1]["psnr"] > result["curve"][0]["psnr"] + 1.5
     model = AutoencoderLite.from_pretrained(tmp_path / decoder)
     if decoder == "tiny":
