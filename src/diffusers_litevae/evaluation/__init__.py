@@ -14,7 +14,8 @@ Command line: ``litevae eval`` (:mod:`diffusers_litevae.evaluation.cli`).
 
 from __future__ import annotations
 
-from .images import make_reconstruction_grid, prepare_image
+from ..image_io import make_reconstruction_grid
+from .images import prepare_image
 from .metrics import psnr_per_image, ssim_per_image
 from .run import EvaluationResult, evaluate_vaes, format_summary, measure_throughput
 from .vaes import ReconstructionModel, load_reconstruction_model

@@ -1,5 +1,5 @@
-"""Evaluation images: the resize/crop protocol, tensors, and the comparison grid (images are found and read by
-:mod:`diffusers_litevae.image_io`, as every command reads them).
+"""Evaluation images: the resize/crop protocol and batching (images are found and read, and grids drawn, by
+:mod:`diffusers_litevae.image_io`, as every command does).
 
 Every image is converted to RGB and cut to a size the VAEs accept (both sides multiples of 8), the same way for every
 model, so all models in one run see exactly the same pixels.
@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 
-import numpy as np
-import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from ..image_io import WHITE, resize_and_crop, upright_rgb
 from .errors import EvaluationInputError
@@ -19,12 +17,9 @@ from .errors import EvaluationInputError
 __all__ = [
     "batches_of_equal_size",
     "describe_preprocessing",
-    "images_to_tensor",
-    "make_reconstruction_grid",
     "parse_resolution",
     "parse_resolutions",
     "prepare_image",
-    "tensor_to_images",
 ]
 
 CROPS = ("square", "multiple_of_8")
@@ -108,87 +103,6 @@ def prepare_image(
         raise EvaluationInputError(f"crop must be one of {CROPS}, got {crop!r}.")
     image = upright_rgb(image, WHITE)  # transparent pixels onto white, as in the latent cache
     return resize_and_crop(image, None if resolution == "native" else resolution, crop == "square", resize, _MULTIPLE)
-
-
-def images_to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
-    """Stack equally sized RGB images into a float tensor ``(B, 3, H, W)`` in ``[0, 1]``."""
-    arrays = np.stack([np.asarray(image.convert("RGB"), dtype=np.uint8) for image in images])
-    return torch.from_numpy(arrays).permute(0, 3, 1, 2).float().div(255)
-
-
-def tensor_to_images(images: torch.Tensor) -> list[Image.Image]:
-    """``(B, 3, H, W)`` in ``[0, 1]`` -> list of 8-bit RGB PIL images (values clamped, rounded)."""
-    arrays = images.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(array) for array in arrays]
-
-
-def make_reconstruction_grid(
-    originals: Sequence[Image.Image],
-    reconstructions: dict[str, Sequence[Image.Image]],
-    captions: dict[str, Sequence[str]] | None = None,
-    tile_height: int = 256,
-    header_height: int = 28,
-) -> Image.Image:
-    """Side-by-side comparison: one row per image, columns ``original | model A | model B | ...``.
-
-    Args:
-        originals: the input images (any sizes; each row is scaled to ``tile_height`` pixels high).
-        reconstructions: label -> reconstructions of ``originals``, in the same order.
-        captions: label -> per-image caption drawn in the tile's corner (e.g. ``"31.2 dB"``).
-        tile_height: row height in pixels.
-        header_height: height of the label row at the top.
-
-    Returns:
-        One RGB ``PIL.Image``.
-    """
-    labels = list(reconstructions)
-    for label, images in reconstructions.items():
-        if len(images) != len(originals):
-            raise ValueError(f"{label!r} has {len(images)} reconstructions for {len(originals)} originals.")
-    font = _font(14)
-    rows = []
-    for index, original in enumerate(originals):
-        width = max(1, round(original.width * tile_height / original.height))
-        tiles = [original.convert("RGB").resize((width, tile_height), Image.Resampling.LANCZOS)]
-        for label in labels:
-            tile = reconstructions[label][index].convert("RGB").resize((width, tile_height), Image.Resampling.LANCZOS)
-            if captions and label in captions:
-                _caption(tile, captions[label][index], font)
-            tiles.append(tile)
-        rows.append(tiles)
-    column_widths = [max(row[c].width for row in rows) for c in range(len(labels) + 1)] if rows else [tile_height]
-    grid = Image.new("RGB", (sum(column_widths), header_height + tile_height * len(rows)), "white")
-    draw = ImageDraw.Draw(grid)
-    x = 0
-    for column, title in enumerate(["original", *labels]):
-        draw.text((x + 4, 6), _fit(title, column_widths[column], font), fill="black", font=font)
-        x += column_widths[column]
-    for r, row in enumerate(rows):
-        x = 0
-        for column, tile in enumerate(row):
-            grid.paste(tile, (x, header_height + r * tile_height))
-            x += column_widths[column]
-    return grid
-
-
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has only the fixed bitmap font
-        return ImageFont.load_default()
-
-
-def _fit(text: str, width: int, font) -> str:
-    while len(text) > 4 and font.getlength(text) > width - 8:
-        text = text[:-2] + "…"
-    return text
-
-
-def _caption(tile: Image.Image, text: str, font) -> None:
-    draw = ImageDraw.Draw(tile)
-    left, top, right, bottom = draw.textbbox((4, tile.height - 20), text, font=font)
-    draw.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill="black")
-    draw.text((4, tile.height - 20), text, fill="white", font=font)
 
 
 def batches_of_equal_size(

@@ -23,18 +23,17 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..image_io import describe_read_error, folder_images, load_image
-from ..models.utils import resolve_dtype
-from .errors import EvaluationInputError
-from .images import (
-    CROPS,
-    describe_preprocessing,
+from ..image_io import (
+    describe_read_error,
+    folder_images,
     images_to_tensor,
+    load_image,
     make_reconstruction_grid,
-    parse_resolutions,
-    prepare_image,
     tensor_to_images,
 )
+from ..models.utils import resolve_dtype
+from .errors import EvaluationInputError
+from .images import CROPS, describe_preprocessing, parse_resolutions, prepare_image
 from .metrics import (
     SSIM_WINDOW,
     LPIPSUnavailableError,

@@ -27,7 +27,7 @@ from ..image_io import (
 )
 from .data import load_eval_image, split_holdout
 from .errors import TrainingInputError
-from .validation import evaluate_autoencoder, save_image_grid
+from .validation import evaluate_autoencoder, save_reconstruction_grid
 
 __all__ = [
     "EMAWeights",
@@ -526,10 +526,11 @@ class TrainingRun:
                     reference=self.reference,
                 )
             if grid:
-                teacher_column = [] if self.reference is None else [self.reference.grid_reconstructions]
-                save_image_grid(
-                    self.output_dir / "validation" / f"step_{step:06d}.png",
-                    [images[: len(grid)], *teacher_column, grid],
+                columns = {"reconstruction": grid}
+                if self.reference is not None:
+                    columns = {"teacher": self.reference.grid_reconstructions, "student": grid}
+                save_reconstruction_grid(
+                    self.output_dir / "validation" / f"step_{step:06d}.png", images[: len(grid)], columns
                 )
             entry = {
                 "step": step,

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from ..image_io import centre_crop
+from ..image_io import centre_crop, make_reconstruction_grid, tensor_to_images
 from .teachers import DistillationTeacher
 
 __all__ = [
@@ -29,7 +29,6 @@ __all__ = [
     "compute_teacher_reference",
     "evaluate_autoencoder",
     "plot_curve",
-    "save_image_grid",
     "save_reconstruction_grid",
 ]
 
@@ -176,35 +175,31 @@ def evaluate_autoencoder(
 def save_reconstruction_grid(
     path: str | Path,
     originals: Sequence[torch.Tensor],
-    teacher_reconstructions: Sequence[torch.Tensor],
-    student_reconstructions: Sequence[torch.Tensor],
+    reconstructions: dict[str, Sequence[torch.Tensor]],
     tile: int = 256,
 ) -> Path:
-    """Save a PNG with one row per image: original | teacher reconstruction | student reconstruction."""
-    return save_image_grid(path, [originals, teacher_reconstructions, student_reconstructions], tile)
+    """Save a PNG with one row per image: ``original | <label> | ...`` (the comparison grid ``litevae eval`` draws).
 
-
-def save_image_grid(path: str | Path, columns: Sequence[Sequence[torch.Tensor]], tile: int = 256) -> Path:
-    """Save a PNG with one row per image and one column per sequence of ``(3, H, W)`` images in ``[-1, 1]``.
-
-    Each tile is the centre ``tile`` x ``tile`` square (smaller for small images; tiles are padded to one size).
+    Args:
+        path: the PNG to write (parent folders are created).
+        originals: ``(3, H, W)`` images in ``[-1, 1]``.
+        reconstructions: column label (``"teacher"``, ``"student"``) -> reconstructions of ``originals``.
+        tile: each image's centre ``tile`` x ``tile`` square is shown (the whole image when it is smaller).
     """
-    rows = []
-    for images in zip(*columns):
-        tiles = []
-        for image in images:
-            side = min(tile, *image.shape[-2:])
-            tiles.append(centre_crop(_to_unit(image.cpu()), side, side))
-        size = max(max(t.shape[-2:]) for t in tiles)
-        tiles = [F.pad(t, (0, size - t.shape[-1], 0, size - t.shape[-2]), value=1.0) for t in tiles]
-        rows.append(torch.cat(tiles, dim=-1))
-    width = max(r.shape[-1] for r in rows)
-    rows = [F.pad(r, (0, width - r.shape[-1]), value=1.0) for r in rows]
-    grid = torch.cat(rows, dim=-2)
-    array = (grid.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+
+    def tiles(images: Sequence[torch.Tensor]) -> list[Image.Image]:
+        crops = [
+            centre_crop(_to_unit(image.detach().cpu()), min(tile, image.shape[-1]), min(tile, image.shape[-2]))
+            for image in images
+        ]
+        return [tensor_to_images(crop[None])[0] for crop in crops]
+
+    grid = make_reconstruction_grid(
+        tiles(originals), {label: tiles(images) for label, images in reconstructions.items()}, tile_height=tile
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
+    grid.save(path)
     return path
 
 
