@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from .distill_cli import (
+from .cli_args import (
     add_compile_arguments,
     add_data_arguments,
     add_image_loss_arguments,
