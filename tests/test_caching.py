@@ -40,13 +40,7 @@ SIZES = {
 RES = dict(resolution=64, bucket_step=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Other jobs share the CPU: two OpenMP threads on a busy machine are far slower than one for these tiny models.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_image(path: Path, width: int, height: int, seed: int) -> None:

@@ -9,20 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from test_caching import entries, make_folder
 
 from diffusers_litevae.caching.writer import CacheBusyError, CacheLock
 from diffusers_litevae.cli import main
 from diffusers_litevae.testing_utils import tiny_autoencoder_lite
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

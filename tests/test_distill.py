@@ -46,13 +46,7 @@ from diffusers_litevae.training import (
 RESOLUTION = 32  # training crops: 4x4 latents
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny convolutions are dominated by thread synchronisation; one thread is several times faster here.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 _smooth_images, _save_png = smooth_images, save_png  # shared with the other training tests

@@ -13,19 +13,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from damaged_images import make_damaged_folder
 
 from diffusers_litevae.cli import main
 from diffusers_litevae.testing_utils import TINY_ENCODER, save_png, smooth_images
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

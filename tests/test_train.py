@@ -18,13 +18,7 @@ from diffusers_litevae.training.losses import gaussian_filtered_loss, kl_to_stan
 RESOLUTION = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny convolutions are dominated by thread synchronisation; one thread is several times faster here.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
