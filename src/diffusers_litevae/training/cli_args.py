@@ -191,9 +191,10 @@ def add_logging_arguments(parser: argparse.ArgumentParser, defaults) -> None:
     group.add_argument("--progress_bar", action=argparse.BooleanOptionalAction, default=defaults.progress_bar)
 
 
-def run_training(config, train, command: str):
-    """Run ``train(config)`` for ``litevae <command>``: INFO logging, the command line recorded in the config,
-    and bad input (:class:`TrainingInputError`) as one ``error:`` line. Returns the result, or ``None`` on bad input.
+def run_training(config, train, command: str, summary) -> int:
+    """Run ``train(config)`` for ``litevae <command>`` and return the exit code: INFO logging, the command line
+    recorded in the config, bad input (:class:`TrainingInputError`) as one ``error:`` line and exit code 2;
+    otherwise the line ``summary(result)`` gives (if any) is printed and the code is 0.
     """
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
@@ -201,7 +202,11 @@ def run_training(config, train, command: str):
     # The exact command, recorded in the run's JSON summary: the model card shows it as the way to reproduce the run.
     config.command_line = shlex.join(["litevae", *sys.argv[1:]]) if Path(sys.argv[0]).name == "litevae" else None
     try:
-        return train(config)
+        result = train(config)
     except TrainingInputError as error:
         print(f"litevae {command}: error: {error}", file=sys.stderr)
-        return None
+        return 2
+    line = summary(result)
+    if line:
+        print(line)
+    return 0

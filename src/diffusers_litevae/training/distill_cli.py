@@ -154,15 +154,16 @@ def run(args: argparse.Namespace) -> int:
     from .trainer import distill
 
     config = config_from_args(args)
-    result = run_training(config, distill, "distill")
-    if result is None:
-        return 2
-    metrics = result["final_metrics"]
-    if metrics.get("psnr_student") is not None:
-        print(
+
+    def summary(result: dict) -> str | None:
+        metrics = result["final_metrics"]
+        if metrics.get("psnr_student") is None:
+            return None
+        return (
             f"distilled {result['student']['encoder_parameters'] / 1e6:.2f} M-parameter encoder "
             f"in {metrics['step']} steps "
             f"({result['train_images_per_s']:.1f} images/s): PSNR {metrics['psnr_student']:.2f} dB "
             f"(teacher {metrics['psnr_teacher']:.2f}), latent MSE {metrics['latent_mse']:.5f} -> {config.output_dir}"
         )
-    return 0
+
+    return run_training(config, distill, "distill", summary)

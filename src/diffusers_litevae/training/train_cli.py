@@ -131,14 +131,15 @@ def run(args: argparse.Namespace) -> int:
     from .from_scratch import train_autoencoder
 
     config = config_from_args(args)
-    result = run_training(config, train_autoencoder, "train")
-    if result is None:
-        return 2
-    metrics = result["final_metrics"]
-    if metrics.get("psnr") is not None:
-        print(
+
+    def summary(result: dict) -> str | None:
+        metrics = result["final_metrics"]
+        if metrics.get("psnr") is None:
+            return None
+        return (
             f"trained LiteVAE-{result['model']['encoder_preset']} ({result['model']['decoder']} decoder) in "
             f"{metrics['step']} steps ({result['train_images_per_s']:.1f} images/s): PSNR {metrics['psnr']:.2f} dB, "
             f"SSIM {metrics['ssim']:.4f} -> {config.output_dir}"
         )
-    return 0
+
+    return run_training(config, train_autoencoder, "train", summary)
