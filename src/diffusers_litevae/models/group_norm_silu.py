@@ -1,10 +1,9 @@
 """Fused GroupNorm + SiLU for channels_last (NHWC) tensors, in Triton.
 
 ``silu(group_norm(x))`` is what every :class:`~diffusers_litevae.models.litevae_encoder.LiteVAEResBlock` runs twice.
-On a GPU the encoder keeps its activations channels_last (for the convolutions), and PyTorch's GroupNorm on such
-tensors is slow: it either copies to NCHW and back or reduces one (batch, group) per program, which for the
-encoder's narrow widths (12-192 channels, groups of 1-6 channels) leaves most of the GPU idle. Here two passes read
-the tensor in its own layout, with tiles that are contiguous along channels:
+On a GPU the encoder keeps its activations channels_last (for the convolutions), and PyTorch's CUDA GroupNorm,
+written for NCHW, is slow on such tensors at the encoder's narrow widths (12-192 channels, groups of 1-6 channels).
+Here two passes read the tensor in its own layout, with tiles that are contiguous along channels:
 
 1. statistics: a grid over (batch, spatial chunks); each program reduces its rows to a per-channel mean and sum of
    squared deviations (M2), combining tiles with Chan's parallel formula (no ``E[x^2] - E[x]^2`` cancellation).
@@ -280,7 +279,9 @@ if TRITON_AVAILABLE:
         """The registered op behind :func:`group_norm_silu_triton` (fp32 ``weight``/``bias`` of shape ``(C,)``)."""
         batch, channels, height, width = x.shape
         hw = height * width
-        block_c = triton.next_power_of_2(channels)
+        # The tile shapes are compile-time constants of the kernels: a symbolic channel count (torch.compile with
+        # dynamic shapes) is specialised here; batch and spatial sizes stay runtime arguments.
+        block_c = triton.next_power_of_2(int(channels))
         block_hw = max(1, _TILE_ELEMENTS // block_c)
         num_tiles = triton.cdiv(hw, block_hw)
         # Longer stats programs only once there are plenty of tiles to go round.
