@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from diffusers.models.activations import get_activation
 
 from ..transforms.haar import haar_filters, haar_wavedec
+from .group_norm_silu import group_norm_silu_triton, use_fused_group_norm_silu
 
 __all__ = [
     "ENCODER_PRESETS",
@@ -142,9 +143,21 @@ class LiteVAEResBlock(nn.Module):
             nn.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else None
         )
 
+    def _norm_act(self, norm: nn.GroupNorm, hidden: torch.Tensor) -> torch.Tensor:
+        # On CUDA, channels_last activations go through the fused Triton GroupNorm + SiLU when no gradient is
+        # needed (inference, latent caching): torch's GroupNorm is slow in that layout. Everything else, training
+        # included, runs the modules themselves, unchanged.
+        if (
+            isinstance(norm, nn.GroupNorm)
+            and isinstance(self.nonlinearity, nn.SiLU)
+            and use_fused_group_norm_silu(hidden, norm.weight, norm.bias)
+        ):
+            return group_norm_silu_triton(hidden, norm.num_groups, norm.weight, norm.bias, norm.eps)
+        return self.nonlinearity(norm(hidden))
+
     def forward(self, sample: torch.Tensor) -> torch.Tensor:
-        hidden = self.conv1(self.nonlinearity(self.norm1(sample)))
-        hidden = self.conv2(self.nonlinearity(self.norm2(hidden)))
+        hidden = self.conv1(self._norm_act(self.norm1, sample))
+        hidden = self.conv2(self._norm_act(self.norm2, hidden))
         skip = sample if self.conv_shortcut is None else self.conv_shortcut(sample)
         return skip + hidden
 

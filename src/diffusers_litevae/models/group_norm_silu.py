@@ -1,0 +1,328 @@
+"""Fused GroupNorm + SiLU for channels_last (NHWC) tensors, in Triton.
+
+``silu(group_norm(x))`` is what every :class:`~diffusers_litevae.models.litevae_encoder.LiteVAEResBlock` runs twice.
+On a GPU the encoder keeps its activations channels_last (for the convolutions), and PyTorch's CUDA GroupNorm,
+written for NCHW, is slow on such tensors at the encoder's narrow widths (12-192 channels, groups of 1-6 channels).
+Here two passes read the tensor in its own layout, with tiles that are contiguous along channels:
+
+1. statistics: a grid over (batch, spatial chunks); each program reduces its rows to a per-channel mean and sum of
+   squared deviations (M2), combining tiles with Chan's parallel formula (no ``E[x^2] - E[x]^2`` cancellation).
+   The partial results, ``(N, num_chunks, C)`` floats, are combined into group mean / rstd with torch ops.
+2. normalise + SiLU: a grid over (batch, spatial chunks); ``y = x * scale_c + shift_c`` with the group statistics
+   and the affine parameters folded into per-channel ``scale``/``shift``, then ``y * sigmoid(y)``, in fp32, stored
+   in ``x``'s dtype.
+
+The op is registered with ``torch.library.triton_op`` so ``torch.compile`` keeps it inside a graph. It is an
+inference op (no backward): :func:`group_norm_silu` takes it only when no gradient is needed, and falls back to
+``F.silu(F.group_norm(...))`` everywhere else (CPU, NCHW tensors, training, no Triton, torch < 2.6).
+
+Tests run the kernels on CPU tensors with ``TRITON_INTERPRET=1`` (set before Triton is imported) and ``force=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU installs without Triton: only the torch path exists
+    triton = None
+    tl = None
+
+__all__ = [
+    "TRITON_AVAILABLE",
+    "fused_group_norm_silu",
+    "fused_group_norm_silu_enabled",
+    "fused_group_norm_silu_supported",
+    "group_norm_silu",
+    "group_norm_silu_reference",
+    "group_norm_silu_triton",
+    "use_fused_group_norm_silu",
+]
+
+# torch.library.triton_op / wrap_triton arrived in torch 2.6; older torch keeps the plain path.
+TRITON_AVAILABLE = triton is not None and hasattr(torch.library, "triton_op") and hasattr(torch.library, "wrap_triton")
+
+_SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# Elements per tile (rows x padded channels): large enough to hide load latency, small enough to stay in registers.
+_TILE_ELEMENTS = 4096
+# Widest channel count handled: one tile row spans all channels, so BLOCK_C must stay a reasonable register size.
+_MAX_CHANNELS = 2048
+# Tiles one statistics program reduces: fewer, longer programs keep the partial buffer (and its torch combine) small
+# on large images; small images still get one program per tile so the GPU has enough of them.
+_MAX_TILES_PER_STATS_PROGRAM = 8
+_TARGET_STATS_PROGRAMS = 1024
+
+_enabled = True
+
+
+@contextlib.contextmanager
+def fused_group_norm_silu(enabled: bool) -> Iterator[None]:
+    """Turn the fused Triton path of :func:`group_norm_silu` on or off inside a ``with`` block (e.g. to benchmark
+    the encoder with and without it). The previous setting is restored on exit. ``torch.compile`` guards on the
+    setting, so a compiled model recompiles once when it changes."""
+    global _enabled
+    previous, _enabled = _enabled, bool(enabled)
+    try:
+        yield
+    finally:
+        _enabled = previous
+
+
+def fused_group_norm_silu_enabled() -> bool:
+    """Whether :func:`group_norm_silu` may take the fused path (see :func:`fused_group_norm_silu`)."""
+    return _enabled
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _layout_and_dtype_supported(x: torch.Tensor) -> bool:
+    return (
+        x.dim() == 4
+        and x.dtype in _SUPPORTED_DTYPES
+        and 0 < x.shape[1] <= _MAX_CHANNELS
+        and x.numel() > 0
+        and x.is_contiguous(memory_format=torch.channels_last)
+    )
+
+
+def fused_group_norm_silu_supported(x: torch.Tensor) -> bool:
+    """Whether the fused kernels can run on ``x``: a CUDA tensor of shape ``(N, C, H, W)`` in channels_last memory
+    format, fp16/bf16/fp32, with Triton and ``torch.library.triton_op`` available. Gradients are not considered
+    here (see :func:`group_norm_silu`)."""
+    return TRITON_AVAILABLE and x.is_cuda and _layout_and_dtype_supported(x)
+
+
+def use_fused_group_norm_silu(
+    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, *, force: bool = False
+) -> bool:
+    """Whether :func:`group_norm_silu` takes the fused path for these arguments: the switch is on, no gradient is
+    needed (the op has no backward) and ``x`` is supported (any device when ``force``, for interpreter tests)."""
+    if not _enabled or not (force or fused_group_norm_silu_supported(x)):
+        return False
+    return not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)))
+
+
+def group_norm_silu_reference(
+    x: torch.Tensor, num_groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
+) -> torch.Tensor:
+    """``F.silu(F.group_norm(x, num_groups, weight, bias, eps))``: the plain torch path."""
+    return F.silu(F.group_norm(x, num_groups, weight, bias, eps))
+
+
+def group_norm_silu(
+    x: torch.Tensor,
+    num_groups: int,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    eps: float = 1e-6,
+    *,
+    force: bool = False,
+) -> torch.Tensor:
+    """``silu(group_norm(x))``, fused in Triton where that is supported and no gradient is needed.
+
+    The fused path is taken when the switch (:func:`fused_group_norm_silu`) is on, no gradient is needed (grad mode
+    off, or neither ``x`` nor the affine parameters require grad) and :func:`fused_group_norm_silu_supported` holds.
+    Everything else runs :func:`group_norm_silu_reference`, bit-identical to ``nn.GroupNorm`` followed by
+    ``nn.SiLU``.
+
+    Args:
+        x: input of shape ``(N, C, H, W)``.
+        num_groups: GroupNorm groups (must divide ``C``).
+        weight: per-channel scale of shape ``(C,)``, or ``None`` for 1.
+        bias: per-channel shift of shape ``(C,)``, or ``None`` for 0.
+        eps: added to the group variance.
+        force: take the fused path even for non-CUDA tensors (switch and gradient checks still apply); with
+            ``TRITON_INTERPRET=1`` this runs the kernels on the CPU, for tests.
+
+    Returns:
+        A tensor like ``x`` (same shape, dtype and memory format).
+    """
+    if use_fused_group_norm_silu(x, weight, bias, force=force):
+        return group_norm_silu_triton(x, num_groups, weight, bias, eps)
+    return group_norm_silu_reference(x, num_groups, weight, bias, eps)
+
+
+def group_norm_silu_triton(
+    x: torch.Tensor,
+    num_groups: int,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """Always the fused Triton path (for benchmarks and tests); raises ``RuntimeError`` where it cannot run.
+
+    It has no backward: call it under ``torch.no_grad()`` / ``torch.inference_mode()``.
+
+    Args:
+        x: CUDA tensor of shape ``(N, C, H, W)``, channels_last, fp16/bf16/fp32 (a CPU tensor only with
+            ``TRITON_INTERPRET=1``).
+        num_groups: GroupNorm groups (must divide ``C``).
+        weight: per-channel scale of shape ``(C,)``, or ``None`` for 1.
+        bias: per-channel shift of shape ``(C,)``, or ``None`` for 0.
+        eps: added to the group variance.
+
+    Returns:
+        ``silu(group_norm(x))`` of shape ``(N, C, H, W)``, channels_last, in ``x``'s dtype.
+    """
+    if not TRITON_AVAILABLE:
+        raise RuntimeError(
+            "the fused GroupNorm + SiLU needs Triton and torch>=2.6 (torch.library.triton_op); "
+            f"found torch {torch.__version__}, Triton {'missing' if triton is None else triton.__version__}."
+        )
+    if not (x.is_cuda or _interpreting()):
+        raise RuntimeError(
+            f"the fused GroupNorm + SiLU runs on CUDA tensors (got {x.device}; TRITON_INTERPRET=1 runs it on the CPU)."
+        )
+    if not _layout_and_dtype_supported(x):
+        raise RuntimeError(
+            "the fused GroupNorm + SiLU needs a non-empty (N, C, H, W) channels_last tensor in fp16/bf16/fp32 with "
+            f"C <= {_MAX_CHANNELS}; got shape {tuple(x.shape)}, strides {x.stride()}, dtype {x.dtype}."
+        )
+    channels = x.shape[1]
+    if num_groups <= 0 or channels % num_groups:
+        raise ValueError(f"num_groups={num_groups} must divide the {channels} channels.")
+    # The kernels read fp32 affine parameters; None means the identity affine, as in F.group_norm.
+    weight = x.new_ones(channels, dtype=torch.float32) if weight is None else weight.float().contiguous()
+    bias = x.new_zeros(channels, dtype=torch.float32) if bias is None else bias.float().contiguous()
+    return torch.ops.litevae.group_norm_silu(x, num_groups, weight, bias, float(eps))
+
+
+if TRITON_AVAILABLE:
+
+    @triton.jit
+    def _channel_stats_kernel(
+        x_ptr,
+        mean_ptr,
+        m2_ptr,
+        HW,
+        C,
+        rows_per_program,
+        tiles_per_program,
+        num_chunks,
+        BLOCK_HW: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+    ):
+        """Per-channel mean and M2 of ``rows_per_program`` spatial rows of one image, written to
+        ``mean_ptr[n, chunk, :]`` and ``m2_ptr[n, chunk, :]`` (fp32, shape ``(N, num_chunks, C)``)."""
+        n = tl.program_id(0)
+        chunk = tl.program_id(1)
+        channel = tl.arange(0, BLOCK_C)
+        channel_mask = channel < C
+        row_in_tile = tl.arange(0, BLOCK_HW)
+        image = x_ptr + n.to(tl.int64) * HW * C
+        chunk_start = chunk * rows_per_program
+
+        mean = tl.zeros([BLOCK_C], dtype=tl.float32)
+        m2 = tl.zeros([BLOCK_C], dtype=tl.float32)
+        count = 0.0
+        for tile in range(0, tiles_per_program):
+            tile_start = chunk_start + tile * BLOCK_HW
+            rows = tile_start + row_in_tile
+            row_mask = rows < HW
+            mask = row_mask[:, None] & channel_mask[None, :]
+            offsets = rows.to(tl.int64)[:, None] * C + channel[None, :]
+            values = tl.load(image + offsets, mask=mask, other=0.0).to(tl.float32)
+            # Rows of this tile inside the image (0 for a tile past the end of the last chunk).
+            tile_count = tl.minimum(tl.maximum(HW - tile_start, 0), BLOCK_HW).to(tl.float32)
+            tile_mean = tl.sum(values, axis=0) / tl.maximum(tile_count, 1.0)
+            deviations = tl.where(mask, values - tile_mean[None, :], 0.0)
+            tile_m2 = tl.sum(deviations * deviations, axis=0)
+            # Chan et al.'s pairwise update: merge (count, mean, m2) with the tile's statistics.
+            total = tl.maximum(count + tile_count, 1.0)
+            delta = tile_mean - mean
+            mean += delta * (tile_count / total)
+            m2 += tile_m2 + delta * delta * (count * tile_count / total)
+            count = count + tile_count
+
+        out = (n.to(tl.int64) * num_chunks + chunk) * C + channel
+        tl.store(mean_ptr + out, mean, mask=channel_mask)
+        tl.store(m2_ptr + out, m2, mask=channel_mask)
+
+    @triton.jit
+    def _scale_shift_silu_kernel(
+        x_ptr,
+        out_ptr,
+        scale_ptr,
+        shift_ptr,
+        HW,
+        C,
+        BLOCK_HW: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+    ):
+        """``y = x * scale[n, c] + shift[n, c]; out = y * sigmoid(y)`` for ``BLOCK_HW`` spatial rows of one image."""
+        n = tl.program_id(0)
+        rows = tl.program_id(1) * BLOCK_HW + tl.arange(0, BLOCK_HW)
+        channel = tl.arange(0, BLOCK_C)
+        channel_mask = channel < C
+        mask = (rows < HW)[:, None] & channel_mask[None, :]
+        scale = tl.load(scale_ptr + n * C + channel, mask=channel_mask, other=0.0)
+        shift = tl.load(shift_ptr + n * C + channel, mask=channel_mask, other=0.0)
+        offsets = n.to(tl.int64) * HW * C + rows.to(tl.int64)[:, None] * C + channel[None, :]
+        values = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+        normalised = values * scale[None, :] + shift[None, :]
+        activated = normalised * tl.sigmoid(normalised)
+        tl.store(out_ptr + offsets, activated.to(out_ptr.dtype.element_ty), mask=mask)
+
+    @torch.library.triton_op("litevae::group_norm_silu", mutates_args=())
+    def _group_norm_silu_op(
+        x: torch.Tensor, num_groups: int, weight: torch.Tensor, bias: torch.Tensor, eps: float
+    ) -> torch.Tensor:
+        """The registered op behind :func:`group_norm_silu_triton` (fp32 ``weight``/``bias`` of shape ``(C,)``)."""
+        batch, channels, height, width = x.shape
+        hw = height * width
+        # The tile shapes are compile-time constants of the kernels: a symbolic channel count (torch.compile with
+        # dynamic shapes) is specialised here; batch and spatial sizes stay runtime arguments.
+        block_c = triton.next_power_of_2(int(channels))
+        block_hw = max(1, _TILE_ELEMENTS // block_c)
+        num_tiles = triton.cdiv(hw, block_hw)
+        # Longer stats programs only once there are plenty of tiles to go round.
+        tiles_per_program = max(1, min(_MAX_TILES_PER_STATS_PROGRAM, batch * num_tiles // _TARGET_STATS_PROGRAMS))
+        rows_per_program = tiles_per_program * block_hw
+        num_chunks = triton.cdiv(hw, rows_per_program)
+
+        chunk_mean = x.new_empty((batch, num_chunks, channels), dtype=torch.float32)
+        chunk_m2 = x.new_empty((batch, num_chunks, channels), dtype=torch.float32)
+        torch.library.wrap_triton(_channel_stats_kernel)[(batch, num_chunks)](
+            x,
+            chunk_mean,
+            chunk_m2,
+            hw,
+            channels,
+            rows_per_program,
+            tiles_per_program,
+            num_chunks,
+            BLOCK_HW=block_hw,
+            BLOCK_C=block_c,
+        )
+
+        # Combine the (chunk, channel) partials of each group on these tiny tensors: the group mean is the
+        # count-weighted mean of the partial means, and its M2 adds each partial's M2 and its spread about that mean.
+        group_size = channels // num_groups
+        chunk_counts = (hw - torch.arange(num_chunks, device=x.device) * rows_per_program).clamp(max=rows_per_program)
+        chunk_counts = chunk_counts.to(torch.float32).view(1, num_chunks, 1, 1)
+        chunk_mean = chunk_mean.view(batch, num_chunks, num_groups, group_size)
+        chunk_m2 = chunk_m2.view(batch, num_chunks, num_groups, group_size)
+        group_count = float(hw * group_size)
+        group_mean = (chunk_mean * chunk_counts).sum(dim=(1, 3)) / group_count  # (N, G)
+        spread = (chunk_mean - group_mean[:, None, :, None]).square() * chunk_counts
+        group_var = (chunk_m2.sum(dim=(1, 3)) + spread.sum(dim=(1, 3))) / group_count
+        group_rstd = torch.rsqrt(group_var + eps)
+
+        # Fold the statistics and the affine parameters into one multiply-add per element.
+        scale = (group_rstd.repeat_interleave(group_size, dim=1) * weight).contiguous()  # (N, C)
+        shift = (bias - group_mean.repeat_interleave(group_size, dim=1) * scale).contiguous()
+
+        out = torch.empty_like(x, memory_format=torch.channels_last)
+        torch.library.wrap_triton(_scale_shift_silu_kernel)[(batch, triton.cdiv(hw, block_hw))](
+            x, out, scale, shift, hw, channels, BLOCK_HW=block_hw, BLOCK_C=block_c
+        )
+        return out
