@@ -7,7 +7,8 @@ Here two passes read the tensor in its own layout, with tiles that are contiguou
 
 1. statistics: a grid over (batch, spatial chunks); each program reduces its rows to a per-channel mean and sum of
    squared deviations (M2), combining tiles with Chan's parallel formula (no ``E[x^2] - E[x]^2`` cancellation).
-   The partial results, ``(N, num_chunks, C)`` floats, are combined into group mean / rstd with torch ops.
+   The partial results, ``(N, num_chunks, C)`` floats, are combined per image into the group mean / rstd,
+   folded with the affine parameters into a per-channel ``scale``/``shift`` (a third, tiny kernel).
 2. normalise + SiLU: a grid over (batch, spatial chunks); ``y = x * scale_c + shift_c`` with the group statistics
    and the affine parameters folded into per-channel ``scale``/``shift``, then ``y * sigmoid(y)``, in fp32, stored
    in ``x``'s dtype.
@@ -248,6 +249,60 @@ if TRITON_AVAILABLE:
         tl.store(m2_ptr + out, m2, mask=channel_mask)
 
     @triton.jit
+    def _group_scale_shift_kernel(
+        mean_ptr,
+        m2_ptr,
+        weight_ptr,
+        bias_ptr,
+        scale_ptr,
+        shift_ptr,
+        HW,
+        C,
+        num_chunks,
+        rows_per_program,
+        group_size,
+        num_groups,
+        eps,
+        BLOCK_C: tl.constexpr,
+    ):
+        """One image's chunk statistics -> per-channel ``scale = rstd_g * weight`` and ``shift = bias - mean_g *
+        scale`` (fp32, ``(N, C)``): the combine step in one launch instead of a dozen small torch ops, which would
+        cost more than the two passes themselves on the encoder's small tensors."""
+        n = tl.program_id(0)
+        channel = tl.arange(0, BLOCK_C)
+        channel_mask = channel < C
+        mean = tl.zeros([BLOCK_C], dtype=tl.float32)
+        m2 = tl.zeros([BLOCK_C], dtype=tl.float32)
+        count = 0.0
+        base = n.to(tl.int64) * num_chunks * C
+        for chunk in range(0, num_chunks):
+            chunk_count = tl.minimum(HW - chunk * rows_per_program, rows_per_program).to(tl.float32)
+            chunk_mean = tl.load(mean_ptr + base + chunk * C + channel, mask=channel_mask, other=0.0)
+            chunk_m2 = tl.load(m2_ptr + base + chunk * C + channel, mask=channel_mask, other=0.0)
+            total = count + chunk_count
+            delta = chunk_mean - mean
+            mean += delta * (chunk_count / total)
+            m2 += chunk_m2 + delta * delta * (count * chunk_count / total)
+            count = total
+        # Channels of a group are contiguous: one masked reduction per group (at most 32 groups here).
+        group = channel // group_size
+        scale = tl.zeros([BLOCK_C], dtype=tl.float32)
+        group_mean_per_channel = tl.zeros([BLOCK_C], dtype=tl.float32)
+        for g in range(0, num_groups):
+            member = (group == g) & channel_mask
+            group_mean = tl.sum(tl.where(member, mean, 0.0), axis=0) / group_size
+            spread = tl.where(member, m2 + count * (mean - group_mean) * (mean - group_mean), 0.0)
+            rstd = 1.0 / tl.sqrt(tl.sum(spread, axis=0) / (count * group_size) + eps)
+            scale = tl.where(member, rstd, scale)
+            group_mean_per_channel = tl.where(member, group_mean, group_mean_per_channel)
+        weight = tl.load(weight_ptr + channel, mask=channel_mask, other=0.0)
+        bias = tl.load(bias_ptr + channel, mask=channel_mask, other=0.0)
+        scale = scale * weight
+        out = n.to(tl.int64) * C + channel
+        tl.store(scale_ptr + out, scale, mask=channel_mask)
+        tl.store(shift_ptr + out, bias - group_mean_per_channel * scale, mask=channel_mask)
+
+    @triton.jit
     def _scale_shift_silu_kernel(
         x_ptr,
         out_ptr,
@@ -304,23 +359,24 @@ if TRITON_AVAILABLE:
             BLOCK_C=block_c,
         )
 
-        # Combine the (chunk, channel) partials of each group on these tiny tensors: the group mean is the
-        # count-weighted mean of the partial means, and its M2 adds each partial's M2 and its spread about that mean.
-        group_size = channels // num_groups
-        chunk_counts = (hw - torch.arange(num_chunks, device=x.device) * rows_per_program).clamp(max=rows_per_program)
-        chunk_counts = chunk_counts.to(torch.float32).view(1, num_chunks, 1, 1)
-        chunk_mean = chunk_mean.view(batch, num_chunks, num_groups, group_size)
-        chunk_m2 = chunk_m2.view(batch, num_chunks, num_groups, group_size)
-        group_count = float(hw * group_size)
-        group_mean = (chunk_mean * chunk_counts).sum(dim=(1, 3)) / group_count  # (N, G)
-        spread = (chunk_mean - group_mean[:, None, :, None]).square() * chunk_counts
-        group_var = (chunk_m2.sum(dim=(1, 3)) + spread.sum(dim=(1, 3))) / group_count
-        group_rstd = torch.rsqrt(group_var + eps)
-
-        # Fold the statistics and the affine parameters into one multiply-add per element.
-        scale = (group_rstd.repeat_interleave(group_size, dim=1) * weight).contiguous()  # (N, C)
-        shift = (bias - group_mean.repeat_interleave(group_size, dim=1) * scale).contiguous()
-
+        scale = x.new_empty((batch, channels), dtype=torch.float32)
+        shift = x.new_empty((batch, channels), dtype=torch.float32)
+        torch.library.wrap_triton(_group_scale_shift_kernel)[(batch,)](
+            chunk_mean,
+            chunk_m2,
+            weight,
+            bias,
+            scale,
+            shift,
+            hw,
+            channels,
+            num_chunks,
+            rows_per_program,
+            channels // num_groups,
+            num_groups,
+            eps,
+            BLOCK_C=block_c,
+        )
         out = torch.empty_like(x, memory_format=torch.channels_last)
         torch.library.wrap_triton(_scale_shift_silu_kernel)[(batch, triton.cdiv(hw, block_hw))](
             x, out, scale, shift, hw, channels, BLOCK_HW=block_hw, BLOCK_C=block_c
