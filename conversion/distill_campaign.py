@@ -254,6 +254,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max_steps", type=int, default=None, help="stop after this many steps of this run")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--mixed_precision", default=None, choices=["no", "bf16"], help="default: bf16 on cuda")
+    parser.add_argument(
+        "--channels_last",
+        action="store_true",
+        help="train in channels_last (eager GroupNorm is slower on NHWC tensors at these widths; off by default)",
+    )
     parser.add_argument("--num_workers", type=int, default=None, help="crop workers (default: cores - 2)")
     parser.add_argument("--save_minutes", type=float, default=2.0, help="save the campaign this often")
     parser.add_argument("--eval_dir", default=None, help="Kodak-24 folder: evaluate after training")
@@ -304,7 +309,7 @@ def run(args: argparse.Namespace) -> dict:
     encoder = student.encoder
     if initial is not None and not state["step"]:
         encoder.load_state_dict(initial)
-    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     encoder.to(device, memory_format=memory_format).train()
     teacher.to(device, dtype=torch.bfloat16 if mixed_precision == "bf16" else torch.float32)
     teacher.to(memory_format=memory_format)
@@ -350,6 +355,11 @@ def run(args: argparse.Namespace) -> dict:
     before = {"images_seen": state["images_seen"], "seconds": dict(state["seconds"]), "runs": list(state["runs"])}
 
     def save() -> None:
+        if step == 0:  # a new campaign that has not trained: its weights are --init_from's (or a fresh student's)
+            state["settings"] = dataclasses.asdict(settings)
+            folder.mkdir(parents=True, exist_ok=True)
+            write_state(folder, state)
+            return
         elapsed = time.perf_counter() - started
         _record_run(state, before, settings, step, run_images, elapsed, device, wait_s)
         save_campaign(folder, state, accelerator.unwrap_model(encoder), ema, optimizer)
@@ -367,7 +377,7 @@ def run(args: argparse.Namespace) -> dict:
             group["lr"] = settings.learning_rate_at(step)
         components = distill_step(
             accelerator, encoder, teacher, loss_fn, [batch["pixel_values"]], optimizer, None, ema,
-            settings.max_grad_norm, channels_last=device.type == "cuda",
+            settings.max_grad_norm, channels_last=args.channels_last,
         )  # fmt: skip
         step, run_images = step + 1, run_images + batch["pixel_values"].shape[0]
         window.append(components)
@@ -381,8 +391,8 @@ def run(args: argparse.Namespace) -> dict:
             save()
             last_save = time.perf_counter()
     save()
-    summary = state["runs"][-1]
-    print(json.dumps({"run": summary}), flush=True)
+    if state["runs"]:
+        print(json.dumps({"run": state["runs"][-1]}), flush=True)
     if args.output_dir:
         export_and_evaluate(args, folder, state, student, accelerator.unwrap_model(encoder), ema, teacher, device)
     return state
