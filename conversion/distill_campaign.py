@@ -450,13 +450,8 @@ def export_and_evaluate(args, folder: Path, state: dict, student, encoder, ema, 
     (model_dir / "campaign.json").write_text(
         json.dumps({k: state[k] for k in ("settings", "step", "images_seen", "seconds", "runs")}, indent=1)
     )
-    losses = [
-        {k: v for k, v in e.items() if k in ("step", "latent", "reconstruction", "total")} for e in state["curve"]
-    ]
-    curve = [{"step": e["step"], **e["psnr"]} for e in state["evaluations"] if "psnr" in e]
-    plot_curve(curve, losses, out / "curve.png", title=f"campaign {folder.name}: {state['images_seen']} images",
-               psnr_key="256", psnr_label="Kodak-24, 256 px crops")  # fmt: skip
     if not args.eval_dir:
+        plot_campaign(state, folder.name, out / "curve.png")
         return
     command = [
         sys.executable, "-m", "diffusers_litevae.cli", "eval", "--vae", f"{model_dir}:campaign",
@@ -470,7 +465,21 @@ def export_and_evaluate(args, folder: Path, state: dict, student, encoder, ema, 
     evaluation.update(_gaps(summary))
     state["evaluations"].append(evaluation)
     write_state(folder, state)
+    plot_campaign(state, folder.name, out / "curve.png")
     print(json.dumps({"evaluation": evaluation}), flush=True)
+
+
+def plot_campaign(state: dict, name: str, path: Path) -> None:
+    """The loss curve of every run so far, and the Kodak-24 PSNR at 256 px crops of every evaluation."""
+    keep = ("step", "latent", "reconstruction", "total")
+    losses = [{key: value for key, value in entry.items() if key in keep} for entry in state["curve"]]
+    curve = [
+        {"step": entry["step"], "psnr": entry["psnr"]["256"], "psnr_teacher": entry["psnr_teacher"]["256"]}
+        for entry in state["evaluations"]
+        if "256" in entry.get("psnr", {})
+    ]
+    title = f"campaign {name}: {state['images_seen']} images, {sum(state['seconds'].values()) / 60:.1f} minutes"
+    plot_curve(curve, losses, path, title=title, psnr_key="psnr", psnr_label="Kodak-24, 256 px crops")
 
 
 def _gaps(summary: dict) -> dict:

@@ -157,6 +157,17 @@ def test_switch_and_gradients_keep_torch_path_even_when_forced():
     assert x.grad is not None and weight.grad is not None
 
 
+def test_torch_compile_tracing_keeps_the_torch_path(monkeypatch):
+    # Under torch.compile inductor fuses GroupNorm + SiLU itself (faster on the GPU than these kernels).
+    x, groups, weight, bias = _inputs()
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    with torch.no_grad():
+        assert not gns.use_fused_group_norm_silu(x, weight, bias, force=True)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: False)
+    with torch.no_grad():
+        assert gns.use_fused_group_norm_silu(x, weight, bias, force=True)
+
+
 def test_triton_entry_point_refuses_unsupported_inputs(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     x, groups, weight, bias = _inputs()

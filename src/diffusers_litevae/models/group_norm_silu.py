@@ -81,6 +81,11 @@ def fused_group_norm_silu_enabled() -> bool:
     return _enabled
 
 
+def _compiling() -> bool:
+    is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
+    return bool(is_compiling()) if is_compiling is not None else False
+
+
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -106,8 +111,12 @@ def use_fused_group_norm_silu(
     x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, *, force: bool = False
 ) -> bool:
     """Whether :func:`group_norm_silu` takes the fused path for these arguments: the switch is on, no gradient is
-    needed (the op has no backward) and ``x`` is supported (any device when ``force``, for interpreter tests)."""
-    if not _enabled or not (force or fused_group_norm_silu_supported(x)):
+    needed (the op has no backward), ``x`` is supported (any device when ``force``, for interpreter tests), and
+    ``torch.compile`` is not tracing: inductor fuses GroupNorm + SiLU itself, and measured faster than these kernels
+    (H200, ``benchmarks/results/gpu_profile_h200.json``: LiteVAE-S at 512 px x 32, 1545 img/s compiled against 1055
+    img/s eager with these kernels in a CUDA graph), while inductor failed to compile the registered op there
+    (torch 2.11, Triton 3.6)."""
+    if not _enabled or _compiling() or not (force or fused_group_norm_silu_supported(x)):
         return False
     return not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)))
 
