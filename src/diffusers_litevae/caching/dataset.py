@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -213,7 +214,8 @@ class BucketBatchSampler(Sampler[list[int]]):
         batch_size (`int`): samples per batch.
         shuffle (`bool`): shuffle samples within buckets and the order of batches, from ``(seed, epoch)``.
         seed (`int`): shuffling seed; call :meth:`set_epoch` each epoch.
-        drop_last (`bool`): drop each bucket's last incomplete batch.
+        drop_last (`bool`): drop each bucket's last incomplete batch. A bucket with fewer than ``batch_size`` samples
+            then yields nothing (a small cache can yield no batch at all): the sampler warns with the count dropped.
         num_replicas (`int`), rank (`int`): for data-parallel training without ``accelerator.prepare`` on the
             DataLoader: every rank gets the same number of batches (the batch list is truncated with
             ``drop_last``, else padded by repeating its first batches) and takes every ``num_replicas``-th.
@@ -244,6 +246,23 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
+        if drop_last:
+            self._warn_about_dropped_samples()
+
+    def _warn_about_dropped_samples(self) -> None:
+        short = {key: len(indices) for key, indices in self.groups.items() if len(indices) < self.batch_size}
+        if not short:
+            return
+        total = sum(len(indices) for indices in self.groups.values())
+        dropped = sum(len(indices) % self.batch_size for indices in self.groups.values())
+        buckets = ", ".join(f"{h}x{w} ({count})" for (h, w), count in short.items())
+        warnings.warn(
+            f"drop_last=True with batch_size={self.batch_size}: {len(short)} of {len(self.groups)} buckets hold fewer "
+            f"samples than one batch ({buckets}) and yield no batch; {dropped} of {total} samples are dropped every "
+            "epoch. Pass drop_last=False, or a smaller batch_size.",
+            UserWarning,
+            stacklevel=3,
+        )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
