@@ -544,3 +544,37 @@ def test_cache_latents_leaves_the_callers_vae_as_it_was(tmp_path, lite):
     for name, tensor in lite.state_dict().items():
         assert tensor.dtype == torch.bfloat16 and tensor.is_contiguous(), name
         assert torch.equal(tensor, before[name]), name
+
+
+def test_drop_last_warns_when_a_bucket_holds_less_than_one_batch():
+    buckets = [(64, 64)] * 7 + [(40, 88)] * 5 + [(88, 40)] * 2
+    with pytest.warns(UserWarning, match=r"1 of 3 buckets hold fewer samples than one batch \(88x40 \(2\)\)") as record:
+        sampler = BucketBatchSampler(buckets, batch_size=3, drop_last=True)
+    assert "5 of 14 samples are dropped" in str(record[0].message)  # 7 % 3 + 5 % 3 + 2
+    assert sum(len(batch) for batch in sampler) == 9
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every bucket fills a batch, or nothing is dropped: no warning
+        BucketBatchSampler([(64, 64)] * 6, batch_size=3, drop_last=True)
+        BucketBatchSampler(buckets, batch_size=3, drop_last=False)
+
+
+def test_the_readme_snippet_yields_batches_on_a_12_image_cache(tmp_path):
+    """The README's training snippet, as written (batch 16), on a cache of 12 images in two buckets."""
+    import re
+
+    sizes = {f"{i:02d}.png": ((64, 64) if i % 2 else (64, 48)) for i in range(12)}
+    make_folder(tmp_path / "images", sizes)
+    cache = tmp_path / "latents"
+    cache_latents(
+        tmp_path / "images", tiny_autoencoder_lite(seed=0), cache, resolution=64, bucket_step=8, flip=True,
+        num_workers=0, progress=False,
+    )  # fmt: skip
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (snippet,) = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "BucketBatchSampler(" in block]
+    namespace: dict = {}
+    exec(snippet.replace('"./latents"', repr(str(cache))), namespace)  # noqa: S102 (the README's own code)
+    batches = list(namespace["loader"])
+    assert sum(len(batch["caption"]) for batch in batches) == 12 and len(batches) == 2
+    assert "latents" in namespace  # the snippet's loop body ran

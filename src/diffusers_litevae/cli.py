@@ -1,8 +1,14 @@
 """The ``litevae`` command line: one subcommand per capability, each in the module that implements it.
 
-Every subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int``; modules are imported only
-when their subcommand runs, so ``litevae --help`` stays fast and a feature's optional dependencies are only
-needed when it is used.
+Every subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int``, and may define
+``interrupted(args) -> str``: what a Ctrl-C leaves behind and how to resume. Modules are imported only when their
+subcommand runs, so ``litevae --help`` stays fast and a feature's optional dependencies are only needed when it
+is used.
+
+How every command ends is decided here, once: bad input is one ``litevae <command>: error: ...`` line on stderr and
+exit code 2 (each command raises or prints it); Ctrl-C is one ``litevae <command>: interrupted: ...`` line and exit
+code 130; a closed pipe (``litevae info | head -1``) ends quietly with exit code 141, as a program killed by
+``SIGPIPE`` does.
 """
 
 from __future__ import annotations
@@ -10,7 +16,10 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
+import os
+import shlex
 import sys
+from pathlib import Path
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -20,12 +29,16 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "cache-latents": ("diffusers_litevae.caching.cli", "encode an image folder or Hub dataset into a latent cache"),
     "eval": ("diffusers_litevae.evaluation.cli", "reconstruction metrics and speed of one or more VAEs"),
     "push": ("diffusers_litevae.hub.cli", "write a model card and upload a model folder to the Hugging Face Hub"),
+    "push-cache": ("diffusers_litevae.caching.push_cli", "upload a latent cache to the Hugging Face Hub as a dataset"),
 }
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as the shell reports a program stopped by Ctrl-C
+BROKEN_PIPE_EXIT_CODE = 141  # 128 + SIGPIPE, as the shell reports a program whose reader went away
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """``--help`` lists every option's default: appended as ``(default: ...)``, also for options without help
-    text, except where there is nothing to show (``None``, off switches) or the help text already names it.
+    text, except where there is nothing to show (``None``, off switches) or the help text already names it
+    (``default: ...``, in any case).
 
     The one help formatter of the ``litevae`` commands: :func:`build_parser` gives it to every subcommand.
     """
@@ -37,10 +50,18 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         super().add_argument(action)
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        help_text = action.help or ""
-        if not _has_default_to_show(action) or "%(default)" in help_text or "(default" in help_text:
+        help_text = (action.help or "").lower()
+        if not _has_default_to_show(action) or "%(default)" in help_text or "default:" in help_text:
             return action.help
         return super()._get_help_string(action)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, with a usage mistake reported as one ``error:`` line (exit code 2) like every other
+    mistake, pointing to ``--help`` instead of printing the whole usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _has_default_to_show(action: argparse.Action) -> bool:
@@ -69,7 +90,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The full parser; only the subcommand named in ``argv`` (if any) has its module imported."""
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((token for token in argv if token in SUBCOMMANDS), None)
-    parser = argparse.ArgumentParser(prog="litevae", description="LiteVAE for Hugging Face diffusers.")
+    parser = ArgumentParser(prog="litevae", description="LiteVAE for Hugging Face diffusers.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text, formatter_class=DefaultsHelpFormatter)
@@ -83,9 +104,34 @@ def _module(name: str):
     return sys.modules[__name__] if name == __name__ else importlib.import_module(name)
 
 
+def invoked_command() -> str | None:
+    """The ``litevae ...`` command line this process runs (for the records and cards that show how to reproduce
+    an output), or ``None`` when it was not started as ``litevae`` / ``python -m diffusers_litevae.cli``."""
+    program = Path(sys.argv[0])
+    if program.name == "litevae" or (program.name == "cli.py" and program.parent.name == "diffusers_litevae"):
+        return shlex.join(["litevae", *sys.argv[1:]])
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser(argv).parse_args(argv)
-    return int(_module(args._module).run(args) or 0)
+    args = None
+    try:
+        args = build_parser(argv).parse_args(argv)
+        code = int(_module(args._module).run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        return code
+    except KeyboardInterrupt:
+        command = args.command if args is not None else None
+        explain = getattr(_module(args._module), "interrupted", None) if args is not None else None
+        message = explain(args) if explain is not None else "nothing was written."
+        fresh_line = "\n" if sys.stderr.isatty() else ""  # a progress bar on the terminal may be cut off mid-line
+        print(f"{fresh_line}litevae{f' {command}' if command else ''}: interrupted: {message}", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
+    except BrokenPipeError:
+        # The reader is gone: send what is still buffered nowhere, so the exit flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return BROKEN_PIPE_EXIT_CODE
 
 
 if __name__ == "__main__":

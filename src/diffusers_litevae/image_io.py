@@ -43,6 +43,7 @@ __all__ = [
     "dataset_label",
     "describe_read_error",
     "find_images",
+    "has_images",
     "folder_images",
     "is_saved_dataset",
     "load_image",
@@ -92,11 +93,38 @@ def scan_image_files(
         (not an image) or folder that could not be listed.
     """
     root = Path(root)
+    found: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for path, reason in _walk(root, image_extensions, ignore_extensions, exclude):
+        if reason is None:
+            found.append(path)
+        else:
+            skipped.append((path, reason))
+    found.sort(key=lambda path: path.relative_to(root).as_posix())
+    return found, skipped
+
+
+def has_images(
+    root: str | os.PathLike,
+    image_extensions: Iterable[str] = IMAGE_EXTENSIONS,
+    exclude: Iterable[str | os.PathLike] = (),
+) -> bool:
+    """Whether :func:`scan_image_files` would find an image under ``root``; stops at the first (a quick check of a
+    folder before any work, however many files it holds)."""
+    return any(reason is None for _, reason in _walk(Path(root), image_extensions, (), exclude))
+
+
+def _walk(
+    root: Path,
+    image_extensions: Iterable[str],
+    ignore_extensions: Iterable[str],
+    exclude: Iterable[str | os.PathLike],
+) -> Iterator[tuple[Path, str | None]]:
+    """``(path, None)`` for every image under ``root`` by the folder rule, ``(path, reason)`` for every other file
+    (not an image) or folder that cannot be listed; folder by folder, each folder's entries sorted by name."""
     images = set(e.lower() for e in image_extensions)
     ignored = set(e.lower() for e in ignore_extensions)
     excluded = {Path(path).expanduser().resolve() for path in exclude}
-    found: list[Path] = []
-    skipped: list[tuple[Path, str]] = []
     stack, visited = [root], set()
     while stack:
         folder = stack.pop()
@@ -107,7 +135,7 @@ def scan_image_files(
         try:
             entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
         except OSError as error:
-            skipped.append((folder, f"cannot list folder: {error}"))
+            yield folder, f"cannot list folder: {error}"
             continue
         for entry in entries:
             if entry.name.startswith("."):
@@ -119,16 +147,12 @@ def scan_image_files(
                 continue
             extension = os.path.splitext(entry.name)[1].lower()
             if extension in images:
-                found.append(path)
+                yield path, None
             elif extension not in ignored:
-                skipped.append(
-                    (
-                        path,
-                        f"not an image: extension {extension or '(none)'!r} is not one of {', '.join(sorted(images))}",
-                    )
+                yield (
+                    path,
+                    f"not an image: extension {extension or '(none)'!r} is not one of {', '.join(sorted(images))}",
                 )
-    found.sort(key=lambda path: path.relative_to(root).as_posix())
-    return found, skipped
 
 
 def find_images(folder: str | os.PathLike) -> list[Path]:

@@ -3,6 +3,8 @@
 - :func:`cache_latents` / ``litevae cache-latents``: image folder or Hugging Face dataset -> safetensors shards +
   index, with aspect-ratio buckets, incremental and crash-safe updates, and multi-GPU via ``accelerate launch``.
 - :class:`LatentDataset` and :class:`BucketBatchSampler`: read the cache in a training loop.
+- ``litevae push-cache`` (:mod:`diffusers_litevae.caching.hub`): a cache as a Hub dataset repo, which
+  ``LatentDataset("owner/name")`` downloads and opens.
 
 See ``docs/caching.md``.
 """

@@ -130,6 +130,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..cli import invoked_command
     from ..image_io import ImageInputError
     from ..vae_io import VAELoadError
     from .encode import cache_latents
@@ -184,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             max_images=args.max_images,
             cpu_mixed_precision=args.cpu_mixed_precision,
+            command=invoked_command(),
         )
     except (CacheInputError, ImageInputError, VAELoadError, CacheBusyError) as error:  # one line, else a traceback
         return _fail(str(error))
@@ -193,12 +195,23 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(json.dumps(report.to_dict(), indent=2))
     if report.num_samples == 0:
+        source = args.train_data_dir or args.dataset_name
+        if report.num_failed == 0 and report.num_skipped_files == 0:
+            return _fail(f"{source!r} holds no images; pass a source with images.")
         return _fail(
-            f"no image of {args.train_data_dir or args.dataset_name!r} could be cached: {report.num_failed} could not "
-            f"be read and {report.num_skipped_files} files are not images (each listed with its reason in "
+            f"no image of {source!r} could be cached: {report.num_failed} could not be read and "
+            f"{report.num_skipped_files} files are not images (each listed with its reason in "
             f"{os.path.join(report.output_dir, 'errors.jsonl')}); pass a source with readable images."
         )
     return 0
+
+
+def interrupted(args: argparse.Namespace) -> str:
+    """What a Ctrl-C leaves behind (printed by the ``litevae`` entry point)."""
+    return (
+        f"the shards finished so far are kept in {args.output_dir}; run the same command again to resume "
+        "(images already encoded are not encoded again)."
+    )
 
 
 def _fail(message: str) -> int:

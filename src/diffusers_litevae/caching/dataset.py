@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -48,7 +48,9 @@ class LatentDataset(Dataset):
     """A latent cache as a torch ``Dataset``.
 
     Args:
-        cache_dir: the folder written by ``litevae cache-latents`` / :func:`~diffusers_litevae.caching.cache_latents`.
+        cache_dir: the folder written by ``litevae cache-latents`` / :func:`~diffusers_litevae.caching.cache_latents`,
+            or the Hub dataset repo ``owner/name`` one was uploaded to (``litevae push-cache``), downloaded with
+            ``snapshot_download`` (cached by huggingface_hub).
         latent_sampling (`str`): ``"sample"`` draws ``mean + std * noise`` (a fresh posterior sample, as
             ``latent_dist.sample()`` does); ``"mean"`` returns the posterior mean (``latent_dist.mode()``).
         generator (`torch.Generator`, *optional*): noise source for ``"sample"`` (single-process loading; DataLoader
@@ -58,6 +60,10 @@ class LatentDataset(Dataset):
         flip_probability (`float`): chance of returning the horizontally flipped latent (needs a cache built with
             ``flip=True``).
         scale (`bool`): apply the VAE's shift/scaling (``False`` returns raw VAE latents).
+        revision (`str`, *optional*): the Hub revision (branch, tag, commit) of a cache given by repo id.
+        token (`str`, *optional*): Hugging Face token for a private cache repo.
+        vae (*optional*): the VAE the latents are for (a loaded VAE, or a folder / Hub id / bundled name): a cache
+            made by another VAE (class, config, weights or latent factors differ) is refused.
 
     Each item is a dict: ``latents`` (float32 ``(C, h, w)``), ``sample_id`` (str), ``caption`` (str, ``""`` when
     none), ``original_size`` and ``target_size`` (``(height, width)`` long tensors), ``crop_ltrb`` and
@@ -73,15 +79,22 @@ class LatentDataset(Dataset):
         seed: int | None = None,
         flip_probability: float = 0.0,
         scale: bool = True,
+        revision: str | None = None,
+        token: str | None = None,
+        vae=None,
     ):
+        from .hub import check_cache_vae, open_cache
+
         if latent_sampling not in ("sample", "mean"):
             raise ValueError(f"latent_sampling must be 'sample' or 'mean', got {latent_sampling!r}.")
-        self.root = Path(cache_dir).expanduser().resolve()
+        self.root = open_cache(cache_dir, revision, token).resolve()
         manifest = load_manifest(self.root)
         if manifest is None:
             raise FileNotFoundError(
                 f"{self.root} is not a latent cache (no manifest.json): build it with `litevae cache-latents`."
             )
+        if vae is not None:
+            check_cache_vae(manifest, vae, repr(str(cache_dir)))
         self.manifest = manifest
         self.latent_sampling = latent_sampling
         self.generator = generator
@@ -213,7 +226,8 @@ class BucketBatchSampler(Sampler[list[int]]):
         batch_size (`int`): samples per batch.
         shuffle (`bool`): shuffle samples within buckets and the order of batches, from ``(seed, epoch)``.
         seed (`int`): shuffling seed; call :meth:`set_epoch` each epoch.
-        drop_last (`bool`): drop each bucket's last incomplete batch.
+        drop_last (`bool`): drop each bucket's last incomplete batch. A bucket with fewer than ``batch_size`` samples
+            then yields nothing (a small cache can yield no batch at all): the sampler warns with the count dropped.
         num_replicas (`int`), rank (`int`): for data-parallel training without ``accelerator.prepare`` on the
             DataLoader: every rank gets the same number of batches (the batch list is truncated with
             ``drop_last``, else padded by repeating its first batches) and takes every ``num_replicas``-th.
@@ -244,6 +258,23 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
+        if drop_last:
+            self._warn_about_dropped_samples()
+
+    def _warn_about_dropped_samples(self) -> None:
+        short = {key: len(indices) for key, indices in self.groups.items() if len(indices) < self.batch_size}
+        if not short:
+            return
+        total = sum(len(indices) for indices in self.groups.values())
+        dropped = sum(len(indices) % self.batch_size for indices in self.groups.values())
+        buckets = ", ".join(f"{h}x{w} ({count})" for (h, w), count in short.items())
+        warnings.warn(
+            f"drop_last=True with batch_size={self.batch_size}: {len(short)} of {len(self.groups)} buckets hold fewer "
+            f"samples than one batch ({buckets}) and yield no batch; {dropped} of {total} samples are dropped every "
+            "epoch. Pass drop_last=False, or a smaller batch_size.",
+            UserWarning,
+            stacklevel=3,
+        )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

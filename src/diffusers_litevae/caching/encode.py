@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from ..file_io import check_output_dir
 from ..image_io import is_saved_dataset
 from ..models.utils import compile_for_inference, pad_batch, resolve_compile, resolve_dtype
 from ..vae_io import load_vae, posterior_moments, vae_identity
@@ -214,6 +215,7 @@ def cache_latents(
     dataset_cache_dir: str | None = None,
     progress: bool = True,
     max_images: int | None = None,
+    command: str | None = None,
     **transform_kwargs,
 ) -> CacheReport:
     """Encode an image folder or dataset into a latent cache (incremental, resumable, multi-process aware).
@@ -246,6 +248,8 @@ def cache_latents(
         progress (`bool`): tqdm progress bar (main process).
         max_images (`int`, *optional*): cache only the first ``max_images`` source images (sorted by sample id);
             the cache mirrors that subset (entries of other images are removed).
+        command (`str`, *optional*): the command line that runs this job, recorded in ``last_run.json`` (the
+            dataset card of ``litevae push-cache`` shows it as the way the cache was made).
 
     Returns:
         :class:`CacheReport`.
@@ -259,6 +263,8 @@ def cache_latents(
         raise CacheInputError(f"batch_size must be >= 1, got {batch_size}.")
     if num_workers < 0:
         raise CacheInputError(f"num_workers must be >= 0 (0: decode in this process), got {num_workers}.")
+    if max_images is not None and max_images < 1:
+        raise CacheInputError(f"max_images must be >= 1, got {max_images}.")
     if transform is None:
         transform = TransformConfig(**transform_kwargs)
     elif transform_kwargs:
@@ -267,7 +273,8 @@ def cache_latents(
     state = _process_state(device)
     rank, world = state.process_index, state.num_processes
     device = torch.device(device) if device is not None else state.device
-    root = Path(output_dir).expanduser().resolve()
+    # The folders first: a mistake in either is reported before the VAE loads and before anything is created.
+    root = check_output_dir(output_dir, "cache-latents", CacheInputError).resolve()
     source = _as_source(
         source,
         caption_extension,
@@ -278,6 +285,8 @@ def cache_latents(
         caption_column=caption_column,
         cache_dir=dataset_cache_dir,
     )
+    if isinstance(source, ImageFolderSource):
+        source.check_not_empty()
 
     # --- VAE and settings: every check before any long work --------------------------------------------------
     if isinstance(vae, (str, os.PathLike)):
@@ -329,8 +338,6 @@ def cache_latents(
         # --- what to do -------------------------------------------------------------------------------------------
         items, skipped = source.scan()
         if max_images is not None:
-            if max_images < 1:
-                raise CacheInputError(f"max_images must be >= 1, got {max_images}.")
             items = items[:max_images]
         index = CacheIndex.load(root)
         previous_failures = {
@@ -410,6 +417,7 @@ def cache_latents(
                     "processes": world,
                     "device": str(device),
                     "vae_name_or_path": vae_info["name_or_path"],
+                    "command": command,
                 },
             )
             if failures or skipped:

@@ -20,7 +20,14 @@ __all__ = [
     "content_hash",
 ]
 
-from ..image_io import IMAGE_EXTENSIONS, dataset_image_bytes, dataset_label, load_image_dataset, scan_image_files
+from ..image_io import (
+    IMAGE_EXTENSIONS,
+    dataset_image_bytes,
+    dataset_label,
+    has_images,
+    load_image_dataset,
+    scan_image_files,
+)
 from .index import CacheInputError
 
 _CAPTION_COLUMNS = ("text", "caption", "captions", "prompt", "sentence")
@@ -100,6 +107,16 @@ class ImageFolderSource:
 
     def describe(self) -> str:
         return f"image folder {self.root}"
+
+    def check_not_empty(self) -> None:
+        """Raise :class:`CacheInputError` when the folder holds no image (stops at the first one found): checked
+        before the VAE loads and before the cache folder is created."""
+        if not has_images(self.root, self.image_extensions, self.exclude):
+            extensions = "/".join(extension[1:] for extension in self.image_extensions)
+            raise CacheInputError(
+                f"image folder {str(self.root)!r} holds no {extensions} images (searched recursively, hidden files "
+                "skipped); pass a folder of images."
+            )
 
     def scan(self) -> tuple[list[SourceItem], list[dict]]:
         """List the images.

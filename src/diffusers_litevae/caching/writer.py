@@ -32,6 +32,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..file_io import follow_umask, fsync_dir, temp_path, write_bytes_atomic, write_json_atomic
+
 __all__ = [
     "BackgroundWriter",
     "CacheBusyError",
@@ -88,40 +90,6 @@ def read_shard_entries(path: str | os.PathLike) -> list[dict]:
     return json.loads(metadata["entries"])
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a fsynced temporary file and ``os.replace`` (readers see old or new)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = _temp_path(path)
-    with open(temp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-    _fsync_dir(path.parent)
-
-
-def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
-
-
 def remove_temp_files(root: str | os.PathLike) -> int:
     """Delete temporary files left by killed runs (call only while no process of this cache is writing)."""
     removed = 0
@@ -137,13 +105,14 @@ def remove_temp_files(root: str | os.PathLike) -> int:
 def save_shard(path: Path, tensors: dict[str, torch.Tensor], entries: list[dict], metadata: dict[str, str]) -> None:
     """Write one shard atomically (temporary file, fsync, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = _temp_path(path)
+    temp = temp_path(path)
     header = {**metadata, "format": CACHE_FORMAT, "version": str(FORMAT_VERSION), "entries": json.dumps(entries)}
     save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, str(temp), metadata=header)
+    follow_umask(temp)  # safetensors creates its files 0600; set before the rename, so the shard appears readable
     with open(temp, "rb+") as handle:
         os.fsync(handle.fileno())
     os.replace(temp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 class CacheBusyError(RuntimeError):

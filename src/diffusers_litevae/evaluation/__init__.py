@@ -14,21 +14,31 @@ Command line: ``litevae eval`` (:mod:`diffusers_litevae.evaluation.cli`).
 
 from __future__ import annotations
 
-from ..image_io import make_reconstruction_grid
-from .images import prepare_image
-from .metrics import psnr_per_image, ssim_per_image
-from .run import EvaluationResult, evaluate_vaes, format_summary, measure_throughput
-from .vaes import ReconstructionModel, load_reconstruction_model
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "EvaluationResult",
-    "ReconstructionModel",
-    "evaluate_vaes",
-    "format_summary",
-    "load_reconstruction_model",
-    "make_reconstruction_grid",
-    "measure_throughput",
-    "prepare_image",
-    "psnr_per_image",
-    "ssim_per_image",
-]
+from .._lazy import lazy_exports
+from ..image_io import make_reconstruction_grid  # numpy and PIL only
+
+# public name -> submodule defining it, imported on first use: `litevae eval` checks its folders before torch loads
+_EXPORTS = {
+    "EvaluationResult": "run",
+    "ReconstructionModel": "vaes",
+    "evaluate_vaes": "run",
+    "format_summary": "run",
+    "load_reconstruction_model": "vaes",
+    "measure_throughput": "run",
+    "prepare_image": "images",
+    "psnr_per_image": "metrics",
+    "ssim_per_image": "metrics",
+}
+
+__all__ = sorted([*_EXPORTS, "make_reconstruction_grid"])
+
+if TYPE_CHECKING:
+    from .images import prepare_image
+    from .metrics import psnr_per_image, ssim_per_image
+    from .run import EvaluationResult, evaluate_vaes, format_summary, measure_throughput
+    from .vaes import ReconstructionModel, load_reconstruction_model
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -115,17 +115,21 @@ def _fail(message: str) -> int:
     return 2
 
 
+def interrupted(args: argparse.Namespace) -> str:
+    """What a Ctrl-C leaves behind (printed by the ``litevae`` entry point)."""
+    return f"nothing was written ({args.output_dir} gets its files when the evaluation ends); run the command again."
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..image_io import ImageInputError, dataset_images, find_images
-    from ..vae_io import VAELoadError
+    from ..file_io import check_output_dir
+    from ..image_io import ImageInputError, find_images
     from .errors import EvaluationInputError
     from .images import parse_resolutions
-    from .run import evaluate_vaes, format_summary, resolve_device
-    from .vaes import default_label, parse_vae_spec
 
-    # Validate every flag before loading a model or an image.
+    # Validate every flag and folder before loading a model or an image; the folders before importing torch, so
+    # a mistyped path is reported at once, and an output folder that cannot take the results before any work.
     if args.image_dir is not None and args.dataset_name is not None:
         return _fail(
             "pass at most one of --image_dir FOLDER or --dataset_name HUB_DATASET_ID (neither: the bundled samples)."
@@ -137,11 +141,21 @@ def run(args: argparse.Namespace) -> int:
 
         image_dir = pretrained_path("samples")
     try:
-        resolution = parse_resolutions(args.resolution)
-        resolve_device(args.device)
+        check_output_dir(args.output_dir, "eval", EvaluationInputError)
         if image_dir is not None:
             find_images(image_dir)
+        resolution = parse_resolutions(args.resolution)
     except (EvaluationInputError, ImageInputError) as error:
+        return _fail(str(error))
+
+    from ..image_io import dataset_images
+    from ..vae_io import VAELoadError
+    from .run import evaluate_vaes, format_summary, resolve_device
+    from .vaes import default_label, parse_vae_spec
+
+    try:
+        resolve_device(args.device)
+    except EvaluationInputError as error:
         return _fail(str(error))
     if args.max_images is not None and args.max_images < 1:
         return _fail(f"--max_images must be >= 1, got {args.max_images}.")

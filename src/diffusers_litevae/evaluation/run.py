@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..file_io import check_output_dir
 from ..image_io import (
     describe_read_error,
     folder_images,
@@ -72,7 +73,7 @@ class EvaluationResult:
 
     def save(self, output_dir: str | os.PathLike) -> dict[str, Path]:
         """Write ``summary.json``, ``per_image.csv`` and ``grid.png`` into ``output_dir``; returns their paths."""
-        output_dir = Path(output_dir)
+        output_dir = check_output_dir(output_dir, "eval", EvaluationInputError)
         output_dir.mkdir(parents=True, exist_ok=True)
         paths = {"summary": output_dir / "summary.json", "per_image": output_dir / "per_image.csv"}
         paths["summary"].write_text(json.dumps(self.summary, indent=2) + "\n")

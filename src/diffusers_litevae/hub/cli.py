@@ -26,8 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--repo_id",
-        default=None,
-        help="target Hub repo 'owner/name' (required, also with --dry_run: the card's snippets load from it)",
+        required=True,
+        help="target Hub repo 'owner/name' (also with --dry_run: the card's snippets load the model from it)",
     )
     parser.add_argument("--name", default=None, help="the model's name in the card (default: the name in --repo_id)")
     parser.add_argument(
@@ -90,3 +90,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"uploaded to {result}")
     return 0
+
+
+def interrupted(args: argparse.Namespace) -> str:
+    """What a Ctrl-C leaves behind (printed by the ``litevae`` entry point)."""
+    if args.dry_run or args.output_dir:
+        where = f"{args.output_dir} may be incomplete: delete it and " if args.output_dir else ""
+        return f"{where}run the same command again."
+    return "an upload is one commit, so the repo has all of this upload or none of it; run the same command again."

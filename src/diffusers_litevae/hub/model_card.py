@@ -179,7 +179,9 @@ def _usage(
             f"pipe.vae = {class_name}.from_pretrained({load}, torch_dtype=pipe.vae.dtype).to(pipe.device)\n"
         )
     return f"""```bash
-pip install diffusers-litevae
+# diffusers-litevae is not on PyPI yet: install it from a source checkout of the package
+pip install .            # in the checkout; or build a wheel there and install it anywhere:
+python -m build --wheel && pip install dist/diffusers_litevae-*.whl
 ```
 
 {note}

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from huggingface_hub import HfApi, get_token
 
+from ..file_io import check_output_dir, save_pretrained
 from ..models.autoencoder_lite import AutoencoderLite
 from ..models.autoencoder_lite_base import AutoencoderLiteBase
 from ..models.utils import cast_module, is_owner_repo_id
@@ -202,24 +203,20 @@ def prepare_upload_folder(
     """
     model_path, _ = validate_model_folder(model_dir)
     summary, label = load_metrics_entry(metrics_file, metrics_label, model_path)
-    output = Path(output_dir)
-    if output.exists() and any(output.iterdir()):
-        raise PushError(
-            f"output folder {str(output)!r} is not empty; pass a new --output_dir (nothing is overwritten)."
-        )
+    output = check_output_dir(output_dir, "push", PushError, empty=True)
 
     model = AutoencoderLite.from_pretrained(str(model_path), torch_dtype=torch.float32)
     _check_measured_parameters(summary, label, model, model_path)
 
     output.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(output), safe_serialization=True)
+    save_pretrained(model, output, safe_serialization=True)
     # save_pretrained(variant="fp16") only renames the file: cast first, so the fp16 file really holds fp16 tensors.
     cast_module(model, dtype=torch.float16)
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise PushError(
             f"{str(model_path)!r} has weights outside the fp16 range; they would turn into inf in the fp16 variant."
         )
-    model.save_pretrained(str(output), safe_serialization=True, variant="fp16")
+    save_pretrained(model, output, safe_serialization=True, variant="fp16")
     copy_training_record(model_path, output)
     for file_name in ("per_image.csv", "grid.png"):
         source = Path(metrics_file).parent / file_name
@@ -374,6 +371,8 @@ def push_to_hub(
             "--repo_id owner/name is required (also with --dry_run: the model card's snippets load the model from it)."
         )
     _check_repo_id(repo_id)
+    if output_dir is not None:
+        check_output_dir(output_dir, "push", PushError, empty=True)
     model_path, _ = validate_model_folder(model_dir)
     load_metrics_entry(metrics_file, metrics_label, model_path)
     if not dry_run:

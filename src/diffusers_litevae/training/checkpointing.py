@@ -15,6 +15,7 @@ import re
 import shutil
 from pathlib import Path
 
+from ..file_io import follow_umask
 from .errors import TrainingInputError
 
 __all__ = [
@@ -101,6 +102,7 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (temporary / TRAINER_STATE_NAME).write_text(json.dumps(trainer_state, indent=1))
+        follow_umask(temporary)  # accelerate writes the model's safetensors 0600; the folder is this step's alone
         if final.exists():  # re-running a finished step: replace the old copy
             shutil.rmtree(final)
         os.replace(temporary, final)

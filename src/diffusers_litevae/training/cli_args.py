@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shlex
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ __all__ = [
     "add_image_loss_arguments",
     "add_logging_arguments",
     "add_optimisation_arguments",
+    "interrupted",
     "json_object",
     "run_training",
 ]
@@ -191,6 +191,19 @@ def add_logging_arguments(parser: argparse.ArgumentParser, defaults) -> None:
     group.add_argument("--progress_bar", action=argparse.BooleanOptionalAction, default=defaults.progress_bar)
 
 
+def interrupted(args: argparse.Namespace) -> str:
+    """What a Ctrl-C of a training command leaves behind (printed by the ``litevae`` entry point)."""
+    from .checkpointing import find_latest_checkpoint
+
+    latest = find_latest_checkpoint(Path(args.output_dir) / "checkpoints")
+    if latest is None:
+        return (
+            f"no checkpoint was written yet (one every {args.checkpointing_steps} steps, in "
+            f"{Path(args.output_dir) / 'checkpoints'}); run the command again to start over."
+        )
+    return f"{latest} is kept; add --resume_from_checkpoint latest to the same command to go on from there."
+
+
 def run_training(config, train, command: str, summary) -> int:
     """Run ``train(config)`` for ``litevae <command>`` and return the exit code: INFO logging, the command line
     recorded in the config, bad input (:class:`TrainingInputError`) as one ``error:`` line and exit code 2;
@@ -199,8 +212,10 @@ def run_training(config, train, command: str, summary) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
+    from ..cli import invoked_command
+
     # The exact command, recorded in the run's JSON summary: the model card shows it as the way to reproduce the run.
-    config.command_line = shlex.join(["litevae", *sys.argv[1:]]) if Path(sys.argv[0]).name == "litevae" else None
+    config.command_line = invoked_command()
     try:
         result = train(config)
     except TrainingInputError as error:

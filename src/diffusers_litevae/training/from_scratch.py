@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..file_io import save_pretrained
 from ..models.autoencoder_lite import AutoencoderLite
 from ..models.autoencoder_lite_base import AutoencoderLiteBase
 from ..models.autoencoder_lite_tiny import AutoencoderLiteTiny
@@ -130,7 +131,7 @@ def validate_train_config(config: TrainConfig) -> ResolutionSchedule:
         raise TrainingInputError(f"--decoder must be one of {', '.join(DECODERS)}, got {config.decoder!r}.")
     if config.latent_channels <= 0:
         raise TrainingInputError(f"--latent_channels must be positive, got {config.latent_channels}.")
-    schedule = validate_run_settings(config, TrainingInputError)
+    schedule = validate_run_settings(config, TrainingInputError, "train")
     discriminator_factor = 2 ** len(config.discriminator_block_out_channels)
     odd = [size for size in schedule.sizes if size % discriminator_factor]
     if config.adversarial_weight > 0 and odd:
@@ -458,8 +459,8 @@ class _TrainRun(TrainingRun):
             output.load_state_dict(weights)
             scaling, shift = self.measure_latent_scaling(output)
             output.register_to_config(scaling_factor=scaling, shift_factor=shift)
-            output.save_pretrained(self.output_dir, safe_serialization=True)
-            accelerator.unwrap_model(self.discriminator).save_pretrained(self.output_dir / "discriminator")
+            save_pretrained(output, self.output_dir, safe_serialization=True)
+            save_pretrained(accelerator.unwrap_model(self.discriminator), self.output_dir / "discriminator")
             result = self._summary(scaling, shift)
             (self.output_dir / "training.json").write_text(json.dumps(result, indent=1))
             self.plot()

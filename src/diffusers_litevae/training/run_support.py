@@ -323,13 +323,19 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 
 
-def validate_run_settings(config: RunSettings, error: type[Exception]):
+def validate_run_settings(config: RunSettings, error: type[Exception], command: str):
     """Check the :class:`RunSettings` every trainer shares (one-line ``error``s) and return the parsed resolution
-    schedule. Each trainer checks its own settings (teacher, model, its losses) around this."""
+    schedule. Each trainer checks its own settings (teacher, model, its losses) around this; ``command`` is the
+    trainer's ``litevae`` command (``"distill"``, ``"train"``), whose output its ``output_dir`` may hold."""
+    from ..file_io import check_output_dir
     from .data import ResolutionSchedule, parse_scale_range
 
     if bool(config.train_data_dir) == bool(config.dataset_name):
         raise error("give exactly one data source: --train_data_dir FOLDER or --dataset_name HUB_DATASET.")
+    check_output_dir(config.output_dir, command, error)
+    for folder in data_folders(config):
+        if not Path(folder).expanduser().is_dir():
+            raise error(f"--train_data_dir {folder!r} does not exist or is not a folder; pass a folder of images.")
     schedule = ResolutionSchedule.parse(config.resolution_schedule)
     parse_scale_range(config.crop_scales)
     folders = data_folders(config)
@@ -653,34 +659,36 @@ class TrainingRun:
         )
         pending: dict[str, list[torch.Tensor]] = defaultdict(list)  # per-step losses since the last log line
         since_validation: dict[str, list[float]] = defaultdict(list)  # logged means since the last validation
-        stop = False
-        while step < config.max_train_steps and not stop:
-            step_start = time.perf_counter()
-            micro_batches = self.next_micro_batches(batches)
-            components = self.optimizer_step(micro_batches, step)
-            step += 1
-            state["step"] = step
-            # Steps of a mixed-size phase hold different numbers of images (equal pixels).
-            images = sum(len(batch["pixel_values"]) for batch in micro_batches)
-            state["images_seen"] += images * accelerator.num_processes
-            self.timer.train_seconds += time.perf_counter() - step_start
-            progress.update(1)
-            for name, value in components.items():
-                pending[name].append(value)
-            if step % config.logging_steps == 0 or step == config.max_train_steps:
-                means = self._log(step, pending, progress)
-                for name in components:
-                    since_validation[name].append(means[name])
-            stop = self.out_of_time(step)
-            if stop:
-                logger.info("time budget of %.1f minutes reached at step %d", config.max_minutes, step)
-            finished = step == config.max_train_steps or stop
-            if step % config.validation_steps == 0 or finished:
-                self.validate(step, {k: sum(v) / len(v) for k, v in since_validation.items()})
-                since_validation.clear()
-            if step % config.checkpointing_steps == 0 or finished:
-                self.checkpoint(step)
-        progress.close()
+        try:  # the bar is closed however the loop ends (Ctrl-C included), before anything else is printed
+            stop = False
+            while step < config.max_train_steps and not stop:
+                step_start = time.perf_counter()
+                micro_batches = self.next_micro_batches(batches)
+                components = self.optimizer_step(micro_batches, step)
+                step += 1
+                state["step"] = step
+                # Steps of a mixed-size phase hold different numbers of images (equal pixels).
+                images = sum(len(batch["pixel_values"]) for batch in micro_batches)
+                state["images_seen"] += images * accelerator.num_processes
+                self.timer.train_seconds += time.perf_counter() - step_start
+                progress.update(1)
+                for name, value in components.items():
+                    pending[name].append(value)
+                if step % config.logging_steps == 0 or step == config.max_train_steps:
+                    means = self._log(step, pending, progress)
+                    for name in components:
+                        since_validation[name].append(means[name])
+                stop = self.out_of_time(step)
+                if stop:
+                    logger.info("time budget of %.1f minutes reached at step %d", config.max_minutes, step)
+                finished = step == config.max_train_steps or stop
+                if step % config.validation_steps == 0 or finished:
+                    self.validate(step, {k: sum(v) / len(v) for k, v in since_validation.items()})
+                    since_validation.clear()
+                if step % config.checkpointing_steps == 0 or finished:
+                    self.checkpoint(step)
+        finally:
+            progress.close()
 
     def _log(self, step: int, pending: dict[str, list[torch.Tensor]], progress) -> dict[str, float]:
         # One device sync per logging interval (the float() calls), not one per step.

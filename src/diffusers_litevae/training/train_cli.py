@@ -14,11 +14,12 @@ from .cli_args import (
     add_image_loss_arguments,
     add_logging_arguments,
     add_optimisation_arguments,
+    interrupted,
     json_object,
     run_training,
 )
 
-__all__ = ["add_arguments", "config_from_args", "run"]
+__all__ = ["add_arguments", "config_from_args", "interrupted", "run"]
 
 
 def _int_tuple(text: str) -> tuple[int, ...]:

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 
+from ..file_io import save_pretrained
 from ..models.autoencoder_lite_base import AutoencoderLiteBase
 from ..models.litevae_encoder import ENCODER_PRESETS, encoder_config, preset_name_of
 from ..models.utils import DTYPE_NAMES, cast_module, resolve_compile, resolve_dtype
@@ -146,7 +147,7 @@ def validate_config(config: DistillConfig) -> ResolutionSchedule:
             raise TrainingInputError(
                 f"--student_config may only set encoder_* keys (the decoder is the teacher's); got {bad}."
             )
-    schedule = validate_run_settings(config, TrainingInputError)
+    schedule = validate_run_settings(config, TrainingInputError, "distill")
     if config.optimizer not in ("adam", "adamw"):
         raise TrainingInputError(f"--optimizer must be 'adam' or 'adamw', got {config.optimizer!r}.")
     weights = config.loss_weights()
@@ -528,7 +529,7 @@ class _DistillRun(TrainingRun):
                 weights = {k: v.detach().float().cpu() for k, v in encoder.state_dict().items()}
             self.student.encoder.load_state_dict(weights)
             cast_module(self.student, device="cpu")
-            self.student.save_pretrained(self.output_dir, safe_serialization=True)
+            save_pretrained(self.student, self.output_dir, safe_serialization=True)
             (self.output_dir / "distillation.json").write_text(json.dumps(result, indent=1))
             self.plot()
             logger.info(

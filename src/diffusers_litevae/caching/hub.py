@@ -1,0 +1,211 @@
+"""A latent cache on the Hugging Face Hub, as a dataset repo.
+
+- :func:`push_cache` (``litevae push-cache ./latents --repo_id owner/name``): writes the cache's dataset card
+  (``README.md``: the VAE that made the latents, its scaling and shift factors, the transform, the sample count, the
+  buckets and the command that built the cache), then ``HfApi.create_repo(repo_type="dataset")`` and
+  ``upload_folder`` (``upload_large_folder`` for large caches, which uploads in resumable chunks, where the
+  installed huggingface_hub has it; from version 2 on, ``upload_folder`` does that itself).
+- :func:`open_cache` (what ``LatentDataset("owner/name", revision=...)`` calls): a local folder as it is, a repo id
+  downloaded with ``snapshot_download(repo_type="dataset")``; with ``vae``, a cache made by another VAE is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+from .index import INDEX_NAME, LAST_RUN_NAME, CacheIndex, CacheInputError, load_manifest
+from .writer import LOCK_NAME, CacheLock, list_shard_files
+
+__all__ = ["DEFAULT_COMMIT_MESSAGE", "LARGE_CACHE_BYTES", "cache_card", "check_cache_vae", "open_cache", "push_cache"]
+
+DEFAULT_COMMIT_MESSAGE = "Upload a latent cache with diffusers-litevae"
+# Above this size a cache goes up with upload_large_folder: many commits, resumable, instead of one commit.
+LARGE_CACHE_BYTES = 10 * 2**30
+# What a caching run leaves that is no part of the cache: its lock, temporary files, per-process error lists.
+UPLOAD_IGNORE = [LOCK_NAME, ".*.tmp-*", "**/.*.tmp-*", "errors.r*.partial.jsonl", ".cache/**"]
+# The parts of a VAE's identity that decide its latents (name, subfolder and revision are where it was loaded from).
+_VAE_KEYS = ("class", "config_hash", "weights_hash", "scaling_factor", "shift_factor", "latents_mean", "latents_std")
+
+
+def _read_cache(root: Path) -> tuple[dict, CacheIndex]:
+    manifest = load_manifest(root)
+    if manifest is None or not (root / INDEX_NAME).is_file():
+        raise CacheInputError(
+            f"{str(root)!r} is not a finished latent cache (no manifest.json or index.jsonl): build it with "
+            "`litevae cache-latents`."
+        )
+    index = CacheIndex.load(root, recover=False)
+    if set(list_shard_files(root)) - index.known_shards:
+        raise CacheInputError(
+            f"{str(root)!r} holds shards of an unfinished caching run; run its cache-latents command again to finish "
+            "it, then upload."
+        )
+    return manifest, index
+
+
+def cache_card(root: str | os.PathLike, repo_id: str, license: str | None = None):
+    """The ``huggingface_hub.DatasetCard`` of the cache in ``root``, to be uploaded as ``repo_id``."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    root = Path(root)
+    manifest, index = _read_cache(root)
+    vae, latents, transform = manifest["vae"], manifest["latents"], manifest["transform"]
+    last_run = json.loads((root / LAST_RUN_NAME).read_text()) if (root / LAST_RUN_NAME).is_file() else {}
+    buckets = Counter(tuple(entry["bucket"]) for entry in index.entries.values())
+    bucket_rows = "\n".join(f"| {h} x {w} | {count} |" for (h, w), count in sorted(buckets.items()))
+    command = last_run.get("command")
+    data = DatasetCardData(license=license, tags=["latent-cache", "diffusers-litevae", "diffusers"])
+    body = f"""# {repo_id.split("/")[-1]}
+
+A latent cache written by `litevae cache-latents` (diffusers-litevae): the posterior mean and std of every image,
+encoded once, for training a latent diffusion model on them for many epochs.
+
+```python
+from diffusers_litevae.caching import BucketBatchSampler, LatentDataset
+
+dataset = LatentDataset("{repo_id}")  # pass vae=... to refuse a cache made by another VAE
+```
+
+## VAE
+
+| | |
+|---|---|
+| class | `{vae.get("class")}` |
+| name or path | `{vae.get("name_or_path")}` |
+| subfolder / revision | `{vae.get("subfolder")}` / `{vae.get("revision")}` |
+| weights hash | `{vae.get("weights_hash")}` |
+| config hash | `{vae.get("config_hash")}` |
+| scaling factor | {vae.get("scaling_factor")} |
+| shift factor | {vae.get("shift_factor")} |
+
+Stored latents are unscaled; `LatentDataset` returns `(latent - shift_factor) * scaling_factor`.
+Channels {latents.get("channels")}, downsampling x{latents.get("downsample_factor")}, stored as
+{latents.get("dtype")}: {", ".join(f"`{name}`" for name in latents.get("tensors", []))}.
+
+## Transform
+
+```json
+{json.dumps(transform, indent=2)}
+```
+
+## Samples
+
+{len(index.entries)} samples in {len(buckets)} buckets (height x width in pixels):
+
+| bucket | samples |
+|---|---|
+{bucket_rows}
+
+## How it was made
+
+```bash
+{command or "(made through the Python API: cache_latents(...))"}
+```
+"""
+    return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+
+
+def push_cache(
+    cache_dir: str | os.PathLike,
+    repo_id: str,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str = DEFAULT_COMMIT_MESSAGE,
+    license: str | None = None,
+    dry_run: bool = False,
+    large: bool | None = None,
+) -> str:
+    """Upload the cache in ``cache_dir`` to the Hub dataset repo ``repo_id``, with its dataset card.
+
+    Args:
+        cache_dir: a finished cache (``litevae cache-latents``' ``--output_dir``).
+        repo_id: ``owner/name`` of the dataset repo (created if missing).
+        private: create the repo private.
+        token: Hugging Face token (default: the one stored by ``hf auth login``).
+        commit_message: the upload's commit message (``upload_folder`` only).
+        license: Hub license id for the card (the images' licence carries over to their latents).
+        dry_run: write the card into the cache and stop; no network.
+        large: ``upload_large_folder`` instead of ``upload_folder``; default: for caches over
+            :data:`LARGE_CACHE_BYTES`.
+
+    Returns:
+        The repo URL, or for a dry run the card's path.
+
+    Raises:
+        CacheInputError: not a finished cache, a bad repo id, no token, or a caching run writing to it now.
+    """
+    from huggingface_hub import HfApi, get_token
+
+    from ..models.utils import is_owner_repo_id
+
+    root = Path(cache_dir).expanduser()
+    if not is_owner_repo_id(repo_id):
+        raise CacheInputError(f"--repo_id must look like 'owner/name', got {repo_id!r}.")
+    _read_cache(root)
+    if not dry_run:
+        token = token or get_token()
+        if not token:
+            raise CacheInputError("no Hugging Face token: run `hf auth login` or pass --token.")
+    with CacheLock(root):  # no caching run may change the cache while it is read and uploaded
+        card_path = root / "README.md"
+        cache_card(root, repo_id, license).save(str(card_path))
+        if dry_run:
+            return str(card_path)
+        if large is None:
+            large = sum(path.stat().st_size for path in root.rglob("*") if path.is_file()) > LARGE_CACHE_BYTES
+        api = HfApi(token=token)
+        api.create_repo(repo_id=repo_id, repo_type="dataset", private=private, exist_ok=True)
+        # huggingface_hub 2 dropped upload_large_folder: its upload_folder itself uploads in resumable chunks.
+        if large and hasattr(api, "upload_large_folder"):
+            api.upload_large_folder(
+                repo_id=repo_id, folder_path=str(root), repo_type="dataset", ignore_patterns=UPLOAD_IGNORE
+            )
+        else:
+            api.upload_folder(
+                repo_id=repo_id,
+                folder_path=str(root),
+                repo_type="dataset",
+                commit_message=commit_message,
+                ignore_patterns=UPLOAD_IGNORE,
+            )
+    return f"https://huggingface.co/datasets/{repo_id}"
+
+
+def open_cache(cache_dir_or_repo_id: str | os.PathLike, revision: str | None = None, token: str | None = None) -> Path:
+    """The local folder of a cache: ``cache_dir_or_repo_id`` itself when it is a folder, else the snapshot of that
+    Hub dataset repo at ``revision`` (``snapshot_download``, cached by huggingface_hub)."""
+    from ..models.utils import is_owner_repo_id
+
+    path = Path(cache_dir_or_repo_id).expanduser()
+    if path.exists() or not is_owner_repo_id(str(cache_dir_or_repo_id)):
+        return path
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(str(cache_dir_or_repo_id), repo_type="dataset", revision=revision, token=token)
+    except Exception as error:  # not found, offline, gated: one line naming the repo
+        raise CacheInputError(
+            f"could not download the latent cache {str(cache_dir_or_repo_id)!r}"
+            f"{f' at revision {revision!r}' if revision else ''}: {type(error).__name__}: {error}".splitlines()[0]
+        ) from error
+    return Path(folder)
+
+
+def check_cache_vae(manifest: dict, vae, where: str) -> None:
+    """Refuse a cache whose latents another VAE made: ``vae`` is a loaded VAE or a name for
+    :func:`~diffusers_litevae.vae_io.load_vae`. Compared: class, config and weights hashes, latent-space factors."""
+    from ..vae_io import load_vae, vae_identity
+
+    name = str(vae) if isinstance(vae, (str, os.PathLike)) else None
+    identity = vae_identity(load_vae(name) if name is not None else vae, name)
+    cached = manifest.get("vae", {})
+    differences = [key for key in _VAE_KEYS if cached.get(key) != identity.get(key)]
+    if differences:
+        raise CacheInputError(
+            f"the latent cache {where} was made by another VAE ({cached.get('class')} from "
+            f"{cached.get('name_or_path')!r}, not {identity['class']} from {identity['name_or_path']!r}; "
+            f"differs in {', '.join(differences)}): its latents do not decode with this VAE."
+        )

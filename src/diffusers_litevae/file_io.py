@@ -1,0 +1,167 @@
+"""Files and folders the commands write, the one way each is done.
+
+- :func:`check_output_dir`: every command's ``--output_dir`` check (a file, a folder that cannot be written, a folder
+  holding another command's output), run before any model is loaded, so a mistake costs no work.
+- :func:`write_bytes_atomic` / :func:`write_json_atomic`: a fsynced temporary file renamed into place, so readers
+  see the old file or the new one, never half of one.
+- :func:`follow_umask` and :func:`save_pretrained`: files get the permissions ``open()`` would give them (``0o666``
+  less the umask). safetensors writes its files ``0o600``, which would leave weights and cache shards unreadable to
+  other users of a shared machine even under umask 022.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+__all__ = [
+    "OUTPUT_KINDS",
+    "check_output_dir",
+    "current_umask",
+    "follow_umask",
+    "fsync_dir",
+    "save_pretrained",
+    "temp_path",
+    "write_bytes_atomic",
+    "write_json_atomic",
+]
+
+# What each command leaves in its output folder, by the file that marks it: (marker files, what they are, the
+# commands that may write into such a folder). A command refuses a folder holding another command's output, as
+# mixing the two would corrupt or overwrite it. Checkpoints are shared by the two training commands (each checks
+# on resume that a checkpoint is its own).
+OUTPUT_KINDS: tuple[tuple[tuple[str, ...], str, tuple[str, ...]], ...] = (
+    (("manifest.json", "index.jsonl"), "a latent cache", ("cache-latents",)),
+    (("distillation.json",), "a model written by `litevae distill`", ("distill",)),
+    (("training.json",), "a model written by `litevae train`", ("train",)),
+    (("config.json",), "a saved model (config.json)", ()),
+    (("checkpoints",), "training checkpoints", ("distill", "train")),
+    (("summary.json", "per_image.csv"), "`litevae eval` results", ("eval",)),
+)
+
+
+# ------------------------------------------------------------------------------------------------- output folders
+
+
+def check_output_dir(path: str | os.PathLike, command: str, error: type[Exception], empty: bool = False) -> Path:
+    """Check that ``litevae <command>`` can write its output into the folder ``path``; returns it as a ``Path``.
+
+    Refused, with one ``error`` naming the problem and the fix: ``path`` (or a folder above it) is a file; the
+    folder, or the nearest existing folder above it, cannot be written; the folder holds another command's output
+    (:data:`OUTPUT_KINDS`); with ``empty``, the folder holds anything at all. Nothing is created.
+    """
+    folder = Path(path).expanduser()
+    shown = str(path)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "" if existing == folder else f" ({str(existing)!r} above it is a file)"
+        raise error(f"--output_dir {shown!r} is a file, not a folder{where}; pass a folder path.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == folder else f" (nor can {str(existing)!r}, where it would be created)"
+        raise error(f"--output_dir {shown!r} cannot be written{where}; pass a folder you can write to.")
+    if existing != folder:  # the folder does not exist yet: nothing in it to refuse
+        return folder
+    for markers, what, writers in OUTPUT_KINDS:  # the first kind whose marker is there names the folder
+        if any((folder / marker).exists() for marker in markers):
+            if command not in writers:
+                raise error(
+                    f"--output_dir {shown!r} holds {what}; `litevae {command}` would mix its files with it: "
+                    "pass another folder."
+                )
+            break
+    if empty and any(folder.iterdir()):
+        raise error(f"--output_dir {shown!r} is not empty; pass a new or empty folder (nothing is overwritten).")
+    return folder
+
+
+# ------------------------------------------------------------------------------------------------- permissions
+
+
+def current_umask() -> int:
+    """This process's umask (read without changing it where the system says it, Linux >= 4.7)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(*paths: str | os.PathLike) -> None:
+    """Give files the mode ``open()`` would have given them (``0o666`` less the umask); folders are walked."""
+    mode = 0o666 & ~current_umask()
+    for path in paths:
+        path = Path(path)
+        files = [path] if not path.is_dir() else [Path(top) / name for top, _, names in os.walk(path) for name in names]
+        for file in files:
+            if not file.is_symlink():
+                os.chmod(file, mode)
+
+
+def save_pretrained(model, folder: str | os.PathLike, **kwargs) -> Path:
+    """``model.save_pretrained(folder, **kwargs)``, with the files it wrote (and only those) following the umask."""
+    folder = Path(folder)
+    before = _stamps(folder)
+    model.save_pretrained(str(folder), **kwargs)
+    follow_umask(*(path for path, stamp in _stamps(folder).items() if before.get(path) != stamp))
+    return folder
+
+
+def _stamps(folder: Path) -> dict[Path, tuple[int, int]]:
+    if not folder.is_dir():
+        return {}
+    stamps = {}
+    for top, _, names in os.walk(folder):
+        for name in names:
+            stat = os.stat(os.path.join(top, name))
+            stamps[Path(top) / name] = (stat.st_mtime_ns, stat.st_ino)
+    return stamps
+
+
+# ------------------------------------------------------------------------------------------------- atomic writes
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Flush a folder's entries (a rename into it) to disk, where the system allows it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def temp_path(path: str | os.PathLike) -> Path:
+    """The hidden temporary file an atomic write of ``path`` goes through (unique per process and thread)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a fsynced temporary file and ``os.replace`` (readers see old or new)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = temp_path(path)
+    with open(temp, "wb") as handle:  # open() applies the umask, as to any file the user writes
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+    fsync_dir(path.parent)
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    """:func:`write_bytes_atomic` of ``obj`` as indented JSON."""
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
