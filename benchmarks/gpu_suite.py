@@ -296,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="gpu_suite_"))
     work.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
+    threads = torch.get_num_threads()
     if args.smoke and device.type == "cpu":
         # The smoke checks code paths, not figures: one thread does not fight other jobs on a shared machine.
         torch.set_num_threads(1)
@@ -320,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                 rec.add("section", name, "failed", {"reason": error_text(error)})
     finally:
         rec.section = None
+        torch.set_num_threads(threads)
         summary = build_summary(rec, args, env, budget)
         if args.output_json:
             write_json(args.output_json, summary)

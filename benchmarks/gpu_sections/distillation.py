@@ -13,9 +13,10 @@ from _core import Context, format_ratio, measure
 # The distillation step before compiled paths: LiteVAE-B vs TAEF2, 128 px, batch 32, eager, one H200.
 EARLIER_DISTILL_STEP = (252.0, "gpu_suite_h200.json: B vs TAEF2, 128 px, batch 32, eager bf16, H200")
 # Guesses until timed (seconds): one eager step cell, one compilation of forward + backward, one speed run
-# (teacher and student set up, steps, teacher latents cached), and a quality run's set-up and scoring.
+# (teacher and student set up and, on CUDA, compiled; the steps; the teacher's latents cached first for cached
+# targets), and a quality run's set-up, compiling and scoring.
 GUESS = {
-    False: dict(step=10.0, compile=90.0, train_run=35.0, distill_overhead=35.0),
+    False: dict(step=10.0, compile=90.0, train_run=90.0, distill_overhead=90.0),
     True: dict(step=2.0, compile=10.0, train_run=6.0, distill_overhead=6.0),
 }
 
@@ -180,6 +181,7 @@ def distill_config(ctx: Context, train_dir: Path, output_dir: Path, **overrides)
         dataloader_num_workers=args.num_workers,
         channels_last=ctx.channels_last,
         allow_tf32=ctx.cuda,
+        compile=False if args.no_compile else None,  # None: the package's default (on for CUDA)
         progress_bar=False,
         output_dir=str(output_dir),
         seed=0,
