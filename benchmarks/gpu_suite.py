@@ -26,8 +26,15 @@ the summary (``--output_json``) and tables come at the end, each ratio beside th
 (LiteVAE, NeurIPS 2024, Table 3: B 129 vs SD-VAE 68 img/s, 1.9x, S 384 img/s, 5.6x, Quadro RTX 6000, batch 32,
 256 px). No pass/fail bars.
 
-Run on a GPU machine (the package and ``photos-hires`` travel with the checkout; see ``benchmarks/README.md``)::
+Run on a GPU machine (from the repository root; the machine needs no network when the wheels travel with it)::
 
+    # here, on a machine with the package and a registry:
+    pip wheel --no-deps -w .whl .                                  # the package (TAEF2 and the samples inside)
+    pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \\
+        --platform manylinux2014_x86_64 -d .whl diffusers importlib_metadata   # only if the GPU box lacks them
+    mkdir -p carry && cp -r ../shared/data/photos-hires carry/     # carry/ and .whl/ are git-ignored; 16 MB
+    # copy the repository with .whl/ and carry/ to the GPU machine, then there:
+    python3 -m pip install --no-deps .whl/*.whl
     PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 timeout 540 python3 benchmarks/gpu_suite.py --data_dir carry/photos-hires
 
 Smoke (every section on the CPU, tiny sizes, compiled modes recorded as skipped, well under a minute)::
@@ -74,6 +81,7 @@ SECTIONS = {
     "distill": (distillation.quality_section, distillation.quality_estimate),
 }
 DEFAULT_SECTIONS = ("encoder", "batch1", "cache", "compile", "distill_step")
+COMPILE_MODES = ("default", "max-autotune", "max-autotune-no-cudagraphs")  # "compile+cudagraphs" is its own mode
 ALIASES = {"headline": ("encoder", "compile", "distill_step"), "eager": ("encoder",)}
 
 # Full-run (CUDA) settings; --smoke replaces them with SMOKE (explicit flags win over both).
@@ -144,7 +152,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--models", default=",".join(encoders.MODELS), help=f"encoders of the grid, a subset of {encoders.MODELS}.")
     add("--cells", "--headline_cells", type=cell_list, default=None, help="RESxBATCH cells of the grid, by priority.")
     add("--modes", "--headline_modes", default=None, help=f"grid modes, a subset of {encoders.MODES}.")
-    add("--compile_mode", default="default", help="torch.compile mode of the 'compile' mode.")
+    add("--compile_mode", default="default", choices=COMPILE_MODES, help="torch.compile mode of the compile mode.")
     add("--batch1_resolutions", type=int_list, default=None, help="batch-1 cells, px (default 1024).")
     add("--batch1_models", default="B,sd-vae", help="encoders of the batch-1 section.")
     add("--distill_cells", "--headline_distill", type=cell_list, default=None, help="RESxBATCH of the step.")
