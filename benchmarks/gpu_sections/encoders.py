@@ -234,7 +234,9 @@ def encoder_table(records: list[dict]) -> dict[str, dict]:
         if r.get("compile_s") is not None:
             cell[f"{r['mode']}_compile_s"] = r["compile_s"]
         if r["images_per_s"] > cell.get("best_images_per_s", 0):
-            cell.update(best_mode=r["mode"], best_images_per_s=r["images_per_s"], best_first_call_s=r["first_call_s"])
+            cell.update(
+                best_mode=r["mode"], best_images_per_s=r["images_per_s"], best_first_call_s=r.get("first_call_s")
+            )
     for key, models in table.items():
         reference = models.get(REFERENCE, {})
         for name, cell in models.items():
