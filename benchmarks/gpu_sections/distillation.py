@@ -28,14 +28,15 @@ def distill_step(ctx: Context, resolution: int, batch: int, compiled: bool) -> d
     """One distillation step as ``litevae distill`` runs it with cached teacher targets: student encoder forward,
     a frozen TAEF2-shaped decoder (random weights: speed only) on the student's latents, latent and image losses,
     backward and an AdamW step."""
-    from diffusers_litevae import AutoencoderLite, pretrained_path
+    from diffusers_litevae import AutoencoderLiteTiny, pretrained_path
     from diffusers_litevae.models.litevae_encoder import encoder_preset
 
     args, device = ctx.args, ctx.device
-    config = dict(AutoencoderLite.load_config(pretrained_path("litevae-s-taef2")))
+    # The bundled S student's configuration (an AutoencoderLiteTiny: TAEF2's decoder), with B's encoder.
+    config = dict(AutoencoderLiteTiny.load_config(pretrained_path("litevae-s-taef2")))
     config = {k: v for k, v in config.items() if not k.startswith("_")}
     torch.manual_seed(0)
-    vae = AutoencoderLite.from_config({**config, **encoder_preset("B").config_kwargs()}).to(device)
+    vae = AutoencoderLiteTiny.from_config({**config, **encoder_preset("B").config_kwargs()}).to(device)
     vae = vae.to(memory_format=ctx.memory_format)
     vae.decoder.requires_grad_(False)
     optimizer = torch.optim.AdamW(vae.encoder.parameters(), lr=1e-4)
@@ -277,8 +278,13 @@ def train_section(ctx: Context) -> None:
 # ---------------------------------------------------------------------------------------------- quality
 
 
+def quality_overhead(ctx: Context) -> float:
+    """A quality run's set-up, compiling and scoring: at least what a whole speed run took, once one has run."""
+    return max(GUESS[ctx.args.smoke]["distill_overhead"], ctx.budget.seen("train run", 0.0))
+
+
 def quality_estimate(ctx: Context) -> float:
-    return ctx.args.distill_minutes * 60 + GUESS[ctx.args.smoke]["distill_overhead"]
+    return ctx.args.distill_minutes * 60 + quality_overhead(ctx)
 
 
 def quality_run(ctx: Context, train_dir: Path, minutes: float) -> dict:
@@ -343,7 +349,7 @@ def quality_section(ctx: Context) -> None:
         == Path(args.train_data_dir or args.data_dir or pretrained_path("samples")).resolve(),
         planned_minutes=args.distill_minutes,
     )
-    minutes, overhead = args.distill_minutes, GUESS[args.smoke]["distill_overhead"]
+    minutes, overhead = args.distill_minutes, quality_overhead(ctx)
     fitting = (ctx.budget.left() - ctx.reserve_s - overhead) / 60
     if fitting < minutes and fitting >= minutes / 2:
         fields["shortened_from_minutes"], minutes = minutes, round(fitting, 2)
