@@ -50,7 +50,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _core import ENCODER_NAMES, CpuPeakMemory, build_encoder, int_list, sync  # noqa: E402
+from _core import ENCODER_NAMES, CpuPeakMemory, build_encoder, int_list, sync, time_calls  # noqa: E402
 
 MODEL_NAMES = ENCODER_NAMES
 REFERENCE = "sd-vae"
@@ -267,19 +267,10 @@ def run_case(
             else:
                 result.notes.append("CPU peak memory needs Linux /proc/self/clear_refs and glibc: not measured")
 
-        calls, start = 0, time.perf_counter()
-        while calls < args.iters:
-            call()
-            calls += 1
-            if time.perf_counter() - start >= args.min_time:
-                sync(device)  # CUDA runs ahead of the host: only a synchronised clock says time is up
-                if time.perf_counter() - start >= args.min_time:
-                    break
-        sync(device)
-        elapsed = time.perf_counter() - start
+        seconds, calls = time_calls(call, device, args.min_time, min_calls=1, max_calls=args.iters)
         result.timed_calls = calls
-        result.seconds_per_batch = elapsed / calls
-        result.images_per_s = batch_size * calls / elapsed
+        result.seconds_per_batch = seconds
+        result.images_per_s = batch_size / seconds
     except Exception as error:  # noqa: BLE001  one model failing to compile must not end the run
         message = str(error).strip().splitlines()
         result.error = f"{type(error).__name__}: {message[0] if message else ''}"[:500]
