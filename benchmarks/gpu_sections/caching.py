@@ -61,15 +61,17 @@ def caching_images(ctx: Context) -> tuple[Path, dict[str, int], str]:
     for path in find_images(source):
         by_bucket.setdefault(bucket_of(path, buckets), []).append(path)
     kept = sorted(by_bucket, key=lambda b: -len(by_bucket[b]))[: args.cache_buckets]
-    photos = [p for b in kept for p in by_bucket[b]]
+    # Taken in turn from each kept bucket, so that even a few images (the smoke) fill every bucket.
+    longest = max(len(by_bucket[bucket]) for bucket in kept)
+    photos = [(b, by_bucket[b][i]) for i in range(longest) for b in kept if i < len(by_bucket[b])]
     out = ctx.work / "cache_images"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     counts: Counter[str] = Counter()
     for index in range(args.cache_images):  # distinct names: the same photo again is another sample
-        photo = photos[index % len(photos)]
+        bucket, photo = photos[index % len(photos)]
         os.symlink(photo.resolve(), out / f"{index:05d}_{photo.name}")
-        counts["x".join(map(str, bucket_of(photo, buckets)))] += 1
+        counts[f"{bucket[0]}x{bucket[1]}"] += 1
     return out, dict(counts), str(source)
 
 
