@@ -47,7 +47,7 @@ from diffusers_litevae.caching.sources import ImageFolderSource
 from diffusers_litevae.testing_utils import sd_vae_autoencoder_kl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _core import format_ratio  # noqa: E402
+from _core import format_ratio, sync  # noqa: E402
 
 # Earlier end-to-end LiteVAE-B / SD-VAE ratios, printed beside this run's (device type -> (ratio, source)).
 REFERENCE_SPEEDUP = {
@@ -79,11 +79,6 @@ def parse_args(argv=None):
     parser.add_argument("--vaes", nargs="+", default=["litevae-b", "sd-vae"], choices=["litevae-b", "sd-vae"])
     parser.add_argument("--output_json", default=None)
     return parser.parse_args(argv)
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def encoder_only(vae, batches, device, autocast_dtype, channels_last, repeats) -> tuple[float, float]:

@@ -39,11 +39,8 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import json
 import math
-import os
 import platform
 import sys
 import time
@@ -51,9 +48,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
-MODEL_NAMES = ("S", "B", "M", "L", "sd-vae", "taesd")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _core import ENCODER_NAMES, CpuPeakMemory, build_encoder, int_list, sync, time_calls  # noqa: E402
+
+MODEL_NAMES = ENCODER_NAMES
 REFERENCE = "sd-vae"
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 MODE_FLAGS = {"bf16", "fp16", "cl"}
@@ -147,8 +146,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.compile_mode is None:
         args.compile_mode = "max-autotune-no-cudagraphs" if cuda else "default"
 
-    args.resolutions = _int_list(parser, "--resolutions", args.resolutions)
-    args.batch_size = _int_list(parser, "--batch_size", args.batch_size)
+    for flag in ("resolutions", "batch_size"):
+        try:
+            setattr(args, flag, int_list(getattr(args, flag)))
+        except argparse.ArgumentTypeError as error:
+            parser.error(f"--{flag} {error}")
     if any(r % 8 for r in args.resolutions):
         parser.error(f"--resolutions must be multiples of 8 (the encoders downsample by 8), got {args.resolutions}.")
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -167,46 +169,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _int_list(parser: argparse.ArgumentParser, flag: str, text: str) -> list[int]:
-    try:
-        values = [int(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        parser.error(f"{flag} takes comma-separated integers, got {text!r}.")
-    if not values or min(values) < 1:
-        parser.error(f"{flag} takes positive integers, got {text!r}.")
-    return values
-
-
 # ---------------------------------------------------------------------------------------------- models
-
-
-class SDVAEEncoder(nn.Module):
-    """What ``AutoencoderKL.encode`` runs: ``quant_conv(encoder(x))`` (moments, 2 x 4 channels at H/8)."""
-
-    def __init__(self, vae: nn.Module):
-        super().__init__()
-        self.encoder = vae.encoder
-        self.quant_conv = vae.quant_conv
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.quant_conv(self.encoder(x))
-
-
-def build_encoder(name: str) -> nn.Module:
-    """A randomly initialised encoder (fp32, on the current default device)."""
-    if name in ("S", "B", "M", "L"):
-        from diffusers_litevae import LiteVAEEncoder
-
-        return LiteVAEEncoder.from_preset(name, latent_channels=4)
-    if name == "sd-vae":
-        from diffusers_litevae.testing_utils import sd_vae_autoencoder_kl
-
-        return SDVAEEncoder(sd_vae_autoencoder_kl())
-    if name == "taesd":
-        from diffusers import AutoencoderTiny
-
-        return AutoencoderTiny().encoder
-    raise ValueError(f"unknown model {name!r}; choose from {MODEL_NAMES}.")
 
 
 def count_gflops_per_image(name: str, resolution: int) -> float:
@@ -220,52 +183,6 @@ def count_gflops_per_image(name: str, resolution: int) -> float:
     with counter, torch.no_grad():
         model(image)
     return counter.get_total_flops() / 1e9
-
-
-# ---------------------------------------------------------------------------------------------- CPU memory
-
-
-class _CpuPeakMemory:
-    """Resident-set growth of one call on Linux/glibc, not timing- or sampling-based (see module docstring)."""
-
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-
-    def __init__(self):
-        self.libc = None
-        if platform.system() == "Linux" and os.path.exists("/proc/self/clear_refs"):
-            with contextlib.suppress(OSError):
-                self.libc = ctypes.CDLL("libc.so.6")
-                self._reset_high_water_mark()
-
-    @property
-    def available(self) -> bool:
-        return self.libc is not None and hasattr(self.libc, "malloc_trim")
-
-    @staticmethod
-    def _status_kib(field_name: str) -> int:
-        with open("/proc/self/status") as status:
-            return next(int(line.split()[1]) for line in status if line.startswith(field_name + ":"))
-
-    @staticmethod
-    def _reset_high_water_mark() -> None:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-
-    def measure(self, call) -> float:
-        """MiB the process's RSS rose above its level before ``call()`` at its highest."""
-        self.libc.mallopt(self.M_MMAP_THRESHOLD, 1 << 20)
-        self.libc.mallopt(self.M_TRIM_THRESHOLD, 1 << 20)
-        self.libc.malloc_trim(0)
-        try:
-            self._reset_high_water_mark()
-            before = self._status_kib("VmRSS")
-            call()
-            peak = self._status_kib("VmHWM")
-        finally:
-            # glibc's own ceiling for its adaptive thresholds, so timing runs allocate as they normally would.
-            self.libc.mallopt(self.M_MMAP_THRESHOLD, 32 << 20)
-            self.libc.mallopt(self.M_TRIM_THRESHOLD, 64 << 20)
-        return max(peak - before, 0) / 1024
 
 
 # ---------------------------------------------------------------------------------------------- one case
@@ -289,18 +206,13 @@ class Result:
     notes: list[str] = field(default_factory=list)
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def run_case(
     name: str,
     resolution: int,
     batch_size: int,
     mode: str,
     args: argparse.Namespace,
-    cpu_memory: _CpuPeakMemory,
+    cpu_memory: CpuPeakMemory | None,
     parameters: int,
     gflops: float,
 ) -> Result:
@@ -332,11 +244,11 @@ def run_case(
         if base == "compile":
             start = time.perf_counter()
             call()
-            _synchronize(device)
+            sync(device)
             result.compile_s = time.perf_counter() - start
         for _ in range(args.warmup):
             call()
-        _synchronize(device)
+        sync(device)
 
         if not args.no_memory:
             weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -345,29 +257,20 @@ def run_case(
                 torch.cuda.reset_peak_memory_stats(device)
                 before = torch.cuda.memory_allocated(device)
                 call()
-                _synchronize(device)
+                sync(device)
                 peak = torch.cuda.max_memory_allocated(device)
                 result.peak_memory_mib = peak / 2**20
                 result.activation_memory_mib = (peak - before) / 2**20
-            elif cpu_memory.available:
+            elif cpu_memory is not None and cpu_memory.available:
                 result.activation_memory_mib = cpu_memory.measure(call)
                 result.peak_memory_mib = result.activation_memory_mib + (weight_bytes + input_bytes) / 2**20
             else:
                 result.notes.append("CPU peak memory needs Linux /proc/self/clear_refs and glibc: not measured")
 
-        calls, start = 0, time.perf_counter()
-        while calls < args.iters:
-            call()
-            calls += 1
-            if time.perf_counter() - start >= args.min_time:
-                _synchronize(device)  # CUDA runs ahead of the host: only a synchronised clock says time is up
-                if time.perf_counter() - start >= args.min_time:
-                    break
-        _synchronize(device)
-        elapsed = time.perf_counter() - start
+        seconds, calls = time_calls(call, device, args.min_time, min_calls=1, max_calls=args.iters)
         result.timed_calls = calls
-        result.seconds_per_batch = elapsed / calls
-        result.images_per_s = batch_size * calls / elapsed
+        result.seconds_per_batch = seconds
+        result.images_per_s = batch_size / seconds
     except Exception as error:  # noqa: BLE001  one model failing to compile must not end the run
         message = str(error).strip().splitlines()
         result.error = f"{type(error).__name__}: {message[0] if message else ''}"[:500]
@@ -510,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.device.startswith("cuda"):
         torch.set_num_threads(args.threads)
-    cpu_memory = _CpuPeakMemory() if not args.device.startswith("cuda") else None
+    cpu_memory = CpuPeakMemory() if not args.device.startswith("cuda") else None
     if args.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True

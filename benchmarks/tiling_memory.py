@@ -44,6 +44,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _core import sync  # noqa: E402
+
 MODELS = ("tiny", "S", "B", "M", "L", "taef2")
 
 
@@ -153,7 +156,7 @@ def measure_child(args: argparse.Namespace) -> None:
     model.enable_tiling() if mode == "tiled" else model.disable_tiling()
     cuda = args.device.startswith("cuda")
     if cuda:
-        torch.cuda.synchronize()
+        sync(args.device)
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
     else:
@@ -162,7 +165,7 @@ def measure_child(args: argparse.Namespace) -> None:
     with torch.no_grad():
         output = model.encode(inputs).latent_dist.mean if op == "encode" else model.decode(inputs).sample
     if cuda:
-        torch.cuda.synchronize()
+        sync(args.device)
         peak = torch.cuda.max_memory_allocated()
     else:
         peak = _proc_status_kib("VmHWM") * 1024
