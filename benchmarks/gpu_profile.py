@@ -43,7 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _core import command_line, environment, measure, sync, write_json  # noqa: E402
+from _core import Budget, build_encoder, command_line, environment, measure, sync, write_json  # noqa: E402
 
 # What each section's result is compared with, and where that figure comes from.
 PREDICTIONS = {
@@ -62,34 +62,12 @@ PREDICTIONS = {
 }
 
 
-class Budget:
-    """Seconds left for the run; a cell runs only if its estimate fits."""
-
-    def __init__(self, seconds: float):
-        self.start, self.seconds = time.perf_counter(), seconds
-
-    def left(self) -> float:
-        return self.seconds - (time.perf_counter() - self.start)
-
-    def fits(self, estimate_s: float) -> bool:
-        return self.left() >= estimate_s
-
-
 # ---------------------------------------------------------------------------------------------- models
 
 
-def build_encoder(name: str, smoke: bool) -> nn.Module:
-    """``"S"``/``"B"``: a LiteVAE encoder (4 latent channels); ``"sd-vae"``: what ``AutoencoderKL.encode`` runs,
-    ``quant_conv(encoder(x))``, of the Stable Diffusion VAE architecture."""
-    torch.manual_seed(0)
-    if name in ("S", "B"):
-        from diffusers_litevae import LiteVAEEncoder
-
-        return LiteVAEEncoder.from_preset(name, latent_channels=4).eval().requires_grad_(False)
-    from diffusers_litevae.testing_utils import sd_vae_autoencoder_kl
-
-    vae = sd_vae_autoencoder_kl()
-    return nn.Sequential(vae.encoder, vae.quant_conv).eval().requires_grad_(False)
+def fits(budget: Budget, estimate_s: float) -> bool:
+    """Whether a cell estimated at ``estimate_s`` seconds still fits the run's budget."""
+    return budget.check(estimate_s) is None
 
 
 @contextlib.contextmanager
@@ -228,7 +206,7 @@ def group_norm_silu_section(args, device, budget) -> list[dict]:
     side, batch = (128, 32) if cuda else (16, 2)
     records = []
     for channels, groups in ((16, 16), (32, 32), (64, 32), (96, 32)):
-        if not budget.fits(15):
+        if not fits(budget, 15):
             records.append({"channels": channels, "status": "skipped", "reason": "budget"})
             continue
         x = torch.randn(batch, channels, side, side, device=device, dtype=torch.bfloat16)
@@ -318,7 +296,7 @@ def encoders_section(args, device, models, budget) -> list[dict]:
                 modes["graph_bf16_fused"] = (torch.bfloat16, False, True)
             for mode, (dtype, autocast, fused) in modes.items():
                 cell = {"section": "encoders", "model": name, "resolution": side, "batch": batch, "mode": mode}
-                if not budget.fits(8):
+                if not fits(budget, 8):
                     records.append({**cell, "status": "skipped", "reason": "budget"})
                     continue
                 net = prepared(model, device, dtype, channels_last=True)
@@ -360,7 +338,7 @@ def cache_section(args, device, budget) -> list[dict]:
     torch.manual_seed(0)
     vaes = {"B": AutoencoderLite.from_preset("B"), "sd-vae": sd_vae_autoencoder_kl()}
     for name, vae in vaes.items():
-        if not budget.fits(45):
+        if not fits(budget, 45):
             records.append({"model": name, "status": "skipped", "reason": "budget"})
             continue
         out = Path(args.work_dir) / f"cache-{name}"
@@ -410,7 +388,7 @@ def compiled_section(args, device, models, budget, cells, levers) -> list[dict]:
     for name, side, batch, lever in cells + levers:
         cell = {"model": name, "resolution": side, "batch": batch, "lever": lever or "default"}
         need = estimate[name] * (3 if lever == "max_autotune" else 1) * (0.1 if args.smoke else 1)
-        if not budget.fits(need):
+        if not fits(budget, need):
             records.append({**cell, "status": "skipped", "reason": f"budget ({budget.left():.0f} s left, ~{need} s)"})
             continue
         options = {
@@ -483,9 +461,10 @@ def main(argv=None) -> int:
     device = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    budget = Budget(args.budget_s)
+    budget = Budget(args.budget_s / 60)
     sections = args.sections.split(",")
-    models = {name: build_encoder(name, args.smoke) for name in ("sd-vae", "B", "S")}
+    torch.manual_seed(0)
+    models = {name: build_encoder(name).eval().requires_grad_(False) for name in ("sd-vae", "B", "S")}
     report = {
         "benchmark": "gpu_profile",
         "command": command_line(),

@@ -37,6 +37,8 @@ import dataclasses
 import json
 import logging
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -265,6 +267,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval_resolutions", default="256,512,native")
     parser.add_argument("--output_dir", default=None, help="where this run's model, curve and evaluation go")
     parser.add_argument("--log_every", type=int, default=25)
+    parser.add_argument(
+        "--export_only",
+        action="store_true",
+        help="train nothing: write the campaign's EMA model (and its evaluation, with --eval_dir) to --output_dir",
+    )
     return parser.parse_args(argv)
 
 
@@ -276,7 +283,9 @@ def campaign_settings(args: argparse.Namespace, folder: Path) -> tuple[CampaignS
         if (folder / CAMPAIGN_FILE).exists():
             raise SystemExit(f"error: campaign {folder} exists; drop --create to continue it.")
         settings = CampaignSettings(**given)
-        return settings, {"step": 0, "images_seen": 0, "seconds": {}, "curve": [], "evaluations": [], "runs": []}
+        state = {"step": 0, "images_seen": 0, "seconds": {}, "curve": [], "evaluations": [], "runs": []}
+        state["init_record"] = _init_record(settings.init_from)
+        return settings, state
     if not (folder / CAMPAIGN_FILE).is_file():
         raise SystemExit(f"error: no {CAMPAIGN_FILE} in {folder}; start a campaign with --create.")
     state = json.loads((folder / CAMPAIGN_FILE).read_text())
@@ -285,6 +294,17 @@ def campaign_settings(args: argparse.Namespace, folder: Path) -> tuple[CampaignS
     if changed:
         raise SystemExit(f"error: {changed} differ from the campaign's settings, which are fixed at creation.")
     return settings, state
+
+
+def _init_record(init_from: str | None) -> dict:
+    """The command and note of the ``--init_from`` model's own ``distillation.json`` (its earlier stages), if any."""
+    from diffusers_litevae.vae_io import resolve_vae_location
+
+    if not init_from:
+        return {}
+    path = Path(resolve_vae_location(init_from)) / "distillation.json"
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    return {key: record[key] for key in ("command", "note") if key in record}
 
 
 def _gpu_utilisation() -> float | None:
@@ -324,6 +344,9 @@ def run(args: argparse.Namespace) -> dict:
     if state["step"]:
         load_campaign_tensors(folder, state, encoder, ema, optimizer)
     encoder, optimizer = accelerator.prepare(encoder, optimizer)
+    if args.export_only:
+        export_and_evaluate(args, folder, state, student, accelerator.unwrap_model(encoder), ema, teacher, device)
+        return state
     loss_fn = DistillationLoss(settings.loss_weights(), latent_scale=teacher.normalization.scale_std)
 
     repeats = args.train_data_repeats or [1] * len(args.train_data_dir)
@@ -398,6 +421,11 @@ def run(args: argparse.Namespace) -> dict:
     return state
 
 
+def command_line() -> str:
+    """This run's command, for the campaign's record."""
+    return shlex.join(["python", "conversion/distill_campaign.py", *sys.argv[1:]])
+
+
 def _log_entry(state, before, schedule, step, run_images, started, wait_s, window, device) -> dict:
     """One curve entry: the mean loss components since the last entry, throughput and the data-wait share."""
     elapsed = time.perf_counter() - started
@@ -419,6 +447,7 @@ def _record_run(state, before, settings, step, run_images, elapsed, device, wait
     seconds = dict(before["seconds"])
     seconds[kind] = round(seconds.get(kind, 0.0) + elapsed, 1)
     record = {
+        "command": command_line(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "end_step": step,
         "images": run_images,
@@ -447,9 +476,8 @@ def export_and_evaluate(args, folder: Path, state: dict, student, encoder, ema, 
     model_dir = out / "model"
     shutil.rmtree(model_dir, ignore_errors=True)
     student.to("cpu", torch.float32).save_pretrained(model_dir)
-    (model_dir / "campaign.json").write_text(
-        json.dumps({k: state[k] for k in ("settings", "step", "images_seen", "seconds", "runs")}, indent=1)
-    )
+    record = distillation_record(state, student, teacher)
+    (model_dir / "distillation.json").write_text(json.dumps(record, indent=1))
     if not args.eval_dir:
         plot_campaign(state, folder.name, out / "curve.png")
         return
@@ -461,12 +489,79 @@ def export_and_evaluate(args, folder: Path, state: dict, student, encoder, ema, 
     ]  # fmt: skip
     subprocess.run(command, check=True)
     summary = json.loads((out / "eval" / "summary.json").read_text())
-    evaluation = {"step": state["step"], "images_seen": state["images_seen"], "command": " ".join(command)}
+    evaluation = {
+        "step": state["step"],
+        "images_seen": state["images_seen"],
+        "train_seconds": round(sum(state["seconds"].values()), 1),
+        "command": " ".join(command),
+    }
     evaluation.update(_gaps(summary))
     state["evaluations"].append(evaluation)
     write_state(folder, state)
     plot_campaign(state, folder.name, out / "curve.png")
     print(json.dumps({"evaluation": evaluation}), flush=True)
+
+
+def distillation_record(state: dict, student, teacher) -> dict:
+    """The exported folder's ``distillation.json`` (what its model card reports): the campaign's settings, runs,
+    images and device minutes, its Kodak-24 evaluations as the curve, and the earlier stages of the ``--init_from``
+    model (its record's command and note, kept in the campaign when it was created)."""
+    from diffusers_litevae.models.litevae_encoder import preset_name_of
+
+    settings = state["settings"]
+    earlier = state.get("init_record") or {}
+    seconds = sum(state["seconds"].values())
+    minutes = ", ".join(f"{value / 60:.1f} {kind.upper()} minutes" for kind, value in state["seconds"].items())
+    devices = sorted({run["device"] for run in state["runs"]})
+    campaign_command = "\n".join(run["command"] for run in state["runs"] if run.get("command"))
+    note = (
+        f"Continued from {settings.get('init_from') or 'a fresh ' + settings['student'] + ' encoder'} by a resumable "
+        f"distillation campaign (conversion/distill_campaign.py): {state['images_seen']} images in {minutes} "
+        f"({', '.join(devices)}), crops {settings['resolution_schedule']} px at scales {settings['crop_scales']}."
+    )
+    if earlier.get("note"):
+        note += f" Earlier stages: {re.sub(r'curve[.]png[^.]*[.] *', '', earlier['note'])}"
+    curve = [
+        {
+            "step": entry["step"],
+            "images_seen": entry["images_seen"],
+            "wall_time_s": entry.get("train_seconds"),
+            "psnr_student": entry["psnr"].get("256"),
+            "psnr_teacher": entry["psnr_teacher"].get("256"),
+        }
+        for entry in state["evaluations"]
+    ]
+    final = {}
+    if state["evaluations"]:
+        last = state["evaluations"][-1]
+        final = {
+            "step": state["step"],
+            "images_seen": state["images_seen"],
+            "psnr_student": last["psnr"].get("256"),
+            "psnr_teacher": last["psnr_teacher"].get("256"),
+            "eval_images": 24,
+            "eval_set": "Kodak-24, 256 px centre crops (litevae eval --no_resize)",
+        }
+    encoder_config = {
+        k: list(v) if isinstance(v, tuple) else v for k, v in student.config.items() if k.startswith("encoder_")
+    }
+    return {
+        "teacher": teacher.describe(),
+        "student": {
+            "preset": preset_name_of(student.config),
+            "init_from": settings.get("init_from"),
+            "encoder_config": encoder_config,
+            "encoder_parameters": sum(p.numel() for p in student.encoder.parameters()),
+        },
+        "settings": settings,
+        "campaign": {key: state[key] for key in ("step", "images_seen", "seconds", "runs")},
+        "command": "\n".join(filter(None, [earlier.get("command"), "# campaign", campaign_command])),
+        "final_metrics": final,
+        "curve": curve,
+        "wall_time_s": round(seconds, 1),
+        "train_images_per_s": round(state["images_seen"] / seconds, 1) if seconds else None,
+        "note": note,
+    }
 
 
 def plot_campaign(state: dict, name: str, path: Path) -> None:

@@ -17,6 +17,7 @@ LAYERS = {
     "models": 1,
     "vae_io": 2,
     "image_io": 2,
+    "file_io": 2,
     "pretrained": 2,
     "testing_utils": 2,
     "caching": 3,

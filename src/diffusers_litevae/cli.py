@@ -17,9 +17,7 @@ import argparse
 import copy
 import importlib
 import os
-import shlex
 import sys
-from pathlib import Path
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -102,15 +100,6 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 def _module(name: str):
     return sys.modules[__name__] if name == __name__ else importlib.import_module(name)
-
-
-def invoked_command() -> str | None:
-    """The ``litevae ...`` command line this process runs (for the records and cards that show how to reproduce
-    an output), or ``None`` when it was not started as ``litevae`` / ``python -m diffusers_litevae.cli``."""
-    program = Path(sys.argv[0])
-    if program.name == "litevae" or (program.name == "cli.py" and program.parent.name == "diffusers_litevae"):
-        return shlex.join(["litevae", *sys.argv[1:]])
-    return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import sys
 import threading
 from pathlib import Path
 
@@ -22,6 +24,7 @@ __all__ = [
     "current_umask",
     "follow_umask",
     "fsync_dir",
+    "invoked_command",
     "save_pretrained",
     "temp_path",
     "write_bytes_atomic",
@@ -165,3 +168,12 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
     """:func:`write_bytes_atomic` of ``obj`` as indented JSON."""
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def invoked_command() -> str | None:
+    """The ``litevae ...`` command line this process runs (for the records and cards that show how to reproduce
+    an output), or ``None`` when it was not started as ``litevae`` / ``python -m diffusers_litevae.cli``."""
+    program = Path(sys.argv[0])
+    if program.name == "litevae" or (program.name == "cli.py" and program.parent.name == "diffusers_litevae"):
+        return shlex.join(["litevae", *sys.argv[1:]])
+    return None

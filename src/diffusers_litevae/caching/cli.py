@@ -130,7 +130,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..cli import invoked_command
+    from ..file_io import invoked_command
     from ..image_io import ImageInputError
     from ..vae_io import VAELoadError
     from .encode import cache_latents

@@ -212,7 +212,7 @@ def run_training(config, train, command: str, summary) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
-    from ..cli import invoked_command
+    from ..file_io import invoked_command
 
     # The exact command, recorded in the run's JSON summary: the model card shows it as the way to reproduce the run.
     config.command_line = invoked_command()
