@@ -364,6 +364,13 @@ def _training(distillation: dict | None, curve_file: str | None = None) -> str:
         f"| Wall time | {_fmt(distillation.get('wall_time_s'), '.0f')} s |",
         f"| Training throughput | {_fmt(distillation.get('train_images_per_s'))} images/s |",
     ]
+    campaign = distillation.get("campaign")
+    if campaign:  # a resumable campaign across runs (conversion/distill_campaign.py): what each device gave it
+        minutes = ", ".join(
+            f"{seconds / 60:.1f} {kind.upper()} minutes" for kind, seconds in campaign["seconds"].items()
+        )
+        runs = len(campaign.get("runs") or [])
+        lines.append(f"| Last stage: campaign of {runs} run(s) | {campaign['images_seen']} images in {minutes} |")
     if distillation.get("command"):
         lines += ["", "Training command:", "", "```bash", distillation["command"], "```"]
     if distillation.get("note"):
