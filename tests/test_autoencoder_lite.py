@@ -471,3 +471,14 @@ def test_folders_saved_by_version_0_1_load_and_reconstruct_as_they_did(folder, l
 def test_the_tiny_class_refuses_a_folder_of_the_sd_decoder_class():
     with pytest.raises(ValueError, match=r"holds an AutoencoderLite .* not an AutoencoderLiteTiny"):
         AutoencoderLiteTiny.from_pretrained(V01_FOLDERS / "autoencoder_lite_sd_decoder")
+
+
+def test_compile_repeated_blocks_compiles_each_encoder_resblock_and_nothing_else():
+    # Regional compilation (diffusers' convention): one graph per ResBlock shape, not one per model and input size.
+    from diffusers_litevae.models.litevae_encoder import LiteVAEResBlock
+
+    vae = tiny_autoencoder_lite()
+    vae.compile_repeated_blocks()
+    compiled = [module for module in vae.modules() if getattr(module, "_compiled_call_impl", None) is not None]
+    blocks = [module for module in vae.encoder.modules() if isinstance(module, LiteVAEResBlock)]
+    assert blocks and compiled == blocks

@@ -63,6 +63,11 @@ class AutoencoderLiteBase(ModelMixin, AutoencoderMixin, ConfigMixin, PeftAdapter
     # top-level group that only ``forward`` onloads, and pipelines call ``encode``/``decode`` directly.
     # diffusers skips names that are not children (``post_quant_conv`` exists only where the decoder has one).
     _group_offload_block_modules = ["encoder", "post_quant_conv", "decoder"]
+    # Regional compilation (``vae.compile_repeated_blocks()``, diffusers' convention): one compiled graph per block
+    # shape instead of one per model and input size. The encoder's ResBlocks are its repeated work; the three wavelet
+    # levels already show them several sizes, so new bucket sizes rarely recompile (CPU compile times:
+    # ``benchmarks/results/compile_time_cpu.json``).
+    _repeated_blocks = ["LiteVAEResBlock"]
 
     def _build_encoder(self, decoder_factor: int) -> None:
         """Check the encoder's factor against the decoder's (``decoder_factor``), then build ``self.encoder`` and the
