@@ -578,3 +578,15 @@ def test_the_readme_snippet_yields_batches_on_a_12_image_cache(tmp_path):
     batches = list(namespace["loader"])
     assert sum(len(batch["caption"]) for batch in batches) == 12 and len(batches) == 2
     assert "latents" in namespace  # the snippet's loop body ran
+
+
+def test_caching_compiles_only_where_the_warm_up_pays_and_says_why():
+    from diffusers_litevae.caching.planning import COMPILE_PAYS_FROM_IMAGES_PER_SHAPE, choose_compile
+
+    enabled, reason = choose_compile(None, cuda=True, num_images=74, num_shapes=20)
+    assert not enabled and "74 images over up to 20 input shapes" in reason
+    enabled, _ = choose_compile(None, cuda=True, num_images=COMPILE_PAYS_FROM_IMAGES_PER_SHAPE * 20, num_shapes=20)
+    assert enabled
+    assert choose_compile(None, cuda=False, num_images=10**9, num_shapes=1)[0] is False
+    assert choose_compile(True, cuda=False, num_images=1, num_shapes=50)[0] is True  # the user's flag decides
+    assert choose_compile(False, cuda=True, num_images=10**9, num_shapes=1)[0] is False

@@ -121,7 +121,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="torch.compile the encoder (static shapes, CUDA graphs); default: on for CUDA, off on CPU",
+        help="torch.compile the encoder (static shapes, CUDA graphs); default: on CUDA only when there are enough "
+        "images per bucket shape to pay back the compile (about 50,000; the log says which and why), off on CPU",
     )
     speed.add_argument("--device", default=None, help="device (default: accelerate's device for this process)")
 

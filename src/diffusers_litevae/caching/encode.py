@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from ..file_io import check_output_dir
 from ..image_io import is_saved_dataset
-from ..models.utils import compile_for_inference, pad_batch, resolve_compile, resolve_dtype
+from ..models.utils import compile_for_inference, is_cuda, pad_batch, resolve_compile, resolve_dtype
 from ..vae_io import load_vae, posterior_moments, vae_identity
 from .decode import DecodeStream, identity_collate, worker_init
 from .index import (
@@ -45,7 +45,7 @@ from .index import (
     compare_manifests,
     load_manifest,
 )
-from .planning import build_manifest, plan_work, read_jsonl
+from .planning import build_manifest, choose_compile, plan_work, read_jsonl
 from .preprocess import TransformConfig, pixels_to_model_input
 from .sources import HubDatasetSource, ImageFolderSource
 from .writer import (
@@ -239,7 +239,8 @@ def cache_latents(
         channels_last (`bool`): channels-last layout of the encoder and its input.
         compile (`bool`, *optional*): ``torch.compile`` the encoder, one static-shape graph per bucket, with CUDA
             graphs on CUDA (every batch padded to ``batch_size``, the padding dropped from the latents). ``None``
-            (default): on for CUDA, off elsewhere (see :func:`~diffusers_litevae.models.utils.resolve_compile`).
+            (default): on CUDA only where it pays, i.e. for enough images per bucket shape
+            (:func:`~diffusers_litevae.caching.planning.choose_compile`, which logs its reason); off elsewhere.
         retry_failed (`bool`): try again images that failed before even if unchanged.
         device: defaults to accelerate's device for this process (``cuda:<local rank>`` or ``cpu``).
         vae_subfolder, vae_class, revision, variant: how to load ``vae`` when it is a name.
@@ -361,6 +362,10 @@ def cache_latents(
             )
 
         # --- encode -----------------------------------------------------------------------------------------------
+        num_shapes = len(transform.buckets()) or max(len(todo), 1)  # full-size images: each its own shape
+        compile_chosen, compile_reason = choose_compile(compile, is_cuda(device), len(todo), num_shapes)
+        if state.is_main_process:
+            logger.info(compile_reason)
         settings = _EncodeSettings(
             dtype=dtype,
             batch_size=batch_size,
@@ -369,7 +374,7 @@ def cache_latents(
             mixed_precision=mixed_precision,
             cpu_mixed_precision=cpu_mixed_precision,
             channels_last=channels_last,
-            compile=resolve_compile(compile, device),
+            compile=resolve_compile(compile_chosen, device),
             vae_info=vae_info,
             progress=progress and state.is_main_process,
             world=world,
