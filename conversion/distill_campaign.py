@@ -49,6 +49,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from diffusers_litevae.file_io import follow_umask, save_pretrained
 from diffusers_litevae.image_io import find_images, load_image
 from diffusers_litevae.training.data import (
     RandomCropDataset,
@@ -167,6 +168,7 @@ def _save_tensors(tensors: dict[str, torch.Tensor], folder: Path, stem: str) -> 
         old.unlink()
     for filename, names in split.filename_to_tensors.items():
         save_file({name: tensors[name] for name in names}, str(folder / filename))
+        follow_umask(folder / filename)  # safetensors creates files 0600: readable by others, as open() would
     return sorted(split.filename_to_tensors)
 
 
@@ -199,6 +201,7 @@ def save_campaign(folder: Path, state: dict, encoder, ema, optimizer) -> None:
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state()
     save_file(rng, str(folder / "rng.safetensors"))
+    follow_umask(folder / "rng.safetensors")
     state["optimizer"] = {"scalars": scalars, "param_groups": optimizer_state["param_groups"]}
     state["ema"] = {"optimization_step": ema.optimization_step, "decay": ema.decay}
     write_state(folder, state)
@@ -475,7 +478,7 @@ def export_and_evaluate(args, folder: Path, state: dict, student, encoder, ema, 
         ema.restore(encoder.parameters())
     model_dir = out / "model"
     shutil.rmtree(model_dir, ignore_errors=True)
-    student.to("cpu", torch.float32).save_pretrained(model_dir)
+    save_pretrained(student.to("cpu", torch.float32), model_dir)
     record = distillation_record(state, student, teacher)
     (model_dir / "distillation.json").write_text(json.dumps(record, indent=1))
     if not args.eval_dir:
