@@ -210,10 +210,6 @@ def _named_images(images) -> tuple[Iterable[tuple[str, object]], int | None, str
     return pairs(), length, "in-memory images"
 
 
-def _size_key(resolution: int | str) -> str:
-    return str(resolution)
-
-
 class _SizeRun:
     """Everything measured at one evaluation size: per-image rows, rFID accumulators, the grid's tiles, and the
     batch being filled (images of one pixel size, at most ``batch_size``)."""
@@ -458,7 +454,7 @@ def evaluate_vaes(
                 "rfid": rfid,
                 "missing_metrics": entry_missing,
             }
-        summary["sizes"][_size_key(run.resolution)] = {
+        summary["sizes"][str(run.resolution)] = {
             "resolution": run.resolution,
             "preprocessing": describe_preprocessing(run.resolution, crop, resize),
             "num_images": count,
@@ -469,7 +465,7 @@ def evaluate_vaes(
         entry = {
             "name_or_path": model.name_or_path,
             "class": model.class_name,
-            **summary["sizes"][_size_key(first.resolution)]["models"][label],
+            **summary["sizes"][str(first.resolution)]["models"][label],
             "encode_images_per_s": None,
             "decode_images_per_s": None,
             "speed_batch_size": None,
