@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..caching.preprocess import pixels_to_model_input
 from ..image_io import describe_read_error, resize_and_crop, resize_short_side
 from .errors import TrainingInputError
 
@@ -57,7 +58,7 @@ def split_holdout(paths: Sequence[Path], count: int, pattern: str = "*") -> tupl
 def image_to_tensor(image: Image.Image) -> torch.Tensor:
     """PIL RGB image -> ``(3, H, W)`` float tensor in ``[-1, 1]``."""
     array = np.asarray(image, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div(127.5).sub(1.0)
+    return pixels_to_model_input(torch.from_numpy(array.copy()).permute(2, 0, 1))
 
 
 def random_crop_flip(
