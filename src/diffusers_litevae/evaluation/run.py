@@ -27,10 +27,10 @@ from ..file_io import check_output_dir
 from ..image_io import (
     describe_read_error,
     folder_images,
-    images_to_tensor,
+    images_to_unit_tensor,
     load_image,
     make_reconstruction_grid,
-    tensor_to_images,
+    unit_tensor_to_images,
 )
 from ..models.utils import resolve_dtype
 from .errors import EvaluationInputError
@@ -347,7 +347,7 @@ def evaluate_vaes(
     def evaluate(run: _SizeRun, pending: list[tuple[int, str, Image.Image]]) -> None:
         names = [name for _, name, _ in pending]
         batch_images = [image for _, _, image in pending]
-        originals = images_to_tensor(batch_images)
+        originals = images_to_unit_tensor(batch_images)
         if run.first_batch is None:
             run.first_batch = originals
         keep = max(0, min(run.grid_images - len(run.grid_originals), len(batch_images)))
@@ -379,7 +379,7 @@ def evaluate_vaes(
                     )
                 )
             if keep:
-                run.grid_reconstructions[label].extend(tensor_to_images(reconstructions[:keep]))
+                run.grid_reconstructions[label].extend(unit_tensor_to_images(reconstructions[:keep]))
                 run.grid_captions[label].extend(f"{value:.2f} dB" for value in psnr[:keep])
 
     count = 0

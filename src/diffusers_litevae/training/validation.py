@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from ..image_io import centre_crop, make_reconstruction_grid, tensor_to_images
+from ..image_io import centre_crop, make_reconstruction_grid, unit_tensor_to_images
 from ..models.tiny_autoencoder import signed_to_unit
 from .teachers import DistillationTeacher
 
@@ -188,7 +188,7 @@ def save_reconstruction_grid(
     def tiles(images: Sequence[torch.Tensor]) -> list[Image.Image]:
         units = [signed_to_unit(image.detach().cpu().float().clamp(-1, 1)) for image in images]
         crops = [centre_crop(unit, min(tile, unit.shape[-1]), min(tile, unit.shape[-2])) for unit in units]
-        return [tensor_to_images(crop[None])[0] for crop in crops]
+        return [unit_tensor_to_images(crop[None])[0] for crop in crops]
 
     grid = make_reconstruction_grid(
         tiles(originals), {label: tiles(images) for label, images in reconstructions.items()}, tile_height=tile
