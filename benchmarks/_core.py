@@ -29,6 +29,8 @@ import torch
 import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from diffusers_litevae.file_io import jsonable
+
 __all__ = [
     "ENCODER_NAMES",
     "Budget",
@@ -47,7 +49,6 @@ __all__ = [
     "free_memory",
     "int_list",
     "is_oom",
-    "jsonable",
     "measure",
     "run_cell",
     "sync",
@@ -191,19 +192,6 @@ def format_ratio(value: float | None, reference: float | None, source: str, unit
     return text
 
 
-def jsonable(value):
-    """``value`` with NaN/inf as ``None``, tuples as lists and anything else unknown as its ``str``."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, float):
-        return None if math.isnan(value) or math.isinf(value) else value
-    if isinstance(value, (str, int, bool)) or value is None:
-        return value
-    return str(value)
-
-
 def command_line(argv: list[str] | None = None) -> str:
     """The command that produced a result, as one shell line relative to the repository root."""
     argv = sys.argv if argv is None else argv
@@ -235,7 +223,7 @@ def write_json(path: str | os.PathLike, payload: dict) -> Path:
     """Write ``payload`` (made JSON-safe) to ``path``, creating its folder; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(jsonable(payload), indent=2) + "\n")
+    path.write_text(json.dumps(jsonable(payload, finite=True), indent=2) + "\n")
     return path
 
 
@@ -415,7 +403,7 @@ class Recorder:
         self.records.append(record)
         if self.path:
             with open(self.path, "a") as stream:
-                stream.write(json.dumps(jsonable(record)) + "\n")
+                stream.write(json.dumps(jsonable(record, finite=True)) + "\n")
                 stream.flush()
                 os.fsync(stream.fileno())
         if not text:

@@ -117,6 +117,8 @@ def build_model(args: argparse.Namespace):
 
 def build_inputs(args: argparse.Namespace, model) -> tuple[torch.Tensor, torch.Tensor]:
     """The image (1, 3, R, R) in [-1, 1] and the latents (1, C, R/8, R/8) that every child measures with."""
+    from diffusers_litevae.models.tiny_autoencoder import signed_to_unit, unit_to_signed
+
     generator = torch.Generator().manual_seed(0)
     size, factor = args.resolution, model.downsample_factor
     if args.image:
@@ -124,15 +126,15 @@ def build_inputs(args: argparse.Namespace, model) -> tuple[torch.Tensor, torch.T
         from PIL import Image
 
         picture = Image.open(args.image).convert("RGB").resize((size, size), Image.BICUBIC)
-        image = torch.from_numpy(np.array(picture)).permute(2, 0, 1)[None].float() / 127.5 - 1
+        image = unit_to_signed(torch.from_numpy(np.array(picture)).permute(2, 0, 1)[None].float().div(255))
     else:
         image = torch.rand(1, 3, size, size, generator=generator) * 2 - 1
     if args.model == "taef2" and args.taef2_dir and not args.pretrained:
         from diffusers_litevae import load_tiny_encoder
 
         encoder = load_tiny_encoder(Path(args.taef2_dir) / "taef2_encoder.pth").eval()
-        with torch.no_grad():
-            latents = encoder((image + 1) / 2)  # TAEF2's own latents of the image: what its decoder was trained on
+        with torch.no_grad():  # TAEF2's own latents of the image: what its decoder was trained on
+            latents = encoder(signed_to_unit(image))
     elif args.pretrained:
         with torch.no_grad():
             latents = model.float().cpu().encode(image).latent_dist.mean
@@ -200,7 +202,9 @@ def relative_rms(tiled: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def psnr(tiled: torch.Tensor, reference: torch.Tensor) -> float:
-    a, b = (tiled / 2 + 0.5).clamp(0, 1), (reference / 2 + 0.5).clamp(0, 1)
+    from diffusers_litevae.models.tiny_autoencoder import signed_to_unit
+
+    a, b = signed_to_unit(tiled).clamp(0, 1), signed_to_unit(reference).clamp(0, 1)
     return (10 * torch.log10(1 / (a - b).pow(2).mean().clamp_min(1e-12))).item()
 
 

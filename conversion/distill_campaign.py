@@ -51,6 +51,7 @@ from safetensors.torch import load_file, save_file
 
 from diffusers_litevae.file_io import follow_umask, save_pretrained
 from diffusers_litevae.image_io import find_images, load_image
+from diffusers_litevae.models.utils import normalize_sequences
 from diffusers_litevae.training.data import (
     RandomCropDataset,
     ResolutionSchedule,
@@ -545,9 +546,7 @@ def distillation_record(state: dict, student, teacher) -> dict:
             "eval_images": 24,
             "eval_set": "Kodak-24, 256 px centre crops (litevae eval --no_resize)",
         }
-    encoder_config = {
-        k: list(v) if isinstance(v, tuple) else v for k, v in student.config.items() if k.startswith("encoder_")
-    }
+    encoder_config = {k: normalize_sequences(v, list) for k, v in student.config.items() if k.startswith("encoder_")}
     return {
         "teacher": teacher.describe(),
         "student": {

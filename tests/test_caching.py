@@ -199,7 +199,12 @@ def test_autoencoder_kl_with_shift_factor_and_fp16(tmp_path):
         with torch.no_grad():
             mean = vae.encode(pixels_to_model_input(pixels[None])).latent_dist.mean[0]
         torch.testing.assert_close(dataset[i]["latents"], (mean - 0.1) * 0.5, rtol=2**-10, atol=1e-4)
-        torch.testing.assert_close(dataset.unscale_latents(dataset[i]["latents"]), mean, rtol=2**-10, atol=1e-4)
+        torch.testing.assert_close(dataset.denormalize_latents(dataset[i]["latents"]), mean, rtol=2**-10, atol=1e-4)
+    latents = dataset[0]["latents"]
+    with pytest.warns(DeprecationWarning, match="normalize_latents"):
+        assert torch.equal(dataset.scale_latents(latents), dataset.normalize_latents(latents))
+    with pytest.warns(DeprecationWarning, match="denormalize_latents"):
+        assert torch.equal(dataset.unscale_latents(latents), dataset.denormalize_latents(latents))
 
 
 def test_autoencoder_tiny_stores_deterministic_latents(tmp_path):

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 import sys
@@ -25,6 +26,7 @@ __all__ = [
     "follow_umask",
     "fsync_dir",
     "invoked_command",
+    "jsonable",
     "save_pretrained",
     "temp_path",
     "write_bytes_atomic",
@@ -43,6 +45,24 @@ OUTPUT_KINDS: tuple[tuple[tuple[str, ...], str, tuple[str, ...]], ...] = (
     (("checkpoints",), "training checkpoints", ("distill", "train")),
     (("summary.json", "per_image.csv"), "`litevae eval` results", ("eval",)),
 )
+
+
+def jsonable(value, finite: bool = False):
+    """``value`` in plain JSON types: ``str`` dict keys, tuples as lists, any other non-JSON leaf as its ``str``.
+
+    ``finite=True`` also writes NaN and infinity as ``None``: ``json.dumps`` would emit ``NaN`` / ``Infinity``,
+    which strict JSON readers reject, so results read by other tools (the benchmarks) ask for it. Training's
+    settings and checkpoint records keep them, as they always have.
+    """
+    if isinstance(value, dict):
+        return {str(k): jsonable(v, finite) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v, finite) for v in value]
+    if finite and isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
 
 
 # ------------------------------------------------------------------------------------------------- output folders

@@ -28,9 +28,9 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "images_to_tensor",
+    "images_to_unit_tensor",
     "make_reconstruction_grid",
-    "tensor_to_images",
+    "unit_tensor_to_images",
     "IMAGE_EXTENSIONS",
     "WHITE",
     "DatasetImages",
@@ -533,7 +533,7 @@ def dataset_images(
 # ------------------------------------------------------------------------------------- tensors and grids
 
 
-def images_to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
+def images_to_unit_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
     """Stack equally sized RGB images into a float tensor ``(B, 3, H, W)`` in ``[0, 1]``."""
     import torch
 
@@ -541,7 +541,7 @@ def images_to_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
     return torch.from_numpy(arrays).permute(0, 3, 1, 2).float().div(255)
 
 
-def tensor_to_images(images: torch.Tensor) -> list[Image.Image]:
+def unit_tensor_to_images(images: torch.Tensor) -> list[Image.Image]:
     """``(B, 3, H, W)`` in ``[0, 1]`` -> list of 8-bit RGB PIL images (values clamped, rounded)."""
     arrays = images.detach().float().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
     return [Image.fromarray(array) for array in arrays]

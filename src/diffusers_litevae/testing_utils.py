@@ -17,6 +17,7 @@ from PIL import Image
 
 from .models.autoencoder_lite import AutoencoderLite
 from .models.autoencoder_lite_tiny import AutoencoderLiteTiny
+from .models.tiny_autoencoder import signed_to_unit, unit_to_signed
 
 __all__ = [
     "TINY_ENCODER",
@@ -113,12 +114,12 @@ def smooth_images(count: int, height: int, width: int, seed: int) -> torch.Tenso
     a tiny autoencoder can learn in a few dozen steps."""
     generator = torch.Generator().manual_seed(seed)
     low = torch.rand(count, 3, 4, 4, generator=generator)
-    return F.interpolate(low, size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1) * 2 - 1
+    return unit_to_signed(F.interpolate(low, size=(height, width), mode="bicubic", align_corners=False).clamp(0, 1))
 
 
 def save_png(image: torch.Tensor, path: str | os.PathLike) -> None:
     """Write one ``(3, H, W)`` image in ``[-1, 1]`` as an 8-bit PNG (parent folders created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    array = ((image.permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+    array = signed_to_unit(image).mul(255).permute(1, 2, 0).numpy().round().clip(0, 255).astype(np.uint8)
     Image.fromarray(array).save(path)

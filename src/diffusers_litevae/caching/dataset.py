@@ -151,13 +151,29 @@ class LatentDataset(Dataset):
         """Position of ``sample_id`` in the dataset (``KeyError`` when it is not cached)."""
         return self._position[sample_id]
 
-    def scale_latents(self, latents: torch.Tensor) -> torch.Tensor:
+    def normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Raw VAE latents -> diffusion-model latents (:class:`~diffusers_litevae.vae_io.LatentNormalization`)."""
         return self.normalization.normalize(latents)
 
-    def unscale_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`scale_latents` (what ``vae.decode`` expects)."""
+    def denormalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`normalize_latents` (what ``vae.decode`` expects)."""
         return self.normalization.denormalize(latents)
+
+    # The old names read like diffusers' ``AutoencoderTiny.scale_latents`` (raw latents -> [0, 1]), which is a
+    # different map; they stay callable for existing code.
+    def scale_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Deprecated name of :meth:`normalize_latents`."""
+        warnings.warn(
+            "LatentDataset.scale_latents is deprecated; use normalize_latents.", DeprecationWarning, stacklevel=2
+        )
+        return self.normalize_latents(latents)
+
+    def unscale_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Deprecated name of :meth:`denormalize_latents`."""
+        warnings.warn(
+            "LatentDataset.unscale_latents is deprecated; use denormalize_latents.", DeprecationWarning, stacklevel=2
+        )
+        return self.denormalize_latents(latents)
 
     def _handle(self, relpath: str):
         if self._handles_pid != os.getpid():  # a forked DataLoader worker: open its own handles
@@ -200,7 +216,7 @@ class LatentDataset(Dataset):
         if self.latent_sampling == "sample" and std is not None:
             latents = mean + std * torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
         if self.scale:
-            latents = self.scale_latents(latents)
+            latents = self.normalize_latents(latents)
         left, top, right, bottom = (int(v) for v in self._crop[i])
         if flipped:  # the crop box of the mirrored image, in mirrored coordinates
             width = int(self._resized[i][1])

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from ..image_io import open_image, oriented_size, short_side_size, upright_rgb
+from ..models.tiny_autoencoder import unit_to_signed
 from .buckets import CropPlan, assign_bucket, make_buckets, plan_crop
 from .index import CacheInputError
 
@@ -172,4 +173,4 @@ def preprocess_image(
 
 def pixels_to_model_input(pixels: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``uint8`` pixels ``(..., 3, H, W)`` in ``[0, 255]`` -> ``dtype`` values in ``[-1, 1]`` (the VAE input range)."""
-    return pixels.to(dtype).div_(127.5).sub_(1.0)
+    return unit_to_signed(pixels.to(dtype).div(255))

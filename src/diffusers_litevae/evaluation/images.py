@@ -7,7 +7,7 @@ model, so all models in one run see exactly the same pixels.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 
 from PIL import Image
 
@@ -15,7 +15,6 @@ from ..image_io import WHITE, resize_and_crop, upright_rgb
 from .errors import EvaluationInputError
 
 __all__ = [
-    "batches_of_equal_size",
     "describe_preprocessing",
     "parse_resolution",
     "parse_resolutions",
@@ -103,19 +102,3 @@ def prepare_image(
         raise EvaluationInputError(f"crop must be one of {CROPS}, got {crop!r}.")
     image = upright_rgb(image, WHITE)  # transparent pixels onto white, as in the latent cache
     return resize_and_crop(image, None if resolution == "native" else resolution, crop == "square", resize, _MULTIPLE)
-
-
-def batches_of_equal_size(
-    named_images: Iterable[tuple[str, Image.Image]], batch_size: int
-) -> Iterator[tuple[list[str], list[Image.Image]]]:
-    """Group consecutive images into batches of at most ``batch_size`` that share one size (stacking needs it)."""
-    names: list[str] = []
-    images: list[Image.Image] = []
-    for name, image in named_images:
-        if images and (image.size != images[0].size or len(images) == batch_size):
-            yield names, images
-            names, images = [], []
-        names.append(name)
-        images.append(image)
-    if images:
-        yield names, images

@@ -27,10 +27,10 @@ from ..file_io import check_output_dir
 from ..image_io import (
     describe_read_error,
     folder_images,
-    images_to_tensor,
+    images_to_unit_tensor,
     load_image,
     make_reconstruction_grid,
-    tensor_to_images,
+    unit_tensor_to_images,
 )
 from ..models.utils import resolve_dtype
 from .errors import EvaluationInputError
@@ -210,10 +210,6 @@ def _named_images(images) -> tuple[Iterable[tuple[str, object]], int | None, str
     return pairs(), length, "in-memory images"
 
 
-def _size_key(resolution: int | str) -> str:
-    return str(resolution)
-
-
 class _SizeRun:
     """Everything measured at one evaluation size: per-image rows, rFID accumulators, the grid's tiles, and the
     batch being filled (images of one pixel size, at most ``batch_size``)."""
@@ -351,7 +347,7 @@ def evaluate_vaes(
     def evaluate(run: _SizeRun, pending: list[tuple[int, str, Image.Image]]) -> None:
         names = [name for _, name, _ in pending]
         batch_images = [image for _, _, image in pending]
-        originals = images_to_tensor(batch_images)
+        originals = images_to_unit_tensor(batch_images)
         if run.first_batch is None:
             run.first_batch = originals
         keep = max(0, min(run.grid_images - len(run.grid_originals), len(batch_images)))
@@ -383,7 +379,7 @@ def evaluate_vaes(
                     )
                 )
             if keep:
-                run.grid_reconstructions[label].extend(tensor_to_images(reconstructions[:keep]))
+                run.grid_reconstructions[label].extend(unit_tensor_to_images(reconstructions[:keep]))
                 run.grid_captions[label].extend(f"{value:.2f} dB" for value in psnr[:keep])
 
     count = 0
@@ -458,7 +454,7 @@ def evaluate_vaes(
                 "rfid": rfid,
                 "missing_metrics": entry_missing,
             }
-        summary["sizes"][_size_key(run.resolution)] = {
+        summary["sizes"][str(run.resolution)] = {
             "resolution": run.resolution,
             "preprocessing": describe_preprocessing(run.resolution, crop, resize),
             "num_images": count,
@@ -469,7 +465,7 @@ def evaluate_vaes(
         entry = {
             "name_or_path": model.name_or_path,
             "class": model.class_name,
-            **summary["sizes"][_size_key(first.resolution)]["models"][label],
+            **summary["sizes"][str(first.resolution)]["models"][label],
             "encode_images_per_s": None,
             "decode_images_per_s": None,
             "speed_batch_size": None,

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..models.tiny_autoencoder import TinyDecoder, TinyEncoder
+from ..models.tiny_autoencoder import TinyDecoder, TinyEncoder, signed_to_unit, unit_to_signed
 from ..models.utils import cast_module
 from .errors import EvaluationInputError
 
@@ -101,12 +101,12 @@ class ReconstructionModel:
         images = images.to(self.device, self.dtype)
         from ..vae_io import posterior_mean_logvar
 
-        return posterior_mean_logvar(self.vae, images * 2 - 1)[0]
+        return posterior_mean_logvar(self.vae, unit_to_signed(images))[0]
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents from :meth:`encode` -> images ``(B, 3, H, W)`` clamped to ``[0, 1]``."""
-        return self.vae.decode(latents).sample.add(1).div(2).clamp(0, 1)
+        return signed_to_unit(self.vae.decode(latents).sample).clamp(0, 1)
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         """Encode and decode: ``(B, 3, H, W)`` in ``[0, 1]`` -> reconstructions in ``[0, 1]`` (float32, on CPU)."""

@@ -26,6 +26,7 @@ from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers
 from .autoencoder_lite_base import AutoencoderLiteBase, match_device_dtype
 from .litevae_encoder import encoder_config
 from .smc import replace_resnet_norms_with_smc
+from .utils import normalize_sequences
 
 __all__ = ["AutoencoderLite"]
 
@@ -223,7 +224,7 @@ _LATENT_SPACE_KEYS = ("latent_channels", "scaling_factor", "shift_factor", "late
 def _reject_teacher_conflicts(overrides: dict, teacher_keys: dict, source: str = "keyword argument") -> None:
     """Raise if ``overrides`` sets a key that :meth:`AutoencoderLite.from_autoencoder_kl` takes from the teacher."""
     for key, value in overrides.items():
-        if key not in teacher_keys or _normalise(value) == _normalise(teacher_keys[key]):
+        if key not in teacher_keys or normalize_sequences(value) == normalize_sequences(teacher_keys[key]):
             continue
         if key in _LATENT_SPACE_KEYS:
             why = "it defines the teacher's latent space, which the copied decoder decodes and the encoder must match"
@@ -240,10 +241,6 @@ def _reject_teacher_conflicts(overrides: dict, teacher_keys: dict, source: str =
             f"{why}. Drop {key!r} (it is taken from the teacher), or build AutoencoderLite(...) directly and train "
             "its decoder."
         )
-
-
-def _normalise(value):
-    return tuple(_normalise(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def _first(value):

@@ -22,6 +22,7 @@ from diffusers.models.activations import get_activation
 
 from ..transforms.haar import haar_filters, haar_wavedec
 from .group_norm_silu import group_norm_silu_triton, use_fused_group_norm_silu
+from .utils import normalize_sequences
 
 __all__ = [
     "ENCODER_PRESETS",
@@ -85,11 +86,8 @@ def preset_name_of(config, prefix: str = "encoder_") -> str | None:
     """The preset (``"S"``, ``"B"``, ``"M"`` or ``"L"``) whose widths ``config`` (a mapping such as
     ``AutoencoderLite``'s config) holds under the :meth:`EncoderPreset.config_kwargs` keys, else ``None``."""
 
-    def normalised(value):
-        return tuple(value) if isinstance(value, (list, tuple)) else value
-
     for name, preset in ENCODER_PRESETS.items():
-        if all(normalised(config.get(key)) == value for key, value in preset.config_kwargs(prefix).items()):
+        if all(normalize_sequences(config.get(key)) == value for key, value in preset.config_kwargs(prefix).items()):
             return name
     return None
 

@@ -11,7 +11,10 @@ Two uses in this package:
 
 Both networks are a flat ``nn.Sequential`` (``self.layers``) whose indices match the original checkpoints, and
 keep the originals' value ranges: images in ``[0, 1]``, raw unscaled latents. :func:`unit_to_signed` and
-:func:`signed_to_unit` are the one conversion to and from the diffusers ``[-1, 1]`` convention.
+:func:`signed_to_unit` are the package's one conversion between ``[0, 1]`` and the diffusers ``[-1, 1]``
+convention; every other module (evaluation, training, caching, tests' helpers, benchmarks) calls them, so the
+ranges cannot drift apart. They live here, in the models layer, because the models need them and every higher
+layer may import from it.
 """
 
 from __future__ import annotations

@@ -19,10 +19,22 @@ __all__ = [
     "is_owner_repo_id",
     "compile_mode",
     "is_cuda",
+    "normalize_sequences",
     "pad_batch",
     "resolve_compile",
     "resolve_dtype",
 ]
+
+
+def normalize_sequences(value, kind: type = tuple):
+    """``value`` with every list and tuple in it, at any depth, made a ``kind``; other values unchanged.
+
+    A config read back from JSON holds lists where one built in Python holds tuples: normalised to tuples they
+    compare equal, and normalised to lists they serialise like JSON (``json.dumps`` writes either as a list).
+    """
+    if isinstance(value, (list, tuple)):
+        return kind(normalize_sequences(v, kind) for v in value)
+    return value
 
 
 def is_owner_repo_id(value: str | None) -> bool:

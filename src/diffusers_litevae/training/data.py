@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..caching.preprocess import pixels_to_model_input
 from ..image_io import describe_read_error, resize_and_crop, resize_short_side
 from .errors import TrainingInputError
 
@@ -30,7 +31,7 @@ __all__ = [
     "ResolutionSchedule",
     "StepIndexedBatchSampler",
     "collate_batch",
-    "image_to_tensor",
+    "image_to_signed_tensor",
     "load_eval_image",
     "parse_scale_range",
     "random_crop_flip",
@@ -54,10 +55,10 @@ def split_holdout(paths: Sequence[Path], count: int, pattern: str = "*") -> tupl
 # ------------------------------------------------------------------------------------------- transforms
 
 
-def image_to_tensor(image: Image.Image) -> torch.Tensor:
+def image_to_signed_tensor(image: Image.Image) -> torch.Tensor:
     """PIL RGB image -> ``(3, H, W)`` float tensor in ``[-1, 1]``."""
     array = np.asarray(image, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div(127.5).sub(1.0)
+    return pixels_to_model_input(torch.from_numpy(array.copy()).permute(2, 0, 1))
 
 
 def random_crop_flip(
@@ -103,7 +104,7 @@ def random_crop_flip(
         image = image.resize((resolution, resolution), Image.BICUBIC)  # PIL low-pass filters when it downscales
     if flip and rng.random() < 0.5:
         image = image.transpose(Image.FLIP_LEFT_RIGHT)
-    return image_to_tensor(image)
+    return image_to_signed_tensor(image)
 
 
 def parse_scale_range(text: str | tuple[float, float] | None) -> tuple[float, float]:
@@ -138,7 +139,7 @@ def load_eval_image(image: Image.Image, resolution: int | None = None, multiple:
     Returns:
         ``(3, H, W)`` tensor in ``[-1, 1]``.
     """
-    return image_to_tensor(resize_and_crop(image, resolution, resize=False, multiple=multiple))
+    return image_to_signed_tensor(resize_and_crop(image, resolution, resize=False, multiple=multiple))
 
 
 # ------------------------------------------------------------------------------------------ resolution schedule

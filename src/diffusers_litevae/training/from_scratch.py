@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..file_io import save_pretrained
+from ..file_io import jsonable, save_pretrained
 from ..models.autoencoder_lite import AutoencoderLite
 from ..models.autoencoder_lite_base import AutoencoderLiteBase
 from ..models.autoencoder_lite_tiny import AutoencoderLiteTiny
@@ -51,7 +51,6 @@ from .run_support import (
     TrainingRun,
     apply_gradients,
     comparable_config,
-    jsonable,
     prepare_data,
     validate_run_settings,
 )

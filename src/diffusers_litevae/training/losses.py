@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..models.tiny_autoencoder import signed_to_unit
 from ..transforms.haar import haar_wavedec
 from .errors import TrainingInputError
 
@@ -200,7 +201,7 @@ def image_losses(
         if lpips_model is None:
             raise ValueError("an LPIPS weight > 0 needs an LPIPS model; load it with load_lpips().")
         # The LPIPS module takes [0, 1] images; reconstructions and targets here are in [-1, 1].
-        terms["lpips"] = lpips_model((reconstruction + 1) / 2, (target + 1) / 2).mean()
+        terms["lpips"] = lpips_model(signed_to_unit(reconstruction), signed_to_unit(target)).mean()
     return terms
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ..file_io import jsonable
 from ..image_io import (
     DatasetImages,
     ImageFiles,
@@ -41,7 +42,6 @@ __all__ = [
     "comparable_config",
     "eager_mode",
     "has_accelerator_device",
-    "jsonable",
     "prepare_data",
 ]
 
@@ -306,17 +306,6 @@ class EMAWeights:
     def __exit__(self, *exc) -> None:
         if self.ema is not None:
             self.ema.restore(self.module.parameters())
-
-
-def jsonable(value):
-    """``value`` with every non-JSON leaf turned into its ``str`` (for settings and checkpoint records)."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
 
 
 MIXED_PRECISION = ("no", "fp16", "bf16")

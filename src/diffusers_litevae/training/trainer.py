@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 
-from ..file_io import save_pretrained
+from ..file_io import jsonable, save_pretrained
 from ..models.autoencoder_lite_base import AutoencoderLiteBase
 from ..models.litevae_encoder import ENCODER_PRESETS, encoder_config, preset_name_of
-from ..models.utils import DTYPE_NAMES, cast_module, resolve_compile, resolve_dtype
+from ..models.utils import DTYPE_NAMES, cast_module, normalize_sequences, resolve_compile, resolve_dtype
 from .data import (
     RandomCropDataset,
     ResolutionSchedule,
@@ -43,7 +43,6 @@ from .run_support import (
     comparable_config,
     data_folders,
     eager_mode,
-    jsonable,
     prepare_data,
     validate_run_settings,
 )
@@ -338,9 +337,7 @@ def _initial_encoder(name_or_path: str, teacher: DistillationTeacher) -> tuple[d
 
 
 def _student_description(config: DistillConfig, student: AutoencoderLiteBase) -> dict:
-    encoder_config = {
-        k: (list(v) if isinstance(v, tuple) else v) for k, v in student.config.items() if k.startswith("encoder_")
-    }
+    encoder_config = {k: normalize_sequences(v, list) for k, v in student.config.items() if k.startswith("encoder_")}
     return {
         "preset": preset_name_of(student.config),  # what was built (--init_from or --student_config may decide it)
         "init_from": config.init_from,

@@ -21,7 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from ..image_io import centre_crop, make_reconstruction_grid, tensor_to_images
+from ..image_io import centre_crop, make_reconstruction_grid, unit_tensor_to_images
+from ..models.tiny_autoencoder import signed_to_unit
 from .teachers import DistillationTeacher
 
 __all__ = [
@@ -35,10 +36,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def _to_unit(images: torch.Tensor) -> torch.Tensor:
-    return images.float().clamp(-1, 1).add(1).div(2)
-
-
 def image_metrics(reconstruction: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
     """PSNR (dB) and SSIM of one ``(1, 3, H, W)`` reconstruction against its target, both in ``[-1, 1]``.
 
@@ -47,7 +44,8 @@ def image_metrics(reconstruction: torch.Tensor, target: torch.Tensor) -> tuple[f
     """
     from ..evaluation.metrics import psnr_per_image, ssim_per_image
 
-    prediction, reference = _to_unit(reconstruction), _to_unit(target)
+    prediction = signed_to_unit(reconstruction.float().clamp(-1, 1))
+    reference = signed_to_unit(target.float().clamp(-1, 1))
     return float(psnr_per_image(prediction, reference)[0]), float(ssim_per_image(prediction, reference)[0])
 
 
@@ -188,11 +186,9 @@ def save_reconstruction_grid(
     """
 
     def tiles(images: Sequence[torch.Tensor]) -> list[Image.Image]:
-        crops = [
-            centre_crop(_to_unit(image.detach().cpu()), min(tile, image.shape[-1]), min(tile, image.shape[-2]))
-            for image in images
-        ]
-        return [tensor_to_images(crop[None])[0] for crop in crops]
+        units = [signed_to_unit(image.detach().cpu().float().clamp(-1, 1)) for image in images]
+        crops = [centre_crop(unit, min(tile, unit.shape[-1]), min(tile, unit.shape[-2])) for unit in units]
+        return [unit_tensor_to_images(crop[None])[0] for crop in crops]
 
     grid = make_reconstruction_grid(
         tiles(originals), {label: tiles(images) for label, images in reconstructions.items()}, tile_height=tile

@@ -25,7 +25,7 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-__all__ = ["haar_dwt", "haar_filters", "haar_idwt", "haar_wavedec", "haar_waverec", "split_bands"]
+__all__ = ["haar_dwt", "haar_filters", "haar_idwt", "haar_wavedec", "haar_waverec"]
 
 # One level's 2x2 analysis filters, rows of [a, b, c, d] for the block [[a, b], [c, d]]: LL, LH, HL, HH (x 1/2).
 _HAAR_2X2 = ((1.0, 1.0, 1.0, 1.0), (1.0, 1.0, -1.0, -1.0), (1.0, -1.0, 1.0, -1.0), (1.0, -1.0, -1.0, 1.0))
@@ -175,8 +175,3 @@ def haar_waverec(coeffs: list[torch.Tensor]) -> torch.Tensor:
         channels = bands.shape[1] // 4
         low = haar_idwt(torch.cat([low, bands[:, channels:]], dim=1))
     return low
-
-
-def split_bands(bands: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Split a band-major ``(B, 4*C, h, w)`` tensor into its ``(LL, LH, HL, HH)`` parts."""
-    return tuple(bands.chunk(4, dim=1))  # type: ignore[return-value]
