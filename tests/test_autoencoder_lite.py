@@ -482,3 +482,8 @@ def test_compile_repeated_blocks_compiles_each_encoder_resblock_and_nothing_else
     compiled = [module for module in vae.modules() if getattr(module, "_compiled_call_impl", None) is not None]
     blocks = [module for module in vae.encoder.modules() if isinstance(module, LiteVAEResBlock)]
     assert blocks and compiled == blocks
+    # One forward serves every block width: dynamo must keep a graph per width, not stop at its default of 8.
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    assert getattr(config, "recompile_limit", getattr(config, "cache_size_limit", 0)) >= 64

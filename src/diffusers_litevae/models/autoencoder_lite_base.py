@@ -27,7 +27,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
 from .litevae_encoder import LiteVAEEncoder
-from .utils import LazyDiagonalGaussian, cast_module, hub_offline_message
+from .utils import LazyDiagonalGaussian, cast_module, hub_offline_message, raise_recompile_limit
 
 __all__ = ["AutoencoderLiteBase"]
 
@@ -68,6 +68,14 @@ class AutoencoderLiteBase(ModelMixin, AutoencoderMixin, ConfigMixin, PeftAdapter
     # levels already show them several sizes, so new bucket sizes rarely recompile (CPU compile times:
     # ``benchmarks/results/compile_time_cpu.json``).
     _repeated_blocks = ["LiteVAEResBlock"]
+
+    def compile_repeated_blocks(self, *args, **kwargs):
+        """Regional compilation (diffusers' ``ModelMixin.compile_repeated_blocks``: each ``LiteVAEResBlock`` is
+        compiled on its own; arguments go to ``torch.compile``). Every block of every width shares one ``forward``
+        code object, so dynamo's default of 8 graphs per code object would leave most blocks eager: the limit is
+        raised first, as for every compiled hot path of this package."""
+        raise_recompile_limit()
+        return super().compile_repeated_blocks(*args, **kwargs)
 
     def _build_encoder(self, decoder_factor: int) -> None:
         """Check the encoder's factor against the decoder's (``decoder_factor``), then build ``self.encoder`` and the

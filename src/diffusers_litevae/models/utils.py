@@ -21,6 +21,7 @@ __all__ = [
     "is_cuda",
     "normalize_sequences",
     "pad_batch",
+    "raise_recompile_limit",
     "resolve_compile",
     "resolve_dtype",
 ]
@@ -179,13 +180,19 @@ def is_cuda(device: torch.device | str) -> bool:
 
 
 def _enable_compile_caches() -> None:
-    import torch._dynamo  # noqa: F401  (registers torch._dynamo.config)
-
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
     with contextlib.suppress(ImportError, AttributeError):  # torch builds without inductor skip its cache
         import torch._inductor.config as inductor_config
 
         inductor_config.fx_graph_cache = True
+    raise_recompile_limit()
+
+
+def raise_recompile_limit() -> None:
+    """Let dynamo keep up to 64 graphs per code object (default 8): every bucket shape, and every ResBlock width under
+    regional compilation, is its own graph, and past the limit dynamo silently runs the code eagerly."""
+    import torch._dynamo  # noqa: F401  (registers torch._dynamo.config)
+
     config = torch._dynamo.config
     for name in ("recompile_limit", "cache_size_limit"):  # the name changed across torch versions
         if hasattr(config, name):
