@@ -73,9 +73,10 @@ def _cached_means(cache) -> dict[str, torch.Tensor]:
     return {dataset.sample_id(i): dataset.raw_moments(i)[0] for i in range(len(dataset))}
 
 
-def test_cache_latents_compiles_by_default_on_cuda_and_pads_the_last_batch(tmp_path, monkeypatch):
-    """With the device check reporting CUDA, a default run compiles the encoder and pads the partial last batch
-    to the batch size; its latents are identical to an eager, unpadded run's."""
+def test_cache_latents_compiles_where_it_pays_and_pads_the_last_batch(tmp_path, monkeypatch):
+    """With the device check reporting CUDA, a default run on a few images stays eager (the compile would not pay
+    back), a compiled run pads the partial last batch to the batch size, and its latents are identical to an eager,
+    unpadded run's."""
     import diffusers_litevae.caching.encode as encode_module
 
     compiled, padded = [], []
@@ -86,13 +87,16 @@ def test_cache_latents_compiles_by_default_on_cuda_and_pads_the_last_batch(tmp_p
         return real_pad(batch, size)
 
     monkeypatch.setattr(model_utils, "is_cuda", lambda device: True)
+    monkeypatch.setattr(encode_module, "is_cuda", lambda device: True)
     # Compiling on a 2-core CPU takes minutes: record the call, run eager.
     monkeypatch.setattr(encode_module, "compile_for_inference", lambda module, device: compiled.append(module))
     monkeypatch.setattr(encode_module, "pad_batch", record_pad)
     folder = _image_folder(tmp_path / "images")
     vae = tiny_autoencoder_lite(seed=0)
     common = dict(resolution=32, bucketing=False, num_workers=0, batch_size=2, progress=False, dtype="fp32")
-    report = cache_latents(folder, vae, tmp_path / "auto", device="cpu", **common)
+    default = cache_latents(folder, vae, tmp_path / "default", device="cpu", **common)
+    assert not default.compiled and not compiled  # 5 images: far below what pays for a compile
+    report = cache_latents(folder, vae, tmp_path / "auto", device="cpu", compile=True, **common)
     assert report.compiled and len(compiled) == 1
     assert (1, 2) in padded  # 5 images in batches of 2: the last one is padded from 1 to 2
     eager = cache_latents(folder, vae, tmp_path / "eager", device="cpu", compile=False, **common)
