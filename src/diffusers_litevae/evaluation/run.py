@@ -383,35 +383,37 @@ def evaluate_vaes(
                 run.grid_captions[label].extend(f"{value:.2f} dB" for value in psnr[:keep])
 
     count = 0
-    for name, data in named_images:
-        if max_images is not None and count >= max_images:
-            break
-        try:
-            image = load_image(data)
-            prepared = [prepare_image(image, run.resolution, crop, resize) for run in runs]
-        except Exception as error:  # noqa: BLE001 (damaged files, decompression bombs, ...: PIL raises many kinds)
-            skipped.append((name, describe_read_error(error)))
-            continue
-        too_small = [item.size for item in prepared if min(item.size) < SSIM_WINDOW]
-        if too_small:
-            width, height = too_small[0]
-            reason = f"{width}x{height} after preprocessing; SSIM needs {SSIM_WINDOW}x{SSIM_WINDOW} or more"
-            skipped.append((name, reason))
-            continue
-        for run, prepared_image in zip(runs, prepared):
-            run.add(count, name, prepared_image, evaluate)
-        count += 1
-        bar.update(1)
-        if first.rows:
-            bar.set_postfix(
-                {
-                    f"{label} PSNR": f"{_mean([r['psnr'] for r in first.rows if r['model'] == label]):.2f}"
-                    for label in loaded
-                }
-            )
-    for run in runs:
-        run.flush(evaluate)
-    bar.close()
+    try:  # the bar is closed on Ctrl-C too, so the command's last line is its own message
+        for name, data in named_images:
+            if max_images is not None and count >= max_images:
+                break
+            try:
+                image = load_image(data)
+                prepared = [prepare_image(image, run.resolution, crop, resize) for run in runs]
+            except Exception as error:  # noqa: BLE001 (damaged files, decompression bombs, ...: PIL raises many kinds)
+                skipped.append((name, describe_read_error(error)))
+                continue
+            too_small = [item.size for item in prepared if min(item.size) < SSIM_WINDOW]
+            if too_small:
+                width, height = too_small[0]
+                reason = f"{width}x{height} after preprocessing; SSIM needs {SSIM_WINDOW}x{SSIM_WINDOW} or more"
+                skipped.append((name, reason))
+                continue
+            for run, prepared_image in zip(runs, prepared):
+                run.add(count, name, prepared_image, evaluate)
+            count += 1
+            bar.update(1)
+            if first.rows:
+                bar.set_postfix(
+                    {
+                        f"{label} PSNR": f"{_mean([r['psnr'] for r in first.rows if r['model'] == label]):.2f}"
+                        for label in loaded
+                    }
+                )
+        for run in runs:
+            run.flush(evaluate)
+    finally:
+        bar.close()
     if count == 0:
         where = dataset_name or source_name
         if skipped:
