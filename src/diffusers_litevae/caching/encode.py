@@ -256,6 +256,77 @@ def cache_latents(
         :class:`CacheReport`.
     """
     started = time.perf_counter()
+    transform = _check_inputs(dtype, mixed_precision, batch_size, num_workers, max_images, transform, transform_kwargs)
+    state = _process_state(device)
+    device = torch.device(device) if device is not None else state.device
+    # The folders first: a mistake in either is reported before the VAE loads and before anything is created.
+    root = check_output_dir(output_dir, "cache-latents", CacheInputError).resolve()
+    dataset_options = (dataset_config_name, split, image_column, caption_column, dataset_cache_dir)
+    source = _open_source(source, caption_extension, root, *dataset_options)
+    run = _Run(state=state, device=device, root=root, source=source, transform=transform, started=started)
+    vae, vae_info = _load_encoder(vae, device, vae_subfolder, vae_class, revision, variant)
+    manifest, existing = _check_manifest(run, vae, vae_info, dtype)
+    state.wait_for_everyone()  # every process has read the manifest before the main one may write it
+    with _run_lock(root, state):  # one run writes a cache at a time; its processes write together
+        _open_cache(run, manifest, existing)
+        plan = _plan(run, max_images, retry_failed)
+        settings = _EncodeSettings(
+            dtype=dtype,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            samples_per_shard=samples_per_shard,
+            mixed_precision=mixed_precision,
+            cpu_mixed_precision=cpu_mixed_precision,
+            channels_last=channels_last,
+            compile=_choose_compile(run, plan, compile),
+            vae_info=vae_info,
+            progress=progress and state.is_main_process,
+            world=state.num_processes,
+        )
+        my_todo = plan.todo[state.process_index :: state.num_processes]
+        timings, encoded_ids = _encode_items(
+            source, my_todo, transform, vae, device, root, plan.generation, state.process_index, settings
+        )
+        state.wait_for_everyone()
+        report = CacheReport(output_dir=str(root), encoded_ids=encoded_ids, timings=timings)
+        if state.is_main_process:
+            _merge(run, plan, report, settings.compile, vae_info["name_or_path"], command)
+        state.wait_for_everyone()
+        return report
+
+
+# ------------------------------------------------------------------------------------ the steps of a run
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every step of one :func:`cache_latents` run shares."""
+
+    state: object  # accelerate's PartialState or _SingleProcess
+    device: torch.device
+    root: Path
+    source: object  # ImageFolderSource or HubDatasetSource
+    transform: TransformConfig
+    started: float  # time.perf_counter() at the call, for the report's wall_s
+
+
+@dataclass
+class _Plan:
+    """What the cache holds and what this run will change (see :func:`_plan`)."""
+
+    items: list
+    skipped: list[dict]
+    index: CacheIndex
+    todo: list
+    kept_failures: list[dict]
+    num_removed: int
+    num_updates: int
+    generation: int
+    known_before: set
+
+
+def _check_inputs(dtype, mixed_precision, batch_size, num_workers, max_images, transform, transform_kwargs):
+    """Refuse bad arguments before anything loads; returns the :class:`TransformConfig` to use."""
     if dtype not in STORAGE_DTYPES:
         raise CacheInputError(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}.")
     if mixed_precision not in _MIXED_PRECISIONS:
@@ -267,29 +338,31 @@ def cache_latents(
     if max_images is not None and max_images < 1:
         raise CacheInputError(f"max_images must be >= 1, got {max_images}.")
     if transform is None:
-        transform = TransformConfig(**transform_kwargs)
-    elif transform_kwargs:
+        return TransformConfig(**transform_kwargs)
+    if transform_kwargs:
         raise TypeError(f"pass either transform= or transform fields, not both (got {sorted(transform_kwargs)}).")
+    return transform
 
-    state = _process_state(device)
-    rank, world = state.process_index, state.num_processes
-    device = torch.device(device) if device is not None else state.device
-    # The folders first: a mistake in either is reported before the VAE loads and before anything is created.
-    root = check_output_dir(output_dir, "cache-latents", CacheInputError).resolve()
+
+def _open_source(source, caption_extension, root, config_name, split, image_column, caption_column, cache_dir):
+    """The source to cache, refusing an image folder without images before the VAE loads."""
     source = _as_source(
         source,
         caption_extension,
         root,
-        config_name=dataset_config_name,
+        config_name=config_name,
         split=split,
         image_column=image_column,
         caption_column=caption_column,
-        cache_dir=dataset_cache_dir,
+        cache_dir=cache_dir,
     )
     if isinstance(source, ImageFolderSource):
         source.check_not_empty()
+    return source
 
-    # --- VAE and settings: every check before any long work --------------------------------------------------
+
+def _load_encoder(vae, device, vae_subfolder, vae_class, revision, variant):
+    """``(vae, vae_info)``: the VAE to encode with (fp32 weights on ``device``, eval) and its identity."""
     if isinstance(vae, (str, os.PathLike)):
         vae_name = str(vae)
         vae = load_vae(vae_name, subfolder=vae_subfolder, vae_class=vae_class, revision=revision, variant=variant)
@@ -303,9 +376,15 @@ def cache_latents(
     vae = vae.to(device).eval().requires_grad_(False)
     if any(parameter.dtype != torch.float32 for parameter in vae.parameters()):
         vae = vae.float()  # fp32 weights: CPU encodes in fp32, CUDA autocasts to bf16/fp16
-    channels, factor, has_std = _probe_latent_geometry(vae, device)
-    transform.check_downsample_factor(factor)
-    manifest = build_manifest(vae_info, transform, dtype, channels, factor, has_std, source)
+    return vae, vae_info
+
+
+def _check_manifest(run: _Run, vae, vae_info: dict, dtype: str) -> tuple[dict, dict | None]:
+    """``(manifest, existing)``: this run's manifest and the cache's, refusing a cache built with other settings."""
+    root = run.root
+    channels, factor, has_std = _probe_latent_geometry(vae, run.device)
+    run.transform.check_downsample_factor(factor)
+    manifest = build_manifest(vae_info, run.transform, dtype, channels, factor, has_std, run.source)
     existing = load_manifest(root)
     if existing is None and (list_shard_files(root) or (root / INDEX_NAME).exists()):
         raise IncompatibleCacheError(
@@ -320,120 +399,125 @@ def cache_latents(
                 + "\n  - ".join(differences)
                 + "\nUse another --output_dir for these settings (or delete the old cache to rebuild it)."
             )
-        if existing.get("source_info") != manifest["source_info"] and state.is_main_process:
+        if existing.get("source_info") != manifest["source_info"] and run.state.is_main_process:
             logger.warning(
                 "the cache was built from %s; it now mirrors %s (samples missing from it will be dropped).",
                 existing.get("source_info"),
                 manifest["source_info"],
             )
-    state.wait_for_everyone()  # every process has read the manifest before the main one may write it
-    with _run_lock(root, state):  # one run writes a cache at a time; its processes write together
-        if state.is_main_process:
-            root.mkdir(parents=True, exist_ok=True)
-            remove_temp_files(root)
-            for stale in root.glob("errors.r*.partial.jsonl"):
-                stale.unlink()
-            if existing is None:
-                write_json_atomic(root / MANIFEST_NAME, manifest)
+    return manifest, existing
 
-        # --- what to do -------------------------------------------------------------------------------------------
-        items, skipped = source.scan()
-        if max_images is not None:
-            items = items[:max_images]
-        index = CacheIndex.load(root)
-        previous_failures = {
-            row["sample_id"]: row for row in read_jsonl(root / ERRORS_NAME) if row.get("stage") == "decode"
-        }
-        todo, kept_failures, num_removed, num_updates = plan_work(items, index, previous_failures, source, retry_failed)
-        generation = index.next_generation()
-        known_before = set(index.known_shards)
-        state.wait_for_everyone()  # nobody writes a shard before every process has read the cache state
-        my_todo = todo[rank::world]
-        if state.is_main_process:
-            logger.info(
-                "%s: %d images, %d to encode (%d processes), %d unchanged, %d removed, %d known failures",
-                source.describe(),
-                len(items),
-                len(todo),
-                world,
-                len(items) - len(todo) - len(kept_failures),
-                num_removed,
-                len(kept_failures),
-            )
 
-        # --- encode -----------------------------------------------------------------------------------------------
-        num_shapes = len(transform.buckets()) or max(len(todo), 1)  # full-size images: each its own shape
-        compile_chosen, compile_reason = choose_compile(compile, is_cuda(device), len(todo), num_shapes)
-        if state.is_main_process:
-            logger.info(compile_reason)
-        settings = _EncodeSettings(
-            dtype=dtype,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            samples_per_shard=samples_per_shard,
-            mixed_precision=mixed_precision,
-            cpu_mixed_precision=cpu_mixed_precision,
-            channels_last=channels_last,
-            compile=resolve_compile(compile_chosen, device),
-            vae_info=vae_info,
-            progress=progress and state.is_main_process,
-            world=world,
+def _open_cache(run: _Run, manifest: dict, existing: dict | None) -> None:
+    """Under the run's lock (main process): create the folder, clear what a killed run left half-written, and record
+    the manifest of a new cache."""
+    if not run.state.is_main_process:
+        return
+    root = run.root
+    root.mkdir(parents=True, exist_ok=True)
+    remove_temp_files(root)
+    for stale in root.glob("errors.r*.partial.jsonl"):
+        stale.unlink()
+    if existing is None:
+        write_json_atomic(root / MANIFEST_NAME, manifest)
+
+
+def _plan(run: _Run, max_images: int | None, retry_failed: bool) -> _Plan:
+    """List the source, load the index (and earlier failures) and decide what to encode, keep and drop."""
+    state, root = run.state, run.root
+    items, skipped = run.source.scan()
+    if max_images is not None:
+        items = items[:max_images]
+    index = CacheIndex.load(root)
+    previous_failures = {
+        row["sample_id"]: row for row in read_jsonl(root / ERRORS_NAME) if row.get("stage") == "decode"
+    }
+    todo, kept_failures, num_removed, num_updates = plan_work(items, index, previous_failures, run.source, retry_failed)
+    generation = index.next_generation()
+    known_before = set(index.known_shards)
+    state.wait_for_everyone()  # nobody writes a shard before every process has read the cache state
+    if state.is_main_process:
+        logger.info(
+            "%s: %d images, %d to encode (%d processes), %d unchanged, %d removed, %d known failures",
+            run.source.describe(),
+            len(items),
+            len(todo),
+            state.num_processes,
+            len(items) - len(todo) - len(kept_failures),
+            num_removed,
+            len(kept_failures),
         )
-        timings, encoded_ids = _encode_items(source, my_todo, transform, vae, device, root, generation, rank, settings)
-        state.wait_for_everyone()
+    return _Plan(items, skipped, index, todo, kept_failures, num_removed, num_updates, generation, known_before)
 
-        # --- merge (main process) ---------------------------------------------------------------------------------
-        report = CacheReport(output_dir=str(root), encoded_ids=encoded_ids, timings=timings)
-        if state.is_main_process:
-            index.recover_orphans()  # this run's shards, from every process
-            source_ids = {item.sample_id for item in items}
-            for sample_id in [sample_id for sample_id in index.entries if sample_id not in source_ids]:
-                del index.entries[sample_id]
-            index.write()
-            index.delete_dead_shards()
-            new_failures = []
-            for partial in sorted(root.glob("errors.r*.partial.jsonl")):
-                new_failures.extend(read_jsonl(partial))
-            failures = sorted(kept_failures + new_failures, key=lambda row: row["sample_id"])
-            rows = skipped + failures
-            write_bytes_atomic(
-                root / ERRORS_NAME, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
-            )
-            for partial in root.glob("errors.r*.partial.jsonl"):
-                partial.unlink()
-            new_shards = index.known_shards - known_before
-            report.num_samples = len(index.entries)
-            report.num_encoded = sum(1 for entry in index.entries.values() if entry["shard"] in new_shards)
-            report.num_unchanged = report.num_samples - report.num_encoded
-            report.num_removed = num_removed
-            report.num_failed = len(failures)
-            report.num_skipped_files = len(skipped)
-            report.num_metadata_updates = num_updates
-            report.wall_s = time.perf_counter() - started
-            phase = timings.get("encode_phase", 0.0)
-            report.images_per_s = report.num_encoded / phase if phase > 0 else 0.0
-            steady = phase - timings.get("warmup", 0.0)
-            report.steady_images_per_s = report.num_encoded / steady if steady > 0 else 0.0
-            report.compiled = settings.compile
-            write_json_atomic(
-                root / LAST_RUN_NAME,
-                {
-                    **report.to_dict(),
-                    "processes": world,
-                    "device": str(device),
-                    "vae_name_or_path": vae_info["name_or_path"],
-                    "command": command,
-                },
-            )
-            if failures or skipped:
-                logger.warning(
-                    "%d images failed and %d files were skipped: see %s",
-                    len(failures),
-                    len(skipped),
-                    root / ERRORS_NAME,
-                )
-        state.wait_for_everyone()
-        return report
+
+def _choose_compile(run: _Run, plan: _Plan, compile: bool | None) -> bool:
+    """Whether this run's encoder runs compiled (``compile=None``: where it pays; the reason is logged)."""
+    num_shapes = len(run.transform.buckets()) or max(len(plan.todo), 1)  # full-size images: each its own shape
+    compile_chosen, compile_reason = choose_compile(compile, is_cuda(run.device), len(plan.todo), num_shapes)
+    if run.state.is_main_process:
+        logger.info(compile_reason)
+    return resolve_compile(compile_chosen, run.device)
+
+
+def _merge(run: _Run, plan: _Plan, report: CacheReport, compiled: bool, vae_name: str, command: str | None) -> None:
+    """Main process, after every process encoded: fold this run's shards into the index, drop entries of removed
+    images and dead shards, write ``errors.jsonl``, fill ``report`` and write ``last_run.json``."""
+    root, index = run.root, plan.index
+    index.recover_orphans()  # this run's shards, from every process
+    source_ids = {item.sample_id for item in plan.items}
+    for sample_id in [sample_id for sample_id in index.entries if sample_id not in source_ids]:
+        del index.entries[sample_id]
+    index.write()
+    index.delete_dead_shards()
+    failures = _write_errors(root, plan.skipped, plan.kept_failures)
+    new_shards = index.known_shards - plan.known_before
+    report.num_samples = len(index.entries)
+    report.num_encoded = sum(1 for entry in index.entries.values() if entry["shard"] in new_shards)
+    report.num_unchanged = report.num_samples - report.num_encoded
+    report.num_removed = plan.num_removed
+    report.num_failed = len(failures)
+    report.num_skipped_files = len(plan.skipped)
+    report.num_metadata_updates = plan.num_updates
+    report.wall_s = time.perf_counter() - run.started
+    phase = report.timings.get("encode_phase", 0.0)
+    report.images_per_s = report.num_encoded / phase if phase > 0 else 0.0
+    steady = phase - report.timings.get("warmup", 0.0)
+    report.steady_images_per_s = report.num_encoded / steady if steady > 0 else 0.0
+    report.compiled = compiled
+    write_json_atomic(
+        root / LAST_RUN_NAME,
+        {
+            **report.to_dict(),
+            "processes": run.state.num_processes,
+            "device": str(run.device),
+            "vae_name_or_path": vae_name,
+            "command": command,
+        },
+    )
+    if failures or plan.skipped:
+        logger.warning(
+            "%d images failed and %d files were skipped: see %s",
+            len(failures),
+            len(plan.skipped),
+            root / ERRORS_NAME,
+        )
+
+
+def _write_errors(root: Path, skipped: list[dict], kept_failures: list[dict]) -> list[dict]:
+    """Write ``errors.jsonl`` (skipped files, then every failure by sample id, this run's from each process's partial
+    file), remove the partial files, and return the failures."""
+    new_failures = []
+    for partial in sorted(root.glob("errors.r*.partial.jsonl")):
+        new_failures.extend(read_jsonl(partial))
+    failures = sorted(kept_failures + new_failures, key=lambda row: row["sample_id"])
+    rows = skipped + failures
+    write_bytes_atomic(root / ERRORS_NAME, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode())
+    for partial in root.glob("errors.r*.partial.jsonl"):
+        partial.unlink()
+    return failures
+
+
+# ----------------------------------------------------------------------------------------------- encode
 
 
 @dataclass(frozen=True)
@@ -453,38 +537,147 @@ class _EncodeSettings:
     world: int
 
 
-def _encode_items(source, items, transform, vae, device, root, generation, rank, settings: _EncodeSettings):
-    """Encode ``items`` into shards of ``generation``/``rank``; returns ``(timings, encoded_ids)``."""
-    from tqdm.auto import tqdm
+class _EncodeTimer:
+    """Where the encode phase goes, in the report's ``timings`` keys.
 
-    timings = {
-        "loader_wait": 0.0,
-        "decode_worker": 0.0,
-        "transfer": 0.0,
-        "encode": 0.0,
-        "warmup": 0.0,
-        "writer_busy": 0.0,
-        "writer_wait": 0.0,
-        "encode_phase": 0.0,
-        "cpu": 0.0,
-    }
-    encoded_ids: list[str] = []
-    if not items:
-        return timings, encoded_ids
+    On CUDA the copy and the encoder run asynchronously, so host clocks would time the launches, not the work: each
+    batch records CUDA events, read once after the phase. A compiled encoder's first call of a batch shape (compile,
+    CUDA-graph capture) is synchronized and timed on the host as ``warmup``, so ``encode`` stays the steady figure.
+    """
 
-    cuda = device.type == "cuda"
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self.timings = {
+            "loader_wait": 0.0,
+            "decode_worker": 0.0,
+            "transfer": 0.0,
+            "encode": 0.0,
+            "warmup": 0.0,
+            "writer_busy": 0.0,
+            "writer_wait": 0.0,
+            "encode_phase": 0.0,
+            "cpu": 0.0,
+        }
+        self._events: list[list] = []  # per batch: (before copy, after copy, after encode) CUDA events
+        self._marks: list | None = None
+        self._encode_start = 0.0
+
+    def start_phase(self) -> None:
+        self._phase_start = time.perf_counter()
+        self._cpu_start = os.times()
+
+    def batches(self, loader):
+        """The loader's batches, timing the wait for each and adding up the workers' decode time."""
+        iterator = iter(loader)
+        while True:
+            wait_start = time.perf_counter()
+            batch = next(iterator, None)
+            self.timings["loader_wait"] += time.perf_counter() - wait_start
+            if batch is None:
+                return
+            self.timings["decode_worker"] += batch["decode_s"]
+            yield batch
+
+    @contextlib.contextmanager
+    def transfer(self):
+        """Around the host-to-device copy; the encode is timed from its end."""
+        step_start = time.perf_counter()
+        if self.cuda:
+            self._marks = [torch.cuda.Event(enable_timing=True) for _ in range(3)]
+            self._marks[0].record()
+        yield
+        if self.cuda:
+            self._marks[1].record()
+        else:
+            self.timings["transfer"] += time.perf_counter() - step_start
+        self._encode_start = time.perf_counter()
+
+    def encoded(self, warmup: bool):
+        """After the batch's latents were queued for the host; returns the CUDA event the writer waits for (or
+        ``None`` on CPU). ``warmup``: the compiled encoder's first call of this shape."""
+        if not self.cuda:
+            self.timings["warmup" if warmup else "encode"] += time.perf_counter() - self._encode_start
+            return None
+        marks = self._marks
+        marks[2].record()
+        self._events.append(marks)
+        if warmup:  # compiling and capturing: timed on the host, kept out of the encode figure
+            torch.cuda.synchronize(self.device)
+            self.timings["warmup"] += time.perf_counter() - self._encode_start
+            self._events.pop()
+        return marks[2]
+
+    def finish(self, writer: BackgroundWriter) -> dict[str, float]:
+        """Close the phase (after the loader's workers were joined and the writer closed); returns the timings."""
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            for start, copied, done in self._events:
+                self.timings["transfer"] += start.elapsed_time(copied) / 1000
+                self.timings["encode"] += copied.elapsed_time(done) / 1000
+        self.timings["encode_phase"] = time.perf_counter() - self._phase_start
+        cpu_end = os.times()  # after the loader's workers were joined, so their CPU time is in the children's counts
+        self.timings["cpu"] = sum(
+            getattr(cpu_end, key) - getattr(self._cpu_start, key)
+            for key in ("user", "system", "children_user", "children_system")
+        )
+        self.timings["writer_busy"] = writer.busy_s
+        self.timings["writer_wait"] = writer.submit_wait_s
+        return self.timings
+
+
+def _autocast_dtype(device: torch.device, settings: _EncodeSettings):
+    if device.type == "cuda":
+        return None if settings.mixed_precision == "no" else resolve_dtype(settings.mixed_precision)
+    # CPU autocast supports bf16 only
+    return torch.bfloat16 if settings.cpu_mixed_precision and settings.mixed_precision != "no" else None
+
+
+def _encode_batch(vae, pixels, device, transform, settings: _EncodeSettings, autocast_dtype, timer: _EncodeTimer):
+    """One batch of ``uint8`` pixels to fp32 ``(mean, std, input_shape)`` (``std`` ``None`` for VAEs without one;
+    with ``flip``, the flipped copies follow the originals; ``input_shape``: the encoder's input, padding included)."""
+    with timer.transfer():
+        pixels = pixels.to(device, non_blocking=True)
+    autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
+        images = pixels_to_model_input(pixels)
+        if transform.flip:
+            images = torch.cat([images, images.flip(-1)])
+        if settings.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        real = images.shape[0]
+        if settings.compile:
+            # Static shapes: a partial batch runs padded, on the full batch's graph.
+            images = pad_batch(images, settings.batch_size * (2 if transform.flip else 1))
+            if device.type == "cuda":
+                torch.compiler.cudagraph_mark_step_begin()
+        mean, std = posterior_moments(vae, images)
+        # Copies (CUDA-graph outputs are overwritten by the next call), without the padding.
+        mean = mean[:real].to(torch.float32, copy=True)
+        std = std[:real].to(torch.float32, copy=True) if std is not None else None
+    return mean, std, tuple(images.shape)
+
+
+def _shard_tensors(mean, std, count: int, flip: bool, storage_dtype, cuda: bool) -> dict[str, torch.Tensor]:
+    """The tensors one batch adds to its shard, in the storage dtype (on CUDA, copies to the host not yet waited
+    for)."""
+    tensors = {"mean": mean}
+    if std is not None:
+        tensors["std"] = std
+    if flip:
+        tensors = {
+            key: value
+            for name, tensor in tensors.items()
+            for key, value in ((name, tensor[:count]), (f"{name}_flipped", tensor[count:]))
+        }
     if cuda:
-        autocast_dtype = None if settings.mixed_precision == "no" else resolve_dtype(settings.mixed_precision)
-    else:  # CPU autocast supports bf16 only
-        autocast_dtype = torch.bfloat16 if settings.cpu_mixed_precision and settings.mixed_precision != "no" else None
-    storage_dtype = resolve_dtype(settings.dtype)
-    if settings.channels_last:
-        vae = vae.to(memory_format=torch.channels_last)
-    if settings.compile:
-        compile_for_inference(vae.encoder, device)
-    warm_shapes: set[tuple[int, ...]] = set()  # batch shapes the compiled encoder has already run
+        return {name: tensor.to(storage_dtype).to("cpu", non_blocking=True) for name, tensor in tensors.items()}
+    return {name: tensor.to(storage_dtype) for name, tensor in tensors.items()}
+
+
+def _make_loader(source, items, transform, settings: _EncodeSettings, cuda: bool) -> DataLoader:
     stream = DecodeStream(source, items, transform, settings.batch_size)
-    loader = DataLoader(
+    return DataLoader(
         stream,
         batch_size=None,
         num_workers=settings.num_workers,
@@ -493,6 +686,9 @@ def _encode_items(source, items, transform, vae, device, root, generation, rank,
         worker_init_fn=worker_init if settings.num_workers > 0 else None,
         prefetch_factor=4 if settings.num_workers > 0 else None,
     )
+
+
+def _make_writer(root, generation, rank, transform, settings: _EncodeSettings) -> BackgroundWriter:
     metadata = {
         "vae_class": settings.vae_info["class"],
         "vae_weights_hash": settings.vae_info["weights_hash"],
@@ -503,28 +699,40 @@ def _encode_items(source, items, transform, vae, device, root, generation, rank,
     # Whole-image ("full") caches give nearly every image its own size, so per-size buckets rarely fill: write the
     # fullest early to keep memory and the work a kill can lose small.
     max_buffered = 64 if transform.crop == "full" else None
-    writer = BackgroundWriter(
+    return BackgroundWriter(
         ShardWriter(root, generation, rank, settings.samples_per_shard, max_buffered, metadata=metadata)
     )
+
+
+def _encode_items(source, items, transform, vae, device, root, generation, rank, settings: _EncodeSettings):
+    """Encode ``items`` into shards of ``generation``/``rank``; returns ``(timings, encoded_ids)``."""
+    from tqdm.auto import tqdm
+
+    timer = _EncodeTimer(device)
+    encoded_ids: list[str] = []
+    if not items:
+        return timer.timings, encoded_ids
+
+    cuda = device.type == "cuda"
+    autocast_dtype = _autocast_dtype(device, settings)
+    storage_dtype = resolve_dtype(settings.dtype)
+    if settings.channels_last:
+        vae = vae.to(memory_format=torch.channels_last)
+    if settings.compile:
+        compile_for_inference(vae.encoder, device)
+    warm_shapes: set[tuple[int, ...]] = set()  # batch shapes the compiled encoder has already run
+    loader = _make_loader(source, items, transform, settings, cuda)
+    writer = _make_writer(root, generation, rank, transform, settings)
     errors_path = root / f"errors.r{rank:03d}.partial.jsonl"
-    events: list[tuple] = []
     desc = f"caching latents ({device.type}" + (
         f", process {rank + 1}/{settings.world})" if settings.world > 1 else ")"
     )
     bar = tqdm(
         total=len(items), desc=desc, unit="img", disable=not settings.progress, dynamic_ncols=True, smoothing=0.1
     )
-    phase_start = time.perf_counter()
-    cpu_start = os.times()
+    timer.start_phase()
     try:
-        iterator = iter(loader)
-        while True:
-            wait_start = time.perf_counter()
-            batch = next(iterator, None)
-            timings["loader_wait"] += time.perf_counter() - wait_start
-            if batch is None:
-                break
-            timings["decode_worker"] += batch["decode_s"]
+        for batch in timer.batches(loader):
             if batch["failed"]:
                 with open(errors_path, "a", encoding="utf-8") as handle:
                     handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in batch["failed"])
@@ -532,62 +740,12 @@ def _encode_items(source, items, transform, vae, device, root, generation, rank,
             if batch["pixels"] is None:
                 continue
             count = len(batch["entries"])
-            step_start = time.perf_counter()
-            if cuda:
-                marks = [torch.cuda.Event(enable_timing=True) for _ in range(3)]
-                marks[0].record()
-            pixels = batch["pixels"].to(device, non_blocking=True)
-            if cuda:
-                marks[1].record()
-            else:
-                timings["transfer"] += time.perf_counter() - step_start
-            encode_start = time.perf_counter()
-            with (
-                torch.inference_mode(),
-                torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext(),
-            ):
-                images = pixels_to_model_input(pixels)
-                if transform.flip:
-                    images = torch.cat([images, images.flip(-1)])
-                if settings.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                real = images.shape[0]
-                if settings.compile:
-                    # Static shapes: a partial batch runs padded, on the full batch's graph.
-                    images = pad_batch(images, settings.batch_size * (2 if transform.flip else 1))
-                    if cuda:
-                        torch.compiler.cudagraph_mark_step_begin()
-                first_call = settings.compile and tuple(images.shape) not in warm_shapes
-                mean, std = posterior_moments(vae, images)
-                # Copies (CUDA-graph outputs are overwritten by the next call), without the padding.
-                mean = mean[:real].to(torch.float32, copy=True)
-                std = std[:real].to(torch.float32, copy=True) if std is not None else None
-            tensors = {"mean": mean}
-            if std is not None:
-                tensors["std"] = std
-            if transform.flip:
-                tensors = {
-                    key: value
-                    for name, tensor in tensors.items()
-                    for key, value in ((name, tensor[:count]), (f"{name}_flipped", tensor[count:]))
-                }
-            ready = None
-            if cuda:
-                tensors = {
-                    name: tensor.to(storage_dtype).to("cpu", non_blocking=True) for name, tensor in tensors.items()
-                }
-                marks[2].record()
-                ready = marks[2]
-                events.append(marks)
-            else:
-                tensors = {name: tensor.to(storage_dtype) for name, tensor in tensors.items()}
-                timings["warmup" if first_call else "encode"] += time.perf_counter() - encode_start
+            mean, std, shape = _encode_batch(vae, batch["pixels"], device, transform, settings, autocast_dtype, timer)
+            first_call = settings.compile and shape not in warm_shapes
+            tensors = _shard_tensors(mean, std, count, transform.flip, storage_dtype, cuda)
+            ready = timer.encoded(warmup=first_call)
             if first_call:
-                warm_shapes.add(tuple(images.shape))
-                if cuda:  # compiling and capturing: timed on the host, kept out of the encode figure
-                    torch.cuda.synchronize(device)
-                    timings["warmup"] += time.perf_counter() - encode_start
-                    events.pop()
+                warm_shapes.add(shape)
             writer.submit(tuple(batch["bucket"]), batch["entries"], tensors, ready)
             encoded_ids.extend(entry["id"] for entry in batch["entries"])
             bar.update(count)
@@ -599,17 +757,4 @@ def _encode_items(source, items, transform, vae, device, root, generation, rank,
         raise
     finally:
         bar.close()
-    if cuda:
-        torch.cuda.synchronize(device)
-        for start, copied, done in events:
-            timings["transfer"] += start.elapsed_time(copied) / 1000
-            timings["encode"] += copied.elapsed_time(done) / 1000
-    timings["encode_phase"] = time.perf_counter() - phase_start
-    cpu_end = os.times()  # after the loader's workers were joined, so their CPU time is in the children's counts
-    timings["cpu"] = sum(
-        getattr(cpu_end, key) - getattr(cpu_start, key)
-        for key in ("user", "system", "children_user", "children_system")
-    )
-    timings["writer_busy"] = writer.busy_s
-    timings["writer_wait"] = writer.submit_wait_s
-    return timings, encoded_ids
+    return timer.finish(writer), encoded_ids
