@@ -13,9 +13,9 @@ import pytest
 import torch
 import torch._dynamo
 
+from diffusers_litevae import runtime
 from diffusers_litevae.caching import cache_latents
-from diffusers_litevae.models import utils as model_utils
-from diffusers_litevae.models.utils import pad_batch, resolve_compile
+from diffusers_litevae.runtime import pad_batch, resolve_compile
 from diffusers_litevae.testing_utils import smooth_images, tiny_autoencoder_lite, tiny_autoencoder_lite_tiny
 
 
@@ -39,9 +39,9 @@ def test_compile_policy_is_on_for_cuda_and_off_on_cpu_unless_asked():
     assert resolve_compile(False, "cuda") is False
     assert resolve_compile(None, "cpu") is False
     assert resolve_compile(True, "cpu") is True
-    assert model_utils.compile_mode("cuda", inference=True) == "reduce-overhead"
-    assert model_utils.compile_mode("cuda", inference=False) is None
-    assert model_utils.compile_mode("cpu", inference=True) is None
+    assert runtime.compile_mode("cuda", inference=True) == "reduce-overhead"
+    assert runtime.compile_mode("cuda", inference=False) is None
+    assert runtime.compile_mode("cpu", inference=True) is None
 
 
 def test_cache_latents_cli_flag_defaults_to_auto():
@@ -86,7 +86,7 @@ def test_cache_latents_compiles_where_it_pays_and_pads_the_last_batch(tmp_path, 
         padded.append((batch.shape[0], size))
         return real_pad(batch, size)
 
-    monkeypatch.setattr(model_utils, "is_cuda", lambda device: True)
+    monkeypatch.setattr(runtime, "is_cuda", lambda device: True)
     monkeypatch.setattr(encode_module, "is_cuda", lambda device: True)
     # Compiling on a 2-core CPU takes minutes: record the call, run eager.
     monkeypatch.setattr(encode_module, "compile_for_inference", lambda module, device: compiled.append(module))
@@ -194,7 +194,7 @@ def test_eval_speed_compiles_by_default_on_cuda_and_reports_warmup_apart(monkeyp
         compiled.append(options)
         return fn
 
-    monkeypatch.setattr(model_utils, "is_cuda", lambda device: True)
+    monkeypatch.setattr(runtime, "is_cuda", lambda device: True)
     monkeypatch.setattr(torch, "compile", fake_compile)
     model = as_reconstruction_model(tiny_autoencoder_lite(seed=0), "cpu", torch.float32)
     images = (smooth_images(2, 32, 32, seed=0) + 1) / 2

@@ -137,7 +137,7 @@ def test_tiny_decoder_gradient_checkpointing_checkpoints_its_blocks():
 
 
 def test_cast_module_skips_only_the_spurious_fp32_warning(monkeypatch):
-    from diffusers_litevae.models.utils import cast_module
+    from diffusers_litevae.runtime import cast_module
 
     calls = []
     original = ModelMixin.to

@@ -1,5 +1,6 @@
-"""The package's layers import only downward: transforms, models, I/O, then caching / evaluation / training, then
-hub, then the command-line dispatcher. A lower layer that imports a higher one ties the model code to the tools."""
+"""The package's layers import only downward: package-wide helpers (Hub ids, the runtime policy) and transforms,
+models, I/O, then caching / evaluation / training, then hub, then the command-line dispatcher. A lower layer that
+imports a higher one ties the model code to the tools."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ PACKAGE = Path(diffusers_litevae.__file__).parent
 LAYERS = {
     "_lazy": 0,
     "transforms": 0,
+    "hub_ids": 0,
+    "runtime": 0,
     "models": 1,
     "vae_io": 2,
     "image_io": 2,
     "file_io": 2,
+    "settings": 2,
     "pretrained": 2,
     "testing_utils": 2,
     "caching": 3,

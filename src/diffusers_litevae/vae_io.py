@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .models.utils import hub_offline_message, is_owner_repo_id
+from .hub_ids import hub_offline_message, is_owner_repo_id
 
 __all__ = [
     "LatentNormalization",

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from ..file_io import check_output_dir
 from ..image_io import is_saved_dataset
-from ..models.utils import compile_for_inference, is_cuda, pad_batch, resolve_compile, resolve_dtype
+from ..runtime import compile_for_inference, is_cuda, pad_batch, resolve_compile, resolve_dtype
 from ..vae_io import load_vae, posterior_moments, vae_identity
 from .decode import DecodeStream, identity_collate, worker_init
 from .index import (

@@ -139,7 +139,7 @@ def push_cache(
     """
     from huggingface_hub import HfApi, get_token
 
-    from ..models.utils import is_owner_repo_id
+    from ..hub_ids import is_owner_repo_id
 
     root = Path(cache_dir).expanduser()
     if not is_owner_repo_id(repo_id):
@@ -177,7 +177,7 @@ def push_cache(
 def open_cache(cache_dir_or_repo_id: str | os.PathLike, revision: str | None = None, token: str | None = None) -> Path:
     """The local folder of a cache: ``cache_dir_or_repo_id`` itself when it is a folder, else the snapshot of that
     Hub dataset repo at ``revision`` (``snapshot_download``, cached by huggingface_hub)."""
-    from ..models.utils import is_owner_repo_id
+    from ..hub_ids import is_owner_repo_id
 
     path = Path(cache_dir_or_repo_id).expanduser()
     if path.exists() or not is_owner_repo_id(str(cache_dir_or_repo_id)):

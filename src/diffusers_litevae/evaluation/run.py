@@ -32,7 +32,7 @@ from ..image_io import (
     make_reconstruction_grid,
     unit_tensor_to_images,
 )
-from ..models.utils import resolve_dtype
+from ..runtime import resolve_dtype
 from .errors import EvaluationInputError
 from .images import CROPS, describe_preprocessing, parse_resolutions, prepare_image
 from .metrics import (
@@ -131,14 +131,14 @@ def measure_throughput(
         repeats: timed runs per encoder and decoder.
         compile: time ``torch.compile``d encode and decode (static shape, CUDA graphs on CUDA), as the hot paths
             run them; ``None`` (default): on for CUDA, eager elsewhere
-            (:func:`~diffusers_litevae.models.utils.resolve_compile`).
+            (:func:`~diffusers_litevae.runtime.resolve_compile`).
         details: if given, filled with ``compiled`` and ``warmup_s`` (the untimed runs, compiling included: kept
             out of the throughput).
 
     Returns:
         ``(encode images/s, decode images/s)``: ``B / median seconds per run``.
     """
-    from ..models.utils import compile_mode, resolve_compile
+    from ..runtime import compile_mode, resolve_compile
 
     if repeats < 1:
         raise EvaluationInputError(f"repeats must be >= 1, got {repeats}.")

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from ..models.tiny_autoencoder import TinyDecoder, TinyEncoder, signed_to_unit, unit_to_signed
-from ..models.utils import cast_module
+from ..runtime import cast_module
 from .errors import EvaluationInputError
 
 __all__ = ["SUPPORTED_CLASSES", "ReconstructionModel", "load_reconstruction_model", "parse_vae_spec"]

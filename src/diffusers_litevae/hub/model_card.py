@@ -14,8 +14,8 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..hub_ids import is_hub_repo_id
 from ..models.litevae_encoder import preset_name_of
-from ..models.utils import is_hub_repo_id
 
 __all__ = [
     "CARD_TAGS",

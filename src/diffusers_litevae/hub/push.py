@@ -28,9 +28,10 @@ import torch
 from huggingface_hub import HfApi, get_token
 
 from ..file_io import check_output_dir, save_pretrained
+from ..hub_ids import is_owner_repo_id
 from ..models.autoencoder_lite import AutoencoderLite
 from ..models.autoencoder_lite_base import AutoencoderLiteBase
-from ..models.utils import cast_module, is_owner_repo_id
+from ..runtime import cast_module
 from .model_card import build_model_card
 
 __all__ = [

@@ -26,8 +26,10 @@ from diffusers.models.modeling_outputs import AutoencoderKLOutput
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
+from ..hub_ids import hub_offline_message
+from ..runtime import cast_module, raise_recompile_limit
 from .litevae_encoder import LiteVAEEncoder
-from .utils import LazyDiagonalGaussian, cast_module, hub_offline_message, raise_recompile_limit
+from .utils import LazyDiagonalGaussian
 
 __all__ = ["AutoencoderLiteBase"]
 

@@ -34,7 +34,7 @@ from ..models.autoencoder_lite_base import AutoencoderLiteBase
 from ..models.autoencoder_lite_tiny import AutoencoderLiteTiny
 from ..models.litevae_encoder import ENCODER_PRESETS
 from ..models.unet_discriminator import UNetDiscriminator
-from ..models.utils import cast_module, resolve_compile
+from ..runtime import cast_module, resolve_compile
 from .data import RandomCropDataset, ResolutionSchedule, collate_batch, parse_scale_range
 from .errors import TrainingInputError
 from .losses import (

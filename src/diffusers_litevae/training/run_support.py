@@ -98,7 +98,7 @@ class RunSettings:
     ema_power: float = 0.75
     # speed
     mixed_precision: str | None = None
-    compile: bool | None = None  # None: on for CUDA, off elsewhere (models.utils.resolve_compile)
+    compile: bool | None = None  # None: on for CUDA, off elsewhere (runtime.resolve_compile)
     compile_mode: str | None = None
     gradient_checkpointing: bool = False
     allow_tf32: bool = False

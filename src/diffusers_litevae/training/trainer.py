@@ -26,7 +26,8 @@ import torch.nn as nn
 from ..file_io import jsonable, save_pretrained
 from ..models.autoencoder_lite_base import AutoencoderLiteBase
 from ..models.litevae_encoder import ENCODER_PRESETS, encoder_config, preset_name_of
-from ..models.utils import DTYPE_NAMES, cast_module, normalize_sequences, resolve_compile, resolve_dtype
+from ..models.utils import normalize_sequences
+from ..runtime import DTYPE_NAMES, cast_module, resolve_compile, resolve_dtype
 from .data import (
     RandomCropDataset,
     ResolutionSchedule,

@@ -1,11 +1,11 @@
-"""Small helpers of ``models.utils`` that every command shares."""
+"""Small helpers of ``runtime`` that every command shares."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from diffusers_litevae.models.utils import DTYPE_NAMES, resolve_dtype
+from diffusers_litevae.runtime import DTYPE_NAMES, resolve_dtype
 
 
 def test_one_dtype_table_for_every_command():

@@ -1,0 +1,169 @@
+"""Settings declared once: a dataclass field carries its command-line flag (help, choices, spelling, group), and a
+command's argparse flags are derived from its settings dataclass.
+
+A command's settings class declares each setting as ``name: type = setting(default, "help", ...)``; the class checks
+its values in ``__post_init__``; the command calls :func:`add_setting_arguments` to build its flags and
+:func:`settings_from_args` to turn the parsed flags back into the class. A subclass may change a default by
+redeclaring the field with a plain default: the flag keeps the help and spelling declared in the base class.
+
+How a flag is derived from the field's type (``from __future__ import annotations`` is fine):
+
+- ``bool``: ``--name/--no-name`` (``argparse.BooleanOptionalAction``), or ``--name`` alone with
+  ``action="store_true"``;
+- ``int``, ``float``, ``str`` (or ``X | None``): one value of that type;
+- ``list[X]``: one or more values (``nargs="+"``) of type ``X``.
+
+Anything else (a JSON object, a path list) names its ``type`` and ``nargs`` explicitly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = ["add_setting_arguments", "setting", "settings_from_args"]
+
+_METADATA_KEY = "cli"
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    help: str | None = None,
+    *,
+    flags: Sequence[str] = (),
+    group: str | None = None,
+    choices: Sequence | None = None,
+    metavar: str | None = None,
+    required: bool = False,
+    action: str | None = None,
+    type: Callable | None = None,
+    nargs: str | int | None = None,
+    default_factory: Callable | Any = dataclasses.MISSING,
+    positional: bool = False,
+    cli: bool = True,
+) -> Any:
+    """A dataclass field that also declares its command-line flag.
+
+    Args:
+        default: the setting's default (also the flag's, unless ``required``).
+        help: the flag's help text (``%(default)s`` may appear in it).
+        flags: the flag's spellings; default ``--<field name>``. Give more for aliases (``("--resolution_schedule",
+            "--resolution")``).
+        group: the ``--help`` section the flag is listed under; flags of one group are listed together, groups in
+            the order of their first field.
+        choices: the allowed values.
+        metavar: the value's name in ``--help``.
+        required: the flag must be given (then its argparse default is ``None``).
+        action: an argparse action name (``"store_true"``); default derived from the field's type.
+        type: converts the flag's text; default derived from the field's type.
+        nargs: how many values; default derived from the field's type.
+        default_factory: as in ``dataclasses.field``, for mutable defaults.
+        positional: a positional argument (``name``) instead of a ``--name`` flag.
+        cli: ``False`` for a setting of the API only (no flag).
+    """
+    metadata = {
+        _METADATA_KEY: dict(
+            help=help,
+            flags=tuple(flags),
+            group=group,
+            choices=None if choices is None else list(choices),
+            metavar=metavar,
+            required=required,
+            action=action,
+            type=type,
+            nargs=nargs,
+            positional=positional,
+            cli=cli,
+        )
+    }
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _declaration(cls: type, name: str) -> dict | None:
+    """The flag declared for field ``name`` by ``cls`` or the nearest base class that declares one."""
+    for klass in cls.__mro__:
+        field = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if field is not None and _METADATA_KEY in field.metadata:
+            return field.metadata[_METADATA_KEY]
+    return None
+
+
+def _unwrap_optional(annotation):
+    """``X`` for ``X | None`` (and ``Optional[X]``); the annotation itself otherwise."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        if len(members) == 1:
+            return members[0]
+    return annotation
+
+
+def _default(field: dataclasses.Field):
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None
+
+
+def _argument(field: dataclasses.Field, annotation, declared: dict) -> tuple[list[str], dict]:
+    """The ``add_argument`` call (names, keyword arguments) of one field."""
+    kind = _unwrap_optional(annotation)
+    kwargs: dict[str, Any] = {"help": declared["help"]}
+    if declared["action"]:
+        kwargs["action"] = declared["action"]
+    elif kind is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif typing.get_origin(kind) is list:
+        kwargs["nargs"] = "+"
+        (item,) = typing.get_args(kind)
+        if item is not str:
+            kwargs["type"] = item
+    elif kind in (int, float):
+        kwargs["type"] = kind
+    for key in ("type", "nargs", "choices", "metavar"):
+        if declared[key] is not None:
+            kwargs[key] = declared[key]
+    if declared["positional"]:
+        return [field.name], kwargs
+    kwargs["dest"] = field.name
+    if declared["required"]:
+        kwargs.update(required=True, default=None)
+    else:
+        kwargs["default"] = _default(field)
+    return list(declared["flags"] or [f"--{field.name}"]), kwargs
+
+
+def add_setting_arguments(
+    parser: argparse.ArgumentParser, cls: type, *, exclude: Sequence[str] = ()
+) -> dict[str, argparse._ArgumentGroup]:
+    """Add a flag for every field of the settings dataclass ``cls`` that declares one (see :func:`setting`).
+
+    Returns:
+        The argument groups made, by name, so a command can add flags that are not settings to them.
+    """
+    hints = typing.get_type_hints(cls)
+    groups: dict[str | None, argparse._ArgumentGroup] = {}
+    for field in dataclasses.fields(cls):
+        declared = _declaration(cls, field.name)
+        if declared is None or not declared["cli"] or field.name in exclude:
+            continue
+        name = declared["group"]
+        if name not in groups:
+            groups[name] = parser.add_argument_group(name) if name else parser
+        names, kwargs = _argument(field, hints[field.name], declared)
+        groups[name].add_argument(*names, **kwargs)
+    return {name: group for name, group in groups.items() if name}
+
+
+def settings_from_args(cls: type, args: argparse.Namespace, **overrides):
+    """An instance of the settings dataclass ``cls`` from parsed flags: every field with a value in ``args``
+    (attributes that are not fields are ignored), then ``overrides``."""
+    names = {field.name for field in dataclasses.fields(cls) if field.init}
+    values = {name: value for name, value in vars(args).items() if name in names}
+    return cls(**{**values, **overrides})
