@@ -181,8 +181,8 @@ class AutoencoderLite(AttentionMixin, AutoencoderLiteBase):
             sample_size=_first(config.sample_size),
             scaling_factor=config.scaling_factor,
             shift_factor=getattr(config, "shift_factor", None),
-            latents_mean=_tuple_or_none(getattr(config, "latents_mean", None)),
-            latents_std=_tuple_or_none(getattr(config, "latents_std", None)),
+            latents_mean=normalize_sequences(getattr(config, "latents_mean", None)),
+            latents_std=normalize_sequences(getattr(config, "latents_std", None)),
             force_upcast=getattr(config, "force_upcast", True),
         )
         decoder_keys["use_smc"] = False  # SMC has no GroupNorms and extra weights: the teacher's would not load
@@ -245,7 +245,3 @@ def _reject_teacher_conflicts(overrides: dict, teacher_keys: dict, source: str =
 
 def _first(value):
     return value[0] if isinstance(value, (list, tuple)) else value
-
-
-def _tuple_or_none(value):
-    return tuple(value) if value is not None else None
