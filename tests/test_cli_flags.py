@@ -46,6 +46,8 @@ def test_every_command_keeps_its_flags_and_defaults(command):
 
 @dataclass
 class _Base:
+    image_dir: str = setting(".", "the images", flags=("image_dir",))
+    api_only: int = 3  # a plain field: no flag
     size: int = setting(256, "crop size", group="data", flags=("--size", "--resolution"))
     folders: list[str] | None = setting(None, "image folders", group="data")
     repeats: list[int] | None = setting(None, "repeats per folder", group="data")
@@ -64,12 +66,13 @@ def test_flags_are_derived_from_the_fields_and_round_trip():
     parser = argparse.ArgumentParser()
     groups = add_setting_arguments(parser, _Child)
     assert list(groups) == ["data", "teacher"]
-    args = parser.parse_args(["--resolution", "64", "--repeats", "1", "8", "--no-flip", "--teacher", "t"])
+    args = parser.parse_args(["photos", "--resolution", "64", "--repeats", "1", "8", "--no-flip", "--teacher", "t"])
+    assert not hasattr(args, "api_only")
     settings = settings_from_args(_Child, args, scale=0.5)
-    assert settings == _Child(size=64, repeats=[1, 8], flip=False, teacher="t", scale=0.5)
-    defaults = settings_from_args(_Child, parser.parse_args(["--teacher", "t", "--quiet"]))
+    assert settings == _Child(image_dir="photos", size=64, repeats=[1, 8], flip=False, teacher="t", scale=0.5)
+    defaults = settings_from_args(_Child, parser.parse_args(["x", "--teacher", "t", "--quiet"]))
     assert (defaults.size, defaults.flip, defaults.quiet, defaults.folders) == (512, True, True, None)
     with pytest.raises(SystemExit):  # --teacher is required; --scale takes a number
-        parser.parse_args(["--scale", "x"])
+        parser.parse_args(["x", "--scale", "x"])
     help_text = parser.format_help()
     assert "--size SIZE, --resolution SIZE" in help_text and "crop size" in help_text

@@ -43,8 +43,6 @@ def setting(
     type: Callable | None = None,
     nargs: str | int | None = None,
     default_factory: Callable | Any = dataclasses.MISSING,
-    positional: bool = False,
-    cli: bool = True,
 ) -> Any:
     """A dataclass field that also declares its command-line flag.
 
@@ -52,7 +50,7 @@ def setting(
         default: the setting's default (also the flag's, unless ``required``).
         help: the flag's help text (``%(default)s`` may appear in it).
         flags: the flag's spellings; default ``--<field name>``. Give more for aliases (``("--resolution_schedule",
-            "--resolution")``).
+            "--resolution")``), or the field's name alone (``("image_dir",)``) for a positional argument.
         group: the ``--help`` section the flag is listed under; flags of one group are listed together, groups in
             the order of their first field.
         choices: the allowed values.
@@ -62,8 +60,8 @@ def setting(
         type: converts the flag's text; default derived from the field's type.
         nargs: how many values; default derived from the field's type.
         default_factory: as in ``dataclasses.field``, for mutable defaults.
-        positional: a positional argument (``name``) instead of a ``--name`` flag.
-        cli: ``False`` for a setting of the API only (no flag).
+
+    A setting of the API only (no flag) is a plain dataclass field.
     """
     metadata = {
         _METADATA_KEY: dict(
@@ -76,8 +74,6 @@ def setting(
             action=action,
             type=type,
             nargs=nargs,
-            positional=positional,
-            cli=cli,
         )
     }
     if default_factory is not dataclasses.MISSING:
@@ -129,7 +125,7 @@ def _argument(field: dataclasses.Field, annotation, declared: dict) -> tuple[lis
     for key in ("type", "nargs", "choices", "metavar"):
         if declared[key] is not None:
             kwargs[key] = declared[key]
-    if declared["positional"]:
+    if declared["flags"][:1] == (field.name,):
         return [field.name], kwargs
     kwargs["dest"] = field.name
     if declared["required"]:
@@ -151,7 +147,7 @@ def add_setting_arguments(
     groups: dict[str | None, argparse._ArgumentGroup] = {}
     for field in dataclasses.fields(cls):
         declared = _declaration(cls, field.name)
-        if declared is None or not declared["cli"] or field.name in exclude:
+        if declared is None or field.name in exclude:
             continue
         name = declared["group"]
         if name not in groups:
