@@ -263,21 +263,21 @@ if TRITON_AVAILABLE:
         m2_ptr,
         weight_ptr,
         bias_ptr,
-        scale_ptr,
-        shift_ptr,
+        scale_shift_ptr,
         HW,
         C,
         num_chunks,
         rows_per_program,
-        group_size,
         num_groups,
         eps,
         BLOCK_C: tl.constexpr,
     ):
         """One image's chunk statistics -> per-channel ``scale = rstd_g * weight`` and ``shift = bias - mean_g *
-        scale`` (fp32, ``(N, C)``): the combine step in one launch instead of a dozen small torch ops, which would
-        cost more than the two passes themselves on the encoder's small tensors."""
+        scale``, written to ``scale_shift_ptr[0, n, :]`` and ``scale_shift_ptr[1, n, :]`` (fp32, ``(2, N, C)``): the
+        combine step in one launch instead of a dozen small torch ops, which would cost more than the two passes
+        themselves on the encoder's small tensors."""
         n = tl.program_id(0)
+        group_size = C // num_groups
         channel = tl.arange(0, BLOCK_C)
         channel_mask = channel < C
         mean = tl.zeros([BLOCK_C], dtype=tl.float32)
@@ -308,8 +308,9 @@ if TRITON_AVAILABLE:
         bias = tl.load(bias_ptr + channel, mask=channel_mask, other=0.0)
         scale = scale * weight
         out = n.to(tl.int64) * C + channel
-        tl.store(scale_ptr + out, scale, mask=channel_mask)
-        tl.store(shift_ptr + out, bias - group_mean_per_channel * scale, mask=channel_mask)
+        shift_offset = tl.num_programs(0).to(tl.int64) * C
+        tl.store(scale_shift_ptr + out, scale, mask=channel_mask)
+        tl.store(scale_shift_ptr + shift_offset + out, bias - group_mean_per_channel * scale, mask=channel_mask)
 
     @triton.jit
     def _scale_shift_silu_kernel(
@@ -368,24 +369,22 @@ if TRITON_AVAILABLE:
             BLOCK_C=block_c,
         )
 
-        scale = x.new_empty((batch, channels), dtype=torch.float32)
-        shift = x.new_empty((batch, channels), dtype=torch.float32)
+        scale_shift = x.new_empty((2, batch, channels), dtype=torch.float32)
         torch.library.wrap_triton(_group_scale_shift_kernel)[(batch,)](
             chunk_mean,
             chunk_m2,
             weight,
             bias,
-            scale,
-            shift,
+            scale_shift,
             hw,
             channels,
             num_chunks,
             rows_per_program,
-            channels // num_groups,
             num_groups,
             eps,
             BLOCK_C=block_c,
         )
+        scale, shift = scale_shift.unbind(0)
         out = torch.empty_like(x, memory_format=torch.channels_last)
         torch.library.wrap_triton(_scale_shift_silu_kernel)[(batch, triton.cdiv(hw, block_hw))](
             x, out, scale, shift, hw, channels, BLOCK_HW=block_hw, BLOCK_C=block_c
