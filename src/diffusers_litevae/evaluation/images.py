@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from PIL import Image
 
 from ..image_io import WHITE, resize_and_crop, upright_rgb
-from .errors import EvaluationInputError
+from .settings import CROPS, EvaluationInputError
 
 __all__ = [
     "describe_preprocessing",
@@ -21,7 +21,6 @@ __all__ = [
     "prepare_image",
 ]
 
-CROPS = ("square", "multiple_of_8")
 _MULTIPLE = 8  # every f=8 VAE needs H and W divisible by 8
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..models.tiny_autoencoder import TinyDecoder, TinyEncoder, signed_to_unit, unit_to_signed
+from ..models.tiny_autoencoder import signed_to_unit, unit_to_signed
 from ..runtime import cast_module
-from .errors import EvaluationInputError
+from .settings import EvaluationInputError
 
 __all__ = ["SUPPORTED_CLASSES", "ReconstructionModel", "load_reconstruction_model", "parse_vae_spec"]
 
@@ -62,23 +62,17 @@ class ReconstructionModel:
 
     # -------------------------------------------------------------- placement
 
-    @property
-    def modules(self) -> list[nn.Module]:
-        return [self.vae]
-
     def to(self, device: str | torch.device, dtype: torch.dtype) -> "ReconstructionModel":
-        for module in self.modules:
-            cast_module(module, device=device, dtype=dtype)
-            module.eval().requires_grad_(False)
+        cast_module(self.vae, device=device, dtype=dtype).eval().requires_grad_(False)
         return self
 
     @property
     def device(self) -> torch.device:
-        return next(self.modules[0].parameters()).device
+        return next(self.vae.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.modules[0].parameters()).dtype
+        return next(self.vae.parameters()).dtype
 
     # -------------------------------------------------------------- sizes
 
@@ -183,11 +177,4 @@ def as_reconstruction_model(
         return model.to(device, dtype)
     if isinstance(model, (str, os.PathLike)):
         return load_reconstruction_model(os.fspath(model), subfolder=subfolder, device=device, dtype=dtype)
-    if (
-        isinstance(model, (tuple, list))
-        and len(model) == 2
-        and isinstance(model[0], TinyEncoder)
-        and isinstance(model[1], TinyDecoder)
-    ):
-        return ReconstructionModel(tuple(model), class_name=TINY_PAIR_CLASS).to(device, dtype)
     return ReconstructionModel(model).to(device, dtype)
