@@ -1,9 +1,7 @@
 """``evaluate_vaes``: reconstruction quality and speed of several VAEs on the same images, in one pass.
 
-For every batch of images each model encodes and decodes it; PSNR and SSIM (and LPIPS / rFID where their networks
-load) are recorded per image. Afterwards each model's encoder and decoder are timed separately on one batch, after
-warm-up. Results: per-image rows, a summary dict (the ``summary.json`` schema documented in
-``docs/evaluation_and_hub.md``) and a side-by-side reconstruction grid.
+Results: per-image rows, a summary dict (the ``summary.json`` schema documented in ``docs/evaluation_and_hub.md``)
+and a side-by-side reconstruction grid.
 """
 
 from __future__ import annotations
@@ -46,13 +44,7 @@ from .metrics import (
 from .settings import EvalSettings, EvaluationInputError
 from .vaes import ReconstructionModel, as_reconstruction_model
 
-__all__ = [
-    "EvaluationResult",
-    "evaluate_vaes",
-    "format_summary",
-    "measure_throughput",
-    "resolve_device",
-]
+__all__ = ["EvaluationResult", "evaluate_vaes", "format_summary", "measure_throughput", "resolve_device"]
 
 CSV_COLUMNS = ("image_index", "image", "model", "resolution", "width", "height", "psnr", "ssim", "lpips")
 
@@ -93,7 +85,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None or str(device) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
     device = torch.device(device)
@@ -147,15 +139,13 @@ def measure_throughput(
     compiled = resolve_compile(compile, device)
     encode, decode = _compiled_calls(model, device) if compiled else (model.encode, model.decode)
     warmup_start = time.perf_counter()
-    latents = None
     for _ in range(max(warmup, 3) if compiled else warmup):
-        latents = encode(images).clone()  # a CUDA graph's output is overwritten by its next run
-        decode(latents)
+        decode(encode(images).clone())  # a CUDA graph's output is overwritten by its next run
     _synchronize(device)
     if details is not None:
         details.update(compiled=compiled, warmup_s=time.perf_counter() - warmup_start)
     encode_seconds = _median_seconds(lambda: encode(images), repeats, device)
-    latents = encode(images).clone() if latents is None else latents
+    latents = encode(images).clone()
     decode_seconds = _median_seconds(lambda: decode(latents), repeats, device)
     return images.shape[0] / encode_seconds, images.shape[0] / decode_seconds
 
@@ -368,8 +358,9 @@ def evaluate_vaes(
 ) -> EvaluationResult:
     """Reconstruction metrics and speed of one or more VAEs on the same images, at one or several sizes.
 
-    Every image is evaluated at each ``resolution`` of the settings; the speed is timed on the first batch of the
-    first size, and the grid shows images at the first size. Images that cannot be read or prepared (truncated or
+    Each model encodes and decodes every batch of images; PSNR and SSIM (and LPIPS / rFID where their networks load)
+    are recorded per image. Afterwards each model's encoder and decoder are timed separately, after warm-up, on the
+    first batch of the first size (the size the grid shows too). Images that cannot be read or prepared (truncated or
     damaged files, files that are not really images, decompression bombs, images too small for the size asked) are
     skipped and listed in the summary (``num_skipped``, ``skipped``); an error is raised only when no image at all
     could be read.
@@ -517,58 +508,50 @@ def _mean(values: list) -> float:
     return math.fsum(values) / len(values) if values else float("nan")
 
 
-_SPEED_KEYS = ("encode_images_per_s", "decode_images_per_s")
+_HEADER = (
+    f"{'model':<24}{'PSNR dB':>9}{'SSIM':>8}{'LPIPS':>8}{'rFID':>8}"
+    f"{'enc img/s':>11}{'dec img/s':>11}{'enc params':>12}{'dec params':>12}"
+)
+
+
+def _number(value, spec: str) -> str:
+    """``value`` in ``spec``'s format; a right-aligned ``-`` where it is missing (``None`` or NaN)."""
+    width = int(spec.split(".")[0])
+    return f"{'-':>{width}}" if value is None or value != value else format(value, spec)
+
+
+def _summary_row(label: str, metrics: dict, entry: dict, timed: bool) -> str:
+    """One model's line of :func:`format_summary`; its speed only where ``timed`` (the size speed was timed at)."""
+    encode, decode = (entry["encode_images_per_s"], entry["decode_images_per_s"]) if timed else (None, None)
+    return (
+        f"{label[:23]:<24}{_number(metrics['psnr'], '9.2f')}{_number(metrics['ssim'], '8.4f')}"
+        f"{_number(metrics['lpips'], '8.4f')}{_number(metrics['rfid'], '8.2f')}"
+        f"{_number(encode, '11.2f')}{_number(decode, '11.2f')}"
+        f"{entry['encoder_parameters'] / 1e6:>10.2f} M{entry['decoder_parameters'] / 1e6:>10.2f} M"
+    )
 
 
 def format_summary(summary: dict) -> str:
     """A plain-text table of a summary dict (one block per evaluation size), the skipped images, and the
     missing-metric messages."""
-    header = (
-        f"{'model':<24}{'PSNR dB':>9}{'SSIM':>8}{'LPIPS':>8}{'rFID':>8}"
-        f"{'enc img/s':>11}{'dec img/s':>11}{'enc params':>12}{'dec params':>12}"
-    )
-
-    def number(value, spec):
-        width = int(spec.split(".")[0])
-        return f"{'-':>{width}}" if value is None or value != value else format(value, spec)
-
-    def row(label: str, metrics: dict, entry: dict) -> str:
-        return (
-            f"{label[:23]:<24}{number(metrics['psnr'], '9.2f')}{number(metrics['ssim'], '8.4f')}"
-            f"{number(metrics['lpips'], '8.4f')}"
-            f"{number(metrics['rfid'], '8.2f')}{number(entry['encode_images_per_s'], '11.2f')}"
-            f"{number(entry['decode_images_per_s'], '11.2f')}{entry['encoder_parameters'] / 1e6:>10.2f} M"
-            f"{entry['decoder_parameters'] / 1e6:>10.2f} M"
-        )
-
     sizes = list(summary.get("sizes", {}).values())
-    lines = []
-    messages: dict[str, str] = {}
+    intro = f"{summary['num_images']} images from {summary['dataset']}"
+    lines, blocks = [], [(f"{intro} ({summary['preprocessing']})", summary["models"])]
     if len(sizes) > 1:
-        lines.append(f"{summary['num_images']} images from {summary['dataset']}, at {len(sizes)} sizes")
-        for number_of_size, size in enumerate(sizes):
-            lines += [f"at {size['resolution']} ({size['preprocessing']})", header]
-            for label, entry in summary["models"].items():
-                # Speed is measured once, at the first size.
-                shown = (
-                    entry
-                    if number_of_size == 0
-                    else {**entry, "encode_images_per_s": None, "decode_images_per_s": None}
-                )
-                lines.append(row(label, size["models"][label], shown))
-                messages.update(size["models"][label].get("missing_metrics", {}))
-    else:
-        lines += [f"{summary['num_images']} images from {summary['dataset']} ({summary['preprocessing']})", header]
+        lines = [f"{intro}, at {len(sizes)} sizes"]
+        blocks = [(f"at {size['resolution']} ({size['preprocessing']})", size["models"]) for size in sizes]
+    messages: dict[str, str] = {}
+    for number, (title, metrics) in enumerate(blocks):
+        lines += [title, _HEADER]
         for label, entry in summary["models"].items():
-            lines.append(row(label, entry, entry))
-            messages.update(entry.get("missing_metrics", {}))
+            lines.append(_summary_row(label, metrics[label], entry, timed=number == 0))
+            messages.update(metrics[label].get("missing_metrics", {}))
     first = next(iter(summary["models"].values()))
     if first.get("speed_batch_size"):
         height, width = first["speed_image_size"]
         lines.append(
             f"speed: batch {first['speed_batch_size']} at {height}x{width}, {first['device']} {first['dtype']}, "
-            "median of "
-            f"{summary.get('speed_repeats')} timed runs after {summary.get('speed_warmup')} warm-up run(s)"
+            f"median of {summary.get('speed_repeats')} timed runs after {summary.get('speed_warmup')} warm-up run(s)"
         )
     skipped = summary.get("skipped") or []
     if skipped:
