@@ -241,11 +241,11 @@ class _SizeRun:
     """Everything measured at one evaluation size: per-image rows, rFID accumulators, the grid's tiles, and the
     batch being filled (images of one pixel size, at most ``batch_size``)."""
 
-    def __init__(self, resolution, labels, fid_factory, grid_images: int, batch_size: int):
+    def __init__(self, resolution: int | str, labels: list[str], fid_factory: Callable | None, batch_size: int):
         self.resolution = resolution
         self.rows: list[dict] = []
         self.fids = {label: fid_factory() for label in labels} if fid_factory else {}
-        self.grid_images = grid_images
+        self.grid_images = 0  # how many of its images the grid shows
         self.grid_originals: list[Image.Image] = []
         self.grid_reconstructions: dict[str, list[Image.Image]] = {label: [] for label in labels}
         self.grid_captions: dict[str, list[str]] = {label: [] for label in labels}
@@ -322,28 +322,38 @@ def _prepare(data, sizes: list[int | str], settings: EvalSettings) -> tuple[list
 
 
 def _evaluate_images(
-    named_images, runs: list[_SizeRun], models: dict, metrics: _Metrics, settings: EvalSettings, bar
-) -> tuple[int, list[tuple[str, str]]]:
-    """Read every image, prepare it at every size and evaluate it in batches; returns how many were evaluated and
-    the skipped ones (name, reason)."""
+    named_images, total: int | None, models: dict, metrics: _Metrics, settings: EvalSettings, progress: bool
+) -> tuple[list[_SizeRun], int, list[tuple[str, str]]]:
+    """Read every image, prepare it at every size and evaluate it in batches (``total``: how many images there are,
+    for the progress bar); returns what was measured at each size, how many images were evaluated, and the skipped
+    ones (name, reason)."""
+    sizes = parse_resolutions(settings.resolution)
+    runs = [_SizeRun(size, list(models), metrics.fid_factory, settings.batch_size) for size in sizes]
+    runs[0].grid_images = settings.grid_images  # the grid shows the first size
+    if total is not None and settings.max_images is not None:
+        total = min(total, settings.max_images)
     count, skipped = 0, []
-    for name, data in named_images:
-        if settings.max_images is not None and count >= settings.max_images:
-            break
-        prepared, reason = _prepare(data, [run.resolution for run in runs], settings)
-        if reason:
-            skipped.append((name, reason))
-            continue
-        for run, image in zip(runs, prepared):
-            _evaluate_batch(run, run.add(count, name, image), models, metrics)
-        count += 1
-        bar.update(1)
-        if runs[0].rows:
-            psnr = {label: _mean([r["psnr"] for r in runs[0].rows if r["model"] == label]) for label in models}
-            bar.set_postfix({f"{label} PSNR": f"{value:.2f}" for label, value in psnr.items()})
-    for run in runs:
-        _evaluate_batch(run, run.close(), models, metrics)
-    return count, skipped
+    bar = tqdm(total=total, unit="img", desc="evaluating", disable=not progress)
+    try:  # the bar is closed on Ctrl-C too, so the command's last line is its own message
+        for name, data in named_images:
+            if settings.max_images is not None and count >= settings.max_images:
+                break
+            prepared, reason = _prepare(data, [run.resolution for run in runs], settings)
+            if reason:
+                skipped.append((name, reason))
+                continue
+            for run, image in zip(runs, prepared):
+                _evaluate_batch(run, run.add(count, name, image), models, metrics)
+            count += 1
+            bar.update(1)
+            if runs[0].rows:
+                psnr = {label: _mean([r["psnr"] for r in runs[0].rows if r["model"] == label]) for label in models}
+                bar.set_postfix({f"{label} PSNR": f"{value:.2f}" for label, value in psnr.items()})
+        for run in runs:
+            _evaluate_batch(run, run.close(), models, metrics)
+    finally:
+        bar.close()
+    return runs, count, skipped
 
 
 def evaluate_vaes(
@@ -360,10 +370,9 @@ def evaluate_vaes(
 
     Each model encodes and decodes every batch of images; PSNR and SSIM (and LPIPS / rFID where their networks load)
     are recorded per image. Afterwards each model's encoder and decoder are timed separately, after warm-up, on the
-    first batch of the first size (the size the grid shows too). Images that cannot be read or prepared (truncated or
-    damaged files, files that are not really images, decompression bombs, images too small for the size asked) are
-    skipped and listed in the summary (``num_skipped``, ``skipped``); an error is raised only when no image at all
-    could be read.
+    first batch of the first size (the size the grid shows too). Images that cannot be read or prepared (damaged
+    files, non-images, decompression bombs, images too small for a size) are skipped and listed in the summary
+    (``num_skipped``, ``skipped``); only when no image at all can be read is an error raised.
 
     Args:
         models: label -> model. A model is a diffusers VAE (``AutoencoderLite``, ``AutoencoderKL``,
@@ -398,27 +407,10 @@ def evaluate_vaes(
         for label, model in models.items()
     }
     metrics = _load_metrics(settings, device)
-    runs = [
-        _SizeRun(
-            size, list(loaded), metrics.fid_factory, settings.grid_images if number == 0 else 0, settings.batch_size
-        )
-        for number, size in enumerate(parse_resolutions(settings.resolution))
-    ]
-    if total is not None and settings.max_images is not None:
-        total = min(total, settings.max_images)
-    bar = tqdm(total=total, unit="img", desc="evaluating", disable=not progress)
-    try:  # the bar is closed on Ctrl-C too, so the command's last line is its own message
-        count, skipped = _evaluate_images(named_images, runs, loaded, metrics, settings, bar)
-    finally:
-        bar.close()
+    runs, count, skipped = _evaluate_images(named_images, total, loaded, metrics, settings, progress)
     dataset_name = dataset_name or source_name
-    if count == 0 and skipped:
-        raise EvaluationInputError(
-            f"none of the {len(skipped)} images in {dataset_name!r} could be read (first: {skipped[0][0]}: "
-            f"{skipped[0][1]}); pass a folder of readable images."
-        )
     if count == 0:
-        raise EvaluationInputError(f"no images were read from {dataset_name!r}.")
+        raise _nothing_read(dataset_name, skipped)
     summary = _summary(settings, runs, loaded, metrics, count, skipped, dataset_name)
     first_size = summary["sizes"][str(runs[0].resolution)]["models"]
     for label, model in loaded.items():
@@ -426,6 +418,15 @@ def evaluate_vaes(
         summary["models"][label] = _model_entry(model, first_size[label], speed, device, dtype)
     rows = sorted((row for run in runs for row in run.rows), key=lambda row: row["image_index"])
     return EvaluationResult(summary=summary, per_image=rows, grid=runs[0].grid(settings.grid_tile_height))
+
+
+def _nothing_read(dataset_name: str, skipped: list[tuple[str, str]]) -> EvaluationInputError:
+    if skipped:
+        return EvaluationInputError(
+            f"none of the {len(skipped)} images in {dataset_name!r} could be read (first: {skipped[0][0]}: "
+            f"{skipped[0][1]}); pass a folder of readable images."
+        )
+    return EvaluationInputError(f"no images were read from {dataset_name!r}.")
 
 
 def _summary(settings: EvalSettings, runs, models, metrics: _Metrics, count: int, skipped, dataset_name: str) -> dict:
