@@ -20,16 +20,9 @@ import sys
 from ..settings import add_setting_arguments, settings_from_args
 from .settings import DEFAULT_VAES, EvalSettings, EvaluationInputError
 
-__all__ = ["DEFAULT_VAES", "add_arguments", "default_vae_specs", "run"]
+__all__ = ["add_arguments", "run"]
 
 _ALWAYS_RECORDED = {"resolution", "crop", "batch_size", "device", "dtype"}
-
-
-def default_vae_specs() -> list[str]:
-    """The ``--vae`` values used when none is given: the bundled LiteVAE-S and TAEF2, labelled."""
-    from ..pretrained import pretrained_path
-
-    return [f"{pretrained_path(name)}:{label}" for name, label in DEFAULT_VAES]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,10 +90,13 @@ def _image_dir(settings: EvalSettings) -> str | None:
 
 
 def _models(settings: EvalSettings) -> tuple[dict[str, str], dict[str, str | None]]:
-    """label -> model folder or Hub id, and label -> subfolder, from ``--vae`` and ``--vae_subfolder``."""
+    """label -> model folder or Hub id, and label -> subfolder, from ``--vae`` (default: the bundled LiteVAE-S and
+    TAEF2) and ``--vae_subfolder``."""
+    from ..pretrained import pretrained_path
     from .vaes import default_label, parse_vae_spec
 
-    specs = [parse_vae_spec(spec) for spec in (settings.vae or default_vae_specs())]
+    specs = [parse_vae_spec(spec) for spec in settings.vae or []]
+    specs = specs or [(pretrained_path(name), label) for name, label in DEFAULT_VAES]
     subfolders = settings.vae_subfolder or [None]
     if len(subfolders) == 1:
         subfolders = subfolders * len(specs)

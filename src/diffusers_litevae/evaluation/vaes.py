@@ -162,8 +162,8 @@ def load_reconstruction_model(
 def as_reconstruction_model(
     model, device: str | torch.device, dtype: torch.dtype, subfolder: str | None = None
 ) -> ReconstructionModel:
-    """Turn what a user passes (a :class:`ReconstructionModel`, a diffusers VAE, a ``(TinyEncoder, TinyDecoder)``
-    pair, or a folder / Hub id string) into a :class:`ReconstructionModel` on ``device``/``dtype``."""
+    """A model as :func:`~diffusers_litevae.evaluation.evaluate_vaes` takes it, as a :class:`ReconstructionModel` on
+    ``device``/``dtype``."""
     if isinstance(model, ReconstructionModel):
         return model.to(device, dtype)
     if isinstance(model, (str, os.PathLike)):
