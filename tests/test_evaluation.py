@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ from PIL import Image
 
 from diffusers_litevae import AutoencoderLite, TinyDecoder, TinyEncoder
 from diffusers_litevae.cli import main
-from diffusers_litevae.evaluation import evaluate_vaes, prepare_image, psnr_per_image, ssim_per_image
+from diffusers_litevae.evaluation import EvalSettings, evaluate_vaes, prepare_image, psnr_per_image, ssim_per_image
+from diffusers_litevae.evaluation.settings import EvaluationInputError
 from diffusers_litevae.evaluation.vaes import load_reconstruction_model, parse_vae_spec
 from diffusers_litevae.testing_utils import tiny_autoencoder_kl, tiny_autoencoder_lite
 
@@ -293,6 +295,9 @@ def test_taesd_family_folder_loads(tmp_path):
         (["--image_dir", "{images}", "--vae", "{lite}"], "two models are labelled"),
         (["--image_dir", "{images}", "--vae", "{tmp}/images"], "not a VAE folder"),
         (["--image_dir", "{images}", "--dataset_name", "{images}"], "at most one of --image_dir"),
+        (["--image_dir", "{images}", "--max_images", "0"], "--max_images must be >= 1, got 0."),
+        (["--image_dir", "{images}", "--batch_size", "0"], "batch_size must be >= 1, got 0."),
+        (["--image_dir", "{images}", *["--vae_subfolder", "vae"] * 2], "give --vae_subfolder once (for all)"),
     ],
 )
 def test_eval_bad_input_fails_clearly(tmp_path, image_dir, vae_dirs, capsys, extra, message):
@@ -416,3 +421,24 @@ def test_unreadable_images_are_skipped_counted_and_listed(tmp_path, image_dir, v
     lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert len(lines) == 1 and "none of the 2 images" in lines[0] and "could be read" in lines[0], lines
     assert not (tmp_path / "bad-eval").exists()
+
+
+def test_eval_settings_check_their_values_and_take_the_api_spellings():
+    """`EvalSettings` refuses bad values as `litevae eval` reports them; `replace` also takes `evaluate_vaes`' positive
+    spellings of the --skip_*/--no_resize switches."""
+    for changes, message in [
+        (dict(max_images=0), "--max_images must be >= 1, got 0."),
+        (dict(batch_size=0), "batch_size must be >= 1, got 0."),
+        (dict(crop="round"), "crop must be one of"),
+        (dict(resolution="30"), "multiple of 8"),
+        (dict(image_dir="a", dataset_name="b"), "at most one of --image_dir"),
+        (dict(vae=["a", "b", "c"], vae_subfolder=["x", "y"]), "once per --vae (3), not 2 times"),
+    ]:
+        with pytest.raises(EvaluationInputError, match=re.escape(message)):
+            EvalSettings(**changes)
+    settings = EvalSettings().replace(resize=False, compute_lpips=False, measure_speed=True, batch_size=2)
+    switches = (settings.no_resize, settings.skip_lpips, settings.skip_rfid, settings.skip_speed)
+    assert switches == (True, True, False, False)
+    assert settings.batch_size == 2 and EvalSettings(vae=["a", "b"], vae_subfolder=["vae"]).vae_subfolder == ["vae"]
+    with pytest.raises(TypeError):
+        EvalSettings().replace(no_such_setting=1)

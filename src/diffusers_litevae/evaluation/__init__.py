@@ -21,6 +21,7 @@ from ..image_io import make_reconstruction_grid  # numpy and PIL only
 
 # public name -> submodule defining it, imported on first use: `litevae eval` checks its folders before torch loads
 _EXPORTS = {
+    "EvalSettings": "settings",
     "EvaluationResult": "run",
     "ReconstructionModel": "vaes",
     "evaluate_vaes": "run",
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from .images import prepare_image
     from .metrics import psnr_per_image, ssim_per_image
     from .run import EvaluationResult, evaluate_vaes, format_summary, measure_throughput
+    from .settings import EvalSettings
     from .vaes import ReconstructionModel, load_reconstruction_model
 
 

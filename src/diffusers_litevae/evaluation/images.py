@@ -12,16 +12,10 @@ from collections.abc import Sequence
 from PIL import Image
 
 from ..image_io import WHITE, resize_and_crop, upright_rgb
-from .errors import EvaluationInputError
+from .settings import CROPS, EvaluationInputError
 
-__all__ = [
-    "describe_preprocessing",
-    "parse_resolution",
-    "parse_resolutions",
-    "prepare_image",
-]
+__all__ = ["describe_preprocessing", "parse_resolution", "parse_resolutions", "prepare_image"]
 
-CROPS = ("square", "multiple_of_8")
 _MULTIPLE = 8  # every f=8 VAE needs H and W divisible by 8
 
 
@@ -29,21 +23,12 @@ def parse_resolutions(value: int | str | Sequence[int | str]) -> list[int | str]
     """One or several evaluation sizes: ``"256,512,native"`` / ``[256, "native"]`` / ``256`` -> ``[256, 512,
     "native"]`` (each checked by :func:`parse_resolution`; duplicates removed, order kept)."""
     if isinstance(value, str):
-        parts = [part for part in value.split(",") if part.strip()]
-        if not parts:
-            raise EvaluationInputError(f"resolution must be a positive multiple of 8 or 'native', got {value!r}.")
-    elif isinstance(value, int):
-        parts = [value]
+        parts = [part.strip() for part in value.split(",") if part.strip()]
     else:
-        parts = list(value)
-        if not parts:
-            raise EvaluationInputError("pass at least one resolution (a positive multiple of 8 or 'native').")
-    resolutions: list[int | str] = []
-    for part in parts:
-        resolution = parse_resolution(part.strip() if isinstance(part, str) else part)
-        if resolution not in resolutions:
-            resolutions.append(resolution)
-    return resolutions
+        parts = [value] if isinstance(value, int) else list(value)
+    if not parts:
+        raise EvaluationInputError(f"resolution must be a positive multiple of 8 or 'native', got {value!r}.")
+    return list(dict.fromkeys(parse_resolution(part) for part in parts))
 
 
 def parse_resolution(value: int | str) -> int | str:

@@ -1,9 +1,7 @@
 """``evaluate_vaes``: reconstruction quality and speed of several VAEs on the same images, in one pass.
 
-For every batch of images each model encodes and decodes it; PSNR and SSIM (and LPIPS / rFID where their networks
-load) are recorded per image. Afterwards each model's encoder and decoder are timed separately on one batch, after
-warm-up. Results: per-image rows, a summary dict (the ``summary.json`` schema documented in
-``docs/evaluation_and_hub.md``) and a side-by-side reconstruction grid.
+Results: per-image rows, a summary dict (the ``summary.json`` schema documented in ``docs/evaluation_and_hub.md``)
+and a side-by-side reconstruction grid.
 """
 
 from __future__ import annotations
@@ -14,7 +12,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,8 +31,7 @@ from ..image_io import (
     unit_tensor_to_images,
 )
 from ..runtime import resolve_dtype
-from .errors import EvaluationInputError
-from .images import CROPS, describe_preprocessing, parse_resolutions, prepare_image
+from .images import describe_preprocessing, parse_resolutions, prepare_image
 from .metrics import (
     SSIM_WINDOW,
     LPIPSUnavailableError,
@@ -44,15 +41,10 @@ from .metrics import (
     psnr_per_image,
     ssim_per_image,
 )
+from .settings import EvalSettings, EvaluationInputError
 from .vaes import ReconstructionModel, as_reconstruction_model
 
-__all__ = [
-    "EvaluationResult",
-    "evaluate_vaes",
-    "format_summary",
-    "measure_throughput",
-    "resolve_device",
-]
+__all__ = ["EvaluationResult", "evaluate_vaes", "format_summary", "measure_throughput", "resolve_device"]
 
 CSV_COLUMNS = ("image_index", "image", "model", "resolution", "width", "height", "psnr", "ssim", "lpips")
 
@@ -93,7 +85,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None or str(device) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
     device = torch.device(device)
@@ -138,48 +130,55 @@ def measure_throughput(
     Returns:
         ``(encode images/s, decode images/s)``: ``B / median seconds per run``.
     """
-    from ..runtime import compile_mode, resolve_compile
+    from ..runtime import resolve_compile
 
     if repeats < 1:
         raise EvaluationInputError(f"repeats must be >= 1, got {repeats}.")
     device = model.device
     images = images.to(device, model.dtype)
-    encode, decode = model.encode, model.decode
     compiled = resolve_compile(compile, device)
-    if compiled:
-        mode = compile_mode(device, inference=True)
-        options = dict(dynamic=False, **({"mode": mode} if mode else {}))
-        encode, decode = torch.compile(model.encode, **options), torch.compile(model.decode, **options)
-        warmup = max(warmup, 3)
-
-    def call(fn, argument):
-        if compiled and device.type == "cuda":
-            torch.compiler.cudagraph_mark_step_begin()
-        return fn(argument)
-
+    encode, decode = _compiled_calls(model, device) if compiled else (model.encode, model.decode)
     warmup_start = time.perf_counter()
-    latents = None
-    for _ in range(warmup):
-        latents = call(encode, images).clone()  # a CUDA graph's output is overwritten by its next run
-        call(decode, latents)
+    for _ in range(max(warmup, 3) if compiled else warmup):
+        decode(encode(images).clone())  # a CUDA graph's output is overwritten by its next run
     _synchronize(device)
     if details is not None:
         details.update(compiled=compiled, warmup_s=time.perf_counter() - warmup_start)
-
-    def median_seconds(fn) -> float:
-        times = []
-        for _ in range(repeats):
-            _synchronize(device)
-            start = time.perf_counter()
-            fn()
-            _synchronize(device)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
-    encode_seconds = median_seconds(lambda: call(encode, images))
-    latents = call(encode, images).clone() if latents is None else latents
-    decode_seconds = median_seconds(lambda: call(decode, latents))
+    encode_seconds = _median_seconds(lambda: encode(images), repeats, device)
+    latents = encode(images).clone()
+    decode_seconds = _median_seconds(lambda: decode(latents), repeats, device)
     return images.shape[0] / encode_seconds, images.shape[0] / decode_seconds
+
+
+def _compiled_calls(model: ReconstructionModel, device: torch.device) -> list:
+    """``torch.compile``d encode and decode (static shapes); on CUDA each call starts a new CUDA-graph step."""
+    from ..runtime import compile_mode
+
+    mode = compile_mode(device, inference=True)
+    options = dict(dynamic=False, **({"mode": mode} if mode else {}))
+    calls = [torch.compile(fn, **options) for fn in (model.encode, model.decode)]
+    if device.type != "cuda":
+        return calls
+
+    def new_step(fn):
+        def call(argument):
+            torch.compiler.cudagraph_mark_step_begin()
+            return fn(argument)
+
+        return call
+
+    return [new_step(fn) for fn in calls]
+
+
+def _median_seconds(fn, repeats: int, device: torch.device) -> float:
+    times = []
+    for _ in range(repeats):
+        _synchronize(device)
+        start = time.perf_counter()
+        fn()
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def _named_images(images) -> tuple[Iterable[tuple[str, object]], int | None, str]:
@@ -210,15 +209,43 @@ def _named_images(images) -> tuple[Iterable[tuple[str, object]], int | None, str
     return pairs(), length, "in-memory images"
 
 
+@dataclass
+class _Metrics:
+    """The metric networks that loaded on ``device``, and why the others are missing (metric -> message)."""
+
+    device: torch.device
+    lpips: torch.nn.Module | None = None
+    fid_factory: Callable | None = None
+    missing: dict[str, str] = field(default_factory=dict)
+
+
+def _load_metrics(settings: EvalSettings, device: torch.device) -> _Metrics:
+    metrics = _Metrics(device)
+    if settings.skip_lpips:
+        metrics.missing["lpips"] = "LPIPS not computed: disabled (--skip_lpips)."
+    else:
+        try:
+            metrics.lpips = load_lpips("alex", device)
+        except LPIPSUnavailableError as error:
+            metrics.missing["lpips"] = f"LPIPS not computed: {error}"
+    if settings.skip_rfid:
+        metrics.missing["rfid"] = "rFID not computed: disabled (--skip_rfid)."
+    else:
+        metrics.fid_factory, message = load_fid_factory(device)
+        if message:
+            metrics.missing["rfid"] = message
+    return metrics
+
+
 class _SizeRun:
     """Everything measured at one evaluation size: per-image rows, rFID accumulators, the grid's tiles, and the
     batch being filled (images of one pixel size, at most ``batch_size``)."""
 
-    def __init__(self, resolution, labels, fid_factory, grid_images: int, batch_size: int):
+    def __init__(self, resolution: int | str, labels: list[str], fid_factory: Callable | None, batch_size: int):
         self.resolution = resolution
         self.rows: list[dict] = []
         self.fids = {label: fid_factory() for label in labels} if fid_factory else {}
-        self.grid_images = grid_images
+        self.grid_images = 0  # how many of its images the grid shows
         self.grid_originals: list[Image.Image] = []
         self.grid_reconstructions: dict[str, list[Image.Image]] = {label: [] for label in labels}
         self.grid_captions: dict[str, list[str]] = {label: [] for label in labels}
@@ -226,43 +253,126 @@ class _SizeRun:
         self.pending: list[tuple[int, str, Image.Image]] = []
         self.first_batch: torch.Tensor | None = None
 
-    def add(self, index: int, name: str, image: Image.Image, evaluate) -> None:
+    def add(self, index: int, name: str, image: Image.Image) -> list[tuple[int, str, Image.Image]]:
+        """Queue an image; returns the batch it closes (the image has another pixel size, or the batch is full)."""
+        closed = []
         if self.pending and (image.size != self.pending[0][2].size or len(self.pending) == self.batch_size):
-            self.flush(evaluate)
+            closed = self.close()
         self.pending.append((index, name, image))
+        return closed
 
-    def flush(self, evaluate) -> None:
-        if self.pending:
-            evaluate(self, self.pending)
-            self.pending = []
+    def close(self) -> list[tuple[int, str, Image.Image]]:
+        """The batch being filled, taken out."""
+        closed, self.pending = self.pending, []
+        return closed
+
+    def grid(self, tile_height: int) -> Image.Image | None:
+        if not self.grid_originals:
+            return None
+        return make_reconstruction_grid(
+            self.grid_originals, self.grid_reconstructions, self.grid_captions, tile_height=tile_height
+        )
+
+
+def _evaluate_batch(
+    run: _SizeRun, batch: list[tuple[int, str, Image.Image]], models: dict[str, ReconstructionModel], metrics: _Metrics
+) -> None:
+    """Reconstruct one batch with every model; record its rows, rFID features and grid tiles in ``run``."""
+    if not batch:
+        return
+    images = [image for _, _, image in batch]
+    originals = images_to_unit_tensor(images)
+    if run.first_batch is None:
+        run.first_batch = originals
+    keep = max(0, min(run.grid_images - len(run.grid_originals), len(images)))
+    run.grid_originals.extend(images[:keep])
+    for label, model in models.items():
+        reconstructions = model.reconstruct(originals)
+        psnr = psnr_per_image(reconstructions, originals).tolist()
+        ssim = ssim_per_image(reconstructions, originals).tolist()
+        lpips = [None] * len(batch)
+        if metrics.lpips:
+            lpips = lpips_per_image(metrics.lpips, reconstructions.to(metrics.device), originals.to(metrics.device))
+            lpips = lpips.tolist()
+        if label in run.fids:
+            run.fids[label].update(originals.to(metrics.device), real=True)
+            run.fids[label].update(reconstructions.to(metrics.device), real=False)
+        where = dict(model=label, resolution=run.resolution, width=originals.shape[-1], height=originals.shape[-2])
+        run.rows += [
+            dict(image_index=index, image=name, **where, psnr=psnr[offset], ssim=ssim[offset], lpips=lpips[offset])
+            for offset, (index, name, _) in enumerate(batch)
+        ]
+        if keep:
+            run.grid_reconstructions[label].extend(unit_tensor_to_images(reconstructions[:keep]))
+            run.grid_captions[label].extend(f"{value:.2f} dB" for value in psnr[:keep])
+
+
+def _prepare(data, sizes: list[int | str], settings: EvalSettings) -> tuple[list[Image.Image], str | None]:
+    """The image read from ``data`` and prepared at every size, or why it is skipped."""
+    try:
+        image = load_image(data)
+        prepared = [prepare_image(image, size, settings.crop, not settings.no_resize) for size in sizes]
+    except Exception as error:  # noqa: BLE001 (damaged files, decompression bombs, ...: PIL raises many kinds)
+        return [], describe_read_error(error)
+    too_small = [item.size for item in prepared if min(item.size) < SSIM_WINDOW]
+    if too_small:
+        width, height = too_small[0]
+        return [], f"{width}x{height} after preprocessing; SSIM needs {SSIM_WINDOW}x{SSIM_WINDOW} or more"
+    return prepared, None
+
+
+def _evaluate_images(
+    named_images, total: int | None, models: dict, metrics: _Metrics, settings: EvalSettings, progress: bool
+) -> tuple[list[_SizeRun], int, list[tuple[str, str]]]:
+    """Read every image, prepare it at every size and evaluate it in batches (``total``: how many images there are,
+    for the progress bar); returns what was measured at each size, how many images were evaluated, and the skipped
+    ones (name, reason)."""
+    sizes = parse_resolutions(settings.resolution)
+    runs = [_SizeRun(size, list(models), metrics.fid_factory, settings.batch_size) for size in sizes]
+    runs[0].grid_images = settings.grid_images  # the grid shows the first size
+    if total is not None and settings.max_images is not None:
+        total = min(total, settings.max_images)
+    count, skipped = 0, []
+    bar = tqdm(total=total, unit="img", desc="evaluating", disable=not progress)
+    try:  # the bar is closed on Ctrl-C too, so the command's last line is its own message
+        for name, data in named_images:
+            if settings.max_images is not None and count >= settings.max_images:
+                break
+            prepared, reason = _prepare(data, [run.resolution for run in runs], settings)
+            if reason:
+                skipped.append((name, reason))
+                continue
+            for run, image in zip(runs, prepared):
+                _evaluate_batch(run, run.add(count, name, image), models, metrics)
+            count += 1
+            bar.update(1)
+            if runs[0].rows:
+                psnr = {label: _mean([r["psnr"] for r in runs[0].rows if r["model"] == label]) for label in models}
+                bar.set_postfix({f"{label} PSNR": f"{value:.2f}" for label, value in psnr.items()})
+        for run in runs:
+            _evaluate_batch(run, run.close(), models, metrics)
+    finally:
+        bar.close()
+    return runs, count, skipped
 
 
 def evaluate_vaes(
     models: Mapping[str, object],
     images,
-    resolution: int | str | Sequence[int | str] = 256,
-    crop: str = "square",
-    resize: bool = True,
-    batch_size: int = 4,
-    max_images: int | None = None,
-    device: str | torch.device | None = None,
-    dtype: str | torch.dtype | None = "float32",
-    compute_lpips: bool = True,
-    compute_rfid: bool = True,
-    measure_speed: bool = True,
-    speed_warmup: int = 1,
-    speed_repeats: int = 3,
-    grid_images: int = 4,
-    grid_tile_height: int = 256,
+    settings: EvalSettings | None = None,
+    *,
     dataset_name: str | None = None,
     subfolders: Mapping[str, str | None] | None = None,
     progress: bool = True,
+    **changes,
 ) -> EvaluationResult:
     """Reconstruction metrics and speed of one or more VAEs on the same images, at one or several sizes.
 
-    Images that cannot be read or prepared (truncated or damaged files, files that are not really images,
-    decompression bombs, images too small for the size asked) are skipped and listed in the summary
-    (``num_skipped``, ``skipped``); an error is raised only when no image at all could be read.
+    Each model encodes and decodes every batch of images; PSNR and SSIM (and LPIPS / rFID where their networks load)
+    are recorded per image. Afterwards each model's encoder and decoder are timed separately, after warm-up, on the
+    first batch of the first size (the size the grid shows too). Images that cannot be read or prepared (damaged
+    files, non-images, decompression bombs, images too small for a size) are skipped and listed in the summary
+    (``num_skipped``, ``skipped``); only when no image at all can be read is an error raised.
 
     Args:
         models: label -> model. A model is a diffusers VAE (``AutoencoderLite``, ``AutoencoderKL``,
@@ -271,25 +381,12 @@ def evaluate_vaes(
             name string.
         images: a folder of images, or PIL images, or ``(name, image)`` pairs whose image is a PIL image, a path,
             encoded bytes or a ``datasets`` image value (e.g. :func:`~diffusers_litevae.image_io.dataset_images`).
-        resolution: an int multiple of 8 or ``"native"``, or several of them (a list, or a comma-separated string
-            such as ``"256,512,native"``): every image is evaluated at each; see
-            :func:`~diffusers_litevae.evaluation.images.prepare_image`.
-        crop: ``"square"`` (centre ``R x R``) or ``"multiple_of_8"`` (keep the aspect ratio).
-        resize: resize the short side to ``resolution`` before cropping (``False``: crop the full-size image).
-        batch_size: images per encode/decode call (also the batch of the throughput figures).
-        max_images: evaluate at most this many (readable) images.
-        device: ``"cuda"``, ``"cpu"``, ... (default: the best available).
-        dtype: weights/compute dtype for the VAEs (metrics are always computed in float32).
-        compute_lpips: try LPIPS (reported ``null`` with a reason when its network cannot be loaded).
-        compute_rfid: try rFID (likewise).
-        measure_speed: time each encoder and decoder on the first batch of the first size.
-        speed_warmup: untimed runs before timing.
-        speed_repeats: timed runs.
-        grid_images: how many images the comparison grid (at the first size) shows (0: no grid).
-        grid_tile_height: row height of the grid in pixels.
+        settings: how to evaluate (default: ``EvalSettings()``).
         dataset_name: name recorded in the summary (default: the folder path).
         subfolders: label -> subfolder, for models given as folder / Hub id strings.
         progress: show a tqdm progress bar.
+        **changes: settings that differ from ``settings``, as :meth:`EvalSettings.replace` takes them (e.g.
+            ``resolution="256,native"``, ``measure_speed=False``).
 
     Returns:
         An :class:`EvaluationResult`; call ``.save(output_dir)`` to write ``summary.json``, ``per_image.csv``,
@@ -300,200 +397,111 @@ def evaluate_vaes(
         EvaluationInputError: bad settings, or no image could be read.
         ImageInputError: the folder does not exist or holds no images.
     """
-    # Check everything cheap before loading models or touching images.
+    settings = (settings or EvalSettings()).replace(**changes)
     if not models:
         raise EvaluationInputError("no models to evaluate: pass at least one (label -> VAE).")
-    resolutions = parse_resolutions(resolution)
-    if crop not in CROPS:
-        raise EvaluationInputError(f"crop must be one of {CROPS}, got {crop!r}.")
-    if batch_size < 1:
-        raise EvaluationInputError(f"batch_size must be >= 1, got {batch_size}.")
-    if max_images is not None and max_images < 1:
-        raise EvaluationInputError(f"max_images must be >= 1, got {max_images}.")
-    device, dtype = resolve_device(device), resolve_dtype(dtype)
+    device, dtype = resolve_device(settings.device), resolve_dtype(settings.dtype)
     named_images, total, source_name = _named_images(images)
-    skipped: list[tuple[str, str]] = []
-    if total is not None and max_images is not None:
-        total = min(total, max_images)
-
     loaded = {
         label: as_reconstruction_model(model, device, dtype, (subfolders or {}).get(label))
         for label, model in models.items()
     }
-
-    missing: dict[str, str] = {}
-    lpips_metric = fid_factory = None
-    if compute_lpips:
-        try:
-            lpips_metric = load_lpips("alex", device)
-        except LPIPSUnavailableError as error:
-            missing["lpips"] = f"LPIPS not computed: {error}"
-    else:
-        missing["lpips"] = "LPIPS not computed: disabled (--skip_lpips)."
-    if compute_rfid:
-        fid_factory, message = load_fid_factory(device)
-        if message:
-            missing["rfid"] = message
-    else:
-        missing["rfid"] = "rFID not computed: disabled (--skip_rfid)."
-
-    runs = [
-        _SizeRun(size, list(loaded), fid_factory, grid_images if number == 0 else 0, batch_size)
-        for number, size in enumerate(resolutions)
-    ]
-    first = runs[0]
-    bar = tqdm(total=total, unit="img", desc="evaluating", disable=not progress)
-
-    def evaluate(run: _SizeRun, pending: list[tuple[int, str, Image.Image]]) -> None:
-        names = [name for _, name, _ in pending]
-        batch_images = [image for _, _, image in pending]
-        originals = images_to_unit_tensor(batch_images)
-        if run.first_batch is None:
-            run.first_batch = originals
-        keep = max(0, min(run.grid_images - len(run.grid_originals), len(batch_images)))
-        run.grid_originals.extend(batch_images[:keep])
-        for label, model in loaded.items():
-            reconstructions = model.reconstruct(originals)
-            psnr = psnr_per_image(reconstructions, originals).tolist()
-            ssim = ssim_per_image(reconstructions, originals).tolist()
-            lpips = (
-                lpips_per_image(lpips_metric, reconstructions.to(device), originals.to(device)).tolist()
-                if lpips_metric
-                else [None] * len(names)
-            )
-            if label in run.fids:
-                run.fids[label].update(originals.to(device), real=True)
-                run.fids[label].update(reconstructions.to(device), real=False)
-            for offset, (index, name, _) in enumerate(pending):
-                run.rows.append(
-                    dict(
-                        image_index=index,
-                        image=name,
-                        model=label,
-                        resolution=run.resolution,
-                        width=originals.shape[-1],
-                        height=originals.shape[-2],
-                        psnr=psnr[offset],
-                        ssim=ssim[offset],
-                        lpips=lpips[offset],
-                    )
-                )
-            if keep:
-                run.grid_reconstructions[label].extend(unit_tensor_to_images(reconstructions[:keep]))
-                run.grid_captions[label].extend(f"{value:.2f} dB" for value in psnr[:keep])
-
-    count = 0
-    try:  # the bar is closed on Ctrl-C too, so the command's last line is its own message
-        for name, data in named_images:
-            if max_images is not None and count >= max_images:
-                break
-            try:
-                image = load_image(data)
-                prepared = [prepare_image(image, run.resolution, crop, resize) for run in runs]
-            except Exception as error:  # noqa: BLE001 (damaged files, decompression bombs, ...: PIL raises many kinds)
-                skipped.append((name, describe_read_error(error)))
-                continue
-            too_small = [item.size for item in prepared if min(item.size) < SSIM_WINDOW]
-            if too_small:
-                width, height = too_small[0]
-                reason = f"{width}x{height} after preprocessing; SSIM needs {SSIM_WINDOW}x{SSIM_WINDOW} or more"
-                skipped.append((name, reason))
-                continue
-            for run, prepared_image in zip(runs, prepared):
-                run.add(count, name, prepared_image, evaluate)
-            count += 1
-            bar.update(1)
-            if first.rows:
-                bar.set_postfix(
-                    {
-                        f"{label} PSNR": f"{_mean([r['psnr'] for r in first.rows if r['model'] == label]):.2f}"
-                        for label in loaded
-                    }
-                )
-        for run in runs:
-            run.flush(evaluate)
-    finally:
-        bar.close()
+    metrics = _load_metrics(settings, device)
+    runs, count, skipped = _evaluate_images(named_images, total, loaded, metrics, settings, progress)
+    dataset_name = dataset_name or source_name
     if count == 0:
-        where = dataset_name or source_name
-        if skipped:
-            raise EvaluationInputError(
-                f"none of the {len(skipped)} images in {where!r} could be read (first: {skipped[0][0]}: "
-                f"{skipped[0][1]}); pass a folder of readable images."
-            )
-        raise EvaluationInputError(f"no images were read from {where!r}.")
+        raise _nothing_read(dataset_name, skipped)
+    summary = _summary(settings, runs, loaded, metrics, count, skipped, dataset_name)
+    first_size = summary["sizes"][str(runs[0].resolution)]["models"]
+    for label, model in loaded.items():
+        speed = _speed(model, runs[0].first_batch, settings)
+        summary["models"][label] = _model_entry(model, first_size[label], speed, device, dtype)
+    rows = sorted((row for run in runs for row in run.rows), key=lambda row: row["image_index"])
+    return EvaluationResult(summary=summary, per_image=rows, grid=runs[0].grid(settings.grid_tile_height))
 
+
+def _nothing_read(dataset_name: str, skipped: list[tuple[str, str]]) -> EvaluationInputError:
+    if skipped:
+        return EvaluationInputError(
+            f"none of the {len(skipped)} images in {dataset_name!r} could be read (first: {skipped[0][0]}: "
+            f"{skipped[0][1]}); pass a folder of readable images."
+        )
+    return EvaluationInputError(f"no images were read from {dataset_name!r}.")
+
+
+def _summary(settings: EvalSettings, runs, models, metrics: _Metrics, count: int, skipped, dataset_name: str) -> dict:
+    """The summary without its ``models`` entries: what was evaluated, how, and every size's metrics."""
+    resolution = runs[0].resolution
+    resize = not settings.no_resize
     summary = {
-        "dataset": dataset_name or source_name,
-        "resolution": first.resolution,
-        "resolutions": list(resolutions),
-        "preprocessing": describe_preprocessing(first.resolution, crop, resize),
+        "dataset": dataset_name,
+        "resolution": resolution,
+        "resolutions": [run.resolution for run in runs],
+        "preprocessing": describe_preprocessing(resolution, settings.crop, resize),
         "num_images": count,
         "num_skipped": len(skipped),
         "skipped": [{"image": name, "error": reason} for name, reason in skipped],
-        "batch_size": batch_size,
-        "speed_warmup": speed_warmup if measure_speed else None,
-        "speed_repeats": speed_repeats if measure_speed else None,
+        "batch_size": settings.batch_size,
+        "speed_warmup": None if settings.skip_speed else settings.speed_warmup,
+        "speed_repeats": None if settings.skip_speed else settings.speed_repeats,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "models": {},
         "sizes": {},
     }
     for run in runs:
-        size_models = {}
-        for label in loaded:
-            model_rows = [row for row in run.rows if row["model"] == label]
-            entry_missing = dict(missing)
-            rfid = None
-            if label in run.fids:
-                try:
-                    rfid = float(run.fids[label].compute())
-                except Exception as error:  # e.g. fewer than 2 images
-                    entry_missing["rfid"] = f"rFID not computed: {type(error).__name__}: {error}"
-            size_models[label] = {
-                "psnr": _mean([row["psnr"] for row in model_rows]),
-                "ssim": _mean([row["ssim"] for row in model_rows]),
-                "lpips": _mean([row["lpips"] for row in model_rows]) if lpips_metric else None,
-                "rfid": rfid,
-                "missing_metrics": entry_missing,
-            }
         summary["sizes"][str(run.resolution)] = {
             "resolution": run.resolution,
-            "preprocessing": describe_preprocessing(run.resolution, crop, resize),
+            "preprocessing": describe_preprocessing(run.resolution, settings.crop, resize),
             "num_images": count,
-            "models": size_models,
+            "models": {label: _size_metrics(run, label, metrics) for label in models},
         }
-    for label, model in loaded.items():
-        encoder_parameters, decoder_parameters = model.parameter_counts()
-        entry = {
-            "name_or_path": model.name_or_path,
-            "class": model.class_name,
-            **summary["sizes"][str(first.resolution)]["models"][label],
-            "encode_images_per_s": None,
-            "decode_images_per_s": None,
-            "speed_batch_size": None,
-            "speed_image_size": None,
-            "encoder_parameters": encoder_parameters,
-            "decoder_parameters": decoder_parameters,
-            "device": str(device),
-            "dtype": str(dtype).replace("torch.", ""),
-        }
-        if measure_speed and first.first_batch is not None:
-            encode_ips, decode_ips = measure_throughput(model, first.first_batch, speed_warmup, speed_repeats)
-            entry.update(
-                encode_images_per_s=encode_ips,
-                decode_images_per_s=decode_ips,
-                speed_batch_size=int(first.first_batch.shape[0]),
-                speed_image_size=[int(first.first_batch.shape[-2]), int(first.first_batch.shape[-1])],
-            )
-        summary["models"][label] = entry
+    return summary
 
-    grid = None
-    if first.grid_originals:
-        grid = make_reconstruction_grid(
-            first.grid_originals, first.grid_reconstructions, first.grid_captions, tile_height=grid_tile_height
-        )
-    rows = sorted((row for run in runs for row in run.rows), key=lambda row: row["image_index"])
-    return EvaluationResult(summary=summary, per_image=rows, grid=grid)
+
+def _size_metrics(run: _SizeRun, label: str, metrics: _Metrics) -> dict:
+    """One model's metrics at one size: means over the images, rFID, and why any metric is missing."""
+    rows = [row for row in run.rows if row["model"] == label]
+    missing, rfid = dict(metrics.missing), None
+    if label in run.fids:
+        try:
+            rfid = float(run.fids[label].compute())
+        except Exception as error:  # e.g. fewer than 2 images
+            missing["rfid"] = f"rFID not computed: {type(error).__name__}: {error}"
+    return {
+        "psnr": _mean([row["psnr"] for row in rows]),
+        "ssim": _mean([row["ssim"] for row in rows]),
+        "lpips": _mean([row["lpips"] for row in rows]) if metrics.lpips else None,
+        "rfid": rfid,
+        "missing_metrics": missing,
+    }
+
+
+def _model_entry(model: ReconstructionModel, metrics: dict, speed: dict, device, dtype) -> dict:
+    """One model's ``summary["models"]`` entry: the first size's metrics, its speed and sizes."""
+    encoder_parameters, decoder_parameters = model.parameter_counts()
+    return {
+        "name_or_path": model.name_or_path,
+        "class": model.class_name,
+        **metrics,
+        **speed,
+        "encoder_parameters": encoder_parameters,
+        "decoder_parameters": decoder_parameters,
+        "device": str(device),
+        "dtype": str(dtype).replace("torch.", ""),
+    }
+
+
+def _speed(model: ReconstructionModel, batch: torch.Tensor | None, settings: EvalSettings) -> dict:
+    """The speed figures of a ``summary["models"]`` entry, timed on ``batch`` (``None`` when speed is skipped)."""
+    if settings.skip_speed or batch is None:
+        return dict(encode_images_per_s=None, decode_images_per_s=None, speed_batch_size=None, speed_image_size=None)
+    encode_ips, decode_ips = measure_throughput(model, batch, settings.speed_warmup, settings.speed_repeats)
+    return dict(
+        encode_images_per_s=encode_ips,
+        decode_images_per_s=decode_ips,
+        speed_batch_size=int(batch.shape[0]),
+        speed_image_size=[int(batch.shape[-2]), int(batch.shape[-1])],
+    )
 
 
 def _mean(values: list) -> float:
@@ -501,58 +509,50 @@ def _mean(values: list) -> float:
     return math.fsum(values) / len(values) if values else float("nan")
 
 
-_SPEED_KEYS = ("encode_images_per_s", "decode_images_per_s")
+_HEADER = (
+    f"{'model':<24}{'PSNR dB':>9}{'SSIM':>8}{'LPIPS':>8}{'rFID':>8}"
+    f"{'enc img/s':>11}{'dec img/s':>11}{'enc params':>12}{'dec params':>12}"
+)
+
+
+def _number(value, spec: str) -> str:
+    """``value`` in ``spec``'s format; a right-aligned ``-`` where it is missing (``None`` or NaN)."""
+    width = int(spec.split(".")[0])
+    return f"{'-':>{width}}" if value is None or value != value else format(value, spec)
+
+
+def _summary_row(label: str, metrics: dict, entry: dict, timed: bool) -> str:
+    """One model's line of :func:`format_summary`; its speed only where ``timed`` (the size speed was timed at)."""
+    encode, decode = (entry["encode_images_per_s"], entry["decode_images_per_s"]) if timed else (None, None)
+    return (
+        f"{label[:23]:<24}{_number(metrics['psnr'], '9.2f')}{_number(metrics['ssim'], '8.4f')}"
+        f"{_number(metrics['lpips'], '8.4f')}{_number(metrics['rfid'], '8.2f')}"
+        f"{_number(encode, '11.2f')}{_number(decode, '11.2f')}"
+        f"{entry['encoder_parameters'] / 1e6:>10.2f} M{entry['decoder_parameters'] / 1e6:>10.2f} M"
+    )
 
 
 def format_summary(summary: dict) -> str:
     """A plain-text table of a summary dict (one block per evaluation size), the skipped images, and the
     missing-metric messages."""
-    header = (
-        f"{'model':<24}{'PSNR dB':>9}{'SSIM':>8}{'LPIPS':>8}{'rFID':>8}"
-        f"{'enc img/s':>11}{'dec img/s':>11}{'enc params':>12}{'dec params':>12}"
-    )
-
-    def number(value, spec):
-        width = int(spec.split(".")[0])
-        return f"{'-':>{width}}" if value is None or value != value else format(value, spec)
-
-    def row(label: str, metrics: dict, entry: dict) -> str:
-        return (
-            f"{label[:23]:<24}{number(metrics['psnr'], '9.2f')}{number(metrics['ssim'], '8.4f')}"
-            f"{number(metrics['lpips'], '8.4f')}"
-            f"{number(metrics['rfid'], '8.2f')}{number(entry['encode_images_per_s'], '11.2f')}"
-            f"{number(entry['decode_images_per_s'], '11.2f')}{entry['encoder_parameters'] / 1e6:>10.2f} M"
-            f"{entry['decoder_parameters'] / 1e6:>10.2f} M"
-        )
-
     sizes = list(summary.get("sizes", {}).values())
-    lines = []
-    messages: dict[str, str] = {}
+    intro = f"{summary['num_images']} images from {summary['dataset']}"
+    lines, blocks = [], [(f"{intro} ({summary['preprocessing']})", summary["models"])]
     if len(sizes) > 1:
-        lines.append(f"{summary['num_images']} images from {summary['dataset']}, at {len(sizes)} sizes")
-        for number_of_size, size in enumerate(sizes):
-            lines += [f"at {size['resolution']} ({size['preprocessing']})", header]
-            for label, entry in summary["models"].items():
-                # Speed is measured once, at the first size.
-                shown = (
-                    entry
-                    if number_of_size == 0
-                    else {**entry, "encode_images_per_s": None, "decode_images_per_s": None}
-                )
-                lines.append(row(label, size["models"][label], shown))
-                messages.update(size["models"][label].get("missing_metrics", {}))
-    else:
-        lines += [f"{summary['num_images']} images from {summary['dataset']} ({summary['preprocessing']})", header]
+        lines = [f"{intro}, at {len(sizes)} sizes"]
+        blocks = [(f"at {size['resolution']} ({size['preprocessing']})", size["models"]) for size in sizes]
+    messages: dict[str, str] = {}
+    for number, (title, metrics) in enumerate(blocks):
+        lines += [title, _HEADER]
         for label, entry in summary["models"].items():
-            lines.append(row(label, entry, entry))
-            messages.update(entry.get("missing_metrics", {}))
+            lines.append(_summary_row(label, metrics[label], entry, timed=number == 0))
+            messages.update(metrics[label].get("missing_metrics", {}))
     first = next(iter(summary["models"].values()))
     if first.get("speed_batch_size"):
         height, width = first["speed_image_size"]
         lines.append(
             f"speed: batch {first['speed_batch_size']} at {height}x{width}, {first['device']} {first['dtype']}, "
-            "median of "
-            f"{summary.get('speed_repeats')} timed runs after {summary.get('speed_warmup')} warm-up run(s)"
+            f"median of {summary.get('speed_repeats')} timed runs after {summary.get('speed_warmup')} warm-up run(s)"
         )
     skipped = summary.get("skipped") or []
     if skipped:

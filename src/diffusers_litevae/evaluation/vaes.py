@@ -1,11 +1,5 @@
-"""VAEs under evaluation: loading from a folder or the Hub, and one interface for encode/decode in ``[0, 1]``.
-
-Supported:
-- diffusers VAE folders or Hub repos whose ``config.json`` names ``AutoencoderLite``, ``AutoencoderKL`` or
-  ``AutoencoderTiny`` (``_class_name``); a pipeline folder/repo with a ``vae/`` subfolder works with
-  ``subfolder="vae"`` (found automatically for local pipeline folders);
-- TAESD-family ``.pth``/``.safetensors`` pairs (a folder holding ``*encoder*.pth`` and ``*decoder*.pth``, e.g. TAEF2),
-  loaded with :func:`diffusers_litevae.load_tiny_encoder` / :func:`diffusers_litevae.load_tiny_decoder`.
+"""VAEs under evaluation: loading (:func:`load_reconstruction_model`, with the loader every command shares) and one
+interface for encode/decode in ``[0, 1]``.
 
 Every model is wrapped in a :class:`ReconstructionModel` so the evaluation treats them alike: images in ``[0, 1]``,
 deterministic latents (the posterior mode for Gaussian VAEs), reconstructions in ``[0, 1]``.
@@ -19,9 +13,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..models.tiny_autoencoder import TinyDecoder, TinyEncoder, signed_to_unit, unit_to_signed
+from ..models.tiny_autoencoder import signed_to_unit, unit_to_signed
 from ..runtime import cast_module
-from .errors import EvaluationInputError
+from .settings import EvaluationInputError
 
 __all__ = ["SUPPORTED_CLASSES", "ReconstructionModel", "load_reconstruction_model", "parse_vae_spec"]
 
@@ -62,23 +56,17 @@ class ReconstructionModel:
 
     # -------------------------------------------------------------- placement
 
-    @property
-    def modules(self) -> list[nn.Module]:
-        return [self.vae]
-
     def to(self, device: str | torch.device, dtype: torch.dtype) -> "ReconstructionModel":
-        for module in self.modules:
-            cast_module(module, device=device, dtype=dtype)
-            module.eval().requires_grad_(False)
+        cast_module(self.vae, device=device, dtype=dtype).eval().requires_grad_(False)
         return self
 
     @property
     def device(self) -> torch.device:
-        return next(self.modules[0].parameters()).device
+        return next(self.vae.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.modules[0].parameters()).dtype
+        return next(self.vae.parameters()).dtype
 
     # -------------------------------------------------------------- sizes
 
@@ -143,10 +131,8 @@ def load_reconstruction_model(
     """Load a VAE for evaluation with :func:`diffusers_litevae.vae_io.load_vae` (the loader every command shares).
 
     Args:
-        name_or_path: a diffusers VAE folder, a pipeline folder (its ``vae/`` is used), a TAESD-family folder with an
-            ``*encoder`` + ``*decoder`` checkpoint pair, a bundled model's name (``litevae-s-taef2``, ``taef2``), or
-            a Hub repo id.
-        subfolder: subfolder holding the VAE (e.g. ``"vae"`` in a pipeline repo).
+        name_or_path: a model as ``litevae eval --vae`` takes it (without ``:LABEL``).
+        subfolder: as ``--vae_subfolder``.
         device: where to run it.
         dtype: weights and compute dtype.
 
@@ -163,31 +149,23 @@ def load_reconstruction_model(
             f"{name_or_path!r} is a {type(vae).__name__}; `litevae eval` supports {', '.join(SUPPORTED_CLASSES)} "
             "(config.json `_class_name`) and TAESD-family checkpoint pairs."
         )
-    where = getattr(vae, "name_or_path", "") or str(
-        Path(name_or_path).resolve() if Path(name_or_path).exists() else name_or_path
-    )
+    path = Path(name_or_path)
+    where = getattr(vae, "name_or_path", "") or str(path.resolve() if path.exists() else name_or_path)
     if isinstance(vae, TinyAutoencoder):
         return ReconstructionModel(vae, where, TINY_PAIR_CLASS).to(device, dtype)
-    if Path(name_or_path).exists():
-        folder = Path(name_or_path) / subfolder if subfolder else Path(name_or_path)
+    if path.exists():
+        folder = path / subfolder if subfolder else path
         where = str((folder if (folder / "config.json").is_file() else folder / "vae").resolve())
-    return ReconstructionModel(vae, where, type(vae).__name__).to(device, dtype)
+    return ReconstructionModel(vae, where).to(device, dtype)
 
 
 def as_reconstruction_model(
     model, device: str | torch.device, dtype: torch.dtype, subfolder: str | None = None
 ) -> ReconstructionModel:
-    """Turn what a user passes (a :class:`ReconstructionModel`, a diffusers VAE, a ``(TinyEncoder, TinyDecoder)``
-    pair, or a folder / Hub id string) into a :class:`ReconstructionModel` on ``device``/``dtype``."""
+    """A model as :func:`~diffusers_litevae.evaluation.evaluate_vaes` takes it, as a :class:`ReconstructionModel` on
+    ``device``/``dtype``."""
     if isinstance(model, ReconstructionModel):
         return model.to(device, dtype)
     if isinstance(model, (str, os.PathLike)):
         return load_reconstruction_model(os.fspath(model), subfolder=subfolder, device=device, dtype=dtype)
-    if (
-        isinstance(model, (tuple, list))
-        and len(model) == 2
-        and isinstance(model[0], TinyEncoder)
-        and isinstance(model[1], TinyDecoder)
-    ):
-        return ReconstructionModel(tuple(model), class_name=TINY_PAIR_CLASS).to(device, dtype)
     return ReconstructionModel(model).to(device, dtype)
