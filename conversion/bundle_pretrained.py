@@ -168,18 +168,12 @@ def write_card(
     The card loads the model with ``pretrained_path(name)`` (offline), and from ``repo_id`` too when given; the
     summary is kept as ``target/eval/summary.json`` (it ships: the card's numbers and the command that made them).
     """
-    from diffusers_litevae.hub.push import write_model_card
+    from diffusers_litevae.hub import CardOptions, write_model_card
 
-    return write_model_card(
-        target,
-        metrics_file,
-        name=name,
-        metrics_label=name,
-        repo_id=repo_id,
-        bundled_name=name,
-        license=license,
-        teacher_description=teacher_description,
+    options = CardOptions(
+        repo_id=repo_id, name=name, teacher_description=teacher_description, license=license, bundled_name=name
     )
+    return write_model_card(target, metrics_file, options, metrics_label=name)
 
 
 def _parse_extra(text: str) -> tuple[str, str]:

@@ -396,3 +396,19 @@ def test_the_shipped_card_describes_the_shipped_folder():
         assert f"| {shown} | **litevae-s-taef2 (this model)** | AutoencoderLiteTiny | {psnr:.2f} |" in text
     assert "- Trained at: " in text and "- Measured at: 256 px" in text
     assert card.data.model_name == "litevae-s-taef2"
+
+
+def test_the_shipped_card_is_what_write_card_writes(tmp_path):
+    """Regenerating the bundled litevae-s-taef2 card from its own folder (the command in
+    conversion/bundle_pretrained.py's docstring, without re-measuring) gives the committed README.md byte for byte."""
+    import shutil
+
+    from diffusers_litevae import pretrained_path
+
+    shipped = Path(pretrained_path("litevae-s-taef2"))
+    folder = tmp_path / "litevae-s-taef2"
+    shutil.copytree(shipped, folder)
+    (folder / "README.md").unlink()
+    description = "TAEF2, the Tiny AutoEncoder for FLUX.2 by Ollin Boer Bohan, MIT licence"
+    card = _bundle_script().write_card(folder, folder.name, folder / "eval" / "summary.json", None, "mit", description)
+    assert card.read_bytes() == (shipped / "README.md").read_bytes()

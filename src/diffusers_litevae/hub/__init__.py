@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_exports
 
 _EXPORTS = {
+    "CardOptions": "model_card",
     "PushError": "push",
     "build_model_card": "model_card",
     "eval_results_from_summary": "model_card",
@@ -24,7 +25,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from .model_card import build_model_card, eval_results_from_summary
+    from .model_card import CardOptions, build_model_card, eval_results_from_summary
     from .push import (
         PushError,
         load_metrics_entry,

@@ -11,10 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..settings import add_setting_arguments, settings_from_args
+
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .model_card import CardOptions
+
     parser.add_argument(
         "model_dir", help="AutoencoderLite folder (config.json + weights; distillation.json when distilled)"
     )
@@ -24,28 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics_label", default=None, help="this model's label in the metrics file (default: found by path)"
     )
-    parser.add_argument(
-        "--repo_id",
-        required=True,
-        help="target Hub repo 'owner/name' (also with --dry_run: the card's snippets load the model from it)",
-    )
-    parser.add_argument("--name", default=None, help="the model's name in the card (default: the name in --repo_id)")
-    parser.add_argument(
-        "--teacher_description",
-        default=None,
-        help="one sentence on the teacher VAE (what it is, author, licence), said once in the card's introduction",
-    )
-    parser.add_argument("--license", default="apache-2.0", help="Hub license id for the card metadata")
-    parser.add_argument(
-        "--base_model", default=None, help="Hub id of the teacher VAE (default: from distillation.json)"
-    )
-    parser.add_argument("--pipeline_id", default=None, help="pipeline repo to show in the card's usage snippet")
+    add_setting_arguments(parser, CardOptions)
     parser.add_argument("--private", action="store_true", help="create the repo private")
     parser.add_argument("--token", default=None, help="Hugging Face token (default: the one stored by `hf auth login`)")
     parser.add_argument(
         "--commit_message",
         default=None,
-        help='commit message of the upload (default: "Upload AutoencoderLite with diffusers-litevae")',
+        help='commit message of the upload (default: "Upload LiteVAE model with diffusers-litevae")',
     )
     parser.add_argument(
         "--output_dir",
@@ -60,24 +49,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from .model_card import CardOptions
     from .push import DEFAULT_COMMIT_MESSAGE, PushError, push_to_hub
 
     try:
         result = push_to_hub(
             args.model_dir,
             args.metrics,
-            repo_id=args.repo_id,
-            metrics_label=args.metrics_label,
-            license=args.license,
-            base_model=args.base_model,
-            pipeline_id=args.pipeline_id,
+            settings_from_args(CardOptions, args),
+            args.metrics_label,
             private=args.private,
             token=args.token,
             commit_message=args.commit_message or DEFAULT_COMMIT_MESSAGE,
             output_dir=args.output_dir,
             dry_run=args.dry_run,
-            name=args.name,
-            teacher_description=args.teacher_description,
         )
     except PushError as error:
         print(f"litevae push: error: {error}", file=sys.stderr)
