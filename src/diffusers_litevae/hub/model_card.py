@@ -88,23 +88,15 @@ def metrics_by_size(summary: dict) -> list[dict]:
     without ``"sizes"`` (one size, older ``litevae eval``) gives one entry from its top level.
     """
     sizes = summary.get("sizes")
-    if isinstance(sizes, dict) and sizes:
-        return [
-            {
-                "size": str(block.get("resolution", key)),
-                "preprocessing": block.get("preprocessing"),
-                "num_images": block.get("num_images", summary.get("num_images")),
-                "models": block.get("models") or {},
-            }
-            for key, block in sizes.items()
-        ]
+    blocks = sizes.items() if isinstance(sizes, dict) and sizes else [(summary.get("resolution"), summary)]
     return [
         {
-            "size": str(summary.get("resolution")),
-            "preprocessing": summary.get("preprocessing"),
-            "num_images": summary.get("num_images"),
-            "models": summary.get("models") or {},
+            "size": str(block.get("resolution", key)),
+            "preprocessing": block.get("preprocessing"),
+            "num_images": block.get("num_images", summary.get("num_images")),
+            "models": block.get("models") or {},
         }
+        for key, block in blocks
     ]
 
 
@@ -123,8 +115,8 @@ def eval_results_from_summary(summary: dict, label: str) -> list[EvalResult]:
         dataset_name = f"{dataset_type} ({block['preprocessing'] or block['size']}, {block['num_images']} images)"
         for key, metric_type, metric_name in _METRICS:
             value = entry.get(key)
-            if value is None or (isinstance(value, float) and not math.isfinite(value)):
-                continue  # not measured: no number in the metadata (the body says why)
+            if not _measured(value):
+                continue  # no number in the metadata (the body says why)
             results.append(
                 EvalResult(
                     task_type="image-to-image",
@@ -141,10 +133,13 @@ def eval_results_from_summary(summary: dict, label: str) -> list[EvalResult]:
     return results
 
 
-def _fmt(value, spec: str = ".2f", missing: str = "n/a") -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return missing
-    return format(value, spec)
+def _measured(value) -> bool:
+    """``False`` for a metric that was not measured: ``None`` or not finite (NaN)."""
+    return value is not None and not (isinstance(value, float) and not math.isfinite(value))
+
+
+def _fmt(value, spec: str = ".2f") -> str:
+    return format(value, spec) if _measured(value) else "n/a"
 
 
 def _millions(count) -> str:
@@ -197,45 +192,22 @@ def _shown(name: str, label: str) -> str:
 
 
 def _architecture(config: dict, encoder_parameters: int, decoder_parameters: int) -> dict:
-    """The Architecture table's values: the encoder and decoder described from ``config``, the parameter counts."""
+    """The Architecture table's values: the config (its lists as tuples, as the card prints them), the encoder
+    preset, whether the decoder has a post_quant_conv, and the parameter counts."""
     from ..models.litevae_encoder import preset_name_of  # imports torch: not at `litevae push --help`
 
     preset = preset_name_of(config)
-    encoder = (
-        f"LiteVAE encoder{f' (preset {preset})' if preset else ' (custom widths)'}: "
-        f"{config['wavelet_levels']}-level Haar "
-        f"wavelet transform, one feature UNet per level (width {config['encoder_feature_channels']}, multipliers "
-        f"{tuple(config['encoder_feature_channel_mults'])}) and an aggregation UNet (width "
-        f"{config['encoder_aggregation_channels']}, multipliers {tuple(config['encoder_aggregation_channel_mults'])}), "
-        f"ResBlocks per UNet level: {config['encoder_layers_per_block']}"
-    )
     class_name = config["_class_name"]
-    # Only the SD-layout decoder has a post_quant_conv (AutoencoderLiteTiny's TAESD-family decoder has none).
-    has_post_quant_conv = class_name == "AutoencoderLite" and config.get("use_post_quant_conv", True)
-    if class_name == "AutoencoderLiteTiny":
-        decoder = (
-            f"TAESD-family decoder (width {config['decoder_channels']}, blocks per stage "
-            f"{tuple(config['decoder_num_blocks'])}), no post_quant_conv"
-        )
-    else:
-        decoder = (
-            f"Stable-Diffusion-layout diffusers `Decoder` (block_out_channels {tuple(config['block_out_channels'])}, "
-            f"layers_per_block {config['layers_per_block']}"
-            f"{', Self-Modulated Convolutions' if config.get('use_smc') else ''}"
-            f"{', with post_quant_conv' if has_post_quant_conv else ', no post_quant_conv'})"
-        )
     return dict(
+        config={key: tuple(value) if isinstance(value, list) else value for key, value in config.items()},
         class_name=class_name,
-        encoder_name=f"LiteVAE-{preset}" if preset else "LiteVAE",
-        encoder=encoder,
-        decoder=decoder,
         latent_channels=config["latent_channels"],
-        downsampling=2 ** config["wavelet_levels"],
-        scaling_factor=config.get("scaling_factor"),
-        shift_factor=config.get("shift_factor"),
+        preset=preset,
+        encoder_name=f"LiteVAE-{preset}" if preset else "LiteVAE",
+        # Only the SD-layout decoder has a post_quant_conv (AutoencoderLiteTiny's TAESD-family decoder has none).
+        has_post_quant_conv=class_name == "AutoencoderLite" and config.get("use_post_quant_conv", True),
         encoder_millions=_millions(encoder_parameters),
         decoder_millions=_millions(decoder_parameters),
-        has_post_quant_conv=has_post_quant_conv,
         total_millions=_millions(encoder_parameters + decoder_parameters),
     )
 
