@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..hub_ids import is_hub_repo_id
-from ..settings import setting
+from ..models.litevae_encoder import preset_name_of
+from .settings import CardOptions
 
 __all__ = [
     "CARD_TAGS",
-    "CardOptions",
     "build_model_card",
     "eval_results_from_summary",
     "metrics_by_size",
@@ -40,35 +39,6 @@ _METRICS = (  # summary key, model-index metric type, display name
     ("lpips", "lpips", "LPIPS"),
     ("rfid", "fid", "rFID"),
 )
-
-
-@dataclass
-class CardOptions:
-    """What a model card says that the model folder does not record: where the model loads from, its name and
-    licence, and how the card presents its teacher. ``litevae push`` takes the fields with a flag as its flags.
-
-    ``bundled_name`` (no flag) is the name of a model bundled with diffusers-litevae: the card's snippets then load
-    ``pretrained_path(bundled_name)``, offline. A card needs ``repo_id``, ``bundled_name`` or both.
-    """
-
-    repo_id: str | None = setting(
-        None,
-        "target Hub repo 'owner/name' (also with --dry_run: the card's snippets load the model from it)",
-        required=True,
-    )
-    name: str | None = setting(None, "the model's name in the card (default: the name in --repo_id)")
-    teacher_description: str | None = setting(
-        None, "one sentence on the teacher VAE (what it is, author, licence), said once in the card's introduction"
-    )
-    license: str = setting("apache-2.0", "Hub license id for the card metadata")
-    base_model: str | None = setting(None, "Hub id of the teacher VAE (default: from distillation.json)")
-    pipeline_id: str | None = setting(None, "pipeline repo to show in the card's usage snippet")
-    bundled_name: str | None = None
-
-    @property
-    def title(self) -> str | None:
-        """The model's name in the card: ``name``, else the name part of ``repo_id``, else ``bundled_name``."""
-        return self.name or (self.repo_id.split("/")[-1] if self.repo_id else self.bundled_name)
 
 
 def _dataset_id(summary: dict) -> tuple[str, str | None]:
@@ -186,6 +156,41 @@ def _flatten(settings: dict, prefix: str = "") -> list[tuple[str, object]]:
     return items
 
 
+def _card_data(summary: dict, label: str, options: CardOptions, teacher: str | None) -> ModelCardData:
+    """The card's YAML metadata; ``base_model`` is the teacher when it is a Hub repo, unless the options name one."""
+    base_model = options.base_model
+    if base_model is None and teacher and is_hub_repo_id(teacher):
+        base_model = teacher
+    return ModelCardData(
+        license=options.license,
+        library_name="diffusers",
+        tags=list(CARD_TAGS),
+        base_model=base_model,
+        model_name=options.title,
+        eval_results=eval_results_from_summary(summary, label) or None,
+    )
+
+
+def _teacher_notes(teacher: str | None, options: CardOptions) -> list[str]:
+    """What the introduction says about the teacher, in brackets after its name: the options' description of it,
+    and how to load it when it is bundled with diffusers-litevae."""
+    notes = [options.teacher_description] if options.teacher_description else []
+    if _bundled(teacher):
+        notes.append(f'bundled with diffusers-litevae as `pretrained_path("{teacher}")`')
+    return notes
+
+
+def _folder_files(folder: Path, has_record: bool) -> dict:
+    """What the card shows of the folder's files: all of them (and the card), the fp16 variant, the reconstruction
+    grid and, with a training record, the training curve."""
+    return dict(
+        files=sorted({"README.md", *(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())}),
+        has_fp16_variant=(folder / "diffusion_pytorch_model.fp16.safetensors").is_file(),
+        grid_file="eval/grid.png" if (folder / "eval" / "grid.png").is_file() else None,
+        curve_file="curve.png" if has_record and (folder / "curve.png").is_file() else None,
+    )
+
+
 def _shown(name: str, label: str) -> str:
     """A model's name in the card's tables, this model's in bold."""
     return f"**{name} (this model)**" if name == label else name
@@ -194,8 +199,6 @@ def _shown(name: str, label: str) -> str:
 def _architecture(config: dict, encoder_parameters: int, decoder_parameters: int) -> dict:
     """The Architecture table's values: the config (its lists as tuples, as the card prints them), the encoder
     preset, whether the decoder has a post_quant_conv, and the parameter counts."""
-    from ..models.litevae_encoder import preset_name_of  # imports torch: not at `litevae push --help`
-
     preset = preset_name_of(config)
     class_name = config["_class_name"]
     return dict(
@@ -375,42 +378,20 @@ def build_model_card(
         )
     if label not in (summary.get("models") or metrics_by_size(summary)[0]["models"]):
         raise ValueError(f"the summary has no model {label!r}.")
-    folder = Path(folder)
     teacher = teacher_display_name(((distillation or {}).get("teacher") or {}).get("name_or_path"))
-    base_model = options.base_model
-    if base_model is None and teacher and is_hub_repo_id(teacher):
-        base_model = teacher
-    card_data = ModelCardData(
-        license=options.license,
-        library_name="diffusers",
-        tags=list(CARD_TAGS),
-        base_model=base_model,
-        model_name=options.title,
-        eval_results=eval_results_from_summary(summary, label) or None,
-    )
-    teacher_notes = [options.teacher_description] if options.teacher_description else []
-    if _bundled(teacher):
-        teacher_notes.append(f'bundled with diffusers-litevae as `pretrained_path("{teacher}")`')
     record = training or distillation or {}
     return ModelCard.from_template(
-        card_data,
+        _card_data(summary, label, options, teacher),
         template_path=str(TEMPLATE_PATH),
-        name=options.title,
-        license=options.license,
-        repo_id=options.repo_id,
-        bundled_name=options.bundled_name,
+        options=options,
         load=f'pretrained_path("{options.bundled_name}")' if options.bundled_name else f'"{options.repo_id}"',
-        pipeline_id=options.pipeline_id,
-        has_fp16_variant=(folder / "diffusion_pytorch_model.fp16.safetensors").is_file(),
         teacher=teacher,
-        teacher_notes=teacher_notes,
+        teacher_notes=_teacher_notes(teacher, options),
         **_architecture(config, encoder_parameters, decoder_parameters),
         **_evaluation(summary, label),
         trained_at=training_sizes(record),
-        grid_file="eval/grid.png" if (folder / "eval" / "grid.png").is_file() else None,
         run=_run(record),
         scratch=_from_scratch(training) if training else None,
         distilled=_distilled(distillation) if distillation and not training else None,
-        curve_file="curve.png" if record and (folder / "curve.png").is_file() else None,
-        files=sorted({"README.md", *(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())}),
+        **_folder_files(Path(folder), bool(record)),
     )

@@ -18,6 +18,7 @@ The upload folder::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -32,7 +33,8 @@ from ..hub_ids import is_owner_repo_id
 from ..models.autoencoder_lite import AutoencoderLite
 from ..models.autoencoder_lite_base import AutoencoderLiteBase
 from ..runtime import cast_module
-from .model_card import CardOptions, build_model_card
+from .model_card import build_model_card
+from .settings import DEFAULT_COMMIT_MESSAGE, CardOptions, PushSettings
 
 __all__ = [
     "PushError",
@@ -49,7 +51,6 @@ WEIGHT_FILES = (
     "diffusion_pytorch_model.bin",
     "diffusion_pytorch_model.safetensors.index.json",
 )
-DEFAULT_COMMIT_MESSAGE = "Upload LiteVAE model with diffusers-litevae"
 LITEVAE_CLASSES = ("AutoencoderLite", "AutoencoderLiteTiny")
 
 
@@ -295,11 +296,8 @@ def push_to_hub(
     metrics_file: str | os.PathLike,
     card: CardOptions,
     metrics_label: str | None = None,
-    private: bool = False,
-    token: str | None = None,
-    commit_message: str = DEFAULT_COMMIT_MESSAGE,
-    output_dir: str | os.PathLike | None = None,
-    dry_run: bool = False,
+    settings: PushSettings | None = None,
+    **overrides,
 ) -> Path | str:
     """Validate, write the upload folder, then ``HfApi.create_repo`` + ``HfApi.upload_folder``.
 
@@ -307,15 +305,13 @@ def push_to_hub(
         model_dir, metrics_file, metrics_label: see :func:`prepare_upload_folder`.
         card: what the model card says; ``card.repo_id`` (``owner/name``) is the repo to upload to, also needed for
             a dry run: the card's snippets load the model from it.
-        private: create the repo private.
-        token: Hugging Face token (default: the one stored by ``hf auth login``).
-        commit_message: commit message of the upload.
-        output_dir: where to write the upload folder (default: a temporary folder, removed after a real upload).
-        dry_run: only write the folder; no network.
+        settings (`PushSettings`, *optional*): how to upload; ``overrides`` change its fields by name
+            (``push_to_hub(model_dir, metrics_file, card, dry_run=True)``).
 
     Returns:
         The folder path for a dry run, else the repo URL.
     """
+    settings = dataclasses.replace(settings or PushSettings(), **overrides)
     # Every check that can fail happens here, before the first network call.
     repo_id = card.repo_id
     if repo_id is None:
@@ -323,27 +319,29 @@ def push_to_hub(
             "--repo_id owner/name is required (also with --dry_run: the model card's snippets load the model from it)."
         )
     _check_repo_id(repo_id)
-    if output_dir is not None:
-        check_output_dir(output_dir, "push", PushError, empty=True)
+    if settings.output_dir is not None:
+        check_output_dir(settings.output_dir, "push", PushError, empty=True)
     model_path, _ = validate_model_folder(model_dir)
     load_metrics_entry(metrics_file, metrics_label, model_path)
-    if not dry_run:
+    token = settings.token
+    if not settings.dry_run:
         token = token or get_token()
         if not token:
             raise PushError("no Hugging Face token: run `hf auth login` (or `huggingface-cli login`) or pass --token.")
 
-    temporary = None
-    if output_dir is None:
-        temporary = tempfile.mkdtemp(prefix=f"litevae-push-{model_path.resolve().name}-")
-        output_dir = temporary
+    temporary = settings.output_dir is None
+    output_dir = (
+        tempfile.mkdtemp(prefix=f"litevae-push-{model_path.resolve().name}-") if temporary else settings.output_dir
+    )
     try:
         folder = prepare_upload_folder(model_path, metrics_file, output_dir, card, metrics_label)
-        if dry_run:
+        if settings.dry_run:
             return folder
         api = HfApi(token=token)
-        api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
+        api.create_repo(repo_id=repo_id, repo_type="model", private=settings.private, exist_ok=True)
+        commit_message = settings.commit_message or DEFAULT_COMMIT_MESSAGE
         api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=str(folder), commit_message=commit_message)
         return f"https://huggingface.co/{repo_id}"
     finally:
-        if temporary is not None and not dry_run:
-            shutil.rmtree(temporary, ignore_errors=True)
+        if temporary and not settings.dry_run:
+            shutil.rmtree(output_dir, ignore_errors=True)
