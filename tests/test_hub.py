@@ -412,3 +412,21 @@ def test_the_shipped_card_is_what_write_card_writes(tmp_path):
     description = "TAEF2, the Tiny AutoEncoder for FLUX.2 by Ollin Boer Bohan, MIT licence"
     card = _bundle_script().write_card(folder, folder.name, folder / "eval" / "summary.json", None, "mit", description)
     assert card.read_bytes() == (shipped / "README.md").read_bytes()
+
+
+def test_push_to_hub_from_python(pushed_inputs, api_class, tmp_path):
+    """The Python call behind `litevae push`: the card's options in CardOptions, the upload's settings as keyword
+    overrides of PushSettings; the card's name defaults to the repo's."""
+    from diffusers_litevae.hub import CardOptions, push_to_hub
+
+    assert CardOptions(repo_id=REPO_ID).title == "litevae-tiny-test"
+    assert CardOptions(bundled_name="litevae-s").title == "litevae-s"
+    assert CardOptions(repo_id=REPO_ID, bundled_name="litevae-s", name="mine").title == "mine"
+    model_dir, summary_file, _ = pushed_inputs
+    out = tmp_path / "upload"
+    card = CardOptions(repo_id=REPO_ID, name="tiny", license="mit", pipeline_id="org/pipeline")
+    assert push_to_hub(model_dir, summary_file, card, "student", output_dir=str(out), dry_run=True) == out
+    text = (out / "README.md").read_text()
+    assert text.startswith("---\n") and "\n# tiny\n" in text and "license: mit" in text
+    assert 'DiffusionPipeline.from_pretrained("org/pipeline"' in text
+    api_class.assert_not_called()
