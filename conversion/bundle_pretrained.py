@@ -47,7 +47,7 @@ RESERVED = {"config.json", WEIGHTS_NAME, "__init__.py"}
 # The sizes users encode at, as the card reports them: 256 px and 512 px centre crops, and whole images.
 DEFAULT_EVAL_RESOLUTIONS = "256,512,native"
 
-__all__ = ["DEFAULT_EVAL_RESOLUTIONS", "bundle_model", "evaluate_bundle", "main", "write_card"]
+__all__ = ["DEFAULT_EVAL_RESOLUTIONS", "build_parser", "bundle_model", "evaluate_bundle", "main", "write_card"]
 
 
 def bundle_model(
@@ -168,18 +168,12 @@ def write_card(
     The card loads the model with ``pretrained_path(name)`` (offline), and from ``repo_id`` too when given; the
     summary is kept as ``target/eval/summary.json`` (it ships: the card's numbers and the command that made them).
     """
-    from diffusers_litevae.hub.push import write_model_card
+    from diffusers_litevae.hub import CardOptions, write_model_card
 
-    return write_model_card(
-        target,
-        metrics_file,
-        name=name,
-        metrics_label=name,
-        repo_id=repo_id,
-        bundled_name=name,
-        license=license,
-        teacher_description=teacher_description,
+    options = CardOptions(
+        repo_id=repo_id, name=name, teacher_description=teacher_description, license=license, bundled_name=name
     )
+    return write_model_card(target, metrics_file, options, metrics_label=name)
 
 
 def _parse_extra(text: str) -> tuple[str, str]:
@@ -187,7 +181,8 @@ def _parse_extra(text: str) -> tuple[str, str]:
     return (dest or Path(source).name), source
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The script's flags: what to bundle, then how to measure it and write its card."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
@@ -232,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     card.add_argument("--repo_id", default=None, help="the model's Hub repo 'owner/name', if it is published")
     card.add_argument("--license", default="apache-2.0", help="Hub license id of the weights")
     card.add_argument("--teacher_description", default=None, help="one sentence on the teacher, for the card")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.card_only == (args.model_dir is not None):
         parser.error("give a model_dir to bundle, or --card_only to rewrite the card of the bundled folder.")

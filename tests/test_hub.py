@@ -396,3 +396,37 @@ def test_the_shipped_card_describes_the_shipped_folder():
         assert f"| {shown} | **litevae-s-taef2 (this model)** | AutoencoderLiteTiny | {psnr:.2f} |" in text
     assert "- Trained at: " in text and "- Measured at: 256 px" in text
     assert card.data.model_name == "litevae-s-taef2"
+
+
+def test_the_shipped_card_is_what_write_card_writes(tmp_path):
+    """Regenerating the bundled litevae-s-taef2 card from its own folder (the command in
+    conversion/bundle_pretrained.py's docstring, without re-measuring) gives the committed README.md byte for byte."""
+    import shutil
+
+    from diffusers_litevae import pretrained_path
+
+    shipped = Path(pretrained_path("litevae-s-taef2"))
+    folder = tmp_path / "litevae-s-taef2"
+    shutil.copytree(shipped, folder)
+    (folder / "README.md").unlink()
+    description = "TAEF2, the Tiny AutoEncoder for FLUX.2 by Ollin Boer Bohan, MIT licence"
+    card = _bundle_script().write_card(folder, folder.name, folder / "eval" / "summary.json", None, "mit", description)
+    assert card.read_bytes() == (shipped / "README.md").read_bytes()
+
+
+def test_push_to_hub_from_python(pushed_inputs, api_class, tmp_path):
+    """The Python call behind `litevae push`: the card's options in CardOptions, the upload's settings as keyword
+    overrides of PushSettings; the card's name defaults to the repo's."""
+    from diffusers_litevae.hub import CardOptions, push_to_hub
+
+    assert CardOptions(repo_id=REPO_ID).title == "litevae-tiny-test"
+    assert CardOptions(bundled_name="litevae-s").title == "litevae-s"
+    assert CardOptions(repo_id=REPO_ID, bundled_name="litevae-s", name="mine").title == "mine"
+    model_dir, summary_file, _ = pushed_inputs
+    out = tmp_path / "upload"
+    card = CardOptions(repo_id=REPO_ID, name="tiny", license="mit", pipeline_id="org/pipeline")
+    assert push_to_hub(model_dir, summary_file, card, "student", output_dir=str(out), dry_run=True) == out
+    text = (out / "README.md").read_text()
+    assert text.startswith("---\n") and "\n# tiny\n" in text and "license: mit" in text
+    assert 'DiffusionPipeline.from_pretrained("org/pipeline"' in text
+    api_class.assert_not_called()

@@ -46,6 +46,7 @@ def test_the_wheel_carries_the_bundled_models(tmp_path):
     assert "diffusers_litevae/pretrained/taef2/taef2_encoder.safetensors" in shipped
     assert shipped <= names, sorted(shipped - names)
     assert "diffusers_litevae/cli.py" in names
+    assert "diffusers_litevae/hub/model_card_template.md" in names  # the model cards are rendered from it
     assert any(name.endswith("entry_points.txt") for name in names)
 
 
@@ -68,6 +69,7 @@ def test_every_written_file_follows_the_umask(umask_022, tmp_path):
     from diffusers_litevae.caching import cache_latents
     from diffusers_litevae.evaluation import EvaluationResult
     from diffusers_litevae.file_io import save_pretrained, write_json_atomic
+    from diffusers_litevae.hub import CardOptions
     from diffusers_litevae.hub.push import prepare_upload_folder
     from diffusers_litevae.pretrained import pretrained_path
 
@@ -80,7 +82,8 @@ def test_every_written_file_follows_the_umask(umask_022, tmp_path):
     write_json_atomic(tmp_path / "atomic" / "record.json", {"a": 1})
     EvaluationResult(summary={"models": {}}).save(tmp_path / "eval")
     model = Path(pretrained_path("litevae-s-taef2"))
-    prepare_upload_folder(model, model / "eval" / "summary.json", tmp_path / "upload", "user/name", "litevae-s-taef2")
+    summary = model / "eval" / "summary.json"
+    prepare_upload_folder(model, summary, tmp_path / "upload", CardOptions(repo_id="user/name"), "litevae-s-taef2")
 
     written = {}
     for name in ("cache", "weights", "atomic", "eval", "upload"):

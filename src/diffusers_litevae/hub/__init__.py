@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_exports
 
 _EXPORTS = {
+    "CardOptions": "settings",
     "PushError": "push",
+    "PushSettings": "settings",
     "build_model_card": "model_card",
     "eval_results_from_summary": "model_card",
     "load_metrics_entry": "push",
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
         validate_model_folder,
         write_model_card,
     )
+    from .settings import CardOptions, PushSettings
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -10,75 +10,44 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 
-__all__ = ["add_arguments", "run"]
+from ..settings import add_setting_arguments, setting, settings_from_args
+from .settings import CardOptions, PushSettings
+
+__all__ = ["add_arguments", "interrupted", "run"]
+
+
+@dataclass(frozen=True)
+class _Model:
+    """The flags of ``litevae push`` that name the model and its evaluation."""
+
+    model_dir: str | None = setting(
+        None, "AutoencoderLite folder (config.json + weights; distillation.json when distilled)", flags=("model_dir",)
+    )
+    metrics: str | None = setting(
+        None, "summary.json written by `litevae eval` that includes this model", required=True
+    )
+    metrics_label: str | None = setting(None, "this model's label in the metrics file (default: found by path)")
+
+
+@dataclass(frozen=True)
+class _Arguments(PushSettings, CardOptions, _Model):
+    """Every flag of ``litevae push``: the model and its metrics, the card's options, then the upload's settings."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "model_dir", help="AutoencoderLite folder (config.json + weights; distillation.json when distilled)"
-    )
-    parser.add_argument(
-        "--metrics", required=True, help="summary.json written by `litevae eval` that includes this model"
-    )
-    parser.add_argument(
-        "--metrics_label", default=None, help="this model's label in the metrics file (default: found by path)"
-    )
-    parser.add_argument(
-        "--repo_id",
-        required=True,
-        help="target Hub repo 'owner/name' (also with --dry_run: the card's snippets load the model from it)",
-    )
-    parser.add_argument("--name", default=None, help="the model's name in the card (default: the name in --repo_id)")
-    parser.add_argument(
-        "--teacher_description",
-        default=None,
-        help="one sentence on the teacher VAE (what it is, author, licence), said once in the card's introduction",
-    )
-    parser.add_argument("--license", default="apache-2.0", help="Hub license id for the card metadata")
-    parser.add_argument(
-        "--base_model", default=None, help="Hub id of the teacher VAE (default: from distillation.json)"
-    )
-    parser.add_argument("--pipeline_id", default=None, help="pipeline repo to show in the card's usage snippet")
-    parser.add_argument("--private", action="store_true", help="create the repo private")
-    parser.add_argument("--token", default=None, help="Hugging Face token (default: the one stored by `hf auth login`)")
-    parser.add_argument(
-        "--commit_message",
-        default=None,
-        help='commit message of the upload (default: "Upload AutoencoderLite with diffusers-litevae")',
-    )
-    parser.add_argument(
-        "--output_dir",
-        default=None,
-        help="write the upload folder here (must be new or empty; default: a temporary folder)",
-    )
-    parser.add_argument(
-        "--dry_run", "--dry-run", action="store_true", help="only write the folder that would be uploaded and list it"
-    )
+    add_setting_arguments(parser, _Arguments)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .push import DEFAULT_COMMIT_MESSAGE, PushError, push_to_hub
+    from .push import PushError, push_to_hub
 
+    card, settings = settings_from_args(CardOptions, args), settings_from_args(PushSettings, args)
     try:
-        result = push_to_hub(
-            args.model_dir,
-            args.metrics,
-            repo_id=args.repo_id,
-            metrics_label=args.metrics_label,
-            license=args.license,
-            base_model=args.base_model,
-            pipeline_id=args.pipeline_id,
-            private=args.private,
-            token=args.token,
-            commit_message=args.commit_message or DEFAULT_COMMIT_MESSAGE,
-            output_dir=args.output_dir,
-            dry_run=args.dry_run,
-            name=args.name,
-            teacher_description=args.teacher_description,
-        )
+        result = push_to_hub(args.model_dir, args.metrics, card, args.metrics_label, settings)
     except PushError as error:
         print(f"litevae push: error: {error}", file=sys.stderr)
         return 2

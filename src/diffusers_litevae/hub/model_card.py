@@ -4,6 +4,10 @@ The card carries the Hub metadata (license, ``base_model`` = the teacher VAE whe
 ``library_name: diffusers``, evaluation results in model-index form) and a body with: a usage snippet, the
 architecture and parameter counts, the measured quality and speed (from a ``litevae eval`` ``summary.json``), the
 training settings (from the distillation run's ``distillation.json``) and a citation.
+
+The body's Markdown is the Jinja2 template ``model_card_template.md`` beside this module, rendered with
+``ModelCard.from_template`` (as diffusers renders its model cards); the functions here decide what the card shows and
+prepare those values (numbers formatted, table rows listed).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..hub_ids import is_hub_repo_id
 from ..models.litevae_encoder import preset_name_of
+from .settings import CardOptions
 
 __all__ = [
     "CARD_TAGS",
@@ -27,19 +32,13 @@ __all__ = [
 ]
 
 CARD_TAGS = ["diffusers", "litevae", "vae", "autoencoder", "image-to-image"]
+TEMPLATE_PATH = Path(__file__).with_name("model_card_template.md")
 _METRICS = (  # summary key, model-index metric type, display name
     ("psnr", "psnr", "PSNR (dB)"),
     ("ssim", "ssim", "SSIM"),
     ("lpips", "lpips", "LPIPS"),
     ("rfid", "fid", "rFID"),
 )
-CITATION = """@inproceedings{sadat2024litevae,
-  title     = {LiteVAE: Lightweight and Efficient Variational Autoencoders for Latent Diffusion Models},
-  author    = {Sadat, Seyedmorteza and Buhmann, Jakob and Bradley, Derek and Hilliges, Otmar and Weber, Romann M.},
-  booktitle = {Advances in Neural Information Processing Systems},
-  year      = {2024},
-  url       = {https://arxiv.org/abs/2405.14477}
-}"""
 
 
 def _dataset_id(summary: dict) -> tuple[str, str | None]:
@@ -59,23 +58,15 @@ def metrics_by_size(summary: dict) -> list[dict]:
     without ``"sizes"`` (one size, older ``litevae eval``) gives one entry from its top level.
     """
     sizes = summary.get("sizes")
-    if isinstance(sizes, dict) and sizes:
-        return [
-            {
-                "size": str(block.get("resolution", key)),
-                "preprocessing": block.get("preprocessing"),
-                "num_images": block.get("num_images", summary.get("num_images")),
-                "models": block.get("models") or {},
-            }
-            for key, block in sizes.items()
-        ]
+    blocks = sizes.items() if isinstance(sizes, dict) and sizes else [(summary.get("resolution"), summary)]
     return [
         {
-            "size": str(summary.get("resolution")),
-            "preprocessing": summary.get("preprocessing"),
-            "num_images": summary.get("num_images"),
-            "models": summary.get("models") or {},
+            "size": str(block.get("resolution", key)),
+            "preprocessing": block.get("preprocessing"),
+            "num_images": block.get("num_images", summary.get("num_images")),
+            "models": block.get("models") or {},
         }
+        for key, block in blocks
     ]
 
 
@@ -94,8 +85,8 @@ def eval_results_from_summary(summary: dict, label: str) -> list[EvalResult]:
         dataset_name = f"{dataset_type} ({block['preprocessing'] or block['size']}, {block['num_images']} images)"
         for key, metric_type, metric_name in _METRICS:
             value = entry.get(key)
-            if value is None or (isinstance(value, float) and not math.isfinite(value)):
-                continue  # not measured: no number in the metadata (the body says why)
+            if not _measured(value):
+                continue  # no number in the metadata (the body says why)
             results.append(
                 EvalResult(
                     task_type="image-to-image",
@@ -112,10 +103,13 @@ def eval_results_from_summary(summary: dict, label: str) -> list[EvalResult]:
     return results
 
 
-def _fmt(value, spec: str = ".2f", missing: str = "n/a") -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return missing
-    return format(value, spec)
+def _measured(value) -> bool:
+    """``False`` for a metric that was not measured: ``None`` or not finite (NaN)."""
+    return value is not None and not (isinstance(value, float) and not math.isfinite(value))
+
+
+def _fmt(value, spec: str = ".2f") -> str:
+    return format(value, spec) if _measured(value) else "n/a"
 
 
 def _millions(count) -> str:
@@ -138,115 +132,6 @@ def _bundled(name: str | None) -> bool:
     return bool(name) and name in list_pretrained()
 
 
-def _usage(
-    class_name: str,
-    repo_id: str | None,
-    bundled_name: str | None,
-    teacher: str | None,
-    pipeline_id: str | None,
-    latent_channels: int,
-    has_fp16_variant: bool,
-) -> str:
-    if bundled_name:
-        load = f'pretrained_path("{bundled_name}")'
-        imports = f"from diffusers_litevae import {class_name}, pretrained_path"
-        note = (
-            f"The model ships inside the package: `{load}` is its folder, so it loads offline. Its weights are "
-            "stored in float16: load with `torch_dtype=torch.float32` to compute in float32 (on CPU, do), or "
-            "`torch_dtype=torch.float16` on a GPU."
-        )
-        if repo_id:
-            note += f' On the Hub it is `"{repo_id}"`: `{class_name}.from_pretrained("{repo_id}")` loads the same.'
-        dtype = "torch.float32"
-    else:
-        load = f'"{repo_id}"'
-        imports = f"from diffusers_litevae import {class_name}"
-        note = "Weights in float32" + (
-            ', plus a float16 variant: add `variant="fp16", torch_dtype=torch.float16` to load it.'
-            if has_fp16_variant
-            else "."
-        )
-        dtype = "torch.float32"
-    same_space = f"whose VAE is `{teacher}`" if teacher else "whose VAE shares this model's latent space"
-    if pipeline_id:
-        pipeline_lines = (
-            f'pipe = DiffusionPipeline.from_pretrained("{pipeline_id}", torch_dtype=torch.float16).to("cuda")\n'
-            f'pipe.vae = {class_name}.from_pretrained({load}, torch_dtype=torch.float16).to("cuda")\n'
-        )
-    else:
-        pipeline_lines = (
-            f"# `pipe`: a diffusers pipeline {same_space} (same latent space, much smaller encoder)\n"
-            f"pipe.vae = {class_name}.from_pretrained({load}, torch_dtype=pipe.vae.dtype).to(pipe.device)\n"
-        )
-    return f"""```bash
-# diffusers-litevae is not on PyPI yet: install it from a source checkout of the package
-pip install .            # in the checkout; or build a wheel there and install it anywhere:
-python -m build --wheel && pip install dist/diffusers_litevae-*.whl
-```
-
-{note}
-
-```python
-import torch
-from diffusers import DiffusionPipeline
-
-import diffusers_litevae  # makes {class_name} available to diffusers
-{imports}
-
-{pipeline_lines}```
-
-Encode and decode directly (images in `[-1, 1]`, sides multiples of 8):
-
-```python
-vae = {class_name}.from_pretrained({load}, torch_dtype={dtype})
-images = torch.rand(1, 3, 256, 256) * 2 - 1
-latents = vae.encode(images).latent_dist.mode()  # (1, {latent_channels}, 32, 32)
-reconstruction = vae.decode(latents).sample  # (1, 3, 256, 256) in about [-1, 1]
-```"""
-
-
-def _architecture(config: dict, encoder_parameters: int, decoder_parameters: int) -> str:
-    preset = preset_name_of(config)
-    factor = 2 ** config["wavelet_levels"]
-    encoder = (
-        f"LiteVAE encoder{f' (preset {preset})' if preset else ' (custom widths)'}: "
-        f"{config['wavelet_levels']}-level Haar "
-        f"wavelet transform, one feature UNet per level (width {config['encoder_feature_channels']}, multipliers "
-        f"{tuple(config['encoder_feature_channel_mults'])}) and an aggregation UNet (width "
-        f"{config['encoder_aggregation_channels']}, multipliers {tuple(config['encoder_aggregation_channel_mults'])}), "
-        f"ResBlocks per UNet level: {config['encoder_layers_per_block']}"
-    )
-    class_name = config["_class_name"]
-    # Only the SD-layout decoder has a post_quant_conv (AutoencoderLiteTiny's TAESD-family decoder has none).
-    has_post_quant_conv = class_name == "AutoencoderLite" and config.get("use_post_quant_conv", True)
-    if class_name == "AutoencoderLiteTiny":
-        decoder = (
-            f"TAESD-family decoder (width {config['decoder_channels']}, blocks per stage "
-            f"{tuple(config['decoder_num_blocks'])}), no post_quant_conv"
-        )
-    else:
-        decoder = (
-            f"Stable-Diffusion-layout diffusers `Decoder` (block_out_channels {tuple(config['block_out_channels'])}, "
-            f"layers_per_block {config['layers_per_block']}"
-            f"{', Self-Modulated Convolutions' if config.get('use_smc') else ''}"
-            f"{', with post_quant_conv' if has_post_quant_conv else ', no post_quant_conv'})"
-        )
-    rows = [
-        ("Class", f"`diffusers_litevae.{class_name}`"),
-        ("Encoder", encoder),
-        ("Decoder", decoder),
-        ("Latent space", f"{config['latent_channels']} channels, {factor}x downsampling"),
-        ("scaling_factor / shift_factor", f"{config.get('scaling_factor')} / {config.get('shift_factor')}"),
-        ("Encoder parameters", _millions(encoder_parameters)),
-        (
-            "Decoder parameters",
-            _millions(decoder_parameters) + (" (including post_quant_conv)" if has_post_quant_conv else ""),
-        ),
-        ("Total parameters", _millions(encoder_parameters + decoder_parameters)),
-    ]
-    return "| | |\n|---|---|\n" + "\n".join(f"| {key} | {value} |" for key, value in rows)
-
-
 def training_sizes(record: dict | None) -> str | None:
     """The training crop sizes of a ``distillation.json`` / ``training.json``, in words, from its
     ``resolution_schedule`` setting (``"128:3550,256"`` -> ``"128 px crops until step 3550, then 256 px crops"``)."""
@@ -261,77 +146,6 @@ def training_sizes(record: dict | None) -> str | None:
     return ", then ".join(phases) + f" (`--resolution_schedule {schedule}`)"
 
 
-def _evaluation(summary: dict, label: str, trained_at: str | None, grid_file: str | None) -> str:
-    blocks = metrics_by_size(summary)
-    models = summary.get("models") or blocks[0]["models"]
-    sizes = "; ".join(f"{_size_name(b['size'])} ({b['preprocessing'] or b['size']})" for b in blocks)
-    lines = [
-        f"Measured with `litevae eval` on **{blocks[0]['num_images']} images** of `{_dataset_id(summary)[0]}`. "
-        "Every model saw the same pixels; PSNR and SSIM (11x11 Gaussian window, sigma 1.5) are computed on images "
-        "in [0, 1] and averaged over images.",
-        "",
-        f"- Trained at: {trained_at or 'not recorded (no training record in the folder)'}.",
-        f"- Measured at: {sizes}.",
-    ]
-    if summary.get("num_skipped"):
-        lines.append(f"- {summary['num_skipped']} unreadable images were skipped (listed in the summary).")
-    if summary.get("command"):
-        lines += ["", "Command:", "", "```bash", summary["command"], "```"]
-    lines += [
-        "",
-        "| evaluated at | model | class | PSNR (dB) | SSIM | LPIPS | rFID |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    missing = {}
-    for block in blocks:
-        for name, entry in block["models"].items():
-            shown = f"**{name} (this model)**" if name == label else name
-            lines.append(
-                f"| {_size_name(block['size'])} | {shown} | {(models.get(name) or {}).get('class')} | "
-                f"{_fmt(entry.get('psnr'))} | {_fmt(entry.get('ssim'), '.4f')} | "
-                f"{_fmt(entry.get('lpips'), '.4f')} | {_fmt(entry.get('rfid'))} |"
-            )
-            missing.update(entry.get("missing_metrics") or {})
-    if missing:
-        lines += ["", "Not measured (n/a above):"] + [f"- {key}: {message}" for key, message in missing.items()]
-    lines += ["", "| model | encoder params | decoder params |", "|---|---|---|"]
-    for name, entry in models.items():
-        shown = f"**{name} (this model)**" if name == label else name
-        lines.append(
-            f"| {shown} | {_millions(entry.get('encoder_parameters'))} | {_millions(entry.get('decoder_parameters'))} |"
-        )
-    lines += ["", "### Speed", ""]
-    entry = models.get(label, {})
-    if entry.get("encode_images_per_s") is None:
-        lines.append("Speed was not measured in this evaluation (`--skip_speed`).")
-    else:
-        size = entry.get("speed_image_size") or ["?", "?"]
-        lines += [
-            f"Images per second, batch {entry.get('speed_batch_size')} at {size[0]}x{size[1]}, "
-            f"on `{entry.get('device')}` "
-            f"in {entry.get('dtype')}; encoder and decoder timed separately, median of {summary.get('speed_repeats')} "
-            "runs after warm-up. All rows come from the same machine and run: "
-            "compare rows, not numbers across machines.",
-            "",
-            "| model | encode img/s | decode img/s |",
-            "|---|---|---|",
-        ]
-        for name, other in models.items():
-            shown = f"**{name} (this model)**" if name == label else name
-            lines.append(
-                f"| {shown} | {_fmt(other.get('encode_images_per_s'))} | {_fmt(other.get('decode_images_per_s'))} |"
-            )
-    if grid_file:
-        lines += [
-            "",
-            f"Reconstructions at {_size_name(blocks[0]['size'])} (original, then each model; captions are per-image "
-            "PSNR):",
-            "",
-            f"![reconstructions]({grid_file})",
-        ]
-    return "\n".join(lines)
-
-
 def _flatten(settings: dict, prefix: str = "") -> list[tuple[str, object]]:
     items = []
     for key, value in settings.items():
@@ -342,128 +156,198 @@ def _flatten(settings: dict, prefix: str = "") -> list[tuple[str, object]]:
     return items
 
 
-def _training(distillation: dict | None, curve_file: str | None = None) -> str:
-    if not distillation:
-        return "No `distillation.json` was found in the model folder, so the training settings are not recorded here."
+def _card_data(summary: dict, label: str, options: CardOptions, teacher: str | None) -> ModelCardData:
+    """The card's YAML metadata; ``base_model`` is the teacher when it is a Hub repo, unless the options name one."""
+    base_model = options.base_model
+    if base_model is None and teacher and is_hub_repo_id(teacher):
+        base_model = teacher
+    return ModelCardData(
+        license=options.license,
+        library_name="diffusers",
+        tags=list(CARD_TAGS),
+        base_model=base_model,
+        model_name=options.title,
+        eval_results=eval_results_from_summary(summary, label) or None,
+    )
+
+
+def _teacher_notes(teacher: str | None, options: CardOptions) -> list[str]:
+    """What the introduction says about the teacher, in brackets after its name: the options' description of it,
+    and how to load it when it is bundled with diffusers-litevae."""
+    notes = [options.teacher_description] if options.teacher_description else []
+    if _bundled(teacher):
+        notes.append(f'bundled with diffusers-litevae as `pretrained_path("{teacher}")`')
+    return notes
+
+
+def _folder_files(folder: Path, has_record: bool) -> dict:
+    """What the card shows of the folder's files: all of them (and the card), the fp16 variant, the reconstruction
+    grid and, with a training record, the training curve."""
+    return dict(
+        files=sorted({"README.md", *(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())}),
+        has_fp16_variant=(folder / "diffusion_pytorch_model.fp16.safetensors").is_file(),
+        grid_file="eval/grid.png" if (folder / "eval" / "grid.png").is_file() else None,
+        curve_file="curve.png" if has_record and (folder / "curve.png").is_file() else None,
+    )
+
+
+def _shown(name: str, label: str) -> str:
+    """A model's name in the card's tables, this model's in bold."""
+    return f"**{name} (this model)**" if name == label else name
+
+
+def _architecture(config: dict, encoder_parameters: int, decoder_parameters: int) -> dict:
+    """The Architecture table's values: the config (its lists as tuples, as the card prints them), the encoder
+    preset, whether the decoder has a post_quant_conv, and the parameter counts."""
+    preset = preset_name_of(config)
+    class_name = config["_class_name"]
+    return dict(
+        config={key: tuple(value) if isinstance(value, list) else value for key, value in config.items()},
+        class_name=class_name,
+        latent_channels=config["latent_channels"],
+        preset=preset,
+        encoder_name=f"LiteVAE-{preset}" if preset else "LiteVAE",
+        # Only the SD-layout decoder has a post_quant_conv (AutoencoderLiteTiny's TAESD-family decoder has none).
+        has_post_quant_conv=class_name == "AutoencoderLite" and config.get("use_post_quant_conv", True),
+        encoder_millions=_millions(encoder_parameters),
+        decoder_millions=_millions(decoder_parameters),
+        total_millions=_millions(encoder_parameters + decoder_parameters),
+    )
+
+
+def _evaluation(summary: dict, label: str) -> dict:
+    """The Evaluation section's values: one quality row per size and model, parameter counts, speed."""
+    blocks = metrics_by_size(summary)
+    models = summary.get("models") or blocks[0]["models"]
+    metric_rows, missing = [], {}
+    for block in blocks:
+        for name, entry in block["models"].items():
+            metric_rows.append(
+                [_size_name(block["size"]), _shown(name, label), (models.get(name) or {}).get("class")]
+                + [_fmt(entry.get("psnr")), _fmt(entry.get("ssim"), ".4f"), _fmt(entry.get("lpips"), ".4f")]
+                + [_fmt(entry.get("rfid"))]
+            )
+            missing.update(entry.get("missing_metrics") or {})
+    return dict(
+        num_images=blocks[0]["num_images"],
+        dataset=_dataset_id(summary)[0],
+        measured_at="; ".join(f"{_size_name(b['size'])} ({b['preprocessing'] or b['size']})" for b in blocks),
+        num_skipped=summary.get("num_skipped"),
+        eval_command=summary.get("command"),
+        metric_rows=metric_rows,
+        missing_metrics=missing,
+        parameter_rows=[
+            [
+                _shown(name, label),
+                _millions(entry.get("encoder_parameters")),
+                _millions(entry.get("decoder_parameters")),
+            ]
+            for name, entry in models.items()
+        ],
+        speed=_speed(summary, label, models),
+        grid_size=_size_name(blocks[0]["size"]),
+    )
+
+
+def _speed(summary: dict, label: str, models: dict) -> dict | None:
+    """The Speed table's values, ``None`` when the evaluation did not time the models (``--skip_speed``)."""
+    entry = models.get(label, {})
+    if entry.get("encode_images_per_s") is None:
+        return None
+    size = entry.get("speed_image_size") or ["?", "?"]
+    return dict(
+        batch_size=entry.get("speed_batch_size"),
+        image_size=f"{size[0]}x{size[1]}",
+        device=entry.get("device"),
+        dtype=entry.get("dtype"),
+        repeats=summary.get("speed_repeats"),
+        rows=[
+            [_shown(name, label), _fmt(other.get("encode_images_per_s")), _fmt(other.get("decode_images_per_s"))]
+            for name, other in models.items()
+        ],
+    )
+
+
+def _run(record: dict) -> dict:
+    """What every training record tells: steps, images, time, throughput, the command and every setting."""
+    final = record.get("final_metrics", {}) or {}
+    return dict(
+        step=final.get("step"),
+        images_seen=final.get("images_seen"),
+        wall_time=_fmt(record.get("wall_time_s"), ".0f"),
+        images_per_s=_fmt(record.get("train_images_per_s")),
+        command=record.get("command"),
+        settings=[(key, json.dumps(value)) for key, value in _flatten(record.get("settings") or {})],
+    )
+
+
+def _from_scratch(training: dict) -> dict:
+    """The Training section's values for a model trained from scratch (``training.json``)."""
+    model = training.get("model", {}) or {}
+    final = training.get("final_metrics", {}) or {}
+    return dict(
+        encoder_preset=model.get("encoder_preset"),
+        encoder_millions=_millions(model.get("encoder_parameters")),
+        decoder=model.get("decoder"),
+        latent_channels=model.get("latent_channels"),
+        scaling_factor=_fmt(model.get("scaling_factor"), ".5f"),
+        shift_factor=_fmt(model.get("shift_factor"), ".5f"),
+        eval_images=final.get("eval_images"),
+        eval_set=final.get("eval_set"),
+        psnr=_fmt(final.get("psnr")),
+        ssim=_fmt(final.get("ssim"), ".4f"),
+    )
+
+
+def _distilled(distillation: dict) -> dict:
+    """The Training section's values for a distilled encoder (``distillation.json``)."""
     teacher = distillation.get("teacher", {}) or {}
     student = distillation.get("student", {}) or {}
     final = distillation.get("final_metrics", {}) or {}
-    lines = [
-        f"The encoder was distilled with `litevae distill`: its latents are trained to match the frozen teacher "
-        f"`{teacher_display_name(teacher.get('name_or_path'))}` ({teacher.get('type')}, "
-        f"{teacher.get('latent_channels')} latent channels), whose decoder is kept unchanged, so the latent space is "
-        "the teacher's and models trained on it keep working.",
-        "",
-        "| | |",
-        "|---|---|",
-        (
-            f"| Student encoder | preset {student.get('preset') or 'custom'}, "
-            f"{_millions(student.get('encoder_parameters'))} |"
-        ),
-        f"| Steps / images seen | {final.get('step')} / {final.get('images_seen')} |",
-        f"| Wall time | {_fmt(distillation.get('wall_time_s'), '.0f')} s |",
-        f"| Training throughput | {_fmt(distillation.get('train_images_per_s'))} images/s |",
-    ]
     campaign = distillation.get("campaign")
     if campaign:  # a resumable campaign across runs (conversion/distill_campaign.py): what each device gave it
-        minutes = ", ".join(
-            f"{seconds / 60:.1f} {kind.upper()} minutes" for kind, seconds in campaign["seconds"].items()
-        )
-        runs = len(campaign.get("runs") or [])
-        lines.append(f"| Last stage: campaign of {runs} run(s) | {campaign['images_seen']} images in {minutes} |")
-    if distillation.get("command"):
-        lines += ["", "Training command:", "", "```bash", distillation["command"], "```"]
-    if distillation.get("note"):
-        lines += ["", f"Note on this record: {distillation['note']}"]
-    if final:
-        lines += [
-            "",
-            f"Final evaluation during training ({final.get('eval_images')} images of {final.get('eval_set')}):",
-            "",
-            "| | student | teacher |",
-            "|---|---|---|",
-            f"| PSNR (dB) | {_fmt(final.get('psnr_student'))} | {_fmt(final.get('psnr_teacher'))} |",
-            f"| SSIM | {_fmt(final.get('ssim_student'), '.4f')} | {_fmt(final.get('ssim_teacher'), '.4f')} |",
-            f"| latent MSE to the teacher | {_fmt(final.get('latent_mse'), '.5f')} | |",
-        ]
+        minutes = ", ".join(f"{s / 60:.1f} {kind.upper()} minutes" for kind, s in campaign["seconds"].items())
+        campaign = dict(runs=len(campaign.get("runs") or []), images_seen=campaign["images_seen"], minutes=minutes)
     curve = distillation.get("curve") or []
-    if curve:
-        # A handful of evenly spaced points tells the shape of the curve; the full list is in distillation.json.
-        picks = sorted({round(i * (len(curve) - 1) / 5) for i in range(6)}) if len(curve) > 6 else range(len(curve))
-        lines += [
-            "",
-            "Training curve (from `distillation.json`):",
-            "",
-            "| step | wall time (s) | student PSNR (dB) | latent MSE |",
-            "|---|---|---|---|",
-        ]
-        for index in picks:
-            point = curve[index]
-            lines.append(
-                f"| {point.get('step')} | {_fmt(point.get('wall_time_s'), '.0f')} | "
-                f"{_fmt(point.get('psnr_student'))} | "
-                f"{_fmt(point.get('latent_mse'), '.5f')} |"
-            )
-    if curve_file:
-        lines += ["", f"![training curve]({curve_file})"]
-    lines += _settings_details(distillation.get("settings") or {})
-    return "\n".join(lines)
-
-
-def _settings_details(settings: dict) -> list[str]:
-    """A collapsed table of every training setting (empty without settings)."""
-    if not settings:
-        return []
-    lines = ["", "<details><summary>All training settings</summary>", "", "| setting | value |", "|---|---|"]
-    lines += [f"| `{key}` | `{json.dumps(value)}` |" for key, value in _flatten(settings)]
-    return lines + ["", "</details>"]
-
-
-def _training_from_scratch(training: dict, curve_file: str | None = None) -> str:
-    model = training.get("model", {}) or {}
-    final = training.get("final_metrics", {}) or {}
-    lines = [
-        "Trained from scratch (encoder and decoder) with `litevae train`: L1 reconstruction, KL to N(0, I), the "
-        "wavelet and Gaussian losses, LPIPS when enabled, and a per-pixel U-Net discriminator at a constant weight "
-        "from a later step, with the resolution schedule below (LiteVAE, NeurIPS 2024, section 4.3).",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| Encoder | LiteVAE-{model.get('encoder_preset')}, {_millions(model.get('encoder_parameters'))} |",
-        f"| Decoder | {model.get('decoder')} |",
-        f"| Latent channels | {model.get('latent_channels')} |",
-        f"| scaling_factor / shift_factor (measured on training crops) | {_fmt(model.get('scaling_factor'), '.5f')}"
-        f" / {_fmt(model.get('shift_factor'), '.5f')} |",
-        f"| Steps / images seen | {final.get('step')} / {final.get('images_seen')} |",
-        f"| Wall time | {_fmt(training.get('wall_time_s'), '.0f')} s |",
-        f"| Training throughput | {_fmt(training.get('train_images_per_s'))} images/s |",
-        f"| Final validation ({final.get('eval_images')} images of {final.get('eval_set')}) | PSNR "
-        f"{_fmt(final.get('psnr'))} dB, SSIM {_fmt(final.get('ssim'), '.4f')} |",
-    ]
-    if training.get("command"):
-        lines += ["", "Training command:", "", "```bash", training["command"], "```"]
-    if curve_file:
-        lines += ["", f"![training curve]({curve_file})"]
-    lines += _settings_details(training.get("settings") or {})
-    return "\n".join(lines)
+    # A handful of evenly spaced points tells the shape of the curve; the full list is in distillation.json.
+    picks = sorted({round(i * (len(curve) - 1) / 5) for i in range(6)}) if len(curve) > 6 else range(len(curve))
+    return dict(
+        teacher=teacher_display_name(teacher.get("name_or_path")),
+        teacher_type=teacher.get("type"),
+        teacher_latent_channels=teacher.get("latent_channels"),
+        student_preset=student.get("preset") or "custom",
+        student_millions=_millions(student.get("encoder_parameters")),
+        campaign=campaign,
+        note=distillation.get("note"),
+        final=dict(
+            eval_images=final.get("eval_images"),
+            eval_set=final.get("eval_set"),
+            psnr_student=_fmt(final.get("psnr_student")),
+            psnr_teacher=_fmt(final.get("psnr_teacher")),
+            ssim_student=_fmt(final.get("ssim_student"), ".4f"),
+            ssim_teacher=_fmt(final.get("ssim_teacher"), ".4f"),
+            latent_mse=_fmt(final.get("latent_mse"), ".5f"),
+        )
+        if final
+        else None,
+        curve_rows=[
+            [curve[i].get("step"), _fmt(curve[i].get("wall_time_s"), ".0f")]
+            + [_fmt(curve[i].get("psnr_student")), _fmt(curve[i].get("latent_mse"), ".5f")]
+            for i in picks
+        ],
+    )
 
 
 def build_model_card(
-    name: str,
     folder: str | Path,
     config: dict,
     encoder_parameters: int,
     decoder_parameters: int,
     summary: dict,
     label: str,
-    repo_id: str | None = None,
-    bundled_name: str | None = None,
+    options: CardOptions,
     distillation: dict | None = None,
     training: dict | None = None,
-    license: str = "apache-2.0",
-    base_model: str | None = None,
-    pipeline_id: str | None = None,
-    teacher_description: str | None = None,
 ) -> ModelCard:
     """Build the model card (``README.md``) of the ``AutoencoderLite`` folder ``folder``.
 
@@ -472,118 +356,42 @@ def build_model_card(
     them. Write every other file first, then ``card.save(folder / "README.md")``.
 
     Args:
-        name: the model's name (card title and model-index name), e.g. ``"litevae-s-taef2"``.
         folder: the folder the card is written into.
         config: the model's config (``config.json`` contents).
         encoder_parameters: parameters of ``model.encoder``.
         decoder_parameters: parameters of ``model.decoder``, plus ``post_quant_conv`` when the model has one.
         summary: a ``litevae eval`` ``summary.json`` dict, at one size or several (``summary["sizes"]``).
         label: this model's key in ``summary["models"]``.
-        repo_id: Hub repo of the model (``owner/name``): the usage snippet loads it from there.
-        bundled_name: name of the model bundled with diffusers-litevae: the snippet loads
-            ``pretrained_path(bundled_name)`` (offline). At least one of ``repo_id`` and ``bundled_name`` is needed.
+        options: the card's name, licence, where the model loads from, and how it presents the teacher.
         distillation: the run's ``distillation.json`` dict, if any (training section, teacher).
         training: the ``training.json`` dict of a model trained from scratch with ``litevae train``, if any.
-        license: Hub license id of the weights.
-        base_model: Hub id of the teacher VAE; default: the teacher's ``name_or_path`` when that is a Hub id.
-        pipeline_id: a pipeline repo to show in the usage snippet (optional).
-        teacher_description: one sentence on the teacher (what it is, its author and licence), said once in the
-            introduction; elsewhere the card names the teacher by its short name.
 
     Returns:
         A ``huggingface_hub.ModelCard``.
 
     Raises:
-        ValueError: neither ``repo_id`` nor ``bundled_name``, or ``label`` not in the summary.
+        ValueError: neither ``options.repo_id`` nor ``options.bundled_name``, or ``label`` not in the summary.
     """
-    if not repo_id and not bundled_name:
+    if not options.repo_id and not options.bundled_name:
         raise ValueError(
             "the card needs the model's Hub repo id (owner/name) or its bundled name to show how to load it."
         )
     if label not in (summary.get("models") or metrics_by_size(summary)[0]["models"]):
         raise ValueError(f"the summary has no model {label!r}.")
-    folder = Path(folder)
     teacher = teacher_display_name(((distillation or {}).get("teacher") or {}).get("name_or_path"))
-    if base_model is None and teacher and is_hub_repo_id(teacher):
-        base_model = teacher
-    card_data = ModelCardData(
-        license=license,
-        library_name="diffusers",
-        tags=list(CARD_TAGS),
-        base_model=base_model,
-        model_name=name,
-        eval_results=eval_results_from_summary(summary, label) or None,
+    record = training or distillation or {}
+    return ModelCard.from_template(
+        _card_data(summary, label, options, teacher),
+        template_path=str(TEMPLATE_PATH),
+        options=options,
+        load=f'pretrained_path("{options.bundled_name}")' if options.bundled_name else f'"{options.repo_id}"',
+        teacher=teacher,
+        teacher_notes=_teacher_notes(teacher, options),
+        **_architecture(config, encoder_parameters, decoder_parameters),
+        **_evaluation(summary, label),
+        trained_at=training_sizes(record),
+        run=_run(record),
+        scratch=_from_scratch(training) if training else None,
+        distilled=_distilled(distillation) if distillation and not training else None,
+        **_folder_files(Path(folder), bool(record)),
     )
-    preset = preset_name_of(config)
-    intro = (
-        f"A [LiteVAE](https://arxiv.org/abs/2405.14477) autoencoder for diffusers: a wavelet-based "
-        f"{'LiteVAE-' + preset if preset else 'LiteVAE'} encoder ({_millions(encoder_parameters)} parameters)"
-    )
-    if teacher:
-        about = [teacher_description] if teacher_description else []
-        if _bundled(teacher):
-            about.append(f'bundled with diffusers-litevae as `pretrained_path("{teacher}")`')
-        intro += (
-            f" distilled against `{teacher}`{' (' + '; '.join(about) + ')' if about else ''}, with that VAE's decoder "
-            f"unchanged. It encodes into the same latent space as `{teacher}`, so it replaces that VAE in existing "
-            "pipelines and latent-caching jobs."
-        )
-    elif training:
-        intro += (
-            f" and a {((training.get('model') or {}).get('decoder') or '')} decoder, trained from scratch with "
-            "`litevae train` (the LiteVAE paper's recipe). Its latent space is its own: use it for a new latent "
-            "diffusion model, not as a drop-in for another VAE."
-        )
-    else:
-        intro += f" with its decoder, packaged as a diffusers model (`{config['_class_name']}`)."
-    license_note = f"The weights are released under `{license}`." + (
-        f" The decoder weights are copied from `{teacher}`; its license also applies to them." if teacher else ""
-    )
-    files = sorted({"README.md", *(str(p.relative_to(folder).as_posix()) for p in folder.rglob("*") if p.is_file())})
-    grid_file = "eval/grid.png" if (folder / "eval" / "grid.png").is_file() else None
-    curve_file = "curve.png" if (folder / "curve.png").is_file() else None
-    record = training if training else distillation
-    usage = _usage(
-        config["_class_name"],
-        repo_id,
-        bundled_name,
-        teacher,
-        pipeline_id,
-        config["latent_channels"],
-        (folder / "diffusion_pytorch_model.fp16.safetensors").is_file(),
-    )
-    body = f"""# {name}
-
-{intro}
-
-## Usage
-
-{usage}
-
-## Architecture
-
-{_architecture(config, encoder_parameters, decoder_parameters)}
-
-## Evaluation
-
-{_evaluation(summary, label, training_sizes(record), grid_file)}
-
-## Training
-
-{_training_from_scratch(training, curve_file) if training else _training(distillation, curve_file)}
-
-## Files
-
-{chr(10).join(f"- `{file}`" for file in files)}
-
-## License
-
-{license_note}
-
-## Citation
-
-```bibtex
-{CITATION}
-```
-"""
-    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")

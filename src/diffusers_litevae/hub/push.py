@@ -18,6 +18,7 @@ The upload folder::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -33,6 +34,7 @@ from ..models.autoencoder_lite import AutoencoderLite
 from ..models.autoencoder_lite_base import AutoencoderLiteBase
 from ..runtime import cast_module
 from .model_card import build_model_card
+from .settings import DEFAULT_COMMIT_MESSAGE, CardOptions, PushSettings
 
 __all__ = [
     "PushError",
@@ -49,7 +51,6 @@ WEIGHT_FILES = (
     "diffusion_pytorch_model.bin",
     "diffusion_pytorch_model.safetensors.index.json",
 )
-DEFAULT_COMMIT_MESSAGE = "Upload LiteVAE model with diffusers-litevae"
 LITEVAE_CLASSES = ("AutoencoderLite", "AutoencoderLiteTiny")
 
 
@@ -177,13 +178,8 @@ def prepare_upload_folder(
     model_dir: str | os.PathLike,
     metrics_file: str | os.PathLike,
     output_dir: str | os.PathLike,
-    repo_id: str,
+    card: CardOptions,
     metrics_label: str | None = None,
-    license: str = "apache-2.0",
-    base_model: str | None = None,
-    pipeline_id: str | None = None,
-    name: str | None = None,
-    teacher_description: str | None = None,
 ) -> Path:
     """Write the exact folder :func:`push_to_hub` uploads: weights (fp32 + real fp16), config, card, eval files.
 
@@ -191,13 +187,8 @@ def prepare_upload_folder(
         model_dir: ``AutoencoderLite`` folder (``config.json`` + weights, optionally ``distillation.json``).
         metrics_file: ``litevae eval`` ``summary.json`` that includes this model.
         output_dir: new or empty folder to write into.
-        repo_id: target repo ``owner/name`` (used in the card's snippets).
+        card: what the model card says; its ``repo_id`` is the target repo.
         metrics_label: this model's key in the summary (see :func:`load_metrics_entry`).
-        license: Hub license id for the card metadata.
-        base_model: Hub id of the teacher (default: the teacher in ``distillation.json`` when it is a Hub id).
-        pipeline_id: pipeline repo for the card's usage snippet.
-        name: the model's name in the card (default: the name part of ``repo_id``).
-        teacher_description: one sentence on the teacher for the card's introduction.
 
     Returns:
         ``output_dir`` as a ``Path``.
@@ -224,17 +215,7 @@ def prepare_upload_folder(
         if source.is_file():
             (output / "eval").mkdir(exist_ok=True)
             shutil.copy2(source, output / "eval" / file_name)
-    write_model_card(
-        output,
-        metrics_file,
-        name=name or repo_id.split("/")[-1],
-        metrics_label=label,
-        repo_id=repo_id,
-        license=license,
-        base_model=base_model,
-        pipeline_id=pipeline_id,
-        teacher_description=teacher_description,
-    )
+    write_model_card(output, metrics_file, card, label)
     return output
 
 
@@ -250,16 +231,7 @@ def copy_training_record(model_dir: str | os.PathLike, output_dir: str | os.Path
 
 
 def write_model_card(
-    folder: str | os.PathLike,
-    metrics_file: str | os.PathLike,
-    name: str,
-    metrics_label: str | None = None,
-    repo_id: str | None = None,
-    bundled_name: str | None = None,
-    license: str = "apache-2.0",
-    base_model: str | None = None,
-    pipeline_id: str | None = None,
-    teacher_description: str | None = None,
+    folder: str | os.PathLike, metrics_file: str | os.PathLike, card: CardOptions, metrics_label: str | None = None
 ) -> Path:
     """Write ``folder/README.md``, the model card of the ``AutoencoderLite`` folder ``folder``.
 
@@ -270,11 +242,8 @@ def write_model_card(
     Args:
         folder: the model folder (``config.json`` + weights); the card is written into it.
         metrics_file: a ``litevae eval`` ``summary.json`` (one size or several) that includes this model.
-        name: the model's name (card title, model-index name).
-        metrics_label, license, base_model, pipeline_id, teacher_description: see :func:`prepare_upload_folder`.
-        repo_id: Hub repo ``owner/name`` the card's snippets load from.
-        bundled_name: bundled model name (``pretrained_path(bundled_name)`` in the snippets); ``repo_id``,
-            ``bundled_name`` or both.
+        card: what the card says; ``card.repo_id``, ``card.bundled_name`` or both say where the model loads from.
+        metrics_label: this model's key in the summary (see :func:`load_metrics_entry`).
 
     Returns:
         The card's path.
@@ -283,11 +252,11 @@ def write_model_card(
         PushError: bad folder or metrics, metrics measured on another model, or neither ``repo_id`` nor
             ``bundled_name``.
     """
-    if repo_id is not None:
-        _check_repo_id(repo_id)
-    elif not bundled_name:
+    if card.repo_id is not None:
+        _check_repo_id(card.repo_id)
+    elif not card.bundled_name:
         raise PushError("the model card needs --repo_id owner/name (or a bundled name) to show how to load the model.")
-    folder, config = validate_model_folder(folder)
+    folder, _ = validate_model_folder(folder)
     summary, label = load_metrics_entry(metrics_file, metrics_label, folder)
     model = AutoencoderLite.from_pretrained(str(folder), torch_dtype=torch.float32)
     encoder_parameters, decoder_parameters = _check_measured_parameters(summary, label, model, folder)
@@ -295,24 +264,11 @@ def write_model_card(
     if not (folder / "eval" / "summary.json").exists() or not (folder / "eval" / "summary.json").samefile(metrics_file):
         shutil.copy2(metrics_file, folder / "eval" / "summary.json")
     distillation = _load_record(folder, "distillation.json")
-    card = build_model_card(
-        name=name,
-        folder=folder,
-        config=dict(model.config),
-        encoder_parameters=encoder_parameters,
-        decoder_parameters=decoder_parameters,
-        summary=summary,
-        label=label,
-        repo_id=repo_id,
-        bundled_name=bundled_name,
-        distillation=distillation,
-        training=None if distillation is not None else _load_record(folder, "training.json"),
-        license=license,
-        base_model=base_model,
-        pipeline_id=pipeline_id,
-        teacher_description=teacher_description,
+    training = None if distillation is not None else _load_record(folder, "training.json")
+    model_card = build_model_card(
+        folder, dict(model.config), encoder_parameters, decoder_parameters, summary, label, card, distillation, training
     )
-    card.save(str(folder / "README.md"))
+    model_card.save(str(folder / "README.md"))
     return folder / "README.md"
 
 
@@ -338,72 +294,54 @@ def _check_measured_parameters(
 def push_to_hub(
     model_dir: str | os.PathLike,
     metrics_file: str | os.PathLike,
-    repo_id: str | None = None,
+    card: CardOptions,
     metrics_label: str | None = None,
-    license: str = "apache-2.0",
-    base_model: str | None = None,
-    pipeline_id: str | None = None,
-    private: bool = False,
-    token: str | None = None,
-    commit_message: str = DEFAULT_COMMIT_MESSAGE,
-    output_dir: str | os.PathLike | None = None,
-    dry_run: bool = False,
-    name: str | None = None,
-    teacher_description: str | None = None,
+    settings: PushSettings | None = None,
+    **overrides,
 ) -> Path | str:
     """Validate, write the upload folder, then ``HfApi.create_repo`` + ``HfApi.upload_folder``.
 
     Args:
-        model_dir, metrics_file, metrics_label, license, base_model, pipeline_id, name, teacher_description: see
-            :func:`prepare_upload_folder`.
-        repo_id: ``owner/name``, also for a dry run: the card's snippets load the model from it.
-        private: create the repo private.
-        token: Hugging Face token (default: the one stored by ``hf auth login``).
-        commit_message: commit message of the upload.
-        output_dir: where to write the upload folder (default: a temporary folder, removed after a real upload).
-        dry_run: only write the folder; no network.
+        model_dir, metrics_file, metrics_label: see :func:`prepare_upload_folder`.
+        card: what the model card says; ``card.repo_id`` (``owner/name``) is the repo to upload to, also needed for
+            a dry run: the card's snippets load the model from it.
+        settings (`PushSettings`, *optional*): how to upload; ``overrides`` change its fields by name
+            (``push_to_hub(model_dir, metrics_file, card, dry_run=True)``).
 
     Returns:
         The folder path for a dry run, else the repo URL.
     """
+    settings = dataclasses.replace(settings or PushSettings(), **overrides)
     # Every check that can fail happens here, before the first network call.
+    repo_id = card.repo_id
     if repo_id is None:
         raise PushError(
             "--repo_id owner/name is required (also with --dry_run: the model card's snippets load the model from it)."
         )
     _check_repo_id(repo_id)
-    if output_dir is not None:
-        check_output_dir(output_dir, "push", PushError, empty=True)
+    if settings.output_dir is not None:
+        check_output_dir(settings.output_dir, "push", PushError, empty=True)
     model_path, _ = validate_model_folder(model_dir)
     load_metrics_entry(metrics_file, metrics_label, model_path)
-    if not dry_run:
+    token = settings.token
+    if not settings.dry_run:
         token = token or get_token()
         if not token:
             raise PushError("no Hugging Face token: run `hf auth login` (or `huggingface-cli login`) or pass --token.")
 
-    temporary = None
-    if output_dir is None:
-        temporary = tempfile.mkdtemp(prefix=f"litevae-push-{model_path.resolve().name}-")
-        output_dir = temporary
+    temporary = settings.output_dir is None
+    output_dir = (
+        tempfile.mkdtemp(prefix=f"litevae-push-{model_path.resolve().name}-") if temporary else settings.output_dir
+    )
     try:
-        folder = prepare_upload_folder(
-            model_path,
-            metrics_file,
-            output_dir,
-            repo_id,
-            metrics_label,
-            license,
-            base_model,
-            pipeline_id,
-            name=name,
-            teacher_description=teacher_description,
-        )
-        if dry_run:
+        folder = prepare_upload_folder(model_path, metrics_file, output_dir, card, metrics_label)
+        if settings.dry_run:
             return folder
         api = HfApi(token=token)
-        api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
+        api.create_repo(repo_id=repo_id, repo_type="model", private=settings.private, exist_ok=True)
+        commit_message = settings.commit_message or DEFAULT_COMMIT_MESSAGE
         api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=str(folder), commit_message=commit_message)
         return f"https://huggingface.co/{repo_id}"
     finally:
-        if temporary is not None and not dry_run:
-            shutil.rmtree(temporary, ignore_errors=True)
+        if temporary and not settings.dry_run:
+            shutil.rmtree(output_dir, ignore_errors=True)
