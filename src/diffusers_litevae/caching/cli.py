@@ -21,7 +21,7 @@ from ..settings import add_setting_arguments, setting, settings_from_args
 from .encode import INPUT_GROUP, CacheSettings
 from .preprocess import RESIZE_GROUP, TransformConfig
 
-__all__ = ["DEFAULT_VAE", "add_arguments", "default_num_workers", "run"]
+__all__ = ["DEFAULT_VAE", "add_arguments", "cache_settings", "default_num_workers", "run"]
 
 DEFAULT_VAE = "litevae-s-taef2"  # bundled with the package, as `litevae eval`'s default
 
@@ -82,6 +82,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
 
 
+def cache_settings(args: argparse.Namespace, **overrides) -> CacheSettings:
+    """The :class:`~diffusers_litevae.caching.encode.CacheSettings` of parsed ``litevae cache-latents`` flags."""
+    transform = settings_from_args(TransformConfig, args, bucketing=not args.no_buckets)
+    return settings_from_args(CacheSettings, args, transform=transform, progress=not args.no_progress, **overrides)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..file_io import invoked_command
     from ..image_io import ImageInputError
@@ -93,10 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        transform = settings_from_args(TransformConfig, args, bucketing=not args.no_buckets)
-        settings = settings_from_args(
-            CacheSettings, args, transform=transform, progress=not args.no_progress, command=invoked_command()
-        )
+        settings = cache_settings(args, command=invoked_command())
         if args.train_data_dir:
             source = ImageFolderSource(
                 args.train_data_dir, caption_extension=settings.caption_extension, exclude=(args.output_dir,)

@@ -218,6 +218,8 @@ class CacheSettings:
     def replace(self, **changes) -> CacheSettings:
         """A copy with ``changes``: fields of these settings, or of :class:`TransformConfig` for its ``transform``
         (``settings.replace(resolution=512, bucketing=False, dtype="fp32")``)."""
+        if "transform" in changes and changes["transform"] is None:  # as if not given
+            del changes["transform"]
         transform_names = {name for name in changes if name in TransformConfig.__dataclass_fields__}
         if transform_names:
             if "transform" in changes:
