@@ -18,8 +18,11 @@ import sys
 from dataclasses import dataclass, field
 
 from ..settings import add_setting_arguments, setting, settings_from_args
-from .encode import INPUT_GROUP, CacheSettings
+from .encode import INPUT_GROUP, CacheSettings, cache_latents
+from .index import CacheInputError
 from .preprocess import RESIZE_GROUP, TransformConfig
+from .sources import ImageFolderSource
+from .writer import CacheBusyError
 
 __all__ = ["DEFAULT_VAE", "add_arguments", "cache_settings", "default_num_workers", "run"]
 
@@ -69,14 +72,14 @@ class _CommandFlags:
 @dataclass(frozen=True)
 class _Arguments(CacheSettings, TransformConfig, _CommandFlags):
     """Every flag of ``litevae cache-latents``, listed by ``--help`` in its groups: input, VAE, output, resize and
-    crop, speed."""
+    crop, speed. A dataclass takes its bases' fields last base first, so each group starts with its command flag."""
 
-    num_workers: int = field(default_factory=default_num_workers)
+    num_workers: int = field(default_factory=default_num_workers)  # the Python API's default stays 4
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     groups = add_setting_arguments(parser, _Arguments)
-    # Exactly one source: argparse makes flags exclusive only through a group, so the two join one.
+    # Exactly one source: the two flags join a required mutually exclusive group, argparse's one way to check it.
     one_source = groups[INPUT_GROUP].add_mutually_exclusive_group(required=True)
     one_source._group_actions.extend(a for a in parser._actions if a.dest in ("train_data_dir", "dataset_name"))
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -92,10 +95,6 @@ def run(args: argparse.Namespace) -> int:
     from ..file_io import invoked_command
     from ..image_io import ImageInputError
     from ..vae_io import VAELoadError
-    from .encode import cache_latents
-    from .index import CacheInputError
-    from .sources import ImageFolderSource
-    from .writer import CacheBusyError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -567,17 +567,8 @@ class _EncodeTimer:
     def __init__(self, device: torch.device):
         self.device = device
         self.cuda = device.type == "cuda"
-        self.timings = {
-            "loader_wait": 0.0,
-            "decode_worker": 0.0,
-            "transfer": 0.0,
-            "encode": 0.0,
-            "warmup": 0.0,
-            "writer_busy": 0.0,
-            "writer_wait": 0.0,
-            "encode_phase": 0.0,
-            "cpu": 0.0,
-        }
+        stages = ("loader_wait", "decode_worker", "transfer", "encode", "warmup", "writer_busy", "writer_wait")
+        self.timings = dict.fromkeys((*stages, "encode_phase", "cpu"), 0.0)
         self._events: list[list] = []  # per batch: (before copy, after copy, after encode) CUDA events
         self._marks: list | None = None
         self._encode_start = 0.0

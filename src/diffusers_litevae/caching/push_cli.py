@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from ..settings import add_setting_arguments, setting, settings_from_args
 from .hub import PushCacheSettings, push_cache
+from .index import CacheInputError
+from .writer import CacheBusyError
 
 __all__ = ["add_arguments", "interrupted", "run"]
 
@@ -40,9 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .index import CacheInputError
-    from .writer import CacheBusyError
-
     try:
         result = push_cache(args.cache_dir, args.repo_id, settings_from_args(PushCacheSettings, args))
     except (CacheInputError, CacheBusyError) as error:
