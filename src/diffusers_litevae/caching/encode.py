@@ -331,6 +331,7 @@ def cache_latents(
     with _run_lock(root, state):  # one run writes a cache at a time; its processes write together
         _open_cache(run, manifest, existing)
         plan = _plan(run)
+        # What the encode steps read: whether the encoder is compiled, decided now; a progress bar on one process.
         resolved = settings.replace(
             compile=_choose_compile(run, plan), progress=settings.progress and state.is_main_process
         )
