@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from test_caching import entries, make_folder
 
+from diffusers_litevae.caching.index import CacheInputError
 from diffusers_litevae.caching.writer import CacheBusyError, CacheLock
 from diffusers_litevae.cli import main
 from diffusers_litevae.testing_utils import tiny_autoencoder_lite
@@ -104,3 +105,35 @@ def test_defaults_fit_the_machine_and_use_the_bundled_vae():
     assert args.vae == "litevae-s-taef2"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     assert 1 <= args.num_workers == min(4, cores)
+
+
+def test_the_flags_parse_into_cache_settings_which_check_their_values():
+    import argparse
+
+    from diffusers_litevae.caching import CacheSettings, TransformConfig, cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    for sources in ([], ["--train_data_dir", "x", "--dataset_name", "d"]):  # exactly one source
+        with pytest.raises(SystemExit):
+            parser.parse_args([*sources, "--output_dir", "y"])
+    argv = ["--dataset_name", "d", "--output_dir", "y", "--no_buckets", "--resolution", "64", "--flip", "--no_progress"]
+    settings = cli.cache_settings(
+        parser.parse_args([*argv, "--dtype", "fp32", "--split", "test", "--num_workers", "0"])
+    )
+    assert settings.transform == TransformConfig(resolution=64, bucketing=False, flip=True)
+    assert (settings.dtype, settings.split, settings.num_workers, settings.progress) == ("fp32", "test", 0, False)
+    # Python callers change settings and their transform by field name, as cache_latents(..., **overrides) does.
+    changed = settings.replace(crop="random", batch_size=2)
+    assert changed.transform == TransformConfig(resolution=64, bucketing=False, flip=True, crop="random")
+    assert changed.batch_size == 2 and settings.batch_size == 16
+    with pytest.raises(TypeError, match="not both"):
+        settings.replace(transform=TransformConfig(), flip=False)
+    for bad, message in [
+        (dict(dtype="fp64"), "dtype must be one of"),
+        (dict(mixed_precision="fp8"), "mixed_precision must be one of"),
+        (dict(batch_size=0), "batch_size must be >= 1"),
+        (dict(max_images=0), "max_images must be >= 1"),
+    ]:
+        with pytest.raises(CacheInputError, match=message):
+            CacheSettings(**bad)

@@ -116,7 +116,12 @@ class LatentDataset(Dataset):
         self.shift_factor = float(vae.get("shift_factor") or 0.0)
         self.latents_mean = self._channel_tensor(vae.get("latents_mean"))
         self.latents_std = self._channel_tensor(vae.get("latents_std"))
+        self._handles: OrderedDict[str, object] = OrderedDict()  # open shards, least recently used first
+        self._handles_pid = os.getpid()
+        self._read_index()
 
+    def _read_index(self) -> None:
+        """The index as columns (numpy arrays, packed strings) that DataLoader workers share without copying."""
         index = CacheIndex.load(self.root, recover=True)  # includes shards of a run that was killed
         entries = [index.entries[sample_id] for sample_id in sorted(index.entries)]
         self.shards = sorted({entry["shard"] for entry in entries})
@@ -130,8 +135,6 @@ class LatentDataset(Dataset):
         self._resized = np.array([entry["resized_size"] for entry in entries], dtype=np.int64).reshape(-1, 2)
         self._crop = np.array([entry["crop_ltrb"] for entry in entries], dtype=np.int64).reshape(-1, 4)
         self._position = {entry["id"]: i for i, entry in enumerate(entries)}
-        self._handles: OrderedDict[str, object] = OrderedDict()
-        self._handles_pid = os.getpid()
 
     @staticmethod
     def _channel_tensor(values) -> torch.Tensor | None:

@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from ..file_io import check_output_dir
 from ..image_io import is_saved_dataset
 from ..runtime import compile_for_inference, is_cuda, pad_batch, resolve_compile, resolve_dtype
+from ..settings import setting
 from ..vae_io import load_vae, posterior_moments, vae_identity
 from .decode import DecodeStream, identity_collate, worker_init
 from .index import (
@@ -59,7 +60,7 @@ from .writer import (
     write_json_atomic,
 )
 
-__all__ = ["CacheReport", "cache_latents", "STORAGE_DTYPES"]
+__all__ = ["CacheReport", "CacheSettings", "cache_latents", "STORAGE_DTYPES"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,15 +124,124 @@ class CacheReport:
         return data
 
 
+# ------------------------------------------------------------------------------------------ settings
+
+INPUT_GROUP = "input (one of --train_data_dir / --dataset_name)"  # where `litevae cache-latents --help` lists them
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """How :func:`cache_latents` reads its source, encodes it and writes the cache: the settings of
+    ``litevae cache-latents`` (each field's help says what it does), and a few of the Python API only.
+
+    The dataset fields apply to a source given as a dataset (:meth:`dataset_source`), ``caption_extension`` to one
+    given as an image folder, and the VAE fields to a VAE given by name. ``compile=None`` compiles on CUDA only
+    where it pays (:func:`~diffusers_litevae.caching.planning.choose_compile`, which logs its reason); a compiled
+    encoder runs one static-shape graph per bucket (every batch padded to ``batch_size``), with CUDA graphs on CUDA.
+
+    Python API only: ``transform``, the resize/crop settings (:class:`TransformConfig`); ``progress``, the tqdm bar
+    of the main process; ``command``, the command line that runs the job, recorded in ``last_run.json`` (the dataset
+    card of ``litevae push-cache`` shows it as the way the cache was made).
+    """
+
+    dataset_config_name: str | None = setting(None, "dataset configuration name", group=INPUT_GROUP)
+    split: str = setting("train", "dataset split", group=INPUT_GROUP)
+    image_column: str | None = setting(
+        None, "dataset image column (default: the first Image feature)", group=INPUT_GROUP
+    )
+    caption_column: str | None = setting(
+        None, "dataset caption column (default: the first of text/caption/captions/prompt/sentence)", group=INPUT_GROUP
+    )
+    caption_extension: str | None = setting(".txt", "sidecar caption extension for folders", group=INPUT_GROUP)
+    dataset_cache_dir: str | None = setting(None, "cache_dir for datasets.load_dataset", group=INPUT_GROUP)
+    max_images: int | None = setting(
+        None,
+        "cache only the first N images (sorted by sample id); entries beyond them are removed from the cache",
+        group=INPUT_GROUP,
+    )
+    vae_subfolder: str | None = setting(None, "subfolder of the VAE, e.g. 'vae' in a pipeline repo", group="VAE")
+    vae_class: str | None = setting(None, "VAE class name (default: the config's _class_name)", group="VAE")
+    revision: str | None = setting(None, "Hub revision of the VAE", group="VAE")
+    variant: str | None = setting(None, "weights variant of the VAE, e.g. fp16", group="VAE")
+    dtype: str = setting("bf16", "storage dtype of mean/std", choices=STORAGE_DTYPES, group="output")
+    samples_per_shard: int = setting(512, "samples per safetensors shard", group="output")
+    transform: TransformConfig = field(default_factory=TransformConfig)
+    batch_size: int = setting(16, "images per encoder call", group="speed")
+    num_workers: int = setting(
+        4,
+        "DataLoader worker processes decoding and resizing (0: in the main process); "
+        "default: 4, or fewer on a machine with fewer CPU cores",
+        group="speed",
+    )
+    mixed_precision: str = setting(
+        "bf16",
+        "autocast dtype on CUDA (CPU runs fp32 unless --cpu_mixed_precision)",
+        choices=_MIXED_PRECISIONS,
+        group="speed",
+    )
+    cpu_mixed_precision: bool = setting(
+        False,
+        "bf16 autocast on CPU too (several times faster on CPUs with AVX-512 BF16/AMX, bf16 precision)",
+        action="store_true",
+        group="speed",
+    )
+    channels_last: bool = setting(
+        False, "channels-last memory format for the encoder", action="store_true", group="speed"
+    )
+    compile: bool | None = setting(
+        None,
+        "torch.compile the encoder (static shapes, CUDA graphs); default: on CUDA only when there are enough "
+        "images per bucket shape to pay back the compile (about 50,000; the log says which and why), off on CPU",
+        group="speed",
+    )
+    device: str | torch.device | None = setting(
+        None, "device (default: accelerate's device for this process)", group="speed"
+    )
+    retry_failed: bool = setting(False, "retry images that failed in earlier runs", action="store_true")
+    progress: bool = True
+    command: str | None = None
+
+    def __post_init__(self):
+        if self.dtype not in STORAGE_DTYPES:
+            raise CacheInputError(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {self.dtype!r}.")
+        if self.mixed_precision not in _MIXED_PRECISIONS:
+            raise CacheInputError(
+                f"mixed_precision must be one of {sorted(_MIXED_PRECISIONS)}, got {self.mixed_precision!r}."
+            )
+        if self.batch_size < 1:
+            raise CacheInputError(f"batch_size must be >= 1, got {self.batch_size}.")
+        if self.num_workers < 0:
+            raise CacheInputError(f"num_workers must be >= 0 (0: decode in this process), got {self.num_workers}.")
+        if self.max_images is not None and self.max_images < 1:
+            raise CacheInputError(f"max_images must be >= 1, got {self.max_images}.")
+
+    def replace(self, **changes) -> CacheSettings:
+        """A copy with ``changes``: fields of these settings, or of :class:`TransformConfig` for its ``transform``
+        (``settings.replace(resolution=512, bucketing=False, dtype="fp32")``)."""
+        if "transform" in changes and changes["transform"] is None:  # as if not given
+            del changes["transform"]
+        transform_names = {name for name in changes if name in TransformConfig.__dataclass_fields__}
+        if transform_names:
+            if "transform" in changes:
+                raise TypeError(
+                    f"pass either transform= or transform fields, not both (got {sorted(transform_names)})."
+                )
+            changes["transform"] = replace(self.transform, **{name: changes.pop(name) for name in transform_names})
+        return replace(self, **changes)
+
+    def dataset_source(self, dataset) -> HubDatasetSource:
+        """``dataset`` (a Hub id, ``save_to_disk`` folder or ``datasets.Dataset``) read with these settings."""
+        return HubDatasetSource(
+            dataset,
+            config_name=self.dataset_config_name,
+            split=self.split,
+            image_column=self.image_column,
+            caption_column=self.caption_column,
+            cache_dir=self.dataset_cache_dir,
+        )
+
+
 # ----------------------------------------------------------------------------------------------- job
-
-
-def _as_source(source, caption_extension: str | None, output_dir: Path, **dataset_kwargs):
-    if isinstance(source, (ImageFolderSource, HubDatasetSource)):
-        return source
-    if isinstance(source, (str, os.PathLike)) and Path(source).expanduser().is_dir() and not is_saved_dataset(source):
-        return ImageFolderSource(source, caption_extension=caption_extension, exclude=(output_dir,))
-    return HubDatasetSource(source, **dataset_kwargs)
 
 
 class _SingleProcess:
@@ -188,35 +298,7 @@ def _run_lock(root: Path, state):
 
 
 def cache_latents(
-    source,
-    vae,
-    output_dir: str | os.PathLike,
-    *,
-    transform: TransformConfig | None = None,
-    dtype: str = "bf16",
-    batch_size: int = 16,
-    num_workers: int = 4,
-    samples_per_shard: int = 512,
-    mixed_precision: str = "bf16",
-    cpu_mixed_precision: bool = False,
-    channels_last: bool = False,
-    compile: bool | None = None,
-    retry_failed: bool = False,
-    device: str | torch.device | None = None,
-    vae_subfolder: str | None = None,
-    vae_class: str | None = None,
-    revision: str | None = None,
-    variant: str | None = None,
-    caption_extension: str | None = ".txt",
-    dataset_config_name: str | None = None,
-    split: str = "train",
-    image_column: str | None = None,
-    caption_column: str | None = None,
-    dataset_cache_dir: str | None = None,
-    progress: bool = True,
-    max_images: int | None = None,
-    command: str | None = None,
-    **transform_kwargs,
+    source, vae, output_dir: str | os.PathLike, settings: CacheSettings | None = None, **overrides
 ) -> CacheReport:
     """Encode an image folder or dataset into a latent cache (incremental, resumable, multi-process aware).
 
@@ -227,70 +309,39 @@ def cache_latents(
             with a copy of it, so the caller's model is not moved, cast or compiled) or a folder / Hub id for
             :func:`~diffusers_litevae.vae_io.load_vae`.
         output_dir: the cache folder (created; an existing cache is updated if its settings match, else refused).
-        transform (`TransformConfig`): resize/crop settings; or give its fields as keyword arguments
-            (``resolution=512, bucketing=False, crop="random", flip=True, ...``).
-        dtype (`str`): storage dtype of ``mean``/``std``: ``"bf16"`` (default), ``"fp16"`` or ``"fp32"``.
-        batch_size (`int`): images per encoder call (per bucket).
-        num_workers (`int`): DataLoader worker processes decoding and resizing (0: in this process).
-        samples_per_shard (`int`): samples per safetensors shard.
-        mixed_precision (`str`): autocast dtype on CUDA (``"bf16"``, ``"fp16"``, ``"no"``).
-        cpu_mixed_precision (`bool`): also autocast on CPU (``bf16`` only; several times faster on CPUs with
-            AVX-512 BF16 / AMX, at bf16 precision). Off: CPU encodes in fp32.
-        channels_last (`bool`): channels-last layout of the encoder and its input.
-        compile (`bool`, *optional*): ``torch.compile`` the encoder, one static-shape graph per bucket, with CUDA
-            graphs on CUDA (every batch padded to ``batch_size``, the padding dropped from the latents). ``None``
-            (default): on CUDA only where it pays, i.e. for enough images per bucket shape
-            (:func:`~diffusers_litevae.caching.planning.choose_compile`, which logs its reason); off elsewhere.
-        retry_failed (`bool`): try again images that failed before even if unchanged.
-        device: defaults to accelerate's device for this process (``cuda:<local rank>`` or ``cpu``).
-        vae_subfolder, vae_class, revision, variant: how to load ``vae`` when it is a name.
-        caption_extension (`str`): sidecar caption extension for folders.
-        dataset_config_name, split, image_column, caption_column, dataset_cache_dir: for dataset sources.
-        progress (`bool`): tqdm progress bar (main process).
-        max_images (`int`, *optional*): cache only the first ``max_images`` source images (sorted by sample id);
-            the cache mirrors that subset (entries of other images are removed).
-        command (`str`, *optional*): the command line that runs this job, recorded in ``last_run.json`` (the
-            dataset card of ``litevae push-cache`` shows it as the way the cache was made).
+        settings (`CacheSettings`, *optional*): how to read, encode and write (default: ``CacheSettings()``).
+        overrides: changes to ``settings`` by field name, also of its ``transform``
+            (``cache_latents(folder, vae, out, resolution=512, bucketing=False, dtype="fp32")``; see
+            :meth:`CacheSettings.replace`).
 
     Returns:
         :class:`CacheReport`.
     """
     started = time.perf_counter()
-    transform = _check_inputs(dtype, mixed_precision, batch_size, num_workers, max_images, transform, transform_kwargs)
-    state = _process_state(device)
-    device = torch.device(device) if device is not None else state.device
+    settings = (settings or CacheSettings()).replace(**overrides)
+    state = _process_state(settings.device)
+    device = torch.device(settings.device) if settings.device is not None else state.device
     # The folders first: a mistake in either is reported before the VAE loads and before anything is created.
     root = check_output_dir(output_dir, "cache-latents", CacheInputError).resolve()
-    dataset_options = (dataset_config_name, split, image_column, caption_column, dataset_cache_dir)
-    source = _open_source(source, caption_extension, root, *dataset_options)
-    run = _Run(state=state, device=device, root=root, source=source, transform=transform, started=started)
-    vae, vae_info = _load_encoder(vae, device, vae_subfolder, vae_class, revision, variant)
-    manifest, existing = _check_manifest(run, vae, vae_info, dtype)
+    source = _open_source(source, settings, root)
+    run = _Run(state=state, device=device, root=root, source=source, settings=settings, started=started)
+    vae, vae_info = _load_encoder(vae, device, settings)
+    manifest, existing = _check_manifest(run, vae, vae_info)
     state.wait_for_everyone()  # every process has read the manifest before the main one may write it
     with _run_lock(root, state):  # one run writes a cache at a time; its processes write together
         _open_cache(run, manifest, existing)
-        plan = _plan(run, max_images, retry_failed)
-        settings = _EncodeSettings(
-            dtype=dtype,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            samples_per_shard=samples_per_shard,
-            mixed_precision=mixed_precision,
-            cpu_mixed_precision=cpu_mixed_precision,
-            channels_last=channels_last,
-            compile=_choose_compile(run, plan, compile),
-            vae_info=vae_info,
-            progress=progress and state.is_main_process,
-            world=state.num_processes,
+        plan = _plan(run)
+        # What the encode steps read: whether the encoder is compiled, decided now; a progress bar on one process.
+        resolved = settings.replace(
+            compile=_choose_compile(run, plan), progress=settings.progress and state.is_main_process
         )
+        run = replace(run, settings=resolved)
         my_todo = plan.todo[state.process_index :: state.num_processes]
-        timings, encoded_ids = _encode_items(
-            source, my_todo, transform, vae, device, root, plan.generation, state.process_index, settings
-        )
+        timings, encoded_ids = _encode_items(run, my_todo, vae, vae_info, plan.generation)
         state.wait_for_everyone()
         report = CacheReport(output_dir=str(root), encoded_ids=encoded_ids, timings=timings)
         if state.is_main_process:
-            _merge(run, plan, report, settings.compile, vae_info["name_or_path"], command)
+            _merge(run, plan, report, vae_info["name_or_path"])
         state.wait_for_everyone()
         return report
 
@@ -306,7 +357,7 @@ class _Run:
     device: torch.device
     root: Path
     source: object  # ImageFolderSource or HubDatasetSource
-    transform: TransformConfig
+    settings: CacheSettings
     started: float  # time.perf_counter() at the call, for the report's wall_s
 
 
@@ -325,50 +376,31 @@ class _Plan:
     known_before: set
 
 
-def _check_inputs(dtype, mixed_precision, batch_size, num_workers, max_images, transform, transform_kwargs):
-    """Refuse bad arguments before anything loads; returns the :class:`TransformConfig` to use."""
-    if dtype not in STORAGE_DTYPES:
-        raise CacheInputError(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {dtype!r}.")
-    if mixed_precision not in _MIXED_PRECISIONS:
-        raise CacheInputError(f"mixed_precision must be one of {sorted(_MIXED_PRECISIONS)}, got {mixed_precision!r}.")
-    if batch_size < 1:
-        raise CacheInputError(f"batch_size must be >= 1, got {batch_size}.")
-    if num_workers < 0:
-        raise CacheInputError(f"num_workers must be >= 0 (0: decode in this process), got {num_workers}.")
-    if max_images is not None and max_images < 1:
-        raise CacheInputError(f"max_images must be >= 1, got {max_images}.")
-    if transform is None:
-        return TransformConfig(**transform_kwargs)
-    if transform_kwargs:
-        raise TypeError(f"pass either transform= or transform fields, not both (got {sorted(transform_kwargs)}).")
-    return transform
-
-
-def _open_source(source, caption_extension, root, config_name, split, image_column, caption_column, cache_dir):
+def _open_source(source, settings: CacheSettings, root: Path):
     """The source to cache, refusing an image folder without images before the VAE loads."""
-    source = _as_source(
-        source,
-        caption_extension,
-        root,
-        config_name=config_name,
-        split=split,
-        image_column=image_column,
-        caption_column=caption_column,
-        cache_dir=cache_dir,
-    )
+    if isinstance(source, (str, os.PathLike)) and Path(source).expanduser().is_dir() and not is_saved_dataset(source):
+        source = ImageFolderSource(source, caption_extension=settings.caption_extension, exclude=(root,))
+    elif not isinstance(source, (ImageFolderSource, HubDatasetSource)):
+        source = settings.dataset_source(source)
     if isinstance(source, ImageFolderSource):
         source.check_not_empty()
     return source
 
 
-def _load_encoder(vae, device, vae_subfolder, vae_class, revision, variant):
+def _load_encoder(vae, device, settings: CacheSettings):
     """``(vae, vae_info)``: the VAE to encode with (fp32 weights on ``device``, eval) and its identity."""
     if isinstance(vae, (str, os.PathLike)):
         vae_name = str(vae)
-        vae = load_vae(vae_name, subfolder=vae_subfolder, vae_class=vae_class, revision=revision, variant=variant)
+        vae = load_vae(
+            vae_name,
+            subfolder=settings.vae_subfolder,
+            vae_class=settings.vae_class,
+            revision=settings.revision,
+            variant=settings.variant,
+        )
     else:
         vae_name = None
-    vae_info = vae_identity(vae, vae_name, vae_subfolder, revision)
+    vae_info = vae_identity(vae, vae_name, settings.vae_subfolder, settings.revision)
     if vae_name is None:
         # The caller's model (e.g. a pipeline's pipe.vae) is left as it was: moving, upcasting, channels-last and
         # compiling happen on a copy.
@@ -379,12 +411,13 @@ def _load_encoder(vae, device, vae_subfolder, vae_class, revision, variant):
     return vae, vae_info
 
 
-def _check_manifest(run: _Run, vae, vae_info: dict, dtype: str) -> tuple[dict, dict | None]:
+def _check_manifest(run: _Run, vae, vae_info: dict) -> tuple[dict, dict | None]:
     """``(manifest, existing)``: this run's manifest and the cache's, refusing a cache built with other settings."""
     root = run.root
     channels, factor, has_std = _probe_latent_geometry(vae, run.device)
-    run.transform.check_downsample_factor(factor)
-    manifest = build_manifest(vae_info, run.transform, dtype, channels, factor, has_std, run.source)
+    transform = run.settings.transform
+    transform.check_downsample_factor(factor)
+    manifest = build_manifest(vae_info, transform, run.settings.dtype, channels, factor, has_std, run.source)
     existing = load_manifest(root)
     if existing is None and (list_shard_files(root) or (root / INDEX_NAME).exists()):
         raise IncompatibleCacheError(
@@ -422,17 +455,19 @@ def _open_cache(run: _Run, manifest: dict, existing: dict | None) -> None:
         write_json_atomic(root / MANIFEST_NAME, manifest)
 
 
-def _plan(run: _Run, max_images: int | None, retry_failed: bool) -> _Plan:
+def _plan(run: _Run) -> _Plan:
     """List the source, load the index (and earlier failures) and decide what to encode, keep and drop."""
     state, root = run.state, run.root
     items, skipped = run.source.scan()
-    if max_images is not None:
-        items = items[:max_images]
+    if run.settings.max_images is not None:
+        items = items[: run.settings.max_images]
     index = CacheIndex.load(root)
     previous_failures = {
         row["sample_id"]: row for row in read_jsonl(root / ERRORS_NAME) if row.get("stage") == "decode"
     }
-    todo, kept_failures, num_removed, num_updates = plan_work(items, index, previous_failures, run.source, retry_failed)
+    todo, kept_failures, num_removed, num_updates = plan_work(
+        items, index, previous_failures, run.source, run.settings.retry_failed
+    )
     generation = index.next_generation()
     known_before = set(index.known_shards)
     state.wait_for_everyone()  # nobody writes a shard before every process has read the cache state
@@ -450,16 +485,18 @@ def _plan(run: _Run, max_images: int | None, retry_failed: bool) -> _Plan:
     return _Plan(items, skipped, index, todo, kept_failures, num_removed, num_updates, generation, known_before)
 
 
-def _choose_compile(run: _Run, plan: _Plan, compile: bool | None) -> bool:
+def _choose_compile(run: _Run, plan: _Plan) -> bool:
     """Whether this run's encoder runs compiled (``compile=None``: where it pays; the reason is logged)."""
-    num_shapes = len(run.transform.buckets()) or max(len(plan.todo), 1)  # full-size images: each its own shape
-    compile_chosen, compile_reason = choose_compile(compile, is_cuda(run.device), len(plan.todo), num_shapes)
+    num_shapes = len(run.settings.transform.buckets()) or max(len(plan.todo), 1)  # full-size images: each its own shape
+    compile_chosen, compile_reason = choose_compile(
+        run.settings.compile, is_cuda(run.device), len(plan.todo), num_shapes
+    )
     if run.state.is_main_process:
         logger.info(compile_reason)
     return resolve_compile(compile_chosen, run.device)
 
 
-def _merge(run: _Run, plan: _Plan, report: CacheReport, compiled: bool, vae_name: str, command: str | None) -> None:
+def _merge(run: _Run, plan: _Plan, report: CacheReport, vae_name: str) -> None:
     """Main process, after every process encoded: fold this run's shards into the index, drop entries of removed
     images and dead shards, write ``errors.jsonl``, fill ``report`` and write ``last_run.json``."""
     root, index = run.root, plan.index
@@ -483,7 +520,7 @@ def _merge(run: _Run, plan: _Plan, report: CacheReport, compiled: bool, vae_name
     report.images_per_s = report.num_encoded / phase if phase > 0 else 0.0
     steady = phase - report.timings.get("warmup", 0.0)
     report.steady_images_per_s = report.num_encoded / steady if steady > 0 else 0.0
-    report.compiled = compiled
+    report.compiled = run.settings.compile
     write_json_atomic(
         root / LAST_RUN_NAME,
         {
@@ -491,7 +528,7 @@ def _merge(run: _Run, plan: _Plan, report: CacheReport, compiled: bool, vae_name
             "processes": run.state.num_processes,
             "device": str(run.device),
             "vae_name_or_path": vae_name,
-            "command": command,
+            "command": run.settings.command,
         },
     )
     if failures or plan.skipped:
@@ -520,23 +557,6 @@ def _write_errors(root: Path, skipped: list[dict], kept_failures: list[dict]) ->
 # ----------------------------------------------------------------------------------------------- encode
 
 
-@dataclass(frozen=True)
-class _EncodeSettings:
-    """How one process encodes its share of the work: :func:`cache_latents`' arguments, resolved."""
-
-    dtype: str
-    batch_size: int
-    num_workers: int
-    samples_per_shard: int
-    mixed_precision: str
-    cpu_mixed_precision: bool
-    channels_last: bool
-    compile: bool
-    vae_info: dict
-    progress: bool
-    world: int
-
-
 class _EncodeTimer:
     """Where the encode phase goes, in the report's ``timings`` keys.
 
@@ -548,17 +568,8 @@ class _EncodeTimer:
     def __init__(self, device: torch.device):
         self.device = device
         self.cuda = device.type == "cuda"
-        self.timings = {
-            "loader_wait": 0.0,
-            "decode_worker": 0.0,
-            "transfer": 0.0,
-            "encode": 0.0,
-            "warmup": 0.0,
-            "writer_busy": 0.0,
-            "writer_wait": 0.0,
-            "encode_phase": 0.0,
-            "cpu": 0.0,
-        }
+        stages = ("loader_wait", "decode_worker", "transfer", "encode", "warmup", "writer_busy", "writer_wait")
+        self.timings = dict.fromkeys((*stages, "encode_phase", "cpu"), 0.0)
         self._events: list[list] = []  # per batch: (before copy, after copy, after encode) CUDA events
         self._marks: list | None = None
         self._encode_start = 0.0
@@ -626,29 +637,30 @@ class _EncodeTimer:
         return self.timings
 
 
-def _autocast_dtype(device: torch.device, settings: _EncodeSettings):
+def _autocast_dtype(device: torch.device, settings: CacheSettings):
     if device.type == "cuda":
         return None if settings.mixed_precision == "no" else resolve_dtype(settings.mixed_precision)
     # CPU autocast supports bf16 only
     return torch.bfloat16 if settings.cpu_mixed_precision and settings.mixed_precision != "no" else None
 
 
-def _encode_batch(vae, pixels, device, transform, settings: _EncodeSettings, autocast_dtype, timer: _EncodeTimer):
+def _encode_batch(vae, pixels, run: _Run, autocast_dtype, timer: _EncodeTimer):
     """One batch of ``uint8`` pixels to fp32 ``(mean, std, input_shape)`` (``std`` ``None`` for VAEs without one;
     with ``flip``, the flipped copies follow the originals; ``input_shape``: the encoder's input, padding included)."""
+    settings, device = run.settings, run.device
     with timer.transfer():
         pixels = pixels.to(device, non_blocking=True)
     autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         images = pixels_to_model_input(pixels)
-        if transform.flip:
+        if settings.transform.flip:
             images = torch.cat([images, images.flip(-1)])
         if settings.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         real = images.shape[0]
         if settings.compile:
             # Static shapes: a partial batch runs padded, on the full batch's graph.
-            images = pad_batch(images, settings.batch_size * (2 if transform.flip else 1))
+            images = pad_batch(images, settings.batch_size * (2 if settings.transform.flip else 1))
             if device.type == "cuda":
                 torch.compiler.cudagraph_mark_step_begin()
         mean, std = posterior_moments(vae, images)
@@ -675,39 +687,49 @@ def _shard_tensors(mean, std, count: int, flip: bool, storage_dtype, cuda: bool)
     return {name: tensor.to(storage_dtype) for name, tensor in tensors.items()}
 
 
-def _make_loader(source, items, transform, settings: _EncodeSettings, cuda: bool) -> DataLoader:
-    stream = DecodeStream(source, items, transform, settings.batch_size)
+def _make_loader(run: _Run, items) -> DataLoader:
+    settings = run.settings
     return DataLoader(
-        stream,
+        DecodeStream(run.source, items, settings.transform, settings.batch_size),
         batch_size=None,
         num_workers=settings.num_workers,
-        pin_memory=cuda,
+        pin_memory=run.device.type == "cuda",
         collate_fn=identity_collate,
         worker_init_fn=worker_init if settings.num_workers > 0 else None,
         prefetch_factor=4 if settings.num_workers > 0 else None,
     )
 
 
-def _make_writer(root, generation, rank, transform, settings: _EncodeSettings) -> BackgroundWriter:
+def _make_writer(run: _Run, generation: int, vae_info: dict) -> BackgroundWriter:
+    rank = run.state.process_index
     metadata = {
-        "vae_class": settings.vae_info["class"],
-        "vae_weights_hash": settings.vae_info["weights_hash"],
-        "dtype": settings.dtype,
+        "vae_class": vae_info["class"],
+        "vae_weights_hash": vae_info["weights_hash"],
+        "dtype": run.settings.dtype,
         "generation": str(generation),
         "rank": str(rank),
     }
     # Whole-image ("full") caches give nearly every image its own size, so per-size buckets rarely fill: write the
     # fullest early to keep memory and the work a kill can lose small.
-    max_buffered = 64 if transform.crop == "full" else None
+    max_buffered = 64 if run.settings.transform.crop == "full" else None
     return BackgroundWriter(
-        ShardWriter(root, generation, rank, settings.samples_per_shard, max_buffered, metadata=metadata)
+        ShardWriter(run.root, generation, rank, run.settings.samples_per_shard, max_buffered, metadata=metadata)
     )
 
 
-def _encode_items(source, items, transform, vae, device, root, generation, rank, settings: _EncodeSettings):
-    """Encode ``items`` into shards of ``generation``/``rank``; returns ``(timings, encoded_ids)``."""
+def _progress_bar(run: _Run, total: int):
     from tqdm.auto import tqdm
 
+    rank, world = run.state.process_index, run.state.num_processes
+    desc = f"caching latents ({run.device.type}" + (f", process {rank + 1}/{world})" if world > 1 else ")")
+    return tqdm(
+        total=total, desc=desc, unit="img", disable=not run.settings.progress, dynamic_ncols=True, smoothing=0.1
+    )
+
+
+def _encode_items(run: _Run, items, vae, vae_info: dict, generation: int):
+    """Encode ``items`` into shards of ``generation`` and this process; returns ``(timings, encoded_ids)``."""
+    settings, device = run.settings, run.device
     timer = _EncodeTimer(device)
     encoded_ids: list[str] = []
     if not items:
@@ -721,15 +743,10 @@ def _encode_items(source, items, transform, vae, device, root, generation, rank,
     if settings.compile:
         compile_for_inference(vae.encoder, device)
     warm_shapes: set[tuple[int, ...]] = set()  # batch shapes the compiled encoder has already run
-    loader = _make_loader(source, items, transform, settings, cuda)
-    writer = _make_writer(root, generation, rank, transform, settings)
-    errors_path = root / f"errors.r{rank:03d}.partial.jsonl"
-    desc = f"caching latents ({device.type}" + (
-        f", process {rank + 1}/{settings.world})" if settings.world > 1 else ")"
-    )
-    bar = tqdm(
-        total=len(items), desc=desc, unit="img", disable=not settings.progress, dynamic_ncols=True, smoothing=0.1
-    )
+    loader = _make_loader(run, items)
+    writer = _make_writer(run, generation, vae_info)
+    errors_path = run.root / f"errors.r{run.state.process_index:03d}.partial.jsonl"
+    bar = _progress_bar(run, len(items))
     timer.start_phase()
     try:
         for batch in timer.batches(loader):
@@ -740,9 +757,9 @@ def _encode_items(source, items, transform, vae, device, root, generation, rank,
             if batch["pixels"] is None:
                 continue
             count = len(batch["entries"])
-            mean, std, shape = _encode_batch(vae, batch["pixels"], device, transform, settings, autocast_dtype, timer)
+            mean, std, shape = _encode_batch(vae, batch["pixels"], run, autocast_dtype, timer)
             first_call = settings.compile and shape not in warm_shapes
-            tensors = _shard_tensors(mean, std, count, transform.flip, storage_dtype, cuda)
+            tensors = _shard_tensors(mean, std, count, settings.transform.flip, storage_dtype, cuda)
             ready = timer.encoded(warmup=first_call)
             if first_call:
                 warm_shapes.add(shape)

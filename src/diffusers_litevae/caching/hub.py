@@ -14,12 +14,22 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..settings import setting
 from .index import INDEX_NAME, LAST_RUN_NAME, CacheIndex, CacheInputError, load_manifest
 from .writer import LOCK_NAME, CacheLock, list_shard_files
 
-__all__ = ["DEFAULT_COMMIT_MESSAGE", "LARGE_CACHE_BYTES", "cache_card", "check_cache_vae", "open_cache", "push_cache"]
+__all__ = [
+    "DEFAULT_COMMIT_MESSAGE",
+    "LARGE_CACHE_BYTES",
+    "PushCacheSettings",
+    "cache_card",
+    "check_cache_vae",
+    "open_cache",
+    "push_cache",
+]
 
 DEFAULT_COMMIT_MESSAGE = "Upload a latent cache with diffusers-litevae"
 # Above this size a cache goes up with upload_large_folder: many commits, resumable, instead of one commit.
@@ -108,28 +118,38 @@ Channels {latents.get("channels")}, downsampling x{latents.get("downsample_facto
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 
 
+@dataclass(frozen=True)
+class PushCacheSettings:
+    """How :func:`push_cache` uploads a cache: the flags of ``litevae push-cache`` (each field's help says what it
+    does; ``commit_message`` is for ``upload_folder`` only, ``license`` is that of the images, which carries over to
+    their latents)."""
+
+    private: bool = setting(False, "create the repo private", action="store_true")
+    token: str | None = setting(None, "Hugging Face token (default: the one stored by `hf auth login`)")
+    license: str | None = setting(None, "Hub license id for the card (that of the images)")
+    commit_message: str | None = setting(None, f'commit message of the upload (default: "{DEFAULT_COMMIT_MESSAGE}")')
+    large: bool | None = setting(
+        None, "upload with upload_large_folder (resumable, many commits); default: for caches over 10 GiB"
+    )
+    dry_run: bool = setting(
+        False,
+        "only write the dataset card (README.md) into the cache",
+        flags=("--dry_run", "--dry-run"),
+        action="store_true",
+    )
+
+
 def push_cache(
-    cache_dir: str | os.PathLike,
-    repo_id: str,
-    private: bool = False,
-    token: str | None = None,
-    commit_message: str = DEFAULT_COMMIT_MESSAGE,
-    license: str | None = None,
-    dry_run: bool = False,
-    large: bool | None = None,
+    cache_dir: str | os.PathLike, repo_id: str, settings: PushCacheSettings | None = None, **overrides
 ) -> str:
     """Upload the cache in ``cache_dir`` to the Hub dataset repo ``repo_id``, with its dataset card.
 
     Args:
         cache_dir: a finished cache (``litevae cache-latents``' ``--output_dir``).
         repo_id: ``owner/name`` of the dataset repo (created if missing).
-        private: create the repo private.
-        token: Hugging Face token (default: the one stored by ``hf auth login``).
-        commit_message: the upload's commit message (``upload_folder`` only).
-        license: Hub license id for the card (the images' licence carries over to their latents).
-        dry_run: write the card into the cache and stop; no network.
-        large: ``upload_large_folder`` instead of ``upload_folder``; default: for caches over
-            :data:`LARGE_CACHE_BYTES`.
+        settings (`PushCacheSettings`, *optional*): how to upload; ``overrides`` change its fields by name
+            (``push_cache(cache, repo_id, dry_run=True)``). ``large=None`` (default): ``upload_large_folder`` for
+            caches over :data:`LARGE_CACHE_BYTES`.
 
     Returns:
         The repo URL, or for a dry run the card's path.
@@ -141,23 +161,25 @@ def push_cache(
 
     from ..hub_ids import is_owner_repo_id
 
+    settings = replace(settings or PushCacheSettings(), **overrides)
     root = Path(cache_dir).expanduser()
     if not is_owner_repo_id(repo_id):
         raise CacheInputError(f"--repo_id must look like 'owner/name', got {repo_id!r}.")
     _read_cache(root)
-    if not dry_run:
-        token = token or get_token()
+    if not settings.dry_run:
+        token = settings.token or get_token()
         if not token:
             raise CacheInputError("no Hugging Face token: run `hf auth login` or pass --token.")
     with CacheLock(root):  # no caching run may change the cache while it is read and uploaded
         card_path = root / "README.md"
-        cache_card(root, repo_id, license).save(str(card_path))
-        if dry_run:
+        cache_card(root, repo_id, settings.license).save(str(card_path))
+        if settings.dry_run:
             return str(card_path)
+        large = settings.large
         if large is None:
             large = sum(path.stat().st_size for path in root.rglob("*") if path.is_file()) > LARGE_CACHE_BYTES
         api = HfApi(token=token)
-        api.create_repo(repo_id=repo_id, repo_type="dataset", private=private, exist_ok=True)
+        api.create_repo(repo_id=repo_id, repo_type="dataset", private=settings.private, exist_ok=True)
         # huggingface_hub 2 dropped upload_large_folder: its upload_folder itself uploads in resumable chunks.
         if large and hasattr(api, "upload_large_folder"):
             api.upload_large_folder(
@@ -168,7 +190,7 @@ def push_cache(
                 repo_id=repo_id,
                 folder_path=str(root),
                 repo_type="dataset",
-                commit_message=commit_message,
+                commit_message=settings.commit_message or DEFAULT_COMMIT_MESSAGE,
                 ignore_patterns=UPLOAD_IGNORE,
             )
     return f"https://huggingface.co/datasets/{repo_id}"

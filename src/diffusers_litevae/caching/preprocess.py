@@ -8,7 +8,7 @@ cached latent against ``vae.encode`` of the same pixels: :func:`preprocess_image
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -16,6 +16,7 @@ from PIL import Image
 
 from ..image_io import open_image, oriented_size, short_side_size, upright_rgb
 from ..models.tiny_autoencoder import unit_to_signed
+from ..settings import setting
 from .buckets import CropPlan, assign_bucket, make_buckets, plan_crop
 from .index import CacheInputError
 
@@ -29,34 +30,39 @@ _RESAMPLING = {
 }
 
 
+RESIZE_GROUP = "resize and crop"  # where `litevae cache-latents --help` lists the transform's flags
+
+
 @dataclass(frozen=True)
 class TransformConfig:
     """Everything that decides which pixels a sample's latent encodes (recorded in the cache manifest).
 
-    Attributes:
-        resolution: side of the square target (fixed-size mode) or of the bucket area ``resolution**2``.
-        bucketing: ``True`` for SDXL-style aspect-ratio buckets, ``False`` for one ``resolution x resolution`` crop.
-        bucket_step: bucket sides are multiples of it (64 as in SDXL; must be a multiple of the VAE's factor).
-        max_aspect_ratio: longest/shortest side limit of the buckets.
-        crop: ``"center"`` or ``"random"`` (seeded per sample id by ``seed``), or ``"full"``: keep the whole
-            image at its own size (no bucket; images whose short side is below ``resolution`` are resized up to
-            it), centre-trimmed to multiples of ``size_multiple``. Used for distillation targets, where training
-            crops are cut from the cached latents on the latent grid; every distinct size becomes its own shard.
-        seed: seed of random crops.
-        interpolation: ``"bicubic"``, ``"bilinear"``, ``"lanczos"`` or ``"area"`` (PIL resampling, antialiased).
-        flip: also encode the horizontally mirrored crop.
-        background: RGB colour that transparent pixels are composited onto.
+    Each field's help says what it does (``litevae cache-latents`` has a flag for each; ``--no_buckets`` is
+    ``bucketing=False``). Resizes are antialiased (PIL resampling). Fields of the Python API only: ``background``,
+    the RGB colour that transparent pixels are composited onto, and ``crop="full"``: keep the whole image at its own
+    size (no bucket; images whose short side is below ``resolution`` are resized up to it), centre-trimmed to
+    multiples of ``size_multiple``. ``"full"`` is used for distillation targets, where training crops are cut from
+    the cached latents on the latent grid; every distinct size becomes its own shard.
     """
 
-    resolution: int = 1024
-    bucketing: bool = True
-    bucket_step: int = 64
-    max_aspect_ratio: float = 4.0
-    crop: str = "center"
-    seed: int = 0
-    interpolation: str = "bicubic"
-    flip: bool = False
-    background: tuple[int, int, int] = field(default=(255, 255, 255))
+    resolution: int = setting(
+        1024, "bucket area resolution**2 (with buckets) or square side (with --no_buckets)", group=RESIZE_GROUP
+    )
+    bucketing: bool = True  # SDXL-style aspect-ratio buckets; False: one resolution x resolution crop
+    bucket_step: int = setting(64, "bucket sides are multiples of this", group=RESIZE_GROUP)
+    max_aspect_ratio: float = setting(4.0, "most elongated bucket (long/short)", group=RESIZE_GROUP)
+    crop: str = setting(
+        "center",
+        "crop position; random crops are seeded per sample id",
+        choices=("center", "random"),  # and "full", of the Python API
+        group=RESIZE_GROUP,
+    )
+    seed: int = setting(0, "seed of random crops", group=RESIZE_GROUP)
+    interpolation: str = setting("bicubic", choices=("bicubic", "bilinear", "lanczos", "area"), group=RESIZE_GROUP)
+    flip: bool = setting(
+        False, "also store latents of the horizontally flipped crop", action="store_true", group=RESIZE_GROUP
+    )
+    background: tuple[int, int, int] = (255, 255, 255)
     size_multiple: int = 8
 
     def __post_init__(self):

@@ -12,48 +12,38 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
+
+from ..settings import add_setting_arguments, setting, settings_from_args
+from .hub import PushCacheSettings, push_cache
+from .index import CacheInputError
+from .writer import CacheBusyError
 
 __all__ = ["add_arguments", "interrupted", "run"]
 
 
+@dataclass(frozen=True)
+class _Target:
+    """The flags of ``litevae push-cache`` that are :func:`push_cache`' arguments."""
+
+    cache_dir: str | None = setting(
+        None, "a finished latent cache (the --output_dir of `litevae cache-latents`)", flags=("cache_dir",)
+    )
+    repo_id: str | None = setting(None, "target Hub dataset repo 'owner/name' (created if missing)", required=True)
+
+
+@dataclass(frozen=True)
+class _Arguments(PushCacheSettings, _Target):
+    """Every flag of ``litevae push-cache``: the cache and the repo, then the settings."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("cache_dir", help="a finished latent cache (the --output_dir of `litevae cache-latents`)")
-    parser.add_argument("--repo_id", required=True, help="target Hub dataset repo 'owner/name' (created if missing)")
-    parser.add_argument("--private", action="store_true", help="create the repo private")
-    parser.add_argument("--token", default=None, help="Hugging Face token (default: the one stored by `hf auth login`)")
-    parser.add_argument("--license", default=None, help="Hub license id for the card (that of the images)")
-    parser.add_argument(
-        "--commit_message",
-        default=None,
-        help='commit message of the upload (default: "Upload a latent cache with diffusers-litevae")',
-    )
-    parser.add_argument(
-        "--large",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="upload with upload_large_folder (resumable, many commits); default: for caches over 10 GiB",
-    )
-    parser.add_argument(
-        "--dry_run", "--dry-run", action="store_true", help="only write the dataset card (README.md) into the cache"
-    )
+    add_setting_arguments(parser, _Arguments)
 
 
 def run(args: argparse.Namespace) -> int:
-    from .hub import DEFAULT_COMMIT_MESSAGE, push_cache
-    from .index import CacheInputError
-    from .writer import CacheBusyError
-
     try:
-        result = push_cache(
-            args.cache_dir,
-            args.repo_id,
-            private=args.private,
-            token=args.token,
-            commit_message=args.commit_message or DEFAULT_COMMIT_MESSAGE,
-            license=args.license,
-            dry_run=args.dry_run,
-            large=args.large,
-        )
+        result = push_cache(args.cache_dir, args.repo_id, settings_from_args(PushCacheSettings, args))
     except (CacheInputError, CacheBusyError) as error:
         print(f"litevae push-cache: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2

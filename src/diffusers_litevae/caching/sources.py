@@ -13,13 +13,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = [
-    "HubDatasetSource",
-    "ImageFolderSource",
-    "SourceItem",
-    "content_hash",
-]
-
 from ..image_io import (
     IMAGE_EXTENSIONS,
     dataset_image_bytes,
@@ -30,7 +23,14 @@ from ..image_io import (
 )
 from .index import CacheInputError
 
+__all__ = ["HubDatasetSource", "ImageFolderSource", "SourceItem", "content_hash"]
+
 _CAPTION_COLUMNS = ("text", "caption", "captions", "prompt", "sentence")
+
+
+def _scan_error(sample_id: str, path: str, error: str) -> dict:
+    """The ``errors.jsonl`` row of a sample that listing could not take in."""
+    return {"sample_id": sample_id, "path": path, "stage": "scan", "error": error}
 
 
 def content_hash(data: bytes) -> str:
@@ -154,12 +154,7 @@ class ImageFolderSource:
         return items, skipped
 
     def _skip(self, path: Path, error: str) -> dict:
-        return {
-            "sample_id": Path(path).relative_to(self.root).as_posix(),
-            "path": str(path),
-            "stage": "scan",
-            "error": error,
-        }
+        return _scan_error(Path(path).relative_to(self.root).as_posix(), str(path), error)
 
     def read_bytes(self, locator: str) -> bytes:
         with open(locator, "rb") as handle:
@@ -261,14 +256,7 @@ class HubDatasetSource:
                 try:
                     digest = content_hash(dataset_image_bytes(value))
                 except (OSError, TypeError) as error:
-                    skipped.append(
-                        {
-                            "sample_id": f"{row:09d}",
-                            "path": f"{self.name}[{row}]",
-                            "stage": "scan",
-                            "error": f"cannot read the image: {error}",
-                        }
-                    )
+                    skipped.append(_scan_error(f"{row:09d}", f"{self.name}[{row}]", f"cannot read the image: {error}"))
                 else:
                     items.append(
                         SourceItem(

@@ -161,7 +161,7 @@ class CacheLock:
         """Release the lock (closing the file releases it too)."""
         if self._handle is not None:
             try:
-                _unlock(self._handle)
+                _lock(self._handle, take=False)
             finally:
                 self._handle.close()
                 self._handle = None
@@ -174,28 +174,17 @@ class CacheLock:
         self.release()
 
 
-def _lock(handle) -> None:
+def _lock(handle, take: bool = True) -> None:
+    """Take (or with ``take=False`` release) the operating-system lock on an open file, without waiting."""
     try:
         import fcntl
     except ImportError:  # Windows
         import msvcrt
 
         handle.seek(0)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK if take else msvcrt.LK_UNLCK, 1)
         return
-    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-
-def _unlock(handle) -> None:
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        import msvcrt
-
-        handle.seek(0)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
-        return
-    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB if take else fcntl.LOCK_UN)
 
 
 class ShardWriter:
@@ -254,18 +243,13 @@ class ShardWriter:
         taken_entries: list[dict] = []
         taken: dict[str, list[torch.Tensor]] = defaultdict(list)
         while len(taken_entries) < count:
-            entries, tensors = chunks[0]
+            entries, tensors = chunks.pop(0)
             need = count - len(taken_entries)
-            if len(entries) <= need:
-                chunks.pop(0)
-                taken_entries.extend(entries)
-                for name, tensor in tensors.items():
-                    taken[name].append(tensor)
-            else:
-                chunks[0] = (entries[need:], {name: tensor[need:] for name, tensor in tensors.items()})
-                taken_entries.extend(entries[:need])
-                for name, tensor in tensors.items():
-                    taken[name].append(tensor[:need])
+            if len(entries) > need:  # the rest of this chunk waits for the next shard
+                chunks.insert(0, (entries[need:], {name: tensor[need:] for name, tensor in tensors.items()}))
+            taken_entries.extend(entries[:need])
+            for name, tensor in tensors.items():
+                taken[name].append(tensor[:need])
         self._counts[bucket] -= count
         if not chunks:
             del self._buffers[bucket], self._counts[bucket]
