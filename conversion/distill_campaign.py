@@ -111,13 +111,7 @@ class CampaignSettings:
         return self.learning_rate * min(1.0, (step + 1) / max(self.warmup_steps, 1))
 
     def loss_weights(self) -> LossWeights:
-        return LossWeights(
-            latent=self.latent_weight,
-            std=self.std_weight,
-            reconstruction=self.reconstruction_weight,
-            wavelet=self.wavelet_weight,
-            gaussian=self.gaussian_weight,
-        )
+        return LossWeights.from_settings(self)
 
 
 # ------------------------------------------------------------------------------------------------ training data

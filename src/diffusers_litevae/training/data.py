@@ -31,6 +31,7 @@ __all__ = [
     "ResolutionSchedule",
     "StepIndexedBatchSampler",
     "collate_batch",
+    "data_folders",
     "image_to_signed_tensor",
     "load_eval_image",
     "parse_scale_range",
@@ -50,6 +51,14 @@ def split_holdout(paths: Sequence[Path], count: int, pattern: str = "*") -> tupl
     held_out = [p for p in paths if fnmatch.fnmatch(p.name, pattern)][: max(count, 0)]
     held = set(held_out)
     return [p for p in paths if p not in held], held_out
+
+
+def data_folders(settings) -> list[str]:
+    """The training folders of ``settings.train_data_dir`` (one path or a list), as a list."""
+    folders = settings.train_data_dir
+    if not folders:
+        return []
+    return [str(folders)] if isinstance(folders, (str, Path)) else [str(folder) for folder in folders]
 
 
 # ------------------------------------------------------------------------------------------- transforms

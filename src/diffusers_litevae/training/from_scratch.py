@@ -18,9 +18,9 @@ Pieces, each importable and tested on its own:
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
-import math
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
@@ -35,6 +35,7 @@ from ..models.autoencoder_lite_tiny import AutoencoderLiteTiny
 from ..models.litevae_encoder import ENCODER_PRESETS
 from ..models.unet_discriminator import UNetDiscriminator
 from ..runtime import cast_module, resolve_compile
+from ..settings import setting
 from .data import RandomCropDataset, ResolutionSchedule, collate_batch, parse_scale_range
 from .errors import TrainingInputError
 from .losses import (
@@ -45,15 +46,8 @@ from .losses import (
     latent_scaling,
     load_lpips,
 )
-from .run_support import (
-    EMAWeights,
-    RunSettings,
-    TrainingRun,
-    apply_gradients,
-    comparable_config,
-    prepare_data,
-    validate_run_settings,
-)
+from .run_support import EMAWeights, TrainingRun, apply_gradients, comparable_config, prepare_data
+from .settings import RunSettings, check_choice, check_loss_weights, check_positive, check_run_inputs, json_object
 from .validation import plot_curve
 
 __all__ = [
@@ -72,15 +66,29 @@ DECODERS = ("smc", "groupnorm", "tiny")
 _LOSSES = ("reconstruction", "kl", "wavelet", "gaussian", "lpips", "adversarial")
 
 
+def _int_tuple(text: str) -> tuple[int, ...]:
+    """An argparse type: comma-separated positive integers (``--decoder_block_out_channels 64,128,256``)."""
+    try:
+        values = tuple(int(value) for value in text.split(",") if value.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 64,128,256, got {text!r}") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
 @dataclass
 class TrainConfig(RunSettings):
-    """All settings of a from-scratch run (``litevae train --help`` documents each flag of the same name).
+    """All settings of a from-scratch run (``litevae train --help`` lists each with its flag).
 
     Only a data source (``train_data_dir`` or ``dataset_name``) is required; the defaults are the paper's recipe
     (LiteVAE-B encoder, SD-layout SMC decoder, 4 latent channels, 128 px for 100k steps then 256 px for 50k with
     the discriminator on, Adam lr 1e-4 betas (0.5, 0.9), batch 16). The data, validation, optimisation, image-loss,
-    checkpoint and logging settings are :class:`~diffusers_litevae.training.run_support.RunSettings`', with the
+    checkpoint and logging settings are :class:`~diffusers_litevae.training.settings.RunSettings`', with the
     defaults below changed.
+
+    Raises:
+        TrainingInputError: a value out of range (checked when the settings are built).
     """
 
     # the recipe's defaults for shared settings
@@ -95,58 +103,86 @@ class TrainConfig(RunSettings):
     lr_scheduler: str = "constant"
     lr_warmup_steps: int = 0
     checkpointing_steps: int = 1000
-    # model
-    encoder: str = "B"
-    encoder_config: dict | None = None
-    latent_channels: int = 4
-    decoder: str = "smc"
-    decoder_block_out_channels: tuple[int, ...] = (128, 256, 512, 512)
-    decoder_layers_per_block: int = 2
-    decoder_norm_num_groups: int = 32
-    decoder_attention: bool = True
-    discriminator_block_out_channels: tuple[int, ...] = (64, 128, 256)
-    discriminator_learning_rate: float = 1e-4
-    # losses of a whole autoencoder
-    kl_weight: float = 1e-4
-    adversarial_weight: float = 0.1
-    discriminator_start_step: int = 100_000
-    # latent scaling, measured at the end
-    set_shift_factor: bool = False
-    scaling_images: int = 64
+    encoder: str = setting("B", "LiteVAE encoder preset: S, B, M or L", group="model")
+    encoder_config: dict | None = setting(
+        None, "JSON text or file of encoder_* config keys overriding the preset", group="model", type=json_object
+    )
+    latent_channels: int = setting(4, "4 (SD 1.x/2.x/SDXL), 12, 16 (SD3/FLUX)", group="model")
+    decoder: str = setting(
+        "smc",
+        "smc: SD-layout decoder with Self-Modulated Convolutions (the paper's); groupnorm: the same with "
+        "GroupNorm; tiny: a TAESD-family decoder",
+        group="model",
+        choices=DECODERS,
+    )
+    decoder_block_out_channels: tuple[int, ...] = setting(
+        (128, 256, 512, 512),
+        "decoder widths, one per stage (tiny: the first is its width)",
+        group="model",
+        type=_int_tuple,
+    )
+    decoder_layers_per_block: int = setting(2, group="model")
+    decoder_norm_num_groups: int = setting(32, group="model")
+    decoder_attention: bool = setting(True, "self-attention in the decoder's mid block", group="model")
+    discriminator_block_out_channels: tuple[int, ...] = setting(
+        (64, 128, 256),
+        "U-Net discriminator widths (training crops must be multiples of 2 ** their count)",
+        group="model",
+        type=_int_tuple,
+    )
+    discriminator_learning_rate: float = setting(1e-4, group="optimisation")
+    kl_weight: float = setting(1e-4, "KL to N(0, I), mean per latent", group="losses")
+    adversarial_weight: float = setting(
+        0.1, "hinge GAN loss from the per-pixel U-Net discriminator (constant weight, as in the paper)", group="losses"
+    )
+    discriminator_start_step: int = setting(
+        100_000, "first step with the discriminator on (the paper: when the 256 px phase starts)", group="losses"
+    )
+    set_shift_factor: bool = setting(
+        False,
+        "also set shift_factor (the latents' mean), as SD3/FLUX-style VAEs have",
+        group="latent scaling",
+        action="store_true",
+    )
+    scaling_images: int = setting(
+        64, "training crops whose latents set scaling_factor (1 / std) at the end", group="latent scaling"
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.encoder.upper() not in ENCODER_PRESETS:
+            raise TrainingInputError(
+                f"unknown --encoder preset {self.encoder!r}; choose one of {', '.join(ENCODER_PRESETS)}."
+            )
+        if self.encoder_config and any(not key.startswith("encoder_") for key in self.encoder_config):
+            raise TrainingInputError("--encoder_config may only set encoder_* keys of AutoencoderLite's config.")
+        check_choice("decoder", self.decoder, DECODERS)
+        if self.latent_channels <= 0:
+            raise TrainingInputError(f"--latent_channels must be positive, got {self.latent_channels}.")
+        factor = 2 ** len(self.discriminator_block_out_channels)
+        odd = [size for size in ResolutionSchedule.parse(self.resolution_schedule).sizes if size % factor]
+        if self.adversarial_weight > 0 and odd:
+            raise TrainingInputError(
+                f"training resolution {odd[0]} is not a multiple of {factor}, which the discriminator "
+                "needs (2 ** len(--discriminator_block_out_channels))."
+            )
+        check_positive(self, ("scaling_images",), ("discriminator_learning_rate",))
+        check_loss_weights(self.loss_weights())
+        if self.reconstruction_weight == 0 and self.lpips_weight == 0:
+            raise TrainingInputError(
+                "set --reconstruction_weight and/or --lpips_weight > 0: nothing would reconstruct."
+            )
+        if self.discriminator_start_step < 0:
+            raise TrainingInputError(f"--discriminator_start_step must be >= 0, got {self.discriminator_start_step}.")
 
     def loss_weights(self) -> dict[str, float]:
         return {name: float(getattr(self, f"{name}_weight")) for name in _LOSSES}
 
 
 def validate_train_config(config: TrainConfig) -> ResolutionSchedule:
-    """Check every setting that can be checked without loading anything; one-line :class:`TrainingInputError`s."""
-    if config.encoder.upper() not in ENCODER_PRESETS:
-        raise TrainingInputError(
-            f"unknown --encoder preset {config.encoder!r}; choose one of {', '.join(ENCODER_PRESETS)}."
-        )
-    if config.encoder_config and any(not key.startswith("encoder_") for key in config.encoder_config):
-        raise TrainingInputError("--encoder_config may only set encoder_* keys of AutoencoderLite's config.")
-    if config.decoder not in DECODERS:
-        raise TrainingInputError(f"--decoder must be one of {', '.join(DECODERS)}, got {config.decoder!r}.")
-    if config.latent_channels <= 0:
-        raise TrainingInputError(f"--latent_channels must be positive, got {config.latent_channels}.")
-    schedule = validate_run_settings(config, TrainingInputError, "train")
-    discriminator_factor = 2 ** len(config.discriminator_block_out_channels)
-    odd = [size for size in schedule.sizes if size % discriminator_factor]
-    if config.adversarial_weight > 0 and odd:
-        raise TrainingInputError(
-            f"training resolution {odd[0]} is not a multiple of {discriminator_factor}, which the discriminator "
-            "needs (2 ** len(--discriminator_block_out_channels))."
-        )
-    if config.scaling_images is None or config.scaling_images <= 0:
-        raise TrainingInputError(f"--scaling_images must be a positive integer, got {config.scaling_images}.")
-    for name, value in config.loss_weights().items():
-        if value < 0 or not math.isfinite(value):
-            raise TrainingInputError(f"--{name}_weight must be a finite number >= 0, got {value}.")
-    if config.reconstruction_weight == 0 and config.lpips_weight == 0:
-        raise TrainingInputError("set --reconstruction_weight and/or --lpips_weight > 0: nothing would reconstruct.")
-    if config.discriminator_start_step < 0:
-        raise TrainingInputError(f"--discriminator_start_step must be >= 0, got {config.discriminator_start_step}.")
+    """Check every setting that can be checked without loading anything (and warn when the adversarial phase is
+    not reached); one-line :class:`TrainingInputError` errors."""
+    schedule = check_run_inputs(config, "train")
     if config.adversarial_weight > 0 and config.discriminator_start_step >= config.max_train_steps:
         # Legitimate: the paper's first phase has no discriminator, and a resumed run with more steps reaches it.
         logger.warning(
@@ -155,10 +191,6 @@ def validate_train_config(config: TrainConfig) -> ResolutionSchedule:
             "Lower --discriminator_start_step to train adversarially in this run.",
             config.discriminator_start_step,
             config.max_train_steps,
-        )
-    if config.discriminator_learning_rate <= 0:
-        raise TrainingInputError(
-            f"--discriminator_learning_rate must be > 0, got {config.discriminator_learning_rate}."
         )
     return schedule
 

@@ -11,7 +11,7 @@ import logging
 import time
 from collections import defaultdict
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -26,19 +26,16 @@ from ..image_io import (
     find_images,
     load_image_dataset,
 )
-from .data import load_eval_image, split_holdout
+from .data import data_folders, load_eval_image, split_holdout
 from .errors import TrainingInputError
 from .validation import evaluate_autoencoder, save_reconstruction_grid
 
 __all__ = [
     "EMAWeights",
-    "RunSettings",
     "RunTimer",
     "TrainingData",
     "TrainingRun",
     "apply_gradients",
-    "data_folders",
-    "validate_run_settings",
     "comparable_config",
     "eager_mode",
     "has_accelerator_device",
@@ -49,106 +46,6 @@ logger = logging.getLogger(__name__)
 
 # curve.png is redrawn at a validation at most this often (~1 s a plot); the end of a run always draws it.
 PLOT_INTERVAL_S = 120
-
-
-@dataclass
-class RunSettings:
-    """The settings every training run has, with distillation's defaults (``litevae distill`` and ``litevae train``
-    document each flag of the same name); :class:`~diffusers_litevae.training.DistillConfig` and
-    :class:`~diffusers_litevae.training.TrainConfig` add their own and change defaults where their recipes differ.
-    """
-
-    # data
-    train_data_dir: str | list[str] | None = None
-    train_data_repeats: list[int] | None = None
-    dataset_name: str | None = None
-    dataset_config_name: str | None = None
-    dataset_split: str = "train"
-    image_column: str = "image"
-    cache_dir: str | None = None
-    resolution_schedule: str = "256"
-    crop_scales: str = "1"
-    random_flip: bool = True
-    dataloader_num_workers: int = 0
-    # validation
-    validation_dir: str | None = None
-    num_validation_images: int | None = None
-    validation_glob: str = "*"
-    validation_resolution: int | None = None
-    max_validation_images: int | None = None
-    validation_steps: int = 250
-    num_grid_images: int = 4
-    # optimisation
-    output_dir: str = "litevae-distilled"
-    seed: int = 0
-    train_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    max_train_steps: int = 10_000
-    max_minutes: float | None = None
-    learning_rate: float = 2e-4
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.99
-    adam_weight_decay: float = 0.0
-    adam_epsilon: float = 1e-8
-    lr_scheduler: str = "constant_with_warmup"
-    lr_warmup_steps: int = 100
-    max_grad_norm: float | None = 1.0
-    use_ema: bool = False
-    ema_decay: float = 0.999
-    ema_power: float = 0.75
-    # speed
-    mixed_precision: str | None = None
-    compile: bool | None = None  # None: on for CUDA, off elsewhere (runtime.resolve_compile)
-    compile_mode: str | None = None
-    gradient_checkpointing: bool = False
-    allow_tf32: bool = False
-    # image losses
-    reconstruction_weight: float = 1.0
-    wavelet_weight: float = 0.1
-    gaussian_weight: float = 0.1
-    lpips_weight: float = 0.0
-    reconstruction_loss: str = "l1"
-    charbonnier_eps: float = 1e-3
-    wavelet_loss_levels: int = 3
-    gaussian_sigma: float = 1.0
-    lpips_net: str = "vgg"
-    # checkpoints and logging
-    checkpointing_steps: int = 500
-    checkpoints_total_limit: int | None = 3
-    resume_from_checkpoint: str | None = None
-    logging_steps: int = 10
-    report_to: str | None = None
-    progress_bar: bool = True
-    # The command line that started the run (the CLIs set it), written to the run's JSON summary as ``command``
-    # for the model card; a record, not a setting: resuming with another command is fine.
-    command_line: str | None = None
-
-    def image_loss_settings(self) -> dict:
-        """The image-loss settings both trainers' losses take (``DistillationLoss``, ``AutoencoderLoss``)."""
-        return dict(
-            reconstruction_loss=self.reconstruction_loss,
-            charbonnier_eps=self.charbonnier_eps,
-            wavelet_levels=self.wavelet_loss_levels,
-            gaussian_sigma=self.gaussian_sigma,
-        )
-
-    @classmethod
-    def from_dict(cls, values: dict):
-        """Build from a dict, ignoring keys that are not settings (e.g. an argparse namespace's extras)."""
-        names = {f.name for f in fields(cls)}
-        values = {key: value for key, value in values.items() if key in names}
-        folders = values.get("train_data_dir")
-        if isinstance(folders, (list, tuple)) and len(folders) == 1:  # the CLI's one-folder list, as the API spells it
-            values["train_data_dir"] = folders[0]
-        return cls(**values)
-
-
-def data_folders(config) -> list[str]:
-    """The training folders of ``config.train_data_dir`` (one path or a list), as a list."""
-    folders = config.train_data_dir
-    if not folders:
-        return []
-    return [str(folders)] if isinstance(folders, (str, Path)) else [str(folder) for folder in folders]
 
 
 @dataclass
@@ -306,73 +203,6 @@ class EMAWeights:
     def __exit__(self, *exc) -> None:
         if self.ema is not None:
             self.ema.restore(self.module.parameters())
-
-
-MIXED_PRECISION = ("no", "fp16", "bf16")
-LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
-
-
-def validate_run_settings(config: RunSettings, error: type[Exception], command: str):
-    """Check the :class:`RunSettings` every trainer shares (one-line ``error``s) and return the parsed resolution
-    schedule. Each trainer checks its own settings (teacher, model, its losses) around this; ``command`` is the
-    trainer's ``litevae`` command (``"distill"``, ``"train"``), whose output its ``output_dir`` may hold."""
-    from ..file_io import check_output_dir
-    from .data import ResolutionSchedule, parse_scale_range
-
-    if bool(config.train_data_dir) == bool(config.dataset_name):
-        raise error("give exactly one data source: --train_data_dir FOLDER or --dataset_name HUB_DATASET.")
-    check_output_dir(config.output_dir, command, error)
-    for folder in data_folders(config):
-        if not Path(folder).expanduser().is_dir():
-            raise error(f"--train_data_dir {folder!r} does not exist or is not a folder; pass a folder of images.")
-    schedule = ResolutionSchedule.parse(config.resolution_schedule)
-    parse_scale_range(config.crop_scales)
-    folders = data_folders(config)
-    if config.train_data_repeats is not None and (
-        len(config.train_data_repeats) != len(folders) or any(int(r) < 1 for r in config.train_data_repeats)
-    ):
-        raise error(
-            f"--train_data_repeats needs one positive integer per --train_data_dir folder ({len(folders)}), "
-            f"got {config.train_data_repeats}."
-        )
-    if config.validation_resolution is not None and (
-        config.validation_resolution <= 0 or config.validation_resolution % 8
-    ):
-        raise error(
-            f"--validation_resolution {config.validation_resolution} is not a positive multiple of 8 "
-            "(or omit it for full images)."
-        )
-    for name in (
-        "train_batch_size",
-        "gradient_accumulation_steps",
-        "max_train_steps",
-        "checkpointing_steps",
-        "validation_steps",
-        "logging_steps",
-    ):
-        value = getattr(config, name)
-        if value is None or value <= 0:
-            raise error(f"--{name} must be a positive integer, got {value}.")
-    if config.learning_rate <= 0:
-        raise error(f"--learning_rate must be > 0, got {config.learning_rate}.")
-    if config.max_minutes is not None and config.max_minutes <= 0:
-        raise error(f"--max_minutes must be > 0, got {config.max_minutes}.")
-    if config.mixed_precision is not None and config.mixed_precision not in MIXED_PRECISION:
-        raise error(f"--mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {config.mixed_precision!r}.")
-    if config.lr_scheduler not in LR_SCHEDULERS:
-        raise error(f"--lr_scheduler must be one of {', '.join(LR_SCHEDULERS)}, got {config.lr_scheduler!r}.")
-    if config.dataloader_num_workers < 0:
-        raise error("--dataloader_num_workers must be >= 0.")
-    if config.reconstruction_loss not in ("l1", "charbonnier"):
-        raise error(f"--reconstruction_loss must be 'l1' or 'charbonnier', got {config.reconstruction_loss!r}.")
-    if config.wavelet_weight > 0 and any(size % 2**config.wavelet_loss_levels for size in schedule.sizes):
-        raise error(
-            f"--wavelet_loss_levels {config.wavelet_loss_levels} needs resolutions "
-            f"divisible by {2**config.wavelet_loss_levels}."
-        )
-    if config.validation_dir and not Path(config.validation_dir).expanduser().is_dir():
-        raise error(f"--validation_dir {config.validation_dir!r} does not exist.")
-    return schedule
 
 
 def apply_gradients(accelerator, module, optimizer, lr_scheduler=None, ema=None, max_grad_norm=None) -> dict:
