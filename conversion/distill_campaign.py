@@ -59,9 +59,9 @@ from diffusers_litevae.training.data import (
     collate_batch,
     parse_scale_range,
 )
+from diffusers_litevae.training.distillation import _initial_encoder, distill_step
 from diffusers_litevae.training.losses import DistillationLoss, LossWeights
 from diffusers_litevae.training.teachers import load_teacher
-from diffusers_litevae.training.trainer import _initial_encoder, distill_step
 from diffusers_litevae.training.validation import plot_curve
 
 logger = logging.getLogger("distill_campaign")

@@ -322,7 +322,7 @@ def test_lpips_loss_feeds_the_shared_metric_images_in_0_1():
 
 
 def test_find_images_and_data_errors(image_folder, tmp_path):
-    from diffusers_litevae.training.run_support import prepare_data
+    from diffusers_litevae.training.data import prepare_data
 
     names = [p.relative_to(image_folder).as_posix() for p in find_images(image_folder)]
     assert names == sorted(names) and len(names) == 14 and "notes.txt" not in names and "b/zz_corrupt.jpg" in names
@@ -379,7 +379,7 @@ def test_hub_dataset_source(monkeypatch, tmp_path):
     """--dataset_name goes through datasets.load_dataset (mocked: no Hub here),
     rows split into validation and training."""
     datasets = pytest.importorskip("datasets")
-    from diffusers_litevae.training.run_support import prepare_data
+    from diffusers_litevae.training.data import prepare_data
 
     images = [Image.fromarray((np.random.default_rng(i).random((40, 48, 3)) * 255).astype(np.uint8)) for i in range(6)]
     table = datasets.Dataset.from_dict({"picture": images}).cast_column("picture", datasets.Image())
@@ -929,7 +929,7 @@ def test_size_losses_see_offsets_and_colour_casts():
 
 
 def test_several_folders_with_repeats(image_folder, tmp_path):
-    from diffusers_litevae.training.run_support import prepare_data
+    from diffusers_litevae.training.data import prepare_data
 
     extra = tmp_path / "hires"
     for index, image in enumerate(_smooth_images(2, 64, 80, seed=9)):
@@ -946,10 +946,10 @@ def test_several_folders_with_repeats(image_folder, tmp_path):
 
 def test_distill_compiles_student_and_teacher_where_the_policy_says(image_folder, teacher_dir, tmp_path, monkeypatch):
     """--compile defaults to the shared policy (on for CUDA, mocked here); --no-compile keeps eager."""
-    import diffusers_litevae.training.trainer as trainer_module
+    import diffusers_litevae.training.distillation as distillation_module
 
     asked, compiled = [], []
-    monkeypatch.setattr(trainer_module, "resolve_compile", lambda flag, device: asked.append(flag) or flag is None)
+    monkeypatch.setattr(distillation_module, "resolve_compile", lambda flag, device: asked.append(flag) or flag is None)
     monkeypatch.setattr(
         torch.nn.Module, "compile", lambda self, **kwargs: compiled.append((type(self).__name__, kwargs))
     )

@@ -19,14 +19,14 @@ __all__ = ["add_arguments", "config_from_args", "interrupted", "run"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``distill`` flags (snake_case, like diffusers' example training scripts): one per setting of
     :class:`~diffusers_litevae.training.DistillConfig`."""
-    from .trainer import DistillConfig
+    from .distillation import DistillConfig
 
     add_setting_arguments(parser, DistillConfig)
 
 
 def config_from_args(args: argparse.Namespace):
     """The :class:`~diffusers_litevae.training.DistillConfig` for parsed ``args``."""
-    from .trainer import DistillConfig
+    from .distillation import DistillConfig
 
     return cli_args.config_from_args(DistillConfig, args)
 
@@ -46,6 +46,6 @@ def _summary(result: dict) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``litevae distill``; bad input prints one ``error:`` line and returns 2."""
-    from .trainer import DistillConfig, distill
+    from .distillation import DistillConfig, distill
 
     return run_training(args, DistillConfig, distill, "distill", _summary)

@@ -36,8 +36,9 @@ from ..models.litevae_encoder import ENCODER_PRESETS
 from ..models.unet_discriminator import UNetDiscriminator
 from ..runtime import cast_module, resolve_compile
 from ..settings import setting
-from .data import RandomCropDataset, ResolutionSchedule, collate_batch, parse_scale_range
+from .data import RandomCropDataset, ResolutionSchedule, collate_batch, parse_scale_range, prepare_data
 from .errors import TrainingInputError
+from .loop import EMAWeights, TrainingRun, apply_gradients, comparable_config
 from .losses import (
     discriminator_hinge_loss,
     generator_adversarial_loss,
@@ -46,7 +47,6 @@ from .losses import (
     latent_scaling,
     load_lpips,
 )
-from .run_support import EMAWeights, TrainingRun, apply_gradients, comparable_config, prepare_data
 from .settings import RunSettings, check_choice, check_loss_weights, check_positive, check_run_inputs, json_object
 from .validation import plot_curve
 

@@ -1,4 +1,5 @@
-"""What every training run shares: its data, timer, EMA swap, the validation loop and JSON records.
+"""The training loop every run shares (:class:`TrainingRun`): accelerator, micro-batches, time budget, logging,
+validation, checkpoints and resume, with its helpers (timer, EMA swap, gradient step).
 
 Used by :func:`~diffusers_litevae.training.distill` (encoder distillation) and
 :func:`~diffusers_litevae.training.train_autoencoder` (a whole autoencoder from scratch).
@@ -6,158 +7,35 @@ Used by :func:`~diffusers_litevae.training.distill` (encoder distillation) and
 
 from __future__ import annotations
 
+import abc
 import json
 import logging
 import time
 from collections import defaultdict
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from ..file_io import jsonable
-from ..image_io import (
-    DatasetImages,
-    ImageFiles,
-    ImageInputError,
-    describe_read_error,
-    find_images,
-    load_image_dataset,
-)
-from .data import data_folders, load_eval_image, split_holdout
-from .errors import TrainingInputError
 from .validation import evaluate_autoencoder, save_reconstruction_grid
 
 __all__ = [
     "EMAWeights",
     "RunTimer",
-    "TrainingData",
     "TrainingRun",
     "apply_gradients",
     "comparable_config",
     "eager_mode",
     "has_accelerator_device",
-    "prepare_data",
 ]
 
 logger = logging.getLogger(__name__)
 
 # curve.png is redrawn at a validation at most this often (~1 s a plot); the end of a run always draws it.
 PLOT_INTERVAL_S = 120
-
-
-@dataclass
-class TrainingData:
-    """Training images and loaded validation images of a run (see :func:`prepare_data`)."""
-
-    source: object
-    validation_images: list[torch.Tensor]
-    eval_set: str
-    num_train_images: int
-    train_paths: list | None = None
-
-
-def prepare_data(config) -> TrainingData:
-    """Find training images, split off validation images, load them.
-
-    ``config`` is a :class:`~diffusers_litevae.training.DistillConfig` or
-    :class:`~diffusers_litevae.training.TrainConfig`: both carry the same data and validation settings.
-
-    Raises:
-        TrainingInputError: one line naming the problem (a missing or empty folder, a dataset without the
-            image column, no readable image, ...).
-    """
-    try:
-        return _read_data(config)
-    except ImageInputError as error:  # the training commands print their own error type as one line
-        raise TrainingInputError(str(error)) from None
-
-
-def _read_data(config) -> TrainingData:
-    if config.train_data_dir:
-        folders = data_folders(config)
-        folder_of: dict[Path, int] = {}  # each image's folder (the first one that holds it)
-        for index, folder in enumerate(folders):
-            for path in find_images(folder):
-                folder_of.setdefault(path, index)
-        paths = list(folder_of)
-        count = config.num_validation_images
-        if count is None:  # auto: hold out up to 16 when there are enough images to spare them
-            count = 0 if config.validation_dir else min(16, len(paths) // 10)
-        train_paths, held_out = split_holdout(paths, count, config.validation_glob)
-        if not train_paths:
-            raise TrainingInputError(
-                f"all {len(paths)} images of {config.train_data_dir!r} were held out for validation; "
-                "lower --num_validation_images."
-            )
-        # Repeats weight a folder's share of every epoch (e.g. a few high-resolution photos among many small ones).
-        repeats = config.train_data_repeats or [1] * len(folders)
-        sampled = [path for path in train_paths for _ in range(repeats[folder_of[path]])]
-        source = ImageFiles(sampled)
-        if config.validation_dir:
-            eval_sources = ImageFiles(find_images(config.validation_dir))
-            eval_set = f"{config.validation_dir}"
-        elif held_out:
-            eval_sources = ImageFiles(held_out)
-            eval_set = f"{len(held_out)} held-out images of {config.train_data_dir} (glob {config.validation_glob!r})"
-        else:
-            eval_sources = ImageFiles(train_paths[:4])
-            eval_set = f"first {min(4, len(train_paths))} training images (too few images to hold any out)"
-            logger.warning("validating on training images: %s", eval_set)
-        num_train = len(sampled)
-    else:
-        dataset, _ = load_image_dataset(
-            config.dataset_name, config.dataset_config_name, config.dataset_split, config.image_column, config.cache_dir
-        )
-        count = config.num_validation_images
-        if count is None:
-            count = 0 if config.validation_dir else min(16, len(dataset) // 10)
-        source = DatasetImages(dataset, config.image_column, range(count, len(dataset)))
-        if len(source) == 0:
-            raise TrainingInputError(
-                f"dataset {config.dataset_name!r} has no rows left for training after holding out {count}."
-            )
-        if config.validation_dir:
-            eval_sources = ImageFiles(find_images(config.validation_dir))
-            eval_set = f"{config.validation_dir}"
-        elif count:
-            eval_sources = DatasetImages(dataset, config.image_column, range(count))
-            eval_set = f"first {count} rows of {config.dataset_name} ({config.dataset_split})"
-        else:
-            eval_sources = DatasetImages(dataset, config.image_column, range(min(4, len(dataset))))
-            eval_set = f"first {min(4, len(dataset))} training rows of {config.dataset_name}"
-        num_train = len(source)
-    limit = config.max_validation_images or len(eval_sources)
-    images, unreadable = [], []
-    for index in range(min(limit, len(eval_sources))):
-        try:
-            images.append(load_eval_image(eval_sources.load(index), config.validation_resolution))
-        except Exception as error:  # an unreadable validation image is reported, not fatal
-            unreadable.append(f"{eval_sources.name(index)} ({describe_read_error(error)})")
-    if unreadable:
-        logger.warning("skipped %d unreadable validation images: %s", len(unreadable), "; ".join(unreadable[:5]))
-    if not images:
-        for index in range(len(source)):  # is the training data unusable too? (stops at the first readable image)
-            try:
-                source.load(index)
-                break
-            except Exception:  # noqa: BLE001 (any unreadable input)
-                continue
-        else:
-            raise TrainingInputError(
-                f"{config.train_data_dir or config.dataset_name!r} has no usable image: none of its {len(source)} "
-                "training images could be read (damaged, truncated, or not images); pass readable images."
-            )
-        raise TrainingInputError(f"none of the validation images ({eval_set}) could be read.")
-    size = (
-        "full size (cropped to a multiple of 8)"
-        if config.validation_resolution is None
-        else f"centre {config.validation_resolution} px crops"
-    )
-    eval_set = f"{eval_set}: {len(images)} images, {size}"
-    return TrainingData(source, images, eval_set, num_train, train_paths if config.train_data_dir else None)
 
 
 def has_accelerator_device() -> bool:
@@ -225,29 +103,47 @@ def comparable_config(config) -> dict:
     return {k: v for k, v in jsonable(dict(config)).items() if not k.startswith("_")}
 
 
-class TrainingRun:
+class TrainingRun(abc.ABC):
     """The machinery one training invocation needs, whatever it trains: the accelerator, the step loop with
     gradient-accumulation micro-batches, the time budget, logging, atomic checkpoints and resume bookkeeping.
 
     Subclasses (distillation, training from scratch) build their models and optimisers between
-    :meth:`setup_accelerator` and :meth:`start`, and provide:
-
-    - ``optimizer_step(micro_batches, step) -> dict[str, Tensor]``: one optimizer step, its loss components;
-    - ``unwrapped``: the module that trains, without accelerate's wrappers (validated with the EMA weights swapped
-      in): a whole autoencoder, or with ``teacher`` and ``reference`` set (distillation), a student encoder;
-    - ``plot()``: draw ``curve.png`` from ``state["curve"]`` and ``state["loss_history"]``;
-    - ``dataset_and_collate() -> (Dataset, collate_fn)``: the training samples, indexed like
-      :class:`~diffusers_litevae.training.data.RandomCropDataset`;
-    - ``checkpoint_record() -> dict``: what ``trainer_state.json`` keeps about the model (checked on resume);
-    - ``log_line(means) -> (postfix, text)``: the progress-bar fields and the log line of a logging interval.
-
-    Every process builds one; the main process writes output while the others wait at the same barriers.
+    :meth:`setup_accelerator` and :meth:`start`, and implement the abstract methods below. Every process builds
+    one; the main process writes output while the others wait at the same barriers.
     """
 
     progress_description = "train"
     tracker_name = "litevae"
     teacher = None  # distillation: the frozen teacher whose decoder validation reconstructs the student's latents
     reference = None  # distillation: the teacher's side of validation (compute_teacher_reference)
+
+    @property
+    @abc.abstractmethod
+    def unwrapped(self) -> nn.Module:
+        """The module that trains, without accelerate's wrappers (validated with the EMA weights swapped in): a
+        whole autoencoder, or with ``teacher`` and ``reference`` set (distillation), a student encoder."""
+
+    @abc.abstractmethod
+    def optimizer_step(self, micro_batches: list[dict], step: int) -> dict[str, torch.Tensor]:
+        """One optimizer step over the ``gradient_accumulation_steps`` micro-batches of step ``step`` (0-based);
+        returns its loss components (detached tensors)."""
+
+    @abc.abstractmethod
+    def dataset_and_collate(self) -> tuple[torch.utils.data.Dataset, object]:
+        """``(dataset, collate_fn)`` of the training samples, indexed like
+        :class:`~diffusers_litevae.training.data.RandomCropDataset`."""
+
+    @abc.abstractmethod
+    def checkpoint_record(self) -> dict:
+        """What ``trainer_state.json`` keeps about the model (checked when a run resumes)."""
+
+    @abc.abstractmethod
+    def log_line(self, means: dict[str, float]) -> tuple[dict, str]:
+        """``(progress-bar fields, log text)`` of a logging interval's mean losses."""
+
+    @abc.abstractmethod
+    def plot(self) -> None:
+        """Draw ``curve.png`` from ``state["curve"]`` and ``state["loss_history"]``."""
 
     def setup_accelerator(self, config, schedule) -> None:
         from accelerate import Accelerator

@@ -28,10 +28,17 @@ from ..models.litevae_encoder import ENCODER_PRESETS, encoder_config, preset_nam
 from ..models.utils import normalize_sequences
 from ..runtime import DTYPE_NAMES, cast_module, resolve_compile, resolve_dtype
 from ..settings import setting
-from .data import RandomCropDataset, ResolutionSchedule, collate_batch, data_folders, parse_scale_range
+from .data import (
+    RandomCropDataset,
+    ResolutionSchedule,
+    collate_batch,
+    data_folders,
+    parse_scale_range,
+    prepare_data,
+)
 from .errors import TrainingInputError
+from .loop import EMAWeights, TrainingRun, apply_gradients, comparable_config, eager_mode
 from .losses import DistillationLoss, LossWeights, load_lpips
-from .run_support import EMAWeights, TrainingRun, apply_gradients, comparable_config, eager_mode, prepare_data
 from .settings import RunSettings, check_choice, check_loss_weights, check_run_inputs, json_object
 from .teachers import TEACHER_TYPES, DistillationTeacher, load_teacher, wrap_teacher
 from .validation import compute_teacher_reference, plot_curve
