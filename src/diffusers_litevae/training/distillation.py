@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import torch
@@ -37,7 +36,7 @@ from .data import (
     prepare_data,
 )
 from .errors import TrainingInputError
-from .loop import EMAWeights, TrainingRun, apply_gradients, comparable_config, eager_mode
+from .loop import EMAWeights, TrainingRun, apply_gradients, comparable_config, eager_mode, start_accumulation
 from .losses import DistillationLoss, LossWeights, load_lpips
 from .settings import RunSettings, check_choice, check_loss_weights, check_run_inputs, json_object
 from .teachers import TEACHER_TYPES, DistillationTeacher, load_teacher, wrap_teacher
@@ -291,7 +290,8 @@ def distill_step(
 ) -> dict[str, torch.Tensor]:
     """One optimizer step: forward/backward over each micro-batch (gradient accumulation), clip, step, EMA.
 
-    Gradients are synchronised across processes only on the last micro-batch (``accelerator.no_sync``).
+    Gradients are synchronised across processes, and the optimizer steps, only on the last micro-batch
+    (``accelerator.accumulate``).
 
     Args:
         accelerator: an ``accelerate.Accelerator`` (``encoder`` and ``optimizer`` prepared with it).
@@ -314,7 +314,8 @@ def distill_step(
     encoder.train()
     totals: dict[str, torch.Tensor] = {}
     count = len(micro_batches)
-    for index, batch in enumerate(micro_batches):
+    start_accumulation(accelerator, count)
+    for batch in micro_batches:
         targets = None
         if isinstance(batch, dict):
             images = batch["pixel_values"]
@@ -328,14 +329,14 @@ def distill_step(
         images = images.to(accelerator.device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        sync = index == count - 1
-        with nullcontext() if sync else accelerator.no_sync(encoder):
+        with accelerator.accumulate(encoder):
             with accelerator.autocast():
                 loss, components = compute_distillation_loss(encoder, teacher, loss_fn, images, targets, border)
-            accelerator.backward(loss / count)
-        for name, value in components.items():
-            totals[name] = totals.get(name, 0.0) + value / count
-    totals.update(apply_gradients(accelerator, encoder, optimizer, lr_scheduler, ema, max_grad_norm))
+            accelerator.backward(loss)
+            for name, value in components.items():
+                totals[name] = totals.get(name, 0.0) + value / count
+            if accelerator.sync_gradients:
+                totals.update(apply_gradients(accelerator, encoder, optimizer, lr_scheduler, ema, max_grad_norm))
     return totals
 
 

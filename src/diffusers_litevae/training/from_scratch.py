@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -38,7 +37,7 @@ from ..runtime import cast_module, resolve_compile
 from ..settings import setting
 from .data import RandomCropDataset, ResolutionSchedule, collate_batch, parse_scale_range, prepare_data
 from .errors import TrainingInputError
-from .loop import EMAWeights, TrainingRun, apply_gradients, comparable_config
+from .loop import EMAWeights, TrainingRun, apply_gradients, comparable_config, start_accumulation
 from .losses import (
     discriminator_hinge_loss,
     generator_adversarial_loss,
@@ -330,32 +329,36 @@ def autoencoder_step(
     totals: dict[str, torch.Tensor] = {}
     count = len(micro_batches)
     reconstructions = []
+    start_accumulation(accelerator, count)
     for index, images in enumerate(micro_batches):
         images = images.to(accelerator.device, non_blocking=True)
-        with nullcontext() if index == count - 1 else accelerator.no_sync(model):
+        with accelerator.accumulate(model):
             with accelerator.autocast():
                 generator = None if noise_seed is None else torch.Generator().manual_seed(noise_seed + index)
                 mean, logvar, reconstruction = model(images, generator)
                 fake_logits = discriminator(reconstruction) if adversarial else None
                 loss, components = loss_fn(images, reconstruction, mean, logvar, fake_logits)
-            accelerator.backward(loss / count)
-        reconstructions.append((images, reconstruction.detach()))
-        for name, value in components.items():
-            totals[name] = totals.get(name, 0.0) + value / count
-    totals.update(apply_gradients(accelerator, model, optimizer, lr_scheduler, ema, max_grad_norm))
+            accelerator.backward(loss)
+            reconstructions.append((images, reconstruction.detach()))
+            for name, value in components.items():
+                totals[name] = totals.get(name, 0.0) + value / count
+            if accelerator.sync_gradients:
+                totals.update(apply_gradients(accelerator, model, optimizer, lr_scheduler, ema, max_grad_norm))
     if adversarial:
         # The autoencoder's backward also left gradients in the discriminator: its own step starts from zero.
         discriminator_optimizer.zero_grad(set_to_none=True)
-        for index, (images, reconstruction) in enumerate(reconstructions):
-            with nullcontext() if index == count - 1 else accelerator.no_sync(discriminator):
+        start_accumulation(accelerator, count)
+        for images, reconstruction in reconstructions:
+            with accelerator.accumulate(discriminator):
                 with accelerator.autocast():
                     loss = discriminator_hinge_loss(discriminator(images), discriminator(reconstruction)).float()
-                accelerator.backward(loss / count)
-            totals["discriminator"] = totals.get("discriminator", 0.0) + loss.detach() / count
-        if max_grad_norm is not None and max_grad_norm > 0:
-            clipped = accelerator.clip_grad_norm_(discriminator.parameters(), max_grad_norm)
-            totals["discriminator_grad_norm"] = clipped.detach()
-        discriminator_optimizer.step()
+                accelerator.backward(loss)
+                totals["discriminator"] = totals.get("discriminator", 0.0) + loss.detach() / count
+                if accelerator.sync_gradients:
+                    if max_grad_norm is not None and max_grad_norm > 0:
+                        clipped = accelerator.clip_grad_norm_(discriminator.parameters(), max_grad_norm)
+                        totals["discriminator_grad_norm"] = clipped.detach()
+                    discriminator_optimizer.step()
     discriminator_optimizer.zero_grad(set_to_none=True)
     return totals
 

@@ -30,6 +30,7 @@ __all__ = [
     "comparable_config",
     "eager_mode",
     "has_accelerator_device",
+    "start_accumulation",
 ]
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,14 @@ def apply_gradients(accelerator, module, optimizer, lr_scheduler=None, ema=None,
     return record
 
 
+def start_accumulation(accelerator, count: int) -> None:
+    """Make ``accelerator.accumulate`` sync gradients, and let prepared optimizers step, on the last of the next
+    ``count`` micro-batches (``accelerator.backward`` divides each loss by ``count``): one optimizer step, whatever
+    ``accelerate`` counted before (another step function's micro-batches, the count a checkpoint restored)."""
+    accelerator.gradient_accumulation_steps = count
+    accelerator.step = 0
+
+
 def comparable_config(config) -> dict:
     """A model config without diffusers' private keys, JSON-normalised: equal for the same architecture."""
     return {k: v for k, v in jsonable(dict(config)).items() if not k.startswith("_")}
@@ -160,6 +169,7 @@ class TrainingRun(abc.ABC):
             # on a CPU machine) need cpu=True to use gloo instead of looking for GPUs.
             cpu=not has_accelerator_device(),
             mixed_precision=config.mixed_precision,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
             log_with=config.report_to,
             project_config=ProjectConfiguration(
                 project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")
