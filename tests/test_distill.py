@@ -39,6 +39,7 @@ from diffusers_litevae.training import (
     load_lpips,
     load_teacher,
     random_crop_flip,
+    validate_config,
     wavelet_loss,
     wrap_teacher,
 )
@@ -331,6 +332,30 @@ def test_find_images_and_data_errors(image_folder, tmp_path):
     for folder, message in [(tmp_path / "nope", "does not exist"), (tmp_path / "empty", "holds no")]:
         with pytest.raises(TrainingInputError, match=message):  # the training commands' own error type
             prepare_data(DistillConfig(teacher="unused", train_data_dir=str(folder)))
+
+
+def test_settings_check_their_values_when_built():
+    """A value out of range fails where the settings are built, for the API as for the CLI (one line each); a field
+    changed afterwards is checked again when the run starts."""
+    import re
+
+    from diffusers_litevae.training import TrainConfig
+
+    cases = [
+        (dict(optimizer="sgd"), "--optimizer must be 'adam' or 'adamw', got 'sgd'."),
+        (dict(mixed_precision="fp8"), "--mixed_precision must be one of no, fp16, bf16, got 'fp8'."),
+        (dict(train_batch_size=0), "--train_batch_size must be a positive integer, got 0."),
+        (dict(latent_weight=-1.0), "--latent_weight must be a finite number >= 0, got -1.0."),
+    ]
+    for values, message in cases:
+        with pytest.raises(TrainingInputError, match=re.escape(message)):
+            DistillConfig(teacher="unused", **values)
+    with pytest.raises(TrainingInputError, match=re.escape("--decoder must be one of smc, groupnorm, tiny")):
+        TrainConfig(decoder="x")
+    config = DistillConfig(teacher="unused", train_data_dir="photos")
+    config.learning_rate = 0
+    with pytest.raises(TrainingInputError, match="--learning_rate must be > 0"):
+        validate_config(config)
 
 
 def test_resolution_schedule():

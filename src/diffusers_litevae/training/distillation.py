@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -561,47 +561,27 @@ class _DistillRun(TrainingRun):
 
     # -- output --------------------------------------------------------------------------------------------------
 
-    def finish(self) -> dict:
+    def write_output(self) -> dict:
         """Write the model folder, ``distillation.json`` and ``curve.png``; return the summary."""
-        accelerator, state = self.accelerator, self.state
-        self.gather_skipped()
-        if self.validated_step != state["step"]:  # e.g. resumed from the last checkpoint of a finished run
-            self.validate(state["step"], {})
-        result = self._summary()
-        if accelerator.is_main_process:
-            with EMAWeights(self.unwrapped, self.ema) as encoder:
-                weights = {k: v.detach().float().cpu() for k, v in encoder.state_dict().items()}
-            self.student.encoder.load_state_dict(weights)
-            cast_module(self.student, device="cpu")
-            save_pretrained(self.student, self.output_dir, safe_serialization=True)
-            (self.output_dir / "distillation.json").write_text(json.dumps(result, indent=1))
-            self.plot()
-            logger.info(
-                "wrote %s (%d steps, %.1f images/s)", self.output_dir, state["step"], result["train_images_per_s"]
-            )
-        if self.config.report_to:
-            accelerator.end_training()
-        accelerator.wait_for_everyone()
+        result = self.summary()
+        with EMAWeights(self.unwrapped, self.ema) as encoder:
+            weights = {k: v.detach().float().cpu() for k, v in encoder.state_dict().items()}
+        self.student.encoder.load_state_dict(weights)
+        cast_module(self.student, device="cpu")
+        save_pretrained(self.student, self.output_dir, safe_serialization=True)
+        (self.output_dir / "distillation.json").write_text(json.dumps(result, indent=1))
+        self.plot()
+        logger.info(
+            "wrote %s (%d steps, %.1f images/s)", self.output_dir, self.state["step"], result["train_images_per_s"]
+        )
         return result
 
-    def _summary(self) -> dict:
-        state = self.state
-        last = state["curve"][-1] if state["curve"] else {}
+    def summary(self) -> dict:
         metric_keys = ("psnr_student", "psnr_teacher", "ssim_student", "ssim_teacher", "latent_mse", "eval_images")
         return {
             "teacher": self.teacher.describe(),
             "student": _student_description(self.config, self.student),
-            "settings": jsonable(asdict(self.config)),
-            "command": self.config.command_line,
-            "final_metrics": {
-                "step": state["step"],
-                "images_seen": state["images_seen"],
-                **{key: last.get(key) for key in metric_keys},
-                "eval_set": self.data.eval_set,
-            },
-            "curve": state["curve"],
-            "loss_history": state["loss_history"],
-            **self.timing_summary(),
+            **self.run_record(metric_keys),
         }
 
 

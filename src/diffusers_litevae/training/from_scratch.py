@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -481,38 +481,30 @@ class _TrainRun(TrainingRun):
                 latents.append((posterior.mean + posterior.std * noise).float().cpu())
         return latent_scaling(torch.cat(latents), with_shift=config.set_shift_factor)
 
-    def finish(self) -> dict:
-        accelerator, state = self.accelerator, self.state
-        if self.validated_step != state["step"]:
-            self.validate(state["step"], {})
-        result = None
-        if accelerator.is_main_process:
-            with EMAWeights(self.autoencoder, self.ema):
-                weights = {k: v.detach().float().cpu().clone() for k, v in self.autoencoder.state_dict().items()}
-            output = cast_module(build_autoencoder(self.config), dtype=torch.float32)
-            output.load_state_dict(weights)
-            scaling, shift = self.measure_latent_scaling(output)
-            output.register_to_config(scaling_factor=scaling, shift_factor=shift)
-            save_pretrained(output, self.output_dir, safe_serialization=True)
-            save_pretrained(accelerator.unwrap_model(self.discriminator), self.output_dir / "discriminator")
-            result = self._summary(scaling, shift)
-            (self.output_dir / "training.json").write_text(json.dumps(result, indent=1))
-            self.plot()
-            logger.info(
-                "wrote %s (%d steps, %.1f images/s, scaling_factor %.5f)",
-                self.output_dir,
-                state["step"],
-                result["train_images_per_s"],
-                scaling,
-            )
-        if self.config.report_to:
-            accelerator.end_training()
-        accelerator.wait_for_everyone()
-        return result if result is not None else self._summary(None, None)
+    def write_output(self) -> dict:
+        """Write the model folder (its latent scaling measured), ``discriminator/``, ``training.json`` and
+        ``curve.png``; return the summary."""
+        with EMAWeights(self.autoencoder, self.ema):
+            weights = {k: v.detach().float().cpu().clone() for k, v in self.autoencoder.state_dict().items()}
+        output = cast_module(build_autoencoder(self.config), dtype=torch.float32)
+        output.load_state_dict(weights)
+        scaling, shift = self.measure_latent_scaling(output)
+        output.register_to_config(scaling_factor=scaling, shift_factor=shift)
+        save_pretrained(output, self.output_dir, safe_serialization=True)
+        save_pretrained(self.accelerator.unwrap_model(self.discriminator), self.output_dir / "discriminator")
+        result = self.summary(scaling, shift)
+        (self.output_dir / "training.json").write_text(json.dumps(result, indent=1))
+        self.plot()
+        logger.info(
+            "wrote %s (%d steps, %.1f images/s, scaling_factor %.5f)",
+            self.output_dir,
+            self.state["step"],
+            result["train_images_per_s"],
+            scaling,
+        )
+        return result
 
-    def _summary(self, scaling: float | None, shift: float | None) -> dict:
-        state = self.state
-        last = state["curve"][-1] if state["curve"] else {}
+    def summary(self, scaling: float | None = None, shift: float | None = None) -> dict:
         return {
             "trained_from_scratch": True,
             "model": {
@@ -524,19 +516,7 @@ class _TrainRun(TrainingRun):
                 "scaling_factor": scaling,
                 "shift_factor": shift,
             },
-            "settings": jsonable(asdict(self.config)),
-            "command": self.config.command_line,
-            "final_metrics": {
-                "step": state["step"],
-                "images_seen": state["images_seen"],
-                "psnr": last.get("psnr"),
-                "ssim": last.get("ssim"),
-                "eval_images": last.get("eval_images"),
-                "eval_set": self.data.eval_set,
-            },
-            "curve": state["curve"],
-            "loss_history": state["loss_history"],
-            **self.timing_summary(),
+            **self.run_record(("psnr", "ssim", "eval_images")),
         }
 
 

@@ -154,6 +154,14 @@ class TrainingRun(abc.ABC):
     def plot(self) -> None:
         """Draw ``curve.png`` from ``state["curve"]`` and ``state["loss_history"]``."""
 
+    @abc.abstractmethod
+    def summary(self) -> dict:
+        """The run's JSON summary: the model's description, then :meth:`run_record`."""
+
+    @abc.abstractmethod
+    def write_output(self) -> dict:
+        """Write the model folder, the JSON summary and ``curve.png`` (main process); return the summary."""
+
     def setup_accelerator(self, config, schedule) -> None:
         from accelerate import Accelerator
         from accelerate.utils import ProjectConfiguration
@@ -445,14 +453,38 @@ class TrainingRun(abc.ABC):
             self.accelerator.log({f"train/{k}": v for k, v in means.items()}, step=step)
         return means
 
-    def timing_summary(self) -> dict:
-        """Steps, time and throughput of the run so far, for the JSON summary."""
-        train_seconds = self.timer.train_seconds
+    def finish(self) -> dict:
+        """Validate the last step unless it was, write the output (main process) and end the trackers; returns the
+        summary (its curve complete on the main process only)."""
+        self.gather_skipped()
+        if self.validated_step != self.state["step"]:  # e.g. resumed from the last checkpoint of a finished run
+            self.validate(self.state["step"], {})
+        result = self.write_output() if self.accelerator.is_main_process else self.summary()
+        if self.config.report_to:
+            self.accelerator.end_training()
+        self.accelerator.wait_for_everyone()
+        return result
+
+    def run_record(self, metric_keys: tuple[str, ...]) -> dict:
+        """What the run's JSON summary holds after the model's description: the settings, the command, the final
+        metrics (``metric_keys`` of the last validation), the curves, and the steps, time and throughput so far."""
+        state, train_seconds = self.state, self.timer.train_seconds
+        last = state["curve"][-1] if state["curve"] else {}
         return {
+            "settings": jsonable(asdict(self.config)),
+            "command": self.config.command_line,
+            "final_metrics": {
+                "step": state["step"],
+                "images_seen": state["images_seen"],
+                **{key: last.get(key) for key in metric_keys},
+                "eval_set": self.data.eval_set,
+            },
+            "curve": state["curve"],
+            "loss_history": state["loss_history"],
             "wall_time_s": round(self.wall_offset + self.timer.elapsed(), 2),
             "train_time_s": round(self.train_offset + train_seconds, 2),
             # This invocation's training steps (data loading included; validation and checkpoints not).
-            "train_images_per_s": round((self.state["images_seen"] - self.images_at_start) / train_seconds, 3)
+            "train_images_per_s": round((state["images_seen"] - self.images_at_start) / train_seconds, 3)
             if train_seconds > 0
             else 0.0,
             "num_train_images": self.data.num_train_images,
