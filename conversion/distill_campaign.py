@@ -59,9 +59,9 @@ from diffusers_litevae.training.data import (
     collate_batch,
     parse_scale_range,
 )
+from diffusers_litevae.training.distillation import _initial_encoder, distill_step
 from diffusers_litevae.training.losses import DistillationLoss, LossWeights
 from diffusers_litevae.training.teachers import load_teacher
-from diffusers_litevae.training.trainer import _initial_encoder, distill_step
 from diffusers_litevae.training.validation import plot_curve
 
 logger = logging.getLogger("distill_campaign")
@@ -111,13 +111,7 @@ class CampaignSettings:
         return self.learning_rate * min(1.0, (step + 1) / max(self.warmup_steps, 1))
 
     def loss_weights(self) -> LossWeights:
-        return LossWeights(
-            latent=self.latent_weight,
-            std=self.std_weight,
-            reconstruction=self.reconstruction_weight,
-            wavelet=self.wavelet_weight,
-            gaussian=self.gaussian_weight,
-        )
+        return LossWeights.from_settings(self)
 
 
 # ------------------------------------------------------------------------------------------------ training data

@@ -39,6 +39,7 @@ from diffusers_litevae.training import (
     load_lpips,
     load_teacher,
     random_crop_flip,
+    validate_config,
     wavelet_loss,
     wrap_teacher,
 )
@@ -322,7 +323,7 @@ def test_lpips_loss_feeds_the_shared_metric_images_in_0_1():
 
 
 def test_find_images_and_data_errors(image_folder, tmp_path):
-    from diffusers_litevae.training.run_support import prepare_data
+    from diffusers_litevae.training.data import prepare_data
 
     names = [p.relative_to(image_folder).as_posix() for p in find_images(image_folder)]
     assert names == sorted(names) and len(names) == 14 and "notes.txt" not in names and "b/zz_corrupt.jpg" in names
@@ -331,6 +332,30 @@ def test_find_images_and_data_errors(image_folder, tmp_path):
     for folder, message in [(tmp_path / "nope", "does not exist"), (tmp_path / "empty", "holds no")]:
         with pytest.raises(TrainingInputError, match=message):  # the training commands' own error type
             prepare_data(DistillConfig(teacher="unused", train_data_dir=str(folder)))
+
+
+def test_settings_check_their_values_when_built():
+    """A value out of range fails where the settings are built, for the API as for the CLI (one line each); a field
+    changed afterwards is checked again when the run starts."""
+    import re
+
+    from diffusers_litevae.training import TrainConfig
+
+    cases = [
+        (dict(optimizer="sgd"), "--optimizer must be 'adam' or 'adamw', got 'sgd'."),
+        (dict(mixed_precision="fp8"), "--mixed_precision must be one of no, fp16, bf16, got 'fp8'."),
+        (dict(train_batch_size=0), "--train_batch_size must be a positive integer, got 0."),
+        (dict(latent_weight=-1.0), "--latent_weight must be a finite number >= 0, got -1.0."),
+    ]
+    for values, message in cases:
+        with pytest.raises(TrainingInputError, match=re.escape(message)):
+            DistillConfig(teacher="unused", **values)
+    with pytest.raises(TrainingInputError, match=re.escape("--decoder must be one of smc, groupnorm, tiny")):
+        TrainConfig(decoder="x")
+    config = DistillConfig(teacher="unused", train_data_dir="photos")
+    config.learning_rate = 0
+    with pytest.raises(TrainingInputError, match="--learning_rate must be > 0"):
+        validate_config(config)
 
 
 def test_resolution_schedule():
@@ -379,7 +404,7 @@ def test_hub_dataset_source(monkeypatch, tmp_path):
     """--dataset_name goes through datasets.load_dataset (mocked: no Hub here),
     rows split into validation and training."""
     datasets = pytest.importorskip("datasets")
-    from diffusers_litevae.training.run_support import prepare_data
+    from diffusers_litevae.training.data import prepare_data
 
     images = [Image.fromarray((np.random.default_rng(i).random((40, 48, 3)) * 255).astype(np.uint8)) for i in range(6)]
     table = datasets.Dataset.from_dict({"picture": images}).cast_column("picture", datasets.Image())
@@ -929,7 +954,7 @@ def test_size_losses_see_offsets_and_colour_casts():
 
 
 def test_several_folders_with_repeats(image_folder, tmp_path):
-    from diffusers_litevae.training.run_support import prepare_data
+    from diffusers_litevae.training.data import prepare_data
 
     extra = tmp_path / "hires"
     for index, image in enumerate(_smooth_images(2, 64, 80, seed=9)):
@@ -946,10 +971,10 @@ def test_several_folders_with_repeats(image_folder, tmp_path):
 
 def test_distill_compiles_student_and_teacher_where_the_policy_says(image_folder, teacher_dir, tmp_path, monkeypatch):
     """--compile defaults to the shared policy (on for CUDA, mocked here); --no-compile keeps eager."""
-    import diffusers_litevae.training.trainer as trainer_module
+    import diffusers_litevae.training.distillation as distillation_module
 
     asked, compiled = [], []
-    monkeypatch.setattr(trainer_module, "resolve_compile", lambda flag, device: asked.append(flag) or flag is None)
+    monkeypatch.setattr(distillation_module, "resolve_compile", lambda flag, device: asked.append(flag) or flag is None)
     monkeypatch.setattr(
         torch.nn.Module, "compile", lambda self, **kwargs: compiled.append((type(self).__name__, kwargs))
     )

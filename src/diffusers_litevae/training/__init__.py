@@ -9,7 +9,8 @@ Importable pieces (see ``docs/distillation.md``):
   :func:`generator_adversarial_loss`, :func:`latent_scaling`;
 - data: :func:`find_images`, :class:`ResolutionSchedule`, :class:`StepIndexedBatchSampler`,
   :class:`RandomCropDataset`;
-- training: :class:`DistillConfig`, :func:`distill_step`, :func:`distill`;
+- training: :class:`DistillConfig`, :func:`distill_step`, :func:`distill` (``distillation``), the loop both
+  commands share (``loop``) and their shared settings (``settings``);
 - validation and checkpoints: :func:`evaluate_autoencoder`, :func:`save_checkpoint`, :func:`resolve_resume`.
 """
 
@@ -24,6 +25,7 @@ from .data import (
     random_crop_flip,
     split_holdout,
 )
+from .distillation import DistillConfig, compute_distillation_loss, distill, distill_step, validate_config
 from .errors import TrainingInputError
 from .from_scratch import (
     AutoencoderLoss,
@@ -53,7 +55,6 @@ from .teachers import (
     load_teacher,
     wrap_teacher,
 )
-from .trainer import DistillConfig, compute_distillation_loss, distill, distill_step, validate_config
 from .validation import compute_teacher_reference, evaluate_autoencoder, plot_curve, save_reconstruction_grid
 
 __all__ = [

@@ -14,6 +14,7 @@ counts and reports them. A run never crashes on one bad file.
 from __future__ import annotations
 
 import fnmatch
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,17 +24,29 @@ import torch
 from PIL import Image
 
 from ..caching.preprocess import pixels_to_model_input
-from ..image_io import describe_read_error, resize_and_crop, resize_short_side
+from ..image_io import (
+    DatasetImages,
+    ImageFiles,
+    ImageInputError,
+    describe_read_error,
+    find_images,
+    load_image_dataset,
+    resize_and_crop,
+    resize_short_side,
+)
 from .errors import TrainingInputError
 
 __all__ = [
     "RandomCropDataset",
     "ResolutionSchedule",
     "StepIndexedBatchSampler",
+    "TrainingData",
     "collate_batch",
+    "data_folders",
     "image_to_signed_tensor",
     "load_eval_image",
     "parse_scale_range",
+    "prepare_data",
     "random_crop_flip",
     "split_holdout",
 ]
@@ -50,6 +63,17 @@ def split_holdout(paths: Sequence[Path], count: int, pattern: str = "*") -> tupl
     held_out = [p for p in paths if fnmatch.fnmatch(p.name, pattern)][: max(count, 0)]
     held = set(held_out)
     return [p for p in paths if p not in held], held_out
+
+
+def data_folders(settings) -> list[str]:
+    """The training folders of ``settings.train_data_dir`` (one path or a list), as a list."""
+    folders = settings.train_data_dir
+    if not folders:
+        return []
+    return [str(folders)] if isinstance(folders, (str, Path)) else [str(folder) for folder in folders]
+
+
+logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------- transforms
@@ -366,3 +390,125 @@ def collate_batch(samples: list[dict]) -> dict:
         "pixel_values": torch.stack([sample["pixel_values"] for sample in samples]),
         "skipped": [name for sample in samples for name in sample["skipped"]],
     }
+
+
+# ---------------------------------------------------------------------------------------------------- a run's data
+
+
+@dataclass
+class TrainingData:
+    """Training images and loaded validation images of a run (see :func:`prepare_data`)."""
+
+    source: object
+    validation_images: list[torch.Tensor]
+    eval_set: str
+    num_train_images: int
+    train_paths: list | None = None
+
+
+def prepare_data(config) -> TrainingData:
+    """Find training images, split off validation images, load them.
+
+    ``config`` is a :class:`~diffusers_litevae.training.DistillConfig` or
+    :class:`~diffusers_litevae.training.TrainConfig`: both carry the same data and validation settings.
+
+    Raises:
+        TrainingInputError: one line naming the problem (a missing or empty folder, a dataset without the
+            image column, no readable image, ...).
+    """
+    try:
+        source, held_out, first, train_paths = (_folder_split if config.train_data_dir else _dataset_split)(config)
+        if config.validation_dir:
+            eval_sources, eval_set = ImageFiles(find_images(config.validation_dir)), f"{config.validation_dir}"
+        else:
+            eval_sources, eval_set = held_out or first
+            if held_out is None and config.train_data_dir:
+                logger.warning("validating on training images: %s", eval_set)
+        images = _validation_images(config, source, eval_sources, eval_set)
+    except ImageInputError as error:  # the training commands print their own error type as one line
+        raise TrainingInputError(str(error)) from None
+    size = (
+        "full size (cropped to a multiple of 8)"
+        if config.validation_resolution is None
+        else f"centre {config.validation_resolution} px crops"
+    )
+    return TrainingData(source, images, f"{eval_set}: {len(images)} images, {size}", len(source), train_paths)
+
+
+def _holdout_count(config, total: int) -> int:
+    if config.num_validation_images is not None:
+        return config.num_validation_images
+    return 0 if config.validation_dir else min(16, total // 10)  # auto: up to 16 when there are images to spare
+
+
+def _folder_split(config) -> tuple:
+    """``(training source, (held-out source, description) or None, (first training images, description), training
+    paths)`` of ``config.train_data_dir``."""
+    folder_of: dict[Path, int] = {}  # each image's folder (the first one that holds it)
+    for index, folder in enumerate(data_folders(config)):
+        for path in find_images(folder):
+            folder_of.setdefault(path, index)
+    paths = list(folder_of)
+    train_paths, held_out = split_holdout(paths, _holdout_count(config, len(paths)), config.validation_glob)
+    if not train_paths:
+        raise TrainingInputError(
+            f"all {len(paths)} images of {config.train_data_dir!r} were held out for validation; "
+            "lower --num_validation_images."
+        )
+    # Repeats weight a folder's share of every epoch (e.g. a few high-resolution photos among many small ones).
+    repeats = config.train_data_repeats or [1] * len(data_folders(config))
+    sampled = [path for path in train_paths for _ in range(repeats[folder_of[path]])]
+    described = f"{len(held_out)} held-out images of {config.train_data_dir} (glob {config.validation_glob!r})"
+    first = f"first {min(4, len(train_paths))} training images (too few images to hold any out)"
+    held = (ImageFiles(held_out), described) if held_out else None
+    return ImageFiles(sampled), held, (ImageFiles(train_paths[:4]), first), train_paths
+
+
+def _dataset_split(config) -> tuple:
+    """As :func:`_folder_split`, for the rows of ``config.dataset_name`` (no training paths)."""
+    column = config.image_column
+    dataset, _ = load_image_dataset(
+        config.dataset_name, config.dataset_config_name, config.dataset_split, column, config.cache_dir
+    )
+    count = _holdout_count(config, len(dataset))
+    source = DatasetImages(dataset, column, range(count, len(dataset)))
+    if len(source) == 0:
+        raise TrainingInputError(
+            f"dataset {config.dataset_name!r} has no rows left for training after holding out {count}."
+        )
+    described = f"first {count} rows of {config.dataset_name} ({config.dataset_split})"
+    held = (DatasetImages(dataset, column, range(count)), described) if count else None
+    shown = min(4, len(dataset))
+    first = DatasetImages(dataset, column, range(shown)), f"first {shown} training rows of {config.dataset_name}"
+    return source, held, first, None
+
+
+def _validation_images(config, source, eval_sources, eval_set: str) -> list[torch.Tensor]:
+    """The readable validation images of ``eval_sources`` (unreadable ones are warned about).
+
+    Raises:
+        TrainingInputError: none could be read (naming the training data when none of it is readable either).
+    """
+    limit = config.max_validation_images or len(eval_sources)
+    images, unreadable = [], []
+    for index in range(min(limit, len(eval_sources))):
+        try:
+            images.append(load_eval_image(eval_sources.load(index), config.validation_resolution))
+        except Exception as error:  # an unreadable validation image is reported, not fatal
+            unreadable.append(f"{eval_sources.name(index)} ({describe_read_error(error)})")
+    if unreadable:
+        logger.warning("skipped %d unreadable validation images: %s", len(unreadable), "; ".join(unreadable[:5]))
+    if images:
+        return images
+    for index in range(len(source)):  # is the training data unusable too? (stops at the first readable image)
+        try:
+            source.load(index)
+            break
+        except Exception:  # noqa: BLE001 (any unreadable input)
+            continue
+    else:
+        raise TrainingInputError(
+            f"{config.train_data_dir or config.dataset_name!r} has no usable image: none of its {len(source)} "
+            "training images could be read (damaged, truncated, or not images); pass readable images."
+        )
+    raise TrainingInputError(f"none of the validation images ({eval_set}) could be read.")

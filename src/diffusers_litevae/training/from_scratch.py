@@ -18,11 +18,10 @@ Pieces, each importable and tested on its own:
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
-import math
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -35,8 +34,10 @@ from ..models.autoencoder_lite_tiny import AutoencoderLiteTiny
 from ..models.litevae_encoder import ENCODER_PRESETS
 from ..models.unet_discriminator import UNetDiscriminator
 from ..runtime import cast_module, resolve_compile
-from .data import RandomCropDataset, ResolutionSchedule, collate_batch, parse_scale_range
+from ..settings import setting
+from .data import RandomCropDataset, ResolutionSchedule, collate_batch, parse_scale_range, prepare_data
 from .errors import TrainingInputError
+from .loop import EMAWeights, TrainingRun, apply_gradients, comparable_config, start_accumulation
 from .losses import (
     discriminator_hinge_loss,
     generator_adversarial_loss,
@@ -45,15 +46,7 @@ from .losses import (
     latent_scaling,
     load_lpips,
 )
-from .run_support import (
-    EMAWeights,
-    RunSettings,
-    TrainingRun,
-    apply_gradients,
-    comparable_config,
-    prepare_data,
-    validate_run_settings,
-)
+from .settings import RunSettings, check_choice, check_loss_weights, check_positive, check_run_inputs, json_object
 from .validation import plot_curve
 
 __all__ = [
@@ -72,15 +65,29 @@ DECODERS = ("smc", "groupnorm", "tiny")
 _LOSSES = ("reconstruction", "kl", "wavelet", "gaussian", "lpips", "adversarial")
 
 
+def _int_tuple(text: str) -> tuple[int, ...]:
+    """An argparse type: comma-separated positive integers (``--decoder_block_out_channels 64,128,256``)."""
+    try:
+        values = tuple(int(value) for value in text.split(",") if value.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 64,128,256, got {text!r}") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
 @dataclass
 class TrainConfig(RunSettings):
-    """All settings of a from-scratch run (``litevae train --help`` documents each flag of the same name).
+    """All settings of a from-scratch run (``litevae train --help`` lists each with its flag).
 
     Only a data source (``train_data_dir`` or ``dataset_name``) is required; the defaults are the paper's recipe
     (LiteVAE-B encoder, SD-layout SMC decoder, 4 latent channels, 128 px for 100k steps then 256 px for 50k with
     the discriminator on, Adam lr 1e-4 betas (0.5, 0.9), batch 16). The data, validation, optimisation, image-loss,
-    checkpoint and logging settings are :class:`~diffusers_litevae.training.run_support.RunSettings`', with the
+    checkpoint and logging settings are :class:`~diffusers_litevae.training.settings.RunSettings`', with the
     defaults below changed.
+
+    Raises:
+        TrainingInputError: a value out of range (checked when the settings are built).
     """
 
     # the recipe's defaults for shared settings
@@ -95,58 +102,86 @@ class TrainConfig(RunSettings):
     lr_scheduler: str = "constant"
     lr_warmup_steps: int = 0
     checkpointing_steps: int = 1000
-    # model
-    encoder: str = "B"
-    encoder_config: dict | None = None
-    latent_channels: int = 4
-    decoder: str = "smc"
-    decoder_block_out_channels: tuple[int, ...] = (128, 256, 512, 512)
-    decoder_layers_per_block: int = 2
-    decoder_norm_num_groups: int = 32
-    decoder_attention: bool = True
-    discriminator_block_out_channels: tuple[int, ...] = (64, 128, 256)
-    discriminator_learning_rate: float = 1e-4
-    # losses of a whole autoencoder
-    kl_weight: float = 1e-4
-    adversarial_weight: float = 0.1
-    discriminator_start_step: int = 100_000
-    # latent scaling, measured at the end
-    set_shift_factor: bool = False
-    scaling_images: int = 64
+    encoder: str = setting("B", "LiteVAE encoder preset: S, B, M or L", group="model")
+    encoder_config: dict | None = setting(
+        None, "JSON text or file of encoder_* config keys overriding the preset", group="model", type=json_object
+    )
+    latent_channels: int = setting(4, "4 (SD 1.x/2.x/SDXL), 12, 16 (SD3/FLUX)", group="model")
+    decoder: str = setting(
+        "smc",
+        "smc: SD-layout decoder with Self-Modulated Convolutions (the paper's); groupnorm: the same with "
+        "GroupNorm; tiny: a TAESD-family decoder",
+        group="model",
+        choices=DECODERS,
+    )
+    decoder_block_out_channels: tuple[int, ...] = setting(
+        (128, 256, 512, 512),
+        "decoder widths, one per stage (tiny: the first is its width)",
+        group="model",
+        type=_int_tuple,
+    )
+    decoder_layers_per_block: int = setting(2, group="model")
+    decoder_norm_num_groups: int = setting(32, group="model")
+    decoder_attention: bool = setting(True, "self-attention in the decoder's mid block", group="model")
+    discriminator_block_out_channels: tuple[int, ...] = setting(
+        (64, 128, 256),
+        "U-Net discriminator widths (training crops must be multiples of 2 ** their count)",
+        group="model",
+        type=_int_tuple,
+    )
+    discriminator_learning_rate: float = setting(1e-4, group="optimisation")
+    kl_weight: float = setting(1e-4, "KL to N(0, I), mean per latent", group="losses")
+    adversarial_weight: float = setting(
+        0.1, "hinge GAN loss from the per-pixel U-Net discriminator (constant weight, as in the paper)", group="losses"
+    )
+    discriminator_start_step: int = setting(
+        100_000, "first step with the discriminator on (the paper: when the 256 px phase starts)", group="losses"
+    )
+    set_shift_factor: bool = setting(
+        False,
+        "also set shift_factor (the latents' mean), as SD3/FLUX-style VAEs have",
+        group="latent scaling",
+        action="store_true",
+    )
+    scaling_images: int = setting(
+        64, "training crops whose latents set scaling_factor (1 / std) at the end", group="latent scaling"
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.encoder.upper() not in ENCODER_PRESETS:
+            raise TrainingInputError(
+                f"unknown --encoder preset {self.encoder!r}; choose one of {', '.join(ENCODER_PRESETS)}."
+            )
+        if self.encoder_config and any(not key.startswith("encoder_") for key in self.encoder_config):
+            raise TrainingInputError("--encoder_config may only set encoder_* keys of AutoencoderLite's config.")
+        check_choice("decoder", self.decoder, DECODERS)
+        if self.latent_channels <= 0:
+            raise TrainingInputError(f"--latent_channels must be positive, got {self.latent_channels}.")
+        factor = 2 ** len(self.discriminator_block_out_channels)
+        odd = [size for size in ResolutionSchedule.parse(self.resolution_schedule).sizes if size % factor]
+        if self.adversarial_weight > 0 and odd:
+            raise TrainingInputError(
+                f"training resolution {odd[0]} is not a multiple of {factor}, which the discriminator "
+                "needs (2 ** len(--discriminator_block_out_channels))."
+            )
+        check_positive(self, ("scaling_images",), ("discriminator_learning_rate",))
+        check_loss_weights(self.loss_weights())
+        if self.reconstruction_weight == 0 and self.lpips_weight == 0:
+            raise TrainingInputError(
+                "set --reconstruction_weight and/or --lpips_weight > 0: nothing would reconstruct."
+            )
+        if self.discriminator_start_step < 0:
+            raise TrainingInputError(f"--discriminator_start_step must be >= 0, got {self.discriminator_start_step}.")
 
     def loss_weights(self) -> dict[str, float]:
         return {name: float(getattr(self, f"{name}_weight")) for name in _LOSSES}
 
 
 def validate_train_config(config: TrainConfig) -> ResolutionSchedule:
-    """Check every setting that can be checked without loading anything; one-line :class:`TrainingInputError`s."""
-    if config.encoder.upper() not in ENCODER_PRESETS:
-        raise TrainingInputError(
-            f"unknown --encoder preset {config.encoder!r}; choose one of {', '.join(ENCODER_PRESETS)}."
-        )
-    if config.encoder_config and any(not key.startswith("encoder_") for key in config.encoder_config):
-        raise TrainingInputError("--encoder_config may only set encoder_* keys of AutoencoderLite's config.")
-    if config.decoder not in DECODERS:
-        raise TrainingInputError(f"--decoder must be one of {', '.join(DECODERS)}, got {config.decoder!r}.")
-    if config.latent_channels <= 0:
-        raise TrainingInputError(f"--latent_channels must be positive, got {config.latent_channels}.")
-    schedule = validate_run_settings(config, TrainingInputError, "train")
-    discriminator_factor = 2 ** len(config.discriminator_block_out_channels)
-    odd = [size for size in schedule.sizes if size % discriminator_factor]
-    if config.adversarial_weight > 0 and odd:
-        raise TrainingInputError(
-            f"training resolution {odd[0]} is not a multiple of {discriminator_factor}, which the discriminator "
-            "needs (2 ** len(--discriminator_block_out_channels))."
-        )
-    if config.scaling_images is None or config.scaling_images <= 0:
-        raise TrainingInputError(f"--scaling_images must be a positive integer, got {config.scaling_images}.")
-    for name, value in config.loss_weights().items():
-        if value < 0 or not math.isfinite(value):
-            raise TrainingInputError(f"--{name}_weight must be a finite number >= 0, got {value}.")
-    if config.reconstruction_weight == 0 and config.lpips_weight == 0:
-        raise TrainingInputError("set --reconstruction_weight and/or --lpips_weight > 0: nothing would reconstruct.")
-    if config.discriminator_start_step < 0:
-        raise TrainingInputError(f"--discriminator_start_step must be >= 0, got {config.discriminator_start_step}.")
+    """Check every setting that can be checked without loading anything (and warn when the adversarial phase is
+    not reached); one-line :class:`TrainingInputError` errors."""
+    schedule = check_run_inputs(config, "train")
     if config.adversarial_weight > 0 and config.discriminator_start_step >= config.max_train_steps:
         # Legitimate: the paper's first phase has no discriminator, and a resumed run with more steps reaches it.
         logger.warning(
@@ -155,10 +190,6 @@ def validate_train_config(config: TrainConfig) -> ResolutionSchedule:
             "Lower --discriminator_start_step to train adversarially in this run.",
             config.discriminator_start_step,
             config.max_train_steps,
-        )
-    if config.discriminator_learning_rate <= 0:
-        raise TrainingInputError(
-            f"--discriminator_learning_rate must be > 0, got {config.discriminator_learning_rate}."
         )
     return schedule
 
@@ -298,32 +329,36 @@ def autoencoder_step(
     totals: dict[str, torch.Tensor] = {}
     count = len(micro_batches)
     reconstructions = []
+    start_accumulation(accelerator, count)
     for index, images in enumerate(micro_batches):
         images = images.to(accelerator.device, non_blocking=True)
-        with nullcontext() if index == count - 1 else accelerator.no_sync(model):
+        with accelerator.accumulate(model):
             with accelerator.autocast():
                 generator = None if noise_seed is None else torch.Generator().manual_seed(noise_seed + index)
                 mean, logvar, reconstruction = model(images, generator)
                 fake_logits = discriminator(reconstruction) if adversarial else None
                 loss, components = loss_fn(images, reconstruction, mean, logvar, fake_logits)
-            accelerator.backward(loss / count)
-        reconstructions.append((images, reconstruction.detach()))
-        for name, value in components.items():
-            totals[name] = totals.get(name, 0.0) + value / count
-    totals.update(apply_gradients(accelerator, model, optimizer, lr_scheduler, ema, max_grad_norm))
+            accelerator.backward(loss)
+            reconstructions.append((images, reconstruction.detach()))
+            for name, value in components.items():
+                totals[name] = totals.get(name, 0.0) + value / count
+            if accelerator.sync_gradients:
+                totals.update(apply_gradients(accelerator, model, optimizer, lr_scheduler, ema, max_grad_norm))
     if adversarial:
         # The autoencoder's backward also left gradients in the discriminator: its own step starts from zero.
         discriminator_optimizer.zero_grad(set_to_none=True)
-        for index, (images, reconstruction) in enumerate(reconstructions):
-            with nullcontext() if index == count - 1 else accelerator.no_sync(discriminator):
+        start_accumulation(accelerator, count)
+        for images, reconstruction in reconstructions:
+            with accelerator.accumulate(discriminator):
                 with accelerator.autocast():
                     loss = discriminator_hinge_loss(discriminator(images), discriminator(reconstruction)).float()
-                accelerator.backward(loss / count)
-            totals["discriminator"] = totals.get("discriminator", 0.0) + loss.detach() / count
-        if max_grad_norm is not None and max_grad_norm > 0:
-            clipped = accelerator.clip_grad_norm_(discriminator.parameters(), max_grad_norm)
-            totals["discriminator_grad_norm"] = clipped.detach()
-        discriminator_optimizer.step()
+                accelerator.backward(loss)
+                totals["discriminator"] = totals.get("discriminator", 0.0) + loss.detach() / count
+                if accelerator.sync_gradients:
+                    if max_grad_norm is not None and max_grad_norm > 0:
+                        clipped = accelerator.clip_grad_norm_(discriminator.parameters(), max_grad_norm)
+                        totals["discriminator_grad_norm"] = clipped.detach()
+                    discriminator_optimizer.step()
     discriminator_optimizer.zero_grad(set_to_none=True)
     return totals
 
@@ -446,38 +481,30 @@ class _TrainRun(TrainingRun):
                 latents.append((posterior.mean + posterior.std * noise).float().cpu())
         return latent_scaling(torch.cat(latents), with_shift=config.set_shift_factor)
 
-    def finish(self) -> dict:
-        accelerator, state = self.accelerator, self.state
-        if self.validated_step != state["step"]:
-            self.validate(state["step"], {})
-        result = None
-        if accelerator.is_main_process:
-            with EMAWeights(self.autoencoder, self.ema):
-                weights = {k: v.detach().float().cpu().clone() for k, v in self.autoencoder.state_dict().items()}
-            output = cast_module(build_autoencoder(self.config), dtype=torch.float32)
-            output.load_state_dict(weights)
-            scaling, shift = self.measure_latent_scaling(output)
-            output.register_to_config(scaling_factor=scaling, shift_factor=shift)
-            save_pretrained(output, self.output_dir, safe_serialization=True)
-            save_pretrained(accelerator.unwrap_model(self.discriminator), self.output_dir / "discriminator")
-            result = self._summary(scaling, shift)
-            (self.output_dir / "training.json").write_text(json.dumps(result, indent=1))
-            self.plot()
-            logger.info(
-                "wrote %s (%d steps, %.1f images/s, scaling_factor %.5f)",
-                self.output_dir,
-                state["step"],
-                result["train_images_per_s"],
-                scaling,
-            )
-        if self.config.report_to:
-            accelerator.end_training()
-        accelerator.wait_for_everyone()
-        return result if result is not None else self._summary(None, None)
+    def write_output(self) -> dict:
+        """Write the model folder (its latent scaling measured), ``discriminator/``, ``training.json`` and
+        ``curve.png``; return the summary."""
+        with EMAWeights(self.autoencoder, self.ema):
+            weights = {k: v.detach().float().cpu().clone() for k, v in self.autoencoder.state_dict().items()}
+        output = cast_module(build_autoencoder(self.config), dtype=torch.float32)
+        output.load_state_dict(weights)
+        scaling, shift = self.measure_latent_scaling(output)
+        output.register_to_config(scaling_factor=scaling, shift_factor=shift)
+        save_pretrained(output, self.output_dir, safe_serialization=True)
+        save_pretrained(self.accelerator.unwrap_model(self.discriminator), self.output_dir / "discriminator")
+        result = self.summary(scaling, shift)
+        (self.output_dir / "training.json").write_text(json.dumps(result, indent=1))
+        self.plot()
+        logger.info(
+            "wrote %s (%d steps, %.1f images/s, scaling_factor %.5f)",
+            self.output_dir,
+            self.state["step"],
+            result["train_images_per_s"],
+            scaling,
+        )
+        return result
 
-    def _summary(self, scaling: float | None, shift: float | None) -> dict:
-        state = self.state
-        last = state["curve"][-1] if state["curve"] else {}
+    def summary(self, scaling: float | None = None, shift: float | None = None) -> dict:
         return {
             "trained_from_scratch": True,
             "model": {
@@ -489,19 +516,7 @@ class _TrainRun(TrainingRun):
                 "scaling_factor": scaling,
                 "shift_factor": shift,
             },
-            "settings": jsonable(asdict(self.config)),
-            "command": self.config.command_line,
-            "final_metrics": {
-                "step": state["step"],
-                "images_seen": state["images_seen"],
-                "psnr": last.get("psnr"),
-                "ssim": last.get("ssim"),
-                "eval_images": last.get("eval_images"),
-                "eval_set": self.data.eval_set,
-            },
-            "curve": state["curve"],
-            "loss_history": state["loss_history"],
-            **self.timing_summary(),
+            **self.run_record(("psnr", "ssim", "eval_images")),
         }
 
 

@@ -23,7 +23,7 @@ Latent terms are measured in diffusion-model units (``(z - shift_factor) * scali
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -75,6 +75,13 @@ class LossWeights:
     lpips: float = 0.0
     latent_stats: float = 0.0
     low_frequency: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings) -> LossWeights:
+        """The weights that ``settings`` holds as ``<component>_weight`` attributes (``DistillConfig``, the distillation
+        campaign's settings); a component without one keeps its default."""
+        names = [field.name for field in fields(cls) if hasattr(settings, f"{field.name}_weight")]
+        return cls(**{name: getattr(settings, f"{name}_weight") for name in names})
 
     def needs_decode(self) -> bool:
         """Whether any image-space term is on (otherwise the teacher decoder is never run)."""

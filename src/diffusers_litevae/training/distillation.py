@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -28,25 +26,19 @@ from ..models.autoencoder_lite_base import AutoencoderLiteBase
 from ..models.litevae_encoder import ENCODER_PRESETS, encoder_config, preset_name_of
 from ..models.utils import normalize_sequences
 from ..runtime import DTYPE_NAMES, cast_module, resolve_compile, resolve_dtype
+from ..settings import setting
 from .data import (
     RandomCropDataset,
     ResolutionSchedule,
     collate_batch,
+    data_folders,
     parse_scale_range,
+    prepare_data,
 )
 from .errors import TrainingInputError
+from .loop import EMAWeights, TrainingRun, apply_gradients, comparable_config, eager_mode, start_accumulation
 from .losses import DistillationLoss, LossWeights, load_lpips
-from .run_support import (
-    EMAWeights,
-    RunSettings,
-    TrainingRun,
-    apply_gradients,
-    comparable_config,
-    data_folders,
-    eager_mode,
-    prepare_data,
-    validate_run_settings,
-)
+from .settings import RunSettings, check_choice, check_loss_weights, check_run_inputs, json_object
 from .teachers import TEACHER_TYPES, DistillationTeacher, load_teacher, wrap_teacher
 from .validation import compute_teacher_reference, plot_curve
 
@@ -54,52 +46,153 @@ __all__ = ["DistillConfig", "compute_distillation_loss", "distill", "distill_ste
 
 logger = logging.getLogger(__name__)
 
+OPTIMIZERS = ("adam", "adamw")
+
 
 @dataclass
 class DistillConfig(RunSettings):
-    """All settings of a distillation run (``litevae distill --help`` documents each flag of the same name).
+    """All settings of a distillation run (``litevae distill --help`` lists each with its flag).
 
     Only ``teacher`` and one data source (``train_data_dir`` or ``dataset_name``) are required.
+
+    Raises:
+        TrainingInputError: a value out of range (checked when the settings are built).
     """
 
-    # teacher
-    teacher: str = ""
-    teacher_subfolder: str | None = None
-    teacher_type: str = "auto"
-    teacher_revision: str | None = None
-    teacher_variant: str | None = None
-    teacher_dtype: str = "auto"
-    teacher_scaling_factor: float | None = None
-    teacher_shift_factor: float | None = None
-    teacher_latents: str | None = None
-    build_teacher_latents: bool = True
-    teacher_latents_border: int = 0
-    # student
-    student: str | None = "B"
-    student_config: dict | None = None
-    init_from: str | None = None
-    optimizer: str = "adamw"
-    # speed
-    channels_last: bool = False
-    teacher_channels_last: bool = False
-    # losses
-    latent_weight: float = 1.0
-    std_weight: float = 1.0
-    latent_stats_weight: float = 0.0
-    low_frequency_weight: float = 0.0
-    low_frequency_pool: int = 16
+    teacher: str = setting(
+        "",
+        "teacher VAE: diffusers folder, Hub id, TAESD-family folder (*_encoder.pth + *_decoder.pth), or a "
+        "bundled model by name (taef2, litevae-s-taef2)",
+        group="teacher",
+        required=True,
+    )
+    teacher_subfolder: str | None = setting(
+        None, "subfolder of the VAE in a pipeline repo/folder, usually 'vae'", group="teacher"
+    )
+    teacher_type: str = setting("auto", group="teacher", choices=TEACHER_TYPES)
+    teacher_revision: str | None = setting(None, "Hub revision of the teacher", group="teacher")
+    teacher_variant: str | None = setting(None, "weights variant of the teacher, e.g. fp16", group="teacher")
+    teacher_dtype: str = setting(
+        "auto", "teacher weights dtype: auto (the training dtype), float32, bf16, fp16", group="teacher"
+    )
+    teacher_scaling_factor: float | None = setting(
+        None, "override the latent scaling factor (TAESD-family checkpoints carry none: 1.0)", group="teacher"
+    )
+    teacher_shift_factor: float | None = setting(None, "override the latent shift factor", group="teacher")
+    teacher_latents: str | None = setting(
+        None,
+        "train from the teacher's posteriors cached in DIR (a latent cache of whole images, built on "
+        "the first run and updated incrementally): no teacher encoder runs in a training step",
+        group="teacher",
+        metavar="DIR",
+    )
+    build_teacher_latents: bool = setting(
+        True,
+        "encode images missing from --teacher_latents (off: use the cache as it is and fail on missing images)",
+        group="teacher",
+    )
+    teacher_latents_border: int = setting(
+        0,
+        "latent pixels at each crop border left out of the latent losses with --teacher_latents "
+        "(the teacher saw context beyond the crop there)",
+        group="teacher",
+    )
+    student: str | None = setting("B", "LiteVAE encoder preset: S, B, M or L", group="student")
+    student_config: dict | None = setting(
+        None, "JSON text or file of encoder_* config keys overriding the preset", group="student", type=json_object
+    )
+    init_from: str | None = setting(
+        None,
+        "start from this AutoencoderLite's encoder (folder, Hub id or bundled name, distilled against the same "
+        "teacher): its architecture and weights replace --student; e.g. fine-tune a distilled encoder at the size "
+        "you encode at",
+        group="student",
+        metavar="PATH_OR_ID",
+    )
+    optimizer: str = setting("adamw", group="optimisation", choices=OPTIMIZERS)
+    channels_last: bool = setting(
+        False, "student and teacher in channels-last memory format", group="speed", action="store_true"
+    )
+    teacher_channels_last: bool = setting(
+        False,
+        "only the frozen teacher in channels-last (on CPU with bf16 this halves the step time of a "
+        "TAESD-family teacher, while the student's GroupNorm is faster in the default layout)",
+        group="speed",
+        action="store_true",
+    )
+    latent_weight: float = setting(1.0, "posterior-mean MSE (normalized latents)", group="losses")
+    std_weight: float = setting(
+        1.0,
+        "posterior-std MSE: matches the teacher's log-variance (0 noise for deterministic teachers)",
+        group="losses",
+    )
+    latent_stats_weight: float = setting(
+        0.0,
+        "MSE of each image's per-channel latent mean and std (whole-image offsets: colour casts, contrast)",
+        group="losses",
+    )
+    low_frequency_weight: float = setting(
+        0.0,
+        "L1 of the average-pooled reconstruction (colour and tone over regions of --low_frequency_pool px)",
+        group="losses",
+    )
+    low_frequency_pool: int = setting(16, group="losses")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choice("teacher_type", self.teacher_type, TEACHER_TYPES)
+        if self.teacher_dtype != "auto" and self.teacher_dtype not in DTYPE_NAMES:
+            raise TrainingInputError(
+                f"--teacher_dtype must be auto, float32, bf16 or fp16, got {self.teacher_dtype!r}."
+            )
+        self._check_student()
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        if self.low_frequency_pool < 1:
+            raise TrainingInputError(f"--low_frequency_pool must be >= 1 pixel, got {self.low_frequency_pool}.")
+        weights = self.loss_weights()
+        check_loss_weights(weights.as_dict())
+        if weights.latent == 0 and not weights.needs_decode():
+            raise TrainingInputError("every loss weight is 0; set --latent_weight and/or --reconstruction_weight > 0.")
+        if self.teacher_latents:
+            self._check_teacher_latents()
+
+    def _check_student(self) -> None:
+        if self.student and self.student.upper() not in ENCODER_PRESETS:
+            raise TrainingInputError(
+                f"unknown --student preset {self.student!r}; choose one of {', '.join(ENCODER_PRESETS)}."
+            )
+        if not self.student and not self.student_config and not self.init_from:
+            raise TrainingInputError("give a --student preset (S, B, M, L), a --student_config or --init_from.")
+        if self.init_from and self.student_config:
+            raise TrainingInputError(
+                "--init_from takes the encoder's architecture from that model; drop --student_config."
+            )
+        bad = [key for key in self.student_config or {} if not key.startswith("encoder_")]
+        if bad:
+            raise TrainingInputError(
+                f"--student_config may only set encoder_* keys (the decoder is the teacher's); got {bad}."
+            )
+
+    def _check_teacher_latents(self) -> None:
+        if len(data_folders(self)) != 1 or (self.train_data_repeats or [1]) != [1]:
+            raise TrainingInputError(
+                "--teacher_latents needs exactly one --train_data_dir, without --train_data_repeats (cached targets "
+                "are keyed by file path)."
+            )
+        if parse_scale_range(self.crop_scales) != (1.0, 1.0):
+            raise TrainingInputError(
+                "--crop_scales below 1 need the live teacher (cached targets are whole images at one scale); "
+                "drop --teacher_latents or --crop_scales."
+            )
+        border = self.teacher_latents_border
+        if border < 0 or 2 * border >= ResolutionSchedule.parse(self.resolution_schedule).min_resolution // 8:
+            raise TrainingInputError(
+                f"--teacher_latents_border {border} must be >= 0 and leave latent pixels inside the "
+                "smallest training crop (crop / 8 > 2 * border)."
+            )
 
     def loss_weights(self) -> LossWeights:
-        return LossWeights(
-            latent=self.latent_weight,
-            std=self.std_weight,
-            latent_stats=self.latent_stats_weight,
-            low_frequency=self.low_frequency_weight,
-            reconstruction=self.reconstruction_weight,
-            wavelet=self.wavelet_weight,
-            gaussian=self.gaussian_weight,
-            lpips=self.lpips_weight,
-        )
+        return LossWeights.from_settings(self)
 
     def student_encoder_spec(self) -> str | dict:
         """What ``make_student`` takes: the preset name, or ``encoder_*`` keys (preset values overridden)."""
@@ -107,9 +200,6 @@ class DistillConfig(RunSettings):
             return self.student or "B"
         base = encoder_config(self.student) if self.student else {}
         return {**base, **self.student_config}
-
-
-# ----------------------------------------------------------------------------------------------- validation
 
 
 def validate_config(config: DistillConfig) -> ResolutionSchedule:
@@ -125,53 +215,7 @@ def validate_config(config: DistillConfig) -> ResolutionSchedule:
         raise TrainingInputError(
             "no teacher given; pass --teacher (a diffusers VAE folder, Hub id, or TAESD-family folder)."
         )
-    if config.teacher_type not in TEACHER_TYPES:
-        raise TrainingInputError(
-            f"--teacher_type must be one of {', '.join(TEACHER_TYPES)}, got {config.teacher_type!r}."
-        )
-    if config.teacher_dtype != "auto" and config.teacher_dtype not in DTYPE_NAMES:
-        raise TrainingInputError(f"--teacher_dtype must be auto, float32, bf16 or fp16, got {config.teacher_dtype!r}.")
-    if config.student and config.student.upper() not in ENCODER_PRESETS:
-        raise TrainingInputError(
-            f"unknown --student preset {config.student!r}; choose one of {', '.join(ENCODER_PRESETS)}."
-        )
-    if not config.student and not config.student_config and not config.init_from:
-        raise TrainingInputError("give a --student preset (S, B, M, L), a --student_config or --init_from.")
-    if config.init_from and config.student_config:
-        raise TrainingInputError("--init_from takes the encoder's architecture from that model; drop --student_config.")
-    if config.low_frequency_pool < 1:
-        raise TrainingInputError(f"--low_frequency_pool must be >= 1 pixel, got {config.low_frequency_pool}.")
-    if config.student_config:
-        bad = [key for key in config.student_config if not key.startswith("encoder_")]
-        if bad:
-            raise TrainingInputError(
-                f"--student_config may only set encoder_* keys (the decoder is the teacher's); got {bad}."
-            )
-    schedule = validate_run_settings(config, TrainingInputError, "distill")
-    if config.optimizer not in ("adam", "adamw"):
-        raise TrainingInputError(f"--optimizer must be 'adam' or 'adamw', got {config.optimizer!r}.")
-    weights = config.loss_weights()
-    for name, value in weights.as_dict().items():
-        if value < 0 or not math.isfinite(value):
-            raise TrainingInputError(f"--{name}_weight must be a finite number >= 0, got {value}.")
-    if weights.latent == 0 and not weights.needs_decode():
-        raise TrainingInputError("every loss weight is 0; set --latent_weight and/or --reconstruction_weight > 0.")
-    if config.teacher_latents and (len(data_folders(config)) != 1 or (config.train_data_repeats or [1]) != [1]):
-        raise TrainingInputError(
-            "--teacher_latents needs exactly one --train_data_dir, without --train_data_repeats (cached targets are "
-            "keyed by file path)."
-        )
-    if config.teacher_latents and parse_scale_range(config.crop_scales) != (1.0, 1.0):
-        raise TrainingInputError(
-            "--crop_scales below 1 need the live teacher (cached targets are whole images at one scale); "
-            "drop --teacher_latents or --crop_scales."
-        )
-    if config.teacher_latents_border < 0 or (2 * config.teacher_latents_border >= schedule.min_resolution // 8):
-        raise TrainingInputError(
-            f"--teacher_latents_border {config.teacher_latents_border} must be >= 0 and leave latent pixels inside the "
-            "smallest training crop (crop / 8 > 2 * border)."
-        )
-    return schedule
+    return check_run_inputs(config, "distill")
 
 
 # -------------------------------------------------------------------------------------------- one training step
@@ -246,7 +290,8 @@ def distill_step(
 ) -> dict[str, torch.Tensor]:
     """One optimizer step: forward/backward over each micro-batch (gradient accumulation), clip, step, EMA.
 
-    Gradients are synchronised across processes only on the last micro-batch (``accelerator.no_sync``).
+    Gradients are synchronised across processes, and the optimizer steps, only on the last micro-batch
+    (``accelerator.accumulate``).
 
     Args:
         accelerator: an ``accelerate.Accelerator`` (``encoder`` and ``optimizer`` prepared with it).
@@ -269,7 +314,8 @@ def distill_step(
     encoder.train()
     totals: dict[str, torch.Tensor] = {}
     count = len(micro_batches)
-    for index, batch in enumerate(micro_batches):
+    start_accumulation(accelerator, count)
+    for batch in micro_batches:
         targets = None
         if isinstance(batch, dict):
             images = batch["pixel_values"]
@@ -283,14 +329,14 @@ def distill_step(
         images = images.to(accelerator.device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        sync = index == count - 1
-        with nullcontext() if sync else accelerator.no_sync(encoder):
+        with accelerator.accumulate(encoder):
             with accelerator.autocast():
                 loss, components = compute_distillation_loss(encoder, teacher, loss_fn, images, targets, border)
-            accelerator.backward(loss / count)
-        for name, value in components.items():
-            totals[name] = totals.get(name, 0.0) + value / count
-    totals.update(apply_gradients(accelerator, encoder, optimizer, lr_scheduler, ema, max_grad_norm))
+            accelerator.backward(loss)
+            for name, value in components.items():
+                totals[name] = totals.get(name, 0.0) + value / count
+            if accelerator.sync_gradients:
+                totals.update(apply_gradients(accelerator, encoder, optimizer, lr_scheduler, ema, max_grad_norm))
     return totals
 
 
@@ -515,47 +561,27 @@ class _DistillRun(TrainingRun):
 
     # -- output --------------------------------------------------------------------------------------------------
 
-    def finish(self) -> dict:
+    def write_output(self) -> dict:
         """Write the model folder, ``distillation.json`` and ``curve.png``; return the summary."""
-        accelerator, state = self.accelerator, self.state
-        self.gather_skipped()
-        if self.validated_step != state["step"]:  # e.g. resumed from the last checkpoint of a finished run
-            self.validate(state["step"], {})
-        result = self._summary()
-        if accelerator.is_main_process:
-            with EMAWeights(self.unwrapped, self.ema) as encoder:
-                weights = {k: v.detach().float().cpu() for k, v in encoder.state_dict().items()}
-            self.student.encoder.load_state_dict(weights)
-            cast_module(self.student, device="cpu")
-            save_pretrained(self.student, self.output_dir, safe_serialization=True)
-            (self.output_dir / "distillation.json").write_text(json.dumps(result, indent=1))
-            self.plot()
-            logger.info(
-                "wrote %s (%d steps, %.1f images/s)", self.output_dir, state["step"], result["train_images_per_s"]
-            )
-        if self.config.report_to:
-            accelerator.end_training()
-        accelerator.wait_for_everyone()
+        result = self.summary()
+        with EMAWeights(self.unwrapped, self.ema) as encoder:
+            weights = {k: v.detach().float().cpu() for k, v in encoder.state_dict().items()}
+        self.student.encoder.load_state_dict(weights)
+        cast_module(self.student, device="cpu")
+        save_pretrained(self.student, self.output_dir, safe_serialization=True)
+        (self.output_dir / "distillation.json").write_text(json.dumps(result, indent=1))
+        self.plot()
+        logger.info(
+            "wrote %s (%d steps, %.1f images/s)", self.output_dir, self.state["step"], result["train_images_per_s"]
+        )
         return result
 
-    def _summary(self) -> dict:
-        state = self.state
-        last = state["curve"][-1] if state["curve"] else {}
+    def summary(self) -> dict:
         metric_keys = ("psnr_student", "psnr_teacher", "ssim_student", "ssim_teacher", "latent_mse", "eval_images")
         return {
             "teacher": self.teacher.describe(),
             "student": _student_description(self.config, self.student),
-            "settings": jsonable(asdict(self.config)),
-            "command": self.config.command_line,
-            "final_metrics": {
-                "step": state["step"],
-                "images_seen": state["images_seen"],
-                **{key: last.get(key) for key in metric_keys},
-                "eval_set": self.data.eval_set,
-            },
-            "curve": state["curve"],
-            "loss_history": state["loss_history"],
-            **self.timing_summary(),
+            **self.run_record(metric_keys),
         }
 
 

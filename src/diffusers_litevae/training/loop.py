@@ -1,4 +1,5 @@
-"""What every training run shares: its data, timer, EMA swap, the validation loop and JSON records.
+"""The training loop every run shares (:class:`TrainingRun`): accelerator, micro-batches, time budget, logging,
+validation, checkpoints and resume, with its helpers (timer, EMA swap, gradient step).
 
 Used by :func:`~diffusers_litevae.training.distill` (encoder distillation) and
 :func:`~diffusers_litevae.training.train_autoencoder` (a whole autoencoder from scratch).
@@ -6,261 +7,36 @@ Used by :func:`~diffusers_litevae.training.distill` (encoder distillation) and
 
 from __future__ import annotations
 
+import abc
 import json
 import logging
 import time
 from collections import defaultdict
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from ..file_io import jsonable
-from ..image_io import (
-    DatasetImages,
-    ImageFiles,
-    ImageInputError,
-    describe_read_error,
-    find_images,
-    load_image_dataset,
-)
-from .data import load_eval_image, split_holdout
-from .errors import TrainingInputError
 from .validation import evaluate_autoencoder, save_reconstruction_grid
 
 __all__ = [
     "EMAWeights",
-    "RunSettings",
     "RunTimer",
-    "TrainingData",
     "TrainingRun",
     "apply_gradients",
-    "data_folders",
-    "validate_run_settings",
     "comparable_config",
     "eager_mode",
     "has_accelerator_device",
-    "prepare_data",
+    "start_accumulation",
 ]
 
 logger = logging.getLogger(__name__)
 
 # curve.png is redrawn at a validation at most this often (~1 s a plot); the end of a run always draws it.
 PLOT_INTERVAL_S = 120
-
-
-@dataclass
-class RunSettings:
-    """The settings every training run has, with distillation's defaults (``litevae distill`` and ``litevae train``
-    document each flag of the same name); :class:`~diffusers_litevae.training.DistillConfig` and
-    :class:`~diffusers_litevae.training.TrainConfig` add their own and change defaults where their recipes differ.
-    """
-
-    # data
-    train_data_dir: str | list[str] | None = None
-    train_data_repeats: list[int] | None = None
-    dataset_name: str | None = None
-    dataset_config_name: str | None = None
-    dataset_split: str = "train"
-    image_column: str = "image"
-    cache_dir: str | None = None
-    resolution_schedule: str = "256"
-    crop_scales: str = "1"
-    random_flip: bool = True
-    dataloader_num_workers: int = 0
-    # validation
-    validation_dir: str | None = None
-    num_validation_images: int | None = None
-    validation_glob: str = "*"
-    validation_resolution: int | None = None
-    max_validation_images: int | None = None
-    validation_steps: int = 250
-    num_grid_images: int = 4
-    # optimisation
-    output_dir: str = "litevae-distilled"
-    seed: int = 0
-    train_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    max_train_steps: int = 10_000
-    max_minutes: float | None = None
-    learning_rate: float = 2e-4
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.99
-    adam_weight_decay: float = 0.0
-    adam_epsilon: float = 1e-8
-    lr_scheduler: str = "constant_with_warmup"
-    lr_warmup_steps: int = 100
-    max_grad_norm: float | None = 1.0
-    use_ema: bool = False
-    ema_decay: float = 0.999
-    ema_power: float = 0.75
-    # speed
-    mixed_precision: str | None = None
-    compile: bool | None = None  # None: on for CUDA, off elsewhere (runtime.resolve_compile)
-    compile_mode: str | None = None
-    gradient_checkpointing: bool = False
-    allow_tf32: bool = False
-    # image losses
-    reconstruction_weight: float = 1.0
-    wavelet_weight: float = 0.1
-    gaussian_weight: float = 0.1
-    lpips_weight: float = 0.0
-    reconstruction_loss: str = "l1"
-    charbonnier_eps: float = 1e-3
-    wavelet_loss_levels: int = 3
-    gaussian_sigma: float = 1.0
-    lpips_net: str = "vgg"
-    # checkpoints and logging
-    checkpointing_steps: int = 500
-    checkpoints_total_limit: int | None = 3
-    resume_from_checkpoint: str | None = None
-    logging_steps: int = 10
-    report_to: str | None = None
-    progress_bar: bool = True
-    # The command line that started the run (the CLIs set it), written to the run's JSON summary as ``command``
-    # for the model card; a record, not a setting: resuming with another command is fine.
-    command_line: str | None = None
-
-    def image_loss_settings(self) -> dict:
-        """The image-loss settings both trainers' losses take (``DistillationLoss``, ``AutoencoderLoss``)."""
-        return dict(
-            reconstruction_loss=self.reconstruction_loss,
-            charbonnier_eps=self.charbonnier_eps,
-            wavelet_levels=self.wavelet_loss_levels,
-            gaussian_sigma=self.gaussian_sigma,
-        )
-
-    @classmethod
-    def from_dict(cls, values: dict):
-        """Build from a dict, ignoring keys that are not settings (e.g. an argparse namespace's extras)."""
-        names = {f.name for f in fields(cls)}
-        values = {key: value for key, value in values.items() if key in names}
-        folders = values.get("train_data_dir")
-        if isinstance(folders, (list, tuple)) and len(folders) == 1:  # the CLI's one-folder list, as the API spells it
-            values["train_data_dir"] = folders[0]
-        return cls(**values)
-
-
-def data_folders(config) -> list[str]:
-    """The training folders of ``config.train_data_dir`` (one path or a list), as a list."""
-    folders = config.train_data_dir
-    if not folders:
-        return []
-    return [str(folders)] if isinstance(folders, (str, Path)) else [str(folder) for folder in folders]
-
-
-@dataclass
-class TrainingData:
-    """Training images and loaded validation images of a run (see :func:`prepare_data`)."""
-
-    source: object
-    validation_images: list[torch.Tensor]
-    eval_set: str
-    num_train_images: int
-    train_paths: list | None = None
-
-
-def prepare_data(config) -> TrainingData:
-    """Find training images, split off validation images, load them.
-
-    ``config`` is a :class:`~diffusers_litevae.training.DistillConfig` or
-    :class:`~diffusers_litevae.training.TrainConfig`: both carry the same data and validation settings.
-
-    Raises:
-        TrainingInputError: one line naming the problem (a missing or empty folder, a dataset without the
-            image column, no readable image, ...).
-    """
-    try:
-        return _read_data(config)
-    except ImageInputError as error:  # the training commands print their own error type as one line
-        raise TrainingInputError(str(error)) from None
-
-
-def _read_data(config) -> TrainingData:
-    if config.train_data_dir:
-        folders = data_folders(config)
-        folder_of: dict[Path, int] = {}  # each image's folder (the first one that holds it)
-        for index, folder in enumerate(folders):
-            for path in find_images(folder):
-                folder_of.setdefault(path, index)
-        paths = list(folder_of)
-        count = config.num_validation_images
-        if count is None:  # auto: hold out up to 16 when there are enough images to spare them
-            count = 0 if config.validation_dir else min(16, len(paths) // 10)
-        train_paths, held_out = split_holdout(paths, count, config.validation_glob)
-        if not train_paths:
-            raise TrainingInputError(
-                f"all {len(paths)} images of {config.train_data_dir!r} were held out for validation; "
-                "lower --num_validation_images."
-            )
-        # Repeats weight a folder's share of every epoch (e.g. a few high-resolution photos among many small ones).
-        repeats = config.train_data_repeats or [1] * len(folders)
-        sampled = [path for path in train_paths for _ in range(repeats[folder_of[path]])]
-        source = ImageFiles(sampled)
-        if config.validation_dir:
-            eval_sources = ImageFiles(find_images(config.validation_dir))
-            eval_set = f"{config.validation_dir}"
-        elif held_out:
-            eval_sources = ImageFiles(held_out)
-            eval_set = f"{len(held_out)} held-out images of {config.train_data_dir} (glob {config.validation_glob!r})"
-        else:
-            eval_sources = ImageFiles(train_paths[:4])
-            eval_set = f"first {min(4, len(train_paths))} training images (too few images to hold any out)"
-            logger.warning("validating on training images: %s", eval_set)
-        num_train = len(sampled)
-    else:
-        dataset, _ = load_image_dataset(
-            config.dataset_name, config.dataset_config_name, config.dataset_split, config.image_column, config.cache_dir
-        )
-        count = config.num_validation_images
-        if count is None:
-            count = 0 if config.validation_dir else min(16, len(dataset) // 10)
-        source = DatasetImages(dataset, config.image_column, range(count, len(dataset)))
-        if len(source) == 0:
-            raise TrainingInputError(
-                f"dataset {config.dataset_name!r} has no rows left for training after holding out {count}."
-            )
-        if config.validation_dir:
-            eval_sources = ImageFiles(find_images(config.validation_dir))
-            eval_set = f"{config.validation_dir}"
-        elif count:
-            eval_sources = DatasetImages(dataset, config.image_column, range(count))
-            eval_set = f"first {count} rows of {config.dataset_name} ({config.dataset_split})"
-        else:
-            eval_sources = DatasetImages(dataset, config.image_column, range(min(4, len(dataset))))
-            eval_set = f"first {min(4, len(dataset))} training rows of {config.dataset_name}"
-        num_train = len(source)
-    limit = config.max_validation_images or len(eval_sources)
-    images, unreadable = [], []
-    for index in range(min(limit, len(eval_sources))):
-        try:
-            images.append(load_eval_image(eval_sources.load(index), config.validation_resolution))
-        except Exception as error:  # an unreadable validation image is reported, not fatal
-            unreadable.append(f"{eval_sources.name(index)} ({describe_read_error(error)})")
-    if unreadable:
-        logger.warning("skipped %d unreadable validation images: %s", len(unreadable), "; ".join(unreadable[:5]))
-    if not images:
-        for index in range(len(source)):  # is the training data unusable too? (stops at the first readable image)
-            try:
-                source.load(index)
-                break
-            except Exception:  # noqa: BLE001 (any unreadable input)
-                continue
-        else:
-            raise TrainingInputError(
-                f"{config.train_data_dir or config.dataset_name!r} has no usable image: none of its {len(source)} "
-                "training images could be read (damaged, truncated, or not images); pass readable images."
-            )
-        raise TrainingInputError(f"none of the validation images ({eval_set}) could be read.")
-    size = (
-        "full size (cropped to a multiple of 8)"
-        if config.validation_resolution is None
-        else f"centre {config.validation_resolution} px crops"
-    )
-    eval_set = f"{eval_set}: {len(images)} images, {size}"
-    return TrainingData(source, images, eval_set, num_train, train_paths if config.train_data_dir else None)
 
 
 def has_accelerator_device() -> bool:
@@ -308,73 +84,6 @@ class EMAWeights:
             self.ema.restore(self.module.parameters())
 
 
-MIXED_PRECISION = ("no", "fp16", "bf16")
-LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
-
-
-def validate_run_settings(config: RunSettings, error: type[Exception], command: str):
-    """Check the :class:`RunSettings` every trainer shares (one-line ``error``s) and return the parsed resolution
-    schedule. Each trainer checks its own settings (teacher, model, its losses) around this; ``command`` is the
-    trainer's ``litevae`` command (``"distill"``, ``"train"``), whose output its ``output_dir`` may hold."""
-    from ..file_io import check_output_dir
-    from .data import ResolutionSchedule, parse_scale_range
-
-    if bool(config.train_data_dir) == bool(config.dataset_name):
-        raise error("give exactly one data source: --train_data_dir FOLDER or --dataset_name HUB_DATASET.")
-    check_output_dir(config.output_dir, command, error)
-    for folder in data_folders(config):
-        if not Path(folder).expanduser().is_dir():
-            raise error(f"--train_data_dir {folder!r} does not exist or is not a folder; pass a folder of images.")
-    schedule = ResolutionSchedule.parse(config.resolution_schedule)
-    parse_scale_range(config.crop_scales)
-    folders = data_folders(config)
-    if config.train_data_repeats is not None and (
-        len(config.train_data_repeats) != len(folders) or any(int(r) < 1 for r in config.train_data_repeats)
-    ):
-        raise error(
-            f"--train_data_repeats needs one positive integer per --train_data_dir folder ({len(folders)}), "
-            f"got {config.train_data_repeats}."
-        )
-    if config.validation_resolution is not None and (
-        config.validation_resolution <= 0 or config.validation_resolution % 8
-    ):
-        raise error(
-            f"--validation_resolution {config.validation_resolution} is not a positive multiple of 8 "
-            "(or omit it for full images)."
-        )
-    for name in (
-        "train_batch_size",
-        "gradient_accumulation_steps",
-        "max_train_steps",
-        "checkpointing_steps",
-        "validation_steps",
-        "logging_steps",
-    ):
-        value = getattr(config, name)
-        if value is None or value <= 0:
-            raise error(f"--{name} must be a positive integer, got {value}.")
-    if config.learning_rate <= 0:
-        raise error(f"--learning_rate must be > 0, got {config.learning_rate}.")
-    if config.max_minutes is not None and config.max_minutes <= 0:
-        raise error(f"--max_minutes must be > 0, got {config.max_minutes}.")
-    if config.mixed_precision is not None and config.mixed_precision not in MIXED_PRECISION:
-        raise error(f"--mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {config.mixed_precision!r}.")
-    if config.lr_scheduler not in LR_SCHEDULERS:
-        raise error(f"--lr_scheduler must be one of {', '.join(LR_SCHEDULERS)}, got {config.lr_scheduler!r}.")
-    if config.dataloader_num_workers < 0:
-        raise error("--dataloader_num_workers must be >= 0.")
-    if config.reconstruction_loss not in ("l1", "charbonnier"):
-        raise error(f"--reconstruction_loss must be 'l1' or 'charbonnier', got {config.reconstruction_loss!r}.")
-    if config.wavelet_weight > 0 and any(size % 2**config.wavelet_loss_levels for size in schedule.sizes):
-        raise error(
-            f"--wavelet_loss_levels {config.wavelet_loss_levels} needs resolutions "
-            f"divisible by {2**config.wavelet_loss_levels}."
-        )
-    if config.validation_dir and not Path(config.validation_dir).expanduser().is_dir():
-        raise error(f"--validation_dir {config.validation_dir!r} does not exist.")
-    return schedule
-
-
 def apply_gradients(accelerator, module, optimizer, lr_scheduler=None, ema=None, max_grad_norm=None) -> dict:
     """End an optimizer step: clip ``module``'s gradient norm (returned as ``grad_norm``), step the optimizer and
     the LR schedule, clear the gradients, and update the EMA of ``module``'s (unwrapped) parameters."""
@@ -390,34 +99,68 @@ def apply_gradients(accelerator, module, optimizer, lr_scheduler=None, ema=None,
     return record
 
 
+def start_accumulation(accelerator, count: int) -> None:
+    """Make ``accelerator.accumulate`` sync gradients, and let prepared optimizers step, on the last of the next
+    ``count`` micro-batches (``accelerator.backward`` divides each loss by ``count``): one optimizer step, whatever
+    ``accelerate`` counted before (another step function's micro-batches, the count a checkpoint restored)."""
+    accelerator.gradient_accumulation_steps = count
+    accelerator.step = 0
+
+
 def comparable_config(config) -> dict:
     """A model config without diffusers' private keys, JSON-normalised: equal for the same architecture."""
     return {k: v for k, v in jsonable(dict(config)).items() if not k.startswith("_")}
 
 
-class TrainingRun:
+class TrainingRun(abc.ABC):
     """The machinery one training invocation needs, whatever it trains: the accelerator, the step loop with
     gradient-accumulation micro-batches, the time budget, logging, atomic checkpoints and resume bookkeeping.
 
     Subclasses (distillation, training from scratch) build their models and optimisers between
-    :meth:`setup_accelerator` and :meth:`start`, and provide:
-
-    - ``optimizer_step(micro_batches, step) -> dict[str, Tensor]``: one optimizer step, its loss components;
-    - ``unwrapped``: the module that trains, without accelerate's wrappers (validated with the EMA weights swapped
-      in): a whole autoencoder, or with ``teacher`` and ``reference`` set (distillation), a student encoder;
-    - ``plot()``: draw ``curve.png`` from ``state["curve"]`` and ``state["loss_history"]``;
-    - ``dataset_and_collate() -> (Dataset, collate_fn)``: the training samples, indexed like
-      :class:`~diffusers_litevae.training.data.RandomCropDataset`;
-    - ``checkpoint_record() -> dict``: what ``trainer_state.json`` keeps about the model (checked on resume);
-    - ``log_line(means) -> (postfix, text)``: the progress-bar fields and the log line of a logging interval.
-
-    Every process builds one; the main process writes output while the others wait at the same barriers.
+    :meth:`setup_accelerator` and :meth:`start`, and implement the abstract methods below. Every process builds
+    one; the main process writes output while the others wait at the same barriers.
     """
 
     progress_description = "train"
     tracker_name = "litevae"
     teacher = None  # distillation: the frozen teacher whose decoder validation reconstructs the student's latents
     reference = None  # distillation: the teacher's side of validation (compute_teacher_reference)
+
+    @property
+    @abc.abstractmethod
+    def unwrapped(self) -> nn.Module:
+        """The module that trains, without accelerate's wrappers (validated with the EMA weights swapped in): a
+        whole autoencoder, or with ``teacher`` and ``reference`` set (distillation), a student encoder."""
+
+    @abc.abstractmethod
+    def optimizer_step(self, micro_batches: list[dict], step: int) -> dict[str, torch.Tensor]:
+        """One optimizer step over the ``gradient_accumulation_steps`` micro-batches of step ``step`` (0-based);
+        returns its loss components (detached tensors)."""
+
+    @abc.abstractmethod
+    def dataset_and_collate(self) -> tuple[torch.utils.data.Dataset, object]:
+        """``(dataset, collate_fn)`` of the training samples, indexed like
+        :class:`~diffusers_litevae.training.data.RandomCropDataset`."""
+
+    @abc.abstractmethod
+    def checkpoint_record(self) -> dict:
+        """What ``trainer_state.json`` keeps about the model (checked when a run resumes)."""
+
+    @abc.abstractmethod
+    def log_line(self, means: dict[str, float]) -> tuple[dict, str]:
+        """``(progress-bar fields, log text)`` of a logging interval's mean losses."""
+
+    @abc.abstractmethod
+    def plot(self) -> None:
+        """Draw ``curve.png`` from ``state["curve"]`` and ``state["loss_history"]``."""
+
+    @abc.abstractmethod
+    def summary(self) -> dict:
+        """The run's JSON summary: the model's description, then :meth:`run_record`."""
+
+    @abc.abstractmethod
+    def write_output(self) -> dict:
+        """Write the model folder, the JSON summary and ``curve.png`` (main process); return the summary."""
 
     def setup_accelerator(self, config, schedule) -> None:
         from accelerate import Accelerator
@@ -434,6 +177,7 @@ class TrainingRun:
             # on a CPU machine) need cpu=True to use gloo instead of looking for GPUs.
             cpu=not has_accelerator_device(),
             mixed_precision=config.mixed_precision,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
             log_with=config.report_to,
             project_config=ProjectConfiguration(
                 project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")
@@ -709,14 +453,38 @@ class TrainingRun:
             self.accelerator.log({f"train/{k}": v for k, v in means.items()}, step=step)
         return means
 
-    def timing_summary(self) -> dict:
-        """Steps, time and throughput of the run so far, for the JSON summary."""
-        train_seconds = self.timer.train_seconds
+    def finish(self) -> dict:
+        """Validate the last step unless it was, write the output (main process) and end the trackers; returns the
+        summary (its curve complete on the main process only)."""
+        self.gather_skipped()
+        if self.validated_step != self.state["step"]:  # e.g. resumed from the last checkpoint of a finished run
+            self.validate(self.state["step"], {})
+        result = self.write_output() if self.accelerator.is_main_process else self.summary()
+        if self.config.report_to:
+            self.accelerator.end_training()
+        self.accelerator.wait_for_everyone()
+        return result
+
+    def run_record(self, metric_keys: tuple[str, ...]) -> dict:
+        """What the run's JSON summary holds after the model's description: the settings, the command, the final
+        metrics (``metric_keys`` of the last validation), the curves, and the steps, time and throughput so far."""
+        state, train_seconds = self.state, self.timer.train_seconds
+        last = state["curve"][-1] if state["curve"] else {}
         return {
+            "settings": jsonable(asdict(self.config)),
+            "command": self.config.command_line,
+            "final_metrics": {
+                "step": state["step"],
+                "images_seen": state["images_seen"],
+                **{key: last.get(key) for key in metric_keys},
+                "eval_set": self.data.eval_set,
+            },
+            "curve": state["curve"],
+            "loss_history": state["loss_history"],
             "wall_time_s": round(self.wall_offset + self.timer.elapsed(), 2),
             "train_time_s": round(self.train_offset + train_seconds, 2),
             # This invocation's training steps (data loading included; validation and checkpoints not).
-            "train_images_per_s": round((self.state["images_seen"] - self.images_at_start) / train_seconds, 3)
+            "train_images_per_s": round((state["images_seen"] - self.images_at_start) / train_seconds, 3)
             if train_seconds > 0
             else 0.0,
             "num_train_images": self.data.num_train_images,
