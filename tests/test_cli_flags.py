@@ -5,6 +5,7 @@ the hand-written flag it replaced; a change to a flag shows here and needs the f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,3 +77,16 @@ def test_flags_are_derived_from_the_fields_and_round_trip():
         parser.parse_args(["x", "--scale", "x"])
     help_text = parser.format_help()
     assert "--size SIZE, --resolution SIZE" in help_text and "crop size" in help_text
+
+
+@dataclass
+class _TeacherFirst(_Base):
+    setting_groups = ("teacher",)  # a class attribute, not a field
+
+
+def test_a_settings_class_may_order_its_help_sections():
+    parser = argparse.ArgumentParser()
+    assert list(add_setting_arguments(parser, _TeacherFirst)) == ["teacher", "data"]
+    help_text = parser.format_help()
+    assert help_text.index("teacher:") < help_text.index("data:")
+    assert "setting_groups" not in {field.name for field in dataclasses.fields(_TeacherFirst)}

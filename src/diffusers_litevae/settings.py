@@ -140,11 +140,17 @@ def add_setting_arguments(
 ) -> dict[str, argparse._ArgumentGroup]:
     """Add a flag for every field of the settings dataclass ``cls`` that declares one (see :func:`setting`).
 
+    The ``--help`` sections are the fields' groups: in the order of ``cls.setting_groups`` (a class attribute, a tuple
+    of group names) where the class has one, then in the order of each group's first field.
+
     Returns:
         The argument groups made, by name, so a command can add flags that are not settings to them.
     """
     hints = typing.get_type_hints(cls)
-    groups: dict[str | None, argparse._ArgumentGroup] = {}
+    # A class may list its groups' order in ``setting_groups``; other groups follow in the order of their first field.
+    groups: dict[str | None, argparse._ArgumentGroup] = {
+        name: parser.add_argument_group(name) for name in getattr(cls, "setting_groups", ())
+    }
     for field in dataclasses.fields(cls):
         declared = _declaration(cls, field.name)
         if declared is None or field.name in exclude:

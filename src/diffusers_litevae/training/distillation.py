@@ -59,6 +59,9 @@ class DistillConfig(RunSettings):
         TrainingInputError: a value out of range (checked when the settings are built).
     """
 
+    # --help sections: what to distil first, then the shared run settings.
+    setting_groups = ("teacher", "student", "data", "validation", "optimisation", "speed", "losses")
+
     teacher: str = setting(
         "",
         "teacher VAE: diffusers folder, Hub id, TAESD-family folder (*_encoder.pth + *_decoder.pth), or a "

@@ -90,6 +90,9 @@ class TrainConfig(RunSettings):
         TrainingInputError: a value out of range (checked when the settings are built).
     """
 
+    # --help sections: the model first, then the shared run settings.
+    setting_groups = ("model", "data", "validation", "optimisation", "speed", "losses", "latent scaling")
+
     # the recipe's defaults for shared settings
     resolution_schedule: str = "128:100000,256"
     validation_steps: int = 1000
