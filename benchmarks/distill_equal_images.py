@@ -98,6 +98,13 @@ ARMS: dict[str, Arm] = {  # in the order they run: the most telling first
         "schedule", "warmup-stable-decay, no EMA (validates the trained weights)", lr_schedule="wsd", use_ema=False
     ),
     "constant-no-ema": Arm("schedule", "constant LR, no EMA", use_ema=False),
+    # Not one factor: the two single-factor winners of the first run together (shown in their panels).
+    "batch-8-pixel-heavy": Arm(
+        "combined",
+        "batch 8 and pixel losses x4 together",
+        batch_size=8,
+        losses=dict(DEFAULT_LOSSES, reconstruction_weight=4.0, wavelet_weight=0.4, gaussian_weight=0.4),
+    ),
 }
 
 
@@ -317,7 +324,13 @@ def plot(report: dict, path: Path) -> None:
     groups = ["size", "schedule", "batch", "loss", "crops"]
     figure, axes = plt.subplots(2, 3, figsize=(15, 8.5))
     for axis, group in zip(axes.flat, groups):
-        members = {n: r for n, r in arms.items() if r["group"] == group or (group != "size" and n == "base")}
+        members = {
+            n: r
+            for n, r in arms.items()
+            if r["group"] == group
+            or (group != "size" and n == "base")
+            or (r["group"] == "combined" and group in ("batch", "loss"))
+        }
         for name, r in members.items():
             axis.plot(
                 [e["images_seen"] for e in r["curve"]],
