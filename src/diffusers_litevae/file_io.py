@@ -1,16 +1,11 @@
-"""Files and folders the commands write, the one way each is done.
-
-- :func:`check_output_dir`: every command's ``--output_dir`` check (a file, a folder that cannot be written, a folder
-  holding another command's output), run before any model is loaded, so a mistake costs no work.
-- :func:`write_bytes_atomic` / :func:`write_json_atomic`: a fsynced temporary file renamed into place, so readers
-  see the old file or the new one, never half of one.
-- :func:`follow_umask` and :func:`save_pretrained`: files get the permissions ``open()`` would give them (``0o666``
-  less the umask). safetensors writes its files ``0o600``, which would leave weights and cache shards unreadable to
-  other users of a shared machine even under umask 022.
+"""Files and folders the commands write, the one way each is done: every command's ``--output_dir`` check (before
+any model loads), atomic writes (readers see the old file or the new one), and permissions that follow the umask
+(safetensors writes ``0o600``, which would leave weights unreadable to other users of a shared machine).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -48,11 +43,8 @@ OUTPUT_KINDS: tuple[tuple[tuple[str, ...], str, tuple[str, ...]], ...] = (
 
 
 def jsonable(value, finite: bool = False):
-    """``value`` in plain JSON types: ``str`` dict keys, tuples as lists, any other non-JSON leaf as its ``str``.
-
-    ``finite=True`` also writes NaN and infinity as ``None``: ``json.dumps`` would emit ``NaN`` / ``Infinity``,
-    which strict JSON readers reject, so results read by other tools (the benchmarks) ask for it. Training's
-    settings and checkpoint records keep them, as they always have.
+    """``value`` in plain JSON types: ``str`` dict keys, tuples as lists, any other non-JSON leaf as its ``str``;
+    ``finite=True`` also writes NaN and infinity as ``None`` (strict JSON readers reject ``NaN`` / ``Infinity``).
     """
     if isinstance(value, dict):
         return {str(k): jsonable(v, finite) for k, v in value.items()}
@@ -71,9 +63,8 @@ def jsonable(value, finite: bool = False):
 def check_output_dir(path: str | os.PathLike, command: str, error: type[Exception], empty: bool = False) -> Path:
     """Check that ``litevae <command>`` can write its output into the folder ``path``; returns it as a ``Path``.
 
-    Refused, with one ``error`` naming the problem and the fix: ``path`` (or a folder above it) is a file; the
-    folder, or the nearest existing folder above it, cannot be written; the folder holds another command's output
-    (:data:`OUTPUT_KINDS`); with ``empty``, the folder holds anything at all. Nothing is created.
+    Raises ``error`` when ``path`` (or a folder above it) is a file, cannot be written, holds another command's
+    output (:data:`OUTPUT_KINDS`), or, with ``empty``, holds anything at all. Nothing is created.
     """
     folder = Path(path).expanduser()
     shown = str(path)
@@ -106,13 +97,10 @@ def check_output_dir(path: str | os.PathLike, command: str, error: type[Exceptio
 
 def current_umask() -> int:
     """This process's umask (read without changing it where the system says it, Linux >= 4.7)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     mask = os.umask(0o022)  # elsewhere the only way to read it is to set it
     os.umask(mask)
     return mask
@@ -132,21 +120,15 @@ def follow_umask(*paths: str | os.PathLike) -> None:
 def save_pretrained(model, folder: str | os.PathLike, **kwargs) -> Path:
     """``model.save_pretrained(folder, **kwargs)``, with the files it wrote (and only those) following the umask."""
     folder = Path(folder)
-    before = _stamps(folder)
+
+    def stamps() -> dict[Path, tuple[int, int]]:
+        stats = {Path(top) / name: os.stat(Path(top) / name) for top, _, names in os.walk(folder) for name in names}
+        return {file: (stat.st_mtime_ns, stat.st_ino) for file, stat in stats.items()}
+
+    before = stamps()
     model.save_pretrained(str(folder), **kwargs)
-    follow_umask(*(path for path, stamp in _stamps(folder).items() if before.get(path) != stamp))
+    follow_umask(*(path for path, stamp in stamps().items() if before.get(path) != stamp))
     return folder
-
-
-def _stamps(folder: Path) -> dict[Path, tuple[int, int]]:
-    if not folder.is_dir():
-        return {}
-    stamps = {}
-    for top, _, names in os.walk(folder):
-        for name in names:
-            stat = os.stat(os.path.join(top, name))
-            stamps[Path(top) / name] = (stat.st_mtime_ns, stat.st_ino)
-    return stamps
 
 
 # ------------------------------------------------------------------------------------------------- atomic writes
@@ -154,16 +136,12 @@ def _stamps(folder: Path) -> dict[Path, tuple[int, int]]:
 
 def fsync_dir(path: str | os.PathLike) -> None:
     """Flush a folder's entries (a rename into it) to disk, where the system allows it."""
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def temp_path(path: str | os.PathLike) -> Path:

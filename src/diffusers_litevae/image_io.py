@@ -1,16 +1,9 @@
-"""Image input, the one way every command does it: finding images in a folder, opening and orienting them,
-converting them to RGB, resizing and centre-cropping them, and reading them from Hugging Face datasets.
+"""Image input for every command (``eval``, ``cache-latents``, ``distill``, ``train``): folders, opening, orienting,
+RGB conversion, resizing and centre-cropping, and Hugging Face datasets. All commands therefore see the same images in
+the same order with the same pixels; a damaged image is skipped and listed with its reason, never fatal.
 
-``litevae eval``, ``cache-latents``, ``distill`` and ``train`` all read through this module, so they see the same
-images in the same order with the same pixels, and treat a damaged image the same way: it is skipped, counted and
-listed with its reason (:func:`describe_read_error`), never fatal.
-
-Folders (:func:`scan_image_files`): recursive; files and folders whose name starts with ``.`` are skipped (hidden
-files, ``.ipynb_checkpoints``, ...); symlinked folders are followed once (loops are cut); an image is a file whose
-extension, in any case, is one of :data:`IMAGE_EXTENSIONS`. Results are sorted by path relative to the folder.
-
-Pixels (:func:`load_image`): EXIF orientation applied, then 8-bit RGB with transparency composited onto a background
-(white by default) and 16-bit greyscale scaled, not clipped (:func:`to_rgb`).
+Folders are searched recursively; names starting with ``.`` are skipped, symlinked folders are followed once, and an
+image is a file whose extension (any case) is in :data:`IMAGE_EXTENSIONS`. Results are sorted by relative path.
 """
 
 from __future__ import annotations
@@ -66,9 +59,8 @@ _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
 
 
 class ImageInputError(ValueError):
-    """A folder or dataset that cannot be read as images (missing, empty, no such split or image column, the
-    ``datasets`` package not installed): one line naming the problem and the fix, printed by every command as its
-    ``error:`` line (exit code 2)."""
+    """A folder or dataset that cannot be read as images (missing, empty, no such split or column, no ``datasets``):
+    one line naming the problem and the fix, printed by every command as its ``error:`` line (exit code 2)."""
 
 
 # ------------------------------------------------------------------------------------------------------- folders
@@ -80,7 +72,7 @@ def scan_image_files(
     ignore_extensions: Iterable[str] = (),
     exclude: Iterable[str | os.PathLike] = (),
 ) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Every image under ``root`` by the folder rule above.
+    """Every image under ``root`` by the folder rule of this module.
 
     Args:
         root: the folder.
@@ -93,15 +85,9 @@ def scan_image_files(
         (not an image) or folder that could not be listed.
     """
     root = Path(root)
-    found: list[Path] = []
-    skipped: list[tuple[Path, str]] = []
-    for path, reason in _walk(root, image_extensions, ignore_extensions, exclude):
-        if reason is None:
-            found.append(path)
-        else:
-            skipped.append((path, reason))
-    found.sort(key=lambda path: path.relative_to(root).as_posix())
-    return found, skipped
+    walked = list(_walk(root, image_extensions, ignore_extensions, exclude))
+    found = sorted((path for path, reason in walked if reason is None), key=lambda p: p.relative_to(root).as_posix())
+    return found, [(path, reason) for path, reason in walked if reason is not None]
 
 
 def has_images(
@@ -109,8 +95,7 @@ def has_images(
     image_extensions: Iterable[str] = IMAGE_EXTENSIONS,
     exclude: Iterable[str | os.PathLike] = (),
 ) -> bool:
-    """Whether :func:`scan_image_files` would find an image under ``root``; stops at the first (a quick check of a
-    folder before any work, however many files it holds)."""
+    """Whether :func:`scan_image_files` would find an image under ``root``; stops at the first."""
     return any(reason is None for _, reason in _walk(Path(root), image_extensions, (), exclude))
 
 
@@ -120,8 +105,8 @@ def _walk(
     ignore_extensions: Iterable[str],
     exclude: Iterable[str | os.PathLike],
 ) -> Iterator[tuple[Path, str | None]]:
-    """``(path, None)`` for every image under ``root`` by the folder rule, ``(path, reason)`` for every other file
-    (not an image) or folder that cannot be listed; folder by folder, each folder's entries sorted by name."""
+    """``(path, None)`` for every image under ``root``, ``(path, reason)`` for every other file or unlistable
+    folder; folder by folder, each folder's entries sorted by name."""
     images = set(e.lower() for e in image_extensions)
     ignored = set(e.lower() for e in ignore_extensions)
     excluded = {Path(path).expanduser().resolve() for path in exclude}
@@ -177,11 +162,11 @@ def find_images(folder: str | os.PathLike) -> list[Path]:
 
 
 def open_image(data) -> Image.Image:
-    """Open an image without decoding its pixels yet (PIL decodes them on first use).
+    """Open an image without decoding its pixels yet.
 
     Args:
-        data: a path, encoded bytes, a ``datasets`` image value read undecoded (``{"bytes": ..., "path": ...}``; a
-            remote path of a streamed dataset is read by ``datasets``), or a PIL image (returned as is).
+        data: a path, encoded bytes, an undecoded ``datasets`` image value (``{"bytes", "path"}``; a remote path of
+            a streamed dataset is read by ``datasets``), or a PIL image (returned as is).
 
     Raises:
         TypeError: ``data`` is none of these.
@@ -234,28 +219,19 @@ def upright_rgb(image: Image.Image, background: tuple[int, int, int] = WHITE) ->
 
 
 def load_image(data, background: tuple[int, int, int] = WHITE) -> Image.Image:
-    """Open (:func:`open_image`), decode every pixel now (a damaged file fails here, not later), turn upright and
-    convert to 8-bit RGB (:func:`upright_rgb`).
-
-    Args:
-        data: what :func:`open_image` takes.
-        background: RGB colour that transparent pixels are composited onto.
-
-    Returns:
-        An RGB ``PIL.Image`` of the image's upright size.
-    """
+    """Open (:func:`open_image`), decode every pixel now (a damaged file fails here, not later), and return it
+    upright as 8-bit RGB (:func:`upright_rgb`), transparent pixels composited onto ``background``."""
     image = open_image(data)
-    if image is data:  # the caller's image: leave it open
+    try:
         image.load()
         return upright_rgb(image, background)
-    with image:
-        image.load()
-        return upright_rgb(image, background)
+    finally:
+        if image is not data:  # the caller's image stays open
+            image.close()
 
 
 def describe_read_error(error: BaseException) -> str:
-    """``"Type: message"`` of an image that could not be read or prepared, on one line of at most 200 characters
-    (what every command lists for a skipped image)."""
+    """``"Type: message"`` of an image that could not be read or prepared: one line of at most 200 characters."""
     if isinstance(error, UnidentifiedImageError):
         return "UnidentifiedImageError: not an image, or a format PIL cannot read"
     return f"{type(error).__name__}: {' '.join(str(error).split())}"[:200]
@@ -276,8 +252,8 @@ def resize_short_side(image: Image.Image, size: int) -> Image.Image:
 
 
 def centre_crop(image, width: int, height: int):
-    """The centre ``width x height`` of a PIL image, or of a tensor / array ``(..., H, W)``; a side larger than the
-    image keeps the image's side. Odd margins leave the extra pixel on the right / bottom."""
+    """The centre ``width x height`` of a PIL image or a tensor / array ``(..., H, W)``, each side at most the image's;
+    odd margins leave the extra pixel on the right / bottom."""
     image_w, image_h = image.size if isinstance(image, Image.Image) else (image.shape[-1], image.shape[-2])
     width, height = min(width, image_w), min(height, image_h)
     left, top = (image_w - width) // 2, (image_h - height) // 2
@@ -289,20 +265,14 @@ def centre_crop(image, width: int, height: int):
 def resize_and_crop(
     image: Image.Image, resolution: int | None = None, square: bool = True, resize: bool = True, multiple: int = 8
 ) -> Image.Image:
-    """Cut ``image`` to a size a VAE accepts (both sides multiples of ``multiple``), from its centre.
+    """Cut ``image`` from its centre to a size a VAE accepts (both sides multiples of ``multiple``).
 
     Args:
         image: an RGB PIL image.
-        resolution: ``None`` keeps the full image, centre-cropped down to multiples of ``multiple``; an int ``R``
-            resizes the short side to ``R`` (:func:`resize_short_side`) and then crops.
-        square: with ``R``: the centre ``R x R`` crop; ``False``: keep the aspect ratio, trim each side down to a
-            multiple of ``multiple``.
-        resize: with ``False`` the crop is taken from the full-size image (images whose short side is below ``R``
-            are still resized up so that the crop fits).
+        resolution: ``None`` keeps the full image; an int ``R`` resizes the short side to ``R``, then crops.
+        square: with ``R``: the centre ``R x R`` crop; ``False``: keep the aspect ratio.
+        resize: ``False`` crops from the full-size image (images whose short side is below ``R`` are still resized).
         multiple: the VAE's downsampling factor.
-
-    Returns:
-        A PIL image whose width and height are multiples of ``multiple``.
 
     Raises:
         ValueError: the image is smaller than ``multiple`` pixels on a side.
@@ -324,11 +294,8 @@ def resize_and_crop(
 
 
 class NamedImages:
-    """``(name, image data)`` pairs, read lazily, with a known length (for progress bars; ``None`` when streaming).
-
-    The data (a path, encoded bytes, a ``datasets`` image value, or a PIL image) is turned into pixels by
-    :func:`load_image` where it is used, so a reader can skip an unreadable image, list its reason, and go on.
-    """
+    """``(name, image data)`` pairs, read lazily, with a length (``None`` when streaming); the data is what
+    :func:`load_image` takes, decoded where it is used so that an unreadable image can be skipped."""
 
     def __init__(self, pairs: Iterable[tuple[str, object]], length: int | None):
         self._pairs, self._length = pairs, length
@@ -343,17 +310,13 @@ class NamedImages:
 
 
 def folder_images(folder: str | os.PathLike) -> NamedImages:
-    """``(file name, path)`` for every image of :func:`find_images` (which raises for a missing or empty folder)."""
+    """``(file name, path)`` for every image of :func:`find_images`."""
     paths = find_images(folder)
     return NamedImages([(path.name, path) for path in paths], len(paths))
 
 
 class ImageFiles:
-    """Image files by position; :meth:`load` reads one as upright RGB (:func:`load_image`; raises if unreadable).
-
-    Args:
-        paths: the files.
-    """
+    """Image files by position; :meth:`load` reads one as upright RGB (:func:`load_image`; raises if unreadable)."""
 
     def __init__(self, paths: Sequence[str | os.PathLike]):
         self.paths = [Path(path) for path in paths]
@@ -369,13 +332,8 @@ class ImageFiles:
 
 
 class DatasetImages:
-    """Rows of a map-style ``datasets.Dataset`` by position; :meth:`load` reads one row's image as upright RGB.
-
-    Args:
-        dataset: the dataset, as :func:`load_image_dataset` returns it (image column undecoded).
-        image_column: the column holding the images (an ``Image`` feature, file paths or encoded bytes).
-        indices: the rows exposed (e.g. training rows after the validation rows); default: all.
-    """
+    """Rows of a map-style ``datasets.Dataset`` (as :func:`load_image_dataset` returns it) by position; ``indices``
+    picks the rows exposed (default: all); :meth:`load` reads one row's image as upright RGB."""
 
     def __init__(self, dataset, image_column: str, indices: Sequence[int] | None = None):
         self.dataset = dataset
@@ -402,7 +360,7 @@ def is_saved_dataset(path: str | os.PathLike) -> bool:
 
 
 def dataset_label(dataset) -> str:
-    """How messages and records name a dataset: its Hub id / path, or the name an in-memory dataset carries."""
+    """How messages and records name a dataset: its Hub id / path, or an in-memory dataset's name."""
     if isinstance(dataset, (str, os.PathLike)):
         return os.fspath(dataset)
     return getattr(getattr(dataset, "info", None), "dataset_name", None) or "<in-memory datasets.Dataset>"
@@ -418,12 +376,11 @@ def load_image_dataset(
     streaming: bool = False,
 ):
     """A Hugging Face dataset ready to read images from: loaded, its split picked, its image column checked and
-    set to be read undecoded (images are decoded one at a time by :func:`load_image`, so one damaged row is skipped
-    rather than stopping the reader). ``datasets`` (an optional extra) is imported here, lazily.
+    read undecoded (:func:`load_image` decodes one row at a time, so a damaged row is skipped, not fatal).
 
     Args:
-        dataset: a Hub id, a local folder ``datasets.load_dataset`` reads, a folder written by ``save_to_disk``
-            (:func:`is_saved_dataset`), or a loaded ``Dataset`` / ``DatasetDict`` / ``IterableDataset``.
+        dataset: a Hub id, a folder ``datasets.load_dataset`` reads, a ``save_to_disk`` folder, or a loaded
+            ``Dataset`` / ``DatasetDict`` / ``IterableDataset``.
         config_name: dataset configuration, if it has several.
         split: the split to read.
         image_column: the column holding the images (default: the first ``Image`` feature, else ``"image"``).
@@ -464,25 +421,23 @@ def load_image_dataset(
         if split not in dataset:
             raise ImageInputError(f"dataset {name!r} has no split {split!r}; its splits: {sorted(dataset)}.")
         dataset = dataset[split]
-    features = getattr(dataset, "features", None)
+    features = getattr(dataset, "features", None) or {}
     if image_column is None:
-        image_columns = [column for column, feature in (features or {}).items() if isinstance(feature, datasets.Image)]
-        image_column = image_columns[0] if image_columns else "image"
+        image_column = next((column for column, kind in features.items() if isinstance(kind, datasets.Image)), "image")
     columns = getattr(dataset, "column_names", None)
     if columns is not None and image_column not in columns:
         raise ImageInputError(
             f"dataset {name!r} (split {split!r}) has no image column {image_column!r}; its columns: {columns}. "
             "Pass --image_column."
         )
-    feature = (features or {}).get(image_column)
+    feature = features.get(image_column)
     if isinstance(feature, datasets.Image) and feature.decode:
         dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
     return dataset, image_column
 
 
 def dataset_image_bytes(value) -> bytes:
-    """The encoded bytes of a ``datasets`` image value read undecoded (``{"bytes", "path"}``), of raw bytes, or of
-    a local file path."""
+    """The encoded bytes of an undecoded ``datasets`` image value, of raw bytes, or of a local file path."""
     if isinstance(value, dict):
         if value.get("bytes") is not None:
             return value["bytes"]
@@ -503,17 +458,10 @@ def dataset_images(
     config_name: str | None = None,
     streaming: bool = False,
 ) -> NamedImages:
-    """``("<split>/<row>", image data)`` pairs of a Hugging Face dataset, in row order (see :class:`NamedImages`).
+    """``("<split>/<row>", image data)`` pairs of a Hugging Face dataset, in row order (:class:`NamedImages`).
 
-    The dataset is opened and its columns checked now (:func:`load_image_dataset`); rows are read while iterating.
-
-    Args:
-        dataset: what :func:`load_image_dataset` takes.
-        image_column: column holding the images (an ``Image`` feature, file paths or encoded bytes).
-        split: dataset split.
-        max_images: stop after this many rows.
-        config_name: dataset configuration name, if the dataset has several.
-        streaming: stream instead of downloading the whole split first (useful with ``max_images``).
+    The dataset is opened and checked now (:func:`load_image_dataset`, which takes ``dataset``, ``image_column``,
+    ``split``, ``config_name`` and ``streaming``); rows are read while iterating, at most ``max_images``.
     """
     dataset, image_column = load_image_dataset(dataset, config_name, split, image_column, streaming=streaming)
     rows = dataset.select_columns([image_column])
@@ -554,7 +502,7 @@ def make_reconstruction_grid(
     tile_height: int = 256,
     header_height: int = 28,
 ) -> Image.Image:
-    """Side-by-side comparison: one row per image, columns ``original | model A | model B | ...``.
+    """Side-by-side comparison, one row per image: ``original | model A | model B | ...``, as one RGB image.
 
     Args:
         originals: the input images (any sizes; each row is scaled to ``tile_height`` pixels high).
@@ -562,9 +510,6 @@ def make_reconstruction_grid(
         captions: label -> per-image caption drawn in the tile's corner (e.g. ``"31.2 dB"``).
         tile_height: row height in pixels.
         header_height: height of the label row at the top.
-
-    Returns:
-        One RGB ``PIL.Image``.
     """
     labels = list(reconstructions)
     for label, images in reconstructions.items():
@@ -574,12 +519,11 @@ def make_reconstruction_grid(
     rows = []
     for index, original in enumerate(originals):
         width = max(1, round(original.width * tile_height / original.height))
-        tiles = [original.convert("RGB").resize((width, tile_height), Image.Resampling.LANCZOS)]
-        for label in labels:
-            tile = reconstructions[label][index].convert("RGB").resize((width, tile_height), Image.Resampling.LANCZOS)
+        images = [original, *(reconstructions[label][index] for label in labels)]
+        tiles = [image.convert("RGB").resize((width, tile_height), Image.Resampling.LANCZOS) for image in images]
+        for label, tile in zip(labels, tiles[1:]):
             if captions and label in captions:
                 _caption(tile, captions[label][index], font)
-            tiles.append(tile)
         rows.append(tiles)
     column_widths = [max(row[c].width for row in rows) for c in range(len(labels) + 1)] if rows else [tile_height]
     grid = Image.new("RGB", (sum(column_widths), header_height + tile_height * len(rows)), "white")

@@ -28,11 +28,8 @@ def cast_module(
     """``module.to(device=device, dtype=dtype)``, minus diffusers' spurious float32 warning; returns ``module``.
 
     diffusers' ``ModelMixin.to`` logs "There are modules in X that should be kept in float32: []" on every dtype
-    cast, even when the model declares no such modules (``_keep_in_fp32_modules`` is ``None``), which is noise
-    for ``AutoencoderLite``. For a model with no float32-pinned modules that is not quantized, the warning is the
-    only thing ``ModelMixin.to`` adds, so this calls ``torch.nn.Module.to`` directly. Every other module (plain
-    ``nn.Module``s, models that pin modules to float32, quantized models) goes through its own ``.to``, with all
-    its checks and warnings.
+    cast even when the model pins no modules to float32; for such a model (not quantized) that warning is all it
+    adds, so ``torch.nn.Module.to`` is called directly. Every other module goes through its own ``.to``.
     """
     kwargs = {key: value for key, value in (("device", device), ("dtype", dtype)) if value is not None}
     if not kwargs:
@@ -57,38 +54,32 @@ def resolve_compile(flag: bool | None, device: torch.device | str) -> bool:
     """The one policy for compiling a hot path (caching, evaluation speed, distillation and training).
 
     Args:
-        flag: ``True``/``False`` from a ``--compile``/``--no-compile`` flag; ``None`` (the default) means auto:
-            compile on CUDA, stay eager elsewhere (on the CPU compiled LiteVAE encoders were slower than eager,
-            and compiling costs minutes there).
+        flag: ``True``/``False`` from ``--compile``/``--no-compile``; ``None``: compile on CUDA only (on the CPU
+            compiled LiteVAE encoders were slower than eager, and compiling costs minutes).
         device: the device the hot path runs on.
 
     Returns:
-        Whether to compile. Either way, on CUDA it turns on ``torch.backends.cudnn.benchmark`` (the hot paths run
-        static shapes, so the autotuned algorithm is reused). When compiling it also turns on inductor's
-        on-disk FX graph cache (``TORCHINDUCTOR_CACHE_DIR`` picks the folder) so a later run reuses the compiled
-        kernels instead of compiling again, and lets dynamo keep one graph per shape for up to 64 shapes.
+        Whether to compile. On CUDA it turns on ``cudnn.benchmark`` (the hot paths run static shapes). When
+        compiling it turns on inductor's on-disk FX graph cache (``TORCHINDUCTOR_CACHE_DIR``), so a later run reuses
+        the kernels, and :func:`raise_recompile_limit`.
     """
     cuda = is_cuda(device)
     if cuda:
         torch.backends.cudnn.benchmark = True
     enabled = cuda if flag is None else bool(flag)
     if enabled:
-        _enable_compile_caches()
+        os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+        with contextlib.suppress(ImportError, AttributeError):  # torch builds without inductor skip its cache
+            import torch._inductor.config as inductor_config
+
+            inductor_config.fx_graph_cache = True
+        raise_recompile_limit()
     return enabled
 
 
 def is_cuda(device: torch.device | str) -> bool:
-    """Whether ``device`` is a CUDA device: the device check behind :func:`resolve_compile`'s default."""
+    """Whether ``device`` is a CUDA device."""
     return torch.device(device).type == "cuda"
-
-
-def _enable_compile_caches() -> None:
-    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
-    with contextlib.suppress(ImportError, AttributeError):  # torch builds without inductor skip its cache
-        import torch._inductor.config as inductor_config
-
-        inductor_config.fx_graph_cache = True
-    raise_recompile_limit()
 
 
 def raise_recompile_limit() -> None:
@@ -112,8 +103,8 @@ def compile_mode(device: torch.device | str, inference: bool) -> str | None:
 def compile_for_inference(module: nn.Module, device: torch.device | str) -> nn.Module:
     """Compile ``module`` in place for inference on ``device`` (static shapes, CUDA graphs on CUDA); returns it.
 
-    Outputs of a CUDA-graphed call live in memory the next call overwrites: copy what you keep (``.clone()``)
-    before calling again, and call ``torch.compiler.cudagraph_mark_step_begin()`` before each call.
+    A CUDA-graphed call's outputs are overwritten by the next call: ``.clone()`` what you keep, and call
+    ``torch.compiler.cudagraph_mark_step_begin()`` before each call.
     """
     mode = compile_mode(device, inference=True)
     module.compile(dynamic=False, **({"mode": mode} if mode else {}))
@@ -121,11 +112,8 @@ def compile_for_inference(module: nn.Module, device: torch.device | str) -> nn.M
 
 
 def pad_batch(batch: torch.Tensor, size: int) -> torch.Tensor:
-    """``batch`` ``(n, ...)`` padded with zeros to ``(size, ...)`` along dim 0, in the same memory format.
-
-    A compiled, static-shape hot path sees every batch of a shape at the full batch size, so the last, partial
-    batch reuses the same graph; drop the padding from the output with ``output[:n]``. Encoders and decoders
-    here treat each sample independently (no batch statistics in eval), so the padding cannot change the others.
+    """``batch`` ``(n, ...)`` padded with zeros to ``(size, ...)`` along dim 0, in the same memory format, so a
+    partial last batch reuses a static-shape compiled graph (take ``output[:n]``; samples are independent in eval).
     """
     count = batch.shape[0]
     if count == size:
@@ -154,8 +142,8 @@ DTYPE_NAMES = tuple(_DTYPES)
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
-    """A dtype by name, the one table every command uses: ``"float32"``/``"fp32"``, ``"float16"``/``"fp16"``,
-    ``"bfloat16"``/``"bf16"`` (:data:`DTYPE_NAMES`); a ``torch.dtype`` is returned as is, ``None`` is float32.
+    """A dtype by one of :data:`DTYPE_NAMES` (the table every command uses); a ``torch.dtype`` is returned as is,
+    ``None`` is float32.
 
     Raises:
         ValueError: an unknown name.

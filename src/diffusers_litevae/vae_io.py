@@ -1,18 +1,10 @@
 """The one place VAEs are loaded, encoded and their latents normalised: used by distill, cache-latents and eval.
 
 - :func:`load_vae` turns what a user types after ``--vae`` / ``--teacher`` into a module with the diffusers VAE
-  protocol (``encode(x)`` in ``[-1, 1]`` -> ``latent_dist`` or ``latents``; ``decode(z).sample`` in ``[-1, 1]``;
-  a ``config`` with the latent-space keys): a diffusers VAE folder (class from ``config.json``'s
-  ``_class_name``), a saved pipeline folder (its ``vae/``), a Hub repo id, or a folder holding a TAESD-family
-  ``*encoder`` + ``*decoder`` checkpoint pair (``.pth``/``.pt``/``.safetensors``; TAESD, TAESDXL, TAESD3, TAEF1,
-  TAEF2), which loads as a :class:`~diffusers_litevae.models.TinyAutoencoder`, or the name of a model bundled
-  with the package (:func:`~diffusers_litevae.list_pretrained`: ``litevae-s-taef2``, ``taef2``).
-- :func:`posterior_moments` reads any supported VAE's posterior as ``(mean, std)`` in float32 (``std`` is
-  ``None`` for deterministic encoders).
-- :class:`LatentNormalization` is the single definition of "diffusion-model units": ``(z - shift) * scale`` or,
-  for VAEs whose config has ``latents_mean``/``latents_std`` (SDXL-style pipelines), ``(z - mean) * scale / std``.
-- :func:`vae_identity` names a VAE's latent space (class, config hash, weights hash) so a latent cache made with
-  one VAE is never read as another's.
+  protocol (``encode(x)`` in ``[-1, 1]`` -> ``latent_dist`` or ``latents``; ``decode(z).sample`` in ``[-1, 1]``).
+- :func:`posterior_moments` reads any supported VAE's posterior as float32 ``(mean, std)``.
+- :class:`LatentNormalization` is the single definition of "diffusion-model units".
+- :func:`vae_identity` names a VAE's latent space, so a latent cache made with one VAE is never read as another's.
 """
 
 from __future__ import annotations
@@ -50,10 +42,8 @@ class VAELoadError(ValueError):
 
 
 def find_tiny_pair(folder: str | os.PathLike) -> tuple[Path, Path] | None:
-    """The ``(*encoder, *decoder)`` checkpoint files of a TAESD-family folder, or ``None`` if it holds none.
-
-    A file counts when its stem ends in ``encoder``/``decoder`` and its suffix is ``.pth``, ``.pt`` or
-    ``.safetensors`` (``taef2_encoder.pth``, ``taesd_decoder.safetensors``).
+    """The ``(*encoder, *decoder)`` checkpoint files (``.pth``, ``.pt`` or ``.safetensors``, e.g.
+    ``taef2_encoder.pth``) of a TAESD-family folder, or ``None`` if it holds none.
 
     Raises:
         VAELoadError: the folder holds such files but not exactly one encoder and one decoder.
@@ -117,11 +107,8 @@ def resolve_vae_class(class_name: str):
 
 
 def resolve_vae_location(name_or_path: str | os.PathLike) -> str:
-    """Where a ``--vae`` / ``--teacher`` value points: an existing path as given, the folder of a bundled model
-    for a bundled name (``"taef2"`` -> ``pretrained_path("taef2")``), anything else (a Hub id) unchanged.
-
-    An existing path wins over a bundled name, so a local folder called ``taef2`` is still loaded from disk.
-    """
+    """Where a ``--vae`` / ``--teacher`` value points: a bundled model's folder for its name (``"taef2"``), unless
+    a path of that name exists; anything else (a path, a Hub id) unchanged."""
     from .pretrained import list_pretrained, pretrained_path
 
     name = os.fspath(name_or_path)
@@ -140,12 +127,13 @@ def load_vae(
     scaling_factor: float | None = None,
     shift_factor: float | None = None,
 ) -> nn.Module:
-    """Load a VAE from a folder or the Hub; see the module docstring for what ``name_or_path`` may be.
+    """Load a VAE from a folder or the Hub.
 
     Args:
-        name_or_path: a diffusers VAE folder, a saved pipeline folder (its ``vae/`` is used), a TAESD-family
-            checkpoint folder, a bundled model's name (:func:`~diffusers_litevae.list_pretrained`), or a Hub repo
-            id (``owner/name``).
+        name_or_path: a diffusers VAE folder (class from ``config.json``'s ``_class_name``), a saved pipeline folder
+            (its ``vae/`` is used), a folder with a TAESD-family ``*encoder`` + ``*decoder`` checkpoint pair (loads
+            as a :class:`~diffusers_litevae.models.TinyAutoencoder`), a bundled model's name
+            (:func:`~diffusers_litevae.list_pretrained`), or a Hub repo id (``owner/name``).
         subfolder: the VAE's subfolder in a pipeline folder or repo (usually ``"vae"``).
         torch_dtype: weights dtype (default: as stored; TAESD-family pairs load in float32).
         revision, variant: as in ``from_pretrained``.
@@ -262,9 +250,10 @@ def posterior_mean_logvar(vae: nn.Module, images: torch.Tensor) -> tuple[torch.T
     Differentiable (no ``no_grad`` inside), so a student can be trained through it.
     """
     output = vae.encode(images)
+    first = output[0] if isinstance(output, tuple) and output else None  # return_dict=False
     distribution = getattr(output, "latent_dist", None)
-    if distribution is None and isinstance(output, tuple) and output and hasattr(output[0], "parameters"):
-        distribution = output[0]
+    if distribution is None and hasattr(first, "parameters"):
+        distribution = first
     if distribution is not None:
         # From the raw moments: under autocast the distribution's own tensors may be bf16/fp16.
         mean, logvar = torch.chunk(distribution.parameters, 2, dim=1)
@@ -272,8 +261,8 @@ def posterior_mean_logvar(vae: nn.Module, images: torch.Tensor) -> tuple[torch.T
             return mean, None
         return mean, torch.clamp(logvar, -30.0, 20.0)
     latents = getattr(output, "latents", None)
-    if latents is None and isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
-        latents = output[0]
+    if latents is None and isinstance(first, torch.Tensor):
+        latents = first
     if latents is None:
         raise TypeError(
             f"{type(vae).__name__}.encode returned {type(output).__name__}; expected latent_dist or latents."
@@ -286,11 +275,10 @@ def posterior_mean_logvar(vae: nn.Module, images: torch.Tensor) -> tuple[torch.T
 
 @dataclass(frozen=True)
 class LatentNormalization:
-    """Raw VAE latents <-> the units a diffusion model is trained on (what diffusers pipelines and training
-    scripts do): ``(z - shift_factor) * scaling_factor``, or with per-channel ``latents_mean``/``latents_std``
-    ``(z - latents_mean) * scaling_factor / latents_std`` (SDXL-style pipelines; ``shift_factor`` is then unused).
-
-    Build it with :meth:`from_config` from a VAE config or a latent-cache manifest's ``vae`` entry.
+    """Raw VAE latents <-> the units a diffusion model is trained on, as diffusers pipelines do:
+    ``(z - shift_factor) * scaling_factor``, or with per-channel ``latents_mean``/``latents_std`` (SDXL-style)
+    ``(z - latents_mean) * scaling_factor / latents_std``. :meth:`from_config` reads a VAE config or a latent-cache
+    manifest's ``vae`` entry.
     """
 
     scaling_factor: float = 1.0
@@ -309,34 +297,31 @@ class LatentNormalization:
             latents_std=tuple(float(v) for v in std) if mean is not None and std is not None else None,
         )
 
-    def _channels(self, values, like: torch.Tensor) -> torch.Tensor:
+    def _shift_and_std(self, like: torch.Tensor) -> tuple:
+        """``(shift, std)``: the per-channel mean and std shaped for ``like`` (``(C, h, w)`` or ``(B, C, h, w)``),
+        else ``(shift_factor, 1.0)`` (dividing by 1.0 is exact, so both forms share one formula)."""
+        if self.latents_mean is None:
+            return self.shift_factor, 1.0
         shape = [1] * like.dim()
-        shape[-3] = -1  # (C, h, w) or (B, C, h, w)
-        return torch.tensor(values, dtype=like.dtype, device=like.device).view(shape)
+        shape[-3] = -1
+        return tuple(
+            torch.tensor(values, dtype=like.dtype, device=like.device).view(shape)
+            for values in (self.latents_mean, self.latents_std)
+        )
 
     def normalize(self, latents: torch.Tensor) -> torch.Tensor:
         """Raw latents -> diffusion-model units."""
-        if self.latents_mean is not None:
-            return (
-                (latents - self._channels(self.latents_mean, latents))
-                * self.scaling_factor
-                / self._channels(self.latents_std, latents)
-            )
-        return (latents - self.shift_factor) * self.scaling_factor
+        shift, std = self._shift_and_std(latents)
+        return (latents - shift) * self.scaling_factor / std
 
     def denormalize(self, latents: torch.Tensor) -> torch.Tensor:
         """Diffusion-model units -> raw latents (what ``vae.decode`` takes)."""
-        if self.latents_mean is not None:
-            return latents * self._channels(self.latents_std, latents) / self.scaling_factor + self._channels(
-                self.latents_mean, latents
-            )
-        return latents / self.scaling_factor + self.shift_factor
+        shift, std = self._shift_and_std(latents)
+        return latents * std / self.scaling_factor + shift
 
     def scale_std(self, std: torch.Tensor) -> torch.Tensor:
         """A raw posterior standard deviation in diffusion-model units (the linear part of :meth:`normalize`)."""
-        if self.latents_std is not None:
-            return std * self.scaling_factor / self._channels(self.latents_std, std)
-        return std * self.scaling_factor
+        return std * self.scaling_factor / self._shift_and_std(std)[1]
 
 
 # --------------------------------------------------------------------------------------------- identity

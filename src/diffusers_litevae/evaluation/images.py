@@ -1,8 +1,5 @@
-"""Evaluation images: the resize/crop protocol and batching (images are found and read, and grids drawn, by
-:mod:`diffusers_litevae.image_io`, as every command does).
-
-Every image is converted to RGB and cut to a size the VAEs accept (both sides multiples of 8), the same way for every
-model, so all models in one run see exactly the same pixels.
+"""Evaluation sizes and the resize/crop protocol: every image is cut the same way for every model (both sides
+multiples of 8), so all models in one run see the same pixels. Images are read by :mod:`diffusers_litevae.image_io`.
 """
 
 from __future__ import annotations
@@ -32,10 +29,8 @@ def parse_resolutions(value: int | str | Sequence[int | str]) -> list[int | str]
 
 
 def parse_resolution(value: int | str) -> int | str:
-    """``256`` / ``"256"`` -> ``256``; ``"native"`` -> ``"native"``. Raises ``ValueError`` on anything else.
-
-    A numeric resolution must be a positive multiple of 8 (the VAEs' downsampling factor).
-    """
+    """``256`` / ``"256"`` -> ``256``; ``"native"`` -> ``"native"``; anything but a positive multiple of 8 raises
+    :class:`EvaluationInputError`."""
     if isinstance(value, str):
         if value.strip().lower() == "native":
             return "native"
@@ -65,22 +60,14 @@ def describe_preprocessing(resolution: int | str, crop: str = "square", resize: 
 def prepare_image(
     image: Image.Image, resolution: int | str = 256, crop: str = "square", resize: bool = True
 ) -> Image.Image:
-    """Convert to RGB and cut ``image`` to the evaluation size.
-
-    The image is turned upright by its EXIF orientation, and converted to 8-bit RGB as the latent cache does it:
-    transparency is composited onto white, 16-bit greyscale is scaled (not clipped) to 8 bits.
+    """``image`` upright, as 8-bit RGB (as the latent cache converts it), cut to the evaluation size.
 
     Args:
         image: any PIL image.
-        resolution: ``"native"`` keeps the full image, centre-cropped down to multiples of 8; an int ``R`` (multiple
-            of 8) resizes the short side to ``R`` (unless ``resize=False``) and then crops.
-        crop: ``"square"`` takes the centre ``R x R`` crop (the usual ImageNet-256 protocol); ``"multiple_of_8"`` keeps
-            the aspect ratio and only trims each side down to a multiple of 8.
-        resize: with ``False`` the crop is taken from the full-resolution image (images smaller than ``R`` are still
-            upscaled so the crop fits).
-
-    Returns:
-        An RGB ``PIL.Image`` whose width and height are multiples of 8.
+        resolution: ``"native"`` keeps the full image, centre-cropped down to multiples of 8; an int ``R`` resizes
+            the short side to ``R`` (unless ``resize=False``) and then crops.
+        crop: ``"square"``: the centre ``R x R`` crop; ``"multiple_of_8"``: keep the aspect ratio.
+        resize: ``False`` crops from the full-resolution image (images smaller than ``R`` are still upscaled).
     """
     resolution = parse_resolution(resolution)
     if crop not in CROPS:

@@ -1,11 +1,6 @@
-"""Reconstruction metrics: PSNR and SSIM (always, torchmetrics), LPIPS and rFID (only when their networks load).
-
-The one definition of each metric in the package: evaluation, training validation and the distillation LPIPS loss
-all use these functions. All take images in ``[0, 1]`` shaped ``(B, 3, H, W)``. LPIPS and rFID depend on pretrained
-networks that torchmetrics downloads on first use (LPIPS: a torchvision AlexNet/VGG/SqueezeNet backbone, so it needs
-torchvision; rFID: torch-fidelity's Inception weights). :func:`load_lpips` raises :class:`LPIPSUnavailableError`
-naming what is missing; evaluation then reports ``null`` for that metric, never a made-up number, and training
-refuses to start.
+"""Reconstruction metrics, the package's one definition of each (evaluation, training validation and the
+distillation LPIPS loss): PSNR and SSIM always, LPIPS and rFID only where torchmetrics can load their pretrained
+networks (evaluation then reports ``null``, never a made-up number). All take ``(B, 3, H, W)`` images in ``[0, 1]``.
 """
 
 from __future__ import annotations
@@ -33,15 +28,7 @@ class LPIPSUnavailableError(RuntimeError):
 
 
 def psnr_per_image(reconstructions: torch.Tensor, originals: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB of each image, ``10 log10(1 / MSE)`` over all pixels and channels (``data_range=1``).
-
-    Args:
-        reconstructions: ``(B, 3, H, W)`` in ``[0, 1]``.
-        originals: ``(B, 3, H, W)`` in ``[0, 1]``.
-
-    Returns:
-        ``(B,)`` float32 tensor.
-    """
+    """PSNR in dB of each image, ``10 log10(1 / MSE)`` over all pixels and channels; ``(B,)`` float32."""
     _check_pair(reconstructions, originals)
     return peak_signal_noise_ratio(
         reconstructions.float(), originals.float(), data_range=1.0, reduction="none", dim=(1, 2, 3)
@@ -49,18 +36,11 @@ def psnr_per_image(reconstructions: torch.Tensor, originals: torch.Tensor) -> to
 
 
 def ssim_per_image(reconstructions: torch.Tensor, originals: torch.Tensor) -> torch.Tensor:
-    """SSIM of each image: 11x11 Gaussian window (sigma 1.5), K1 0.01, K2 0.03, ``data_range=1``.
+    """SSIM of each image (``H, W >= 11``): 11x11 Gaussian window (sigma 1.5), K1 0.01, K2 0.03; ``(B,)`` float32.
 
-    The SSIM map comes from torchmetrics; it is averaged over the *valid* region (pixels whose whole window lies inside
-    the image) and the channels, as in Wang et al.'s reference code and scikit-image. torchmetrics' own mean also
-    averages a 5-pixel border computed on reflect-padded pixels, which reads high on small images.
-
-    Args:
-        reconstructions: ``(B, 3, H, W)`` in ``[0, 1]``, ``H, W >= 11``.
-        originals: ``(B, 3, H, W)`` in ``[0, 1]``.
-
-    Returns:
-        ``(B,)`` float32 tensor.
+    torchmetrics' SSIM map is averaged over the *valid* region (pixels whose whole window lies inside the image), as
+    in Wang et al.'s reference code and scikit-image; torchmetrics' own mean also averages a reflect-padded border,
+    which reads high on small images.
     """
     _check_pair(reconstructions, originals)
     if min(originals.shape[-2:]) < SSIM_WINDOW:
@@ -82,12 +62,8 @@ def ssim_per_image(reconstructions: torch.Tensor, originals: torch.Tensor) -> to
 
 
 class LPIPSDistance(nn.Module):
-    """LPIPS distance of image pairs (Zhang et al., CVPR 2018), frozen and always in eval mode.
-
-    ``forward(reconstructions, originals)`` takes two ``(B, 3, H, W)`` batches in ``[0, 1]`` and returns the ``(B,)``
-    distances (lower is better). It is differentiable with respect to its inputs, so the same module is the
-    evaluation metric and the distillation loss.
-    """
+    """LPIPS distance of image pairs (Zhang et al., CVPR 2018), frozen and always in eval mode: ``(B,)`` distances
+    of two batches in ``[0, 1]``, differentiable in its inputs (the evaluation metric and the distillation loss)."""
 
     def __init__(self, network: nn.Module):
         super().__init__()
@@ -106,8 +82,7 @@ def load_lpips(net_type: str = "alex", device: str | torch.device = "cpu") -> LP
     """Build LPIPS from torchmetrics' network (``net_type``: ``"alex"``, ``"vgg"`` or ``"squeeze"``).
 
     Raises:
-        LPIPSUnavailableError: torchvision is missing or the backbone weights cannot be downloaded; the message is
-            one line naming which.
+        LPIPSUnavailableError: torchvision is missing or the backbone weights cannot be downloaded (one line).
     """
     try:
         from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
@@ -130,13 +105,8 @@ def lpips_per_image(metric: nn.Module, reconstructions: torch.Tensor, originals:
 
 
 def load_fid_factory(device: str | torch.device = "cpu") -> tuple[Callable | None, str | None]:
-    """Check that torchmetrics' FID (Inception-v3 pool features, 2048-d) can be built.
-
-    Returns:
-        ``(factory, None)`` where ``factory()`` returns a fresh ``FrechetInceptionDistance`` on ``device`` taking
-        images in ``[0, 1]`` (one per model, each fed the originals as real and that model's reconstructions as
-        fake), or ``(None, message)`` naming what is missing.
-    """
+    """``(factory, None)`` where ``factory()`` builds a fresh torchmetrics ``FrechetInceptionDistance`` (2048-d
+    Inception features, images in ``[0, 1]``) on ``device``, or ``(None, message)`` naming what is missing."""
     try:
         from torchmetrics.image.fid import FrechetInceptionDistance
 

@@ -110,22 +110,17 @@ def measure_throughput(
     compile: bool | None = None,
     details: dict | None = None,
 ) -> tuple[float, float]:
-    """Encoder and decoder throughput in images/s on one batch, each timed separately after ``warmup`` untimed runs.
-
-    Each of the ``repeats`` runs is timed on its own and the median is reported, so one run slowed by another process
-    on a shared machine does not skew the figure.
+    """Encoder and decoder throughput in images/s on one batch, each timed separately after ``warmup`` untimed runs;
+    the median of ``repeats`` runs, so one run slowed by another process on a shared machine does not skew it.
 
     Args:
         model: the model (already on its device / dtype).
-        images: ``(B, 3, H, W)`` in ``[0, 1]``; the batch size and size the figures refer to.
-        warmup: untimed runs first (kernel selection, caches, lazy initialisation); at least 3 when compiled
-            (compiling, then CUDA-graph warm-up and capture).
+        images: ``(B, 3, H, W)`` in ``[0, 1]``; the batch the figures refer to.
+        warmup: untimed runs first; at least 3 when compiled (compiling, then CUDA-graph warm-up and capture).
         repeats: timed runs per encoder and decoder.
-        compile: time ``torch.compile``d encode and decode (static shape, CUDA graphs on CUDA), as the hot paths
-            run them; ``None`` (default): on for CUDA, eager elsewhere
+        compile: time ``torch.compile``d encode and decode, as the hot paths run them; ``None``: on for CUDA only
             (:func:`~diffusers_litevae.runtime.resolve_compile`).
-        details: if given, filled with ``compiled`` and ``warmup_s`` (the untimed runs, compiling included: kept
-            out of the throughput).
+        details: if given, filled with ``compiled`` and ``warmup_s`` (the untimed runs, compiling included).
 
     Returns:
         ``(encode images/s, decode images/s)``: ``B / median seconds per run``.
@@ -184,9 +179,8 @@ def _median_seconds(fn, repeats: int, device: torch.device) -> float:
 
 
 def _named_images(images) -> tuple[Iterable[tuple[str, object]], int | None, str]:
-    """Normalise ``images`` (a folder path, :class:`~diffusers_litevae.image_io.NamedImages`, PIL images, or
-    ``(name, image)`` pairs) to an iterable of ``(name, image data)`` pairs, its length and a name; the data is read
-    by :func:`~diffusers_litevae.image_io.load_image` where it is evaluated."""
+    """``images`` (a folder path, :class:`~diffusers_litevae.image_io.NamedImages`, PIL images, or ``(name, image)``
+    pairs) as ``(name, image data)`` pairs, their number (``None``: unknown) and a name for the report."""
     if isinstance(images, (str, os.PathLike)):
         named = folder_images(images)
         return named, len(named), os.fspath(images)
@@ -250,7 +244,6 @@ class _SizeRun:
         self.grid_images = 0  # how many of its images the grid shows
         self.grid_originals: list[Image.Image] = []
         self.grid_reconstructions: dict[str, list[Image.Image]] = {label: [] for label in labels}
-        self.grid_captions: dict[str, list[str]] = {label: [] for label in labels}
         self.batch_size = batch_size
         self.pending: list[tuple[int, str, Image.Image]] = []
         self.first_batch: torch.Tensor | None = None
@@ -269,10 +262,16 @@ class _SizeRun:
         return closed
 
     def grid(self, tile_height: int) -> Image.Image | None:
+        """The grid of the first images, each reconstruction captioned with its PSNR (rows are in image order)."""
         if not self.grid_originals:
             return None
+        shown = len(self.grid_originals)
+        captions = {
+            label: [f"{row['psnr']:.2f} dB" for row in self.rows if row["model"] == label][:shown]
+            for label in self.grid_reconstructions
+        }
         return make_reconstruction_grid(
-            self.grid_originals, self.grid_reconstructions, self.grid_captions, tile_height=tile_height
+            self.grid_originals, self.grid_reconstructions, captions, tile_height=tile_height
         )
 
 
@@ -304,9 +303,7 @@ def _evaluate_batch(
             dict(image_index=index, image=name, **where, psnr=psnr[offset], ssim=ssim[offset], lpips=lpips[offset])
             for offset, (index, name, _) in enumerate(batch)
         ]
-        if keep:
-            run.grid_reconstructions[label].extend(unit_tensor_to_images(reconstructions[:keep]))
-            run.grid_captions[label].extend(f"{value:.2f} dB" for value in psnr[:keep])
+        run.grid_reconstructions[label].extend(unit_tensor_to_images(reconstructions[:keep]))
 
 
 def _prepare(data, sizes: list[int | str], settings: EvalSettings) -> tuple[list[Image.Image], str | None]:
@@ -370,30 +367,24 @@ def evaluate_vaes(
 ) -> EvaluationResult:
     """Reconstruction metrics and speed of one or more VAEs on the same images, at one or several sizes.
 
-    Each model encodes and decodes every batch of images; PSNR and SSIM (and LPIPS / rFID where their networks load)
-    are recorded per image. Afterwards each model's encoder and decoder are timed separately, after warm-up, on the
-    first batch of the first size (the size the grid shows too). Images that cannot be read or prepared (damaged
-    files, non-images, decompression bombs, images too small for a size) are skipped and listed in the summary
-    (``num_skipped``, ``skipped``); only when no image at all can be read is an error raised.
+    PSNR and SSIM (and LPIPS / rFID where their networks load) are recorded per image; then each model's encoder and
+    decoder are timed on the first batch of the first size (the size the grid shows). Images that cannot be read or
+    prepared are skipped and listed in the summary; only when no image can be read is an error raised.
 
     Args:
-        models: label -> model. A model is a diffusers VAE (``AutoencoderLite``, ``AutoencoderKL``,
-            ``AutoencoderTiny``), a ``(TinyEncoder, TinyDecoder)`` pair, a
-            :class:`~diffusers_litevae.evaluation.vaes.ReconstructionModel`, or a folder / Hub id / bundled model
-            name string.
+        models: label -> a diffusers VAE, a ``(TinyEncoder, TinyDecoder)`` pair, a
+            :class:`~diffusers_litevae.evaluation.vaes.ReconstructionModel`, or a folder / Hub id / bundled name.
         images: a folder of images, or PIL images, or ``(name, image)`` pairs whose image is a PIL image, a path,
             encoded bytes or a ``datasets`` image value (e.g. :func:`~diffusers_litevae.image_io.dataset_images`).
         settings: how to evaluate (default: ``EvalSettings()``).
         dataset_name: name recorded in the summary (default: the folder path).
         subfolders: label -> subfolder, for models given as folder / Hub id strings.
         progress: show a tqdm progress bar.
-        **changes: settings that differ from ``settings``, as :meth:`EvalSettings.replace` takes them (e.g.
-            ``resolution="256,native"``, ``measure_speed=False``).
+        **changes: settings that differ from ``settings``, as :meth:`EvalSettings.replace` takes them.
 
     Returns:
-        An :class:`EvaluationResult`; call ``.save(output_dir)`` to write ``summary.json``, ``per_image.csv``,
-        ``grid.png``. ``summary["models"]`` holds the first size's metrics (and the speed);
-        ``summary["sizes"][str(size)]["models"]`` every size's.
+        An :class:`EvaluationResult` (``.save(output_dir)`` writes it); ``summary["models"]`` holds the first size's
+        metrics and the speed, ``summary["sizes"][str(size)]["models"]`` every size's.
 
     Raises:
         EvaluationInputError: bad settings, or no image could be read.
@@ -411,8 +402,13 @@ def evaluate_vaes(
     metrics = _load_metrics(settings, device)
     runs, count, skipped = _evaluate_images(named_images, total, loaded, metrics, settings, progress)
     dataset_name = dataset_name or source_name
+    if count == 0 and skipped:
+        raise EvaluationInputError(
+            f"none of the {len(skipped)} images in {dataset_name!r} could be read (first: {skipped[0][0]}: "
+            f"{skipped[0][1]}); pass a folder of readable images."
+        )
     if count == 0:
-        raise _nothing_read(dataset_name, skipped)
+        raise EvaluationInputError(f"no images were read from {dataset_name!r}.")
     summary = _summary(settings, runs, loaded, metrics, count, skipped, dataset_name)
     first_size = summary["sizes"][str(runs[0].resolution)]["models"]
     for label, model in loaded.items():
@@ -420,15 +416,6 @@ def evaluate_vaes(
         summary["models"][label] = _model_entry(model, first_size[label], speed, device, dtype)
     rows = sorted((row for run in runs for row in run.rows), key=lambda row: row["image_index"])
     return EvaluationResult(summary=summary, per_image=rows, grid=runs[0].grid(settings.grid_tile_height))
-
-
-def _nothing_read(dataset_name: str, skipped: list[tuple[str, str]]) -> EvaluationInputError:
-    if skipped:
-        return EvaluationInputError(
-            f"none of the {len(skipped)} images in {dataset_name!r} could be read (first: {skipped[0][0]}: "
-            f"{skipped[0][1]}); pass a folder of readable images."
-        )
-    return EvaluationInputError(f"no images were read from {dataset_name!r}.")
 
 
 def _summary(settings: EvalSettings, runs, models, metrics: _Metrics, count: int, skipped, dataset_name: str) -> dict:

@@ -1,8 +1,6 @@
-"""VAEs under evaluation: loading (:func:`load_reconstruction_model`, with the loader every command shares) and one
-interface for encode/decode in ``[0, 1]``.
-
-Every model is wrapped in a :class:`ReconstructionModel` so the evaluation treats them alike: images in ``[0, 1]``,
-deterministic latents (the posterior mode for Gaussian VAEs), reconstructions in ``[0, 1]``.
+"""VAEs under evaluation, loaded with the loader every command shares and wrapped in a :class:`ReconstructionModel`
+so the evaluation treats them alike: images in ``[0, 1]``, deterministic latents (the posterior mode),
+reconstructions in ``[0, 1]``.
 """
 
 from __future__ import annotations
@@ -27,8 +25,7 @@ class ReconstructionModel:
     """One VAE seen through a common interface for evaluation.
 
     Args:
-        module: a diffusers VAE (``encode(x)`` in ``[-1, 1]`` -> ``latent_dist``/``latents``, ``decode(z).sample`` in
-            ``[-1, 1]``) or a ``(TinyEncoder, TinyDecoder)`` pair (images in ``[0, 1]``, raw latents).
+        module: a diffusers VAE or a ``(TinyEncoder, TinyDecoder)`` pair.
         name_or_path: where it came from (folder, Hub id), for the report.
         class_name: model class for the report; inferred from ``module`` when omitted.
     """
@@ -54,8 +51,6 @@ class ReconstructionModel:
             )
         self.name_or_path = name_or_path or getattr(getattr(self.vae, "config", None), "_name_or_path", "") or ""
 
-    # -------------------------------------------------------------- placement
-
     def to(self, device: str | torch.device, dtype: torch.dtype) -> "ReconstructionModel":
         cast_module(self.vae, device=device, dtype=dtype).eval().requires_grad_(False)
         return self
@@ -68,8 +63,6 @@ class ReconstructionModel:
     def dtype(self) -> torch.dtype:
         return next(self.vae.parameters()).dtype
 
-    # -------------------------------------------------------------- sizes
-
     def parameter_counts(self) -> tuple[int, int]:
         """``(encoder parameters, decoder parameters)``; ``quant_conv`` counts as encoder,
         ``post_quant_conv`` as decoder."""
@@ -80,8 +73,6 @@ class ReconstructionModel:
             elif name.startswith(("decoder.", "post_quant_conv.")):
                 decoder += parameter.numel()
         return encoder, decoder
-
-    # -------------------------------------------------------------- encode / decode
 
     @torch.inference_mode()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -102,11 +93,8 @@ class ReconstructionModel:
 
 
 def parse_vae_spec(spec: str) -> tuple[str, str | None]:
-    """``"PATH_OR_ID[:LABEL]"`` -> ``(path_or_id, label or None)``.
-
-    The label is what follows the last ``:`` when that part holds no path separator (Hub ids and POSIX paths have no
-    ``:``; a Windows drive letter ``C:\\...`` is not mistaken for a label).
-    """
+    """``"PATH_OR_ID[:LABEL]"`` -> ``(path_or_id, label or None)``: the label follows the last ``:`` when that part
+    holds no path separator (a Windows drive letter ``C:\\...`` is not mistaken for a label)."""
     if ":" in spec:
         head, tail = spec.rsplit(":", 1)
         if head and tail and "/" not in tail and "\\" not in tail and not (len(head) == 1 and head.isalpha()):
@@ -128,17 +116,8 @@ def load_reconstruction_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> ReconstructionModel:
-    """Load a VAE for evaluation with :func:`diffusers_litevae.vae_io.load_vae` (the loader every command shares).
-
-    Args:
-        name_or_path: a model as ``litevae eval --vae`` takes it (without ``:LABEL``).
-        subfolder: as ``--vae_subfolder``.
-        device: where to run it.
-        dtype: weights and compute dtype.
-
-    Returns:
-        A :class:`ReconstructionModel` on ``device`` in ``dtype``, in eval mode.
-    """
+    """A model as ``litevae eval --vae`` (without ``:LABEL``) and ``--vae_subfolder`` take it, loaded with
+    :func:`diffusers_litevae.vae_io.load_vae`, as a :class:`ReconstructionModel` on ``device`` in ``dtype``."""
     from ..models.tiny_autoencoder import TinyAutoencoder
     from ..vae_io import load_vae, resolve_vae_location
 

@@ -1,19 +1,8 @@
 """Publish an ``AutoencoderLite`` folder to the Hugging Face Hub: fp32 + fp16 weights, model card, eval evidence.
 
-:func:`prepare_upload_folder` writes exactly what will be uploaded (and is all ``--dry_run`` does);
-:func:`push_to_hub` validates every input first, then creates the repo and uploads that folder with ``HfApi``.
-
-The upload folder::
-
-    README.md                                   model card (YAML metadata + body)
-    config.json                                 AutoencoderLite config
-    diffusion_pytorch_model.safetensors         fp32 weights
-    diffusion_pytorch_model.fp16.safetensors    fp16 weights (cast, not renamed): variant="fp16"
-    distillation.json or training.json, curve.png   the training record and curve, when the model folder has them
-    eval/summary.json                           the metrics the card quotes (+ per_image.csv, grid.png when present)
-
-:func:`write_model_card` writes the card of any ``AutoencoderLite`` folder (also the bundled models', see
-``conversion/bundle_pretrained.py``); the card lists exactly the files of that folder.
+:func:`prepare_upload_folder` writes exactly what will be uploaded (all ``--dry_run`` does); :func:`push_to_hub`
+validates every input first, then uploads that folder with ``HfApi``. :func:`write_model_card` writes the card of
+any ``AutoencoderLite`` folder (also the bundled models'). ``docs/evaluation_and_hub.md`` lists the upload folder.
 """
 
 from __future__ import annotations
@@ -62,8 +51,7 @@ def validate_model_folder(model_dir: str | os.PathLike) -> tuple[Path, dict]:
     """Check ``model_dir`` is a LiteVAE model's ``save_pretrained`` folder; returns ``(path, config dict)``.
 
     Raises:
-        PushError: missing folder, no/invalid ``config.json``, a ``_class_name`` other than ``AutoencoderLite`` /
-            ``AutoencoderLiteTiny``, or no weights file.
+        PushError: missing folder, no/invalid ``config.json``, not a LiteVAE class, or no weights file.
     """
     path = Path(model_dir)
     if not path.is_dir():
@@ -181,17 +169,15 @@ def prepare_upload_folder(
     card: CardOptions,
     metrics_label: str | None = None,
 ) -> Path:
-    """Write the exact folder :func:`push_to_hub` uploads: weights (fp32 + real fp16), config, card, eval files.
+    """Write the exact folder :func:`push_to_hub` uploads (fp32 + real fp16 weights, config, card, eval files) into
+    the new or empty ``output_dir``; returns it as a ``Path``.
 
     Args:
         model_dir: ``AutoencoderLite`` folder (``config.json`` + weights, optionally ``distillation.json``).
         metrics_file: ``litevae eval`` ``summary.json`` that includes this model.
-        output_dir: new or empty folder to write into.
+        output_dir: where to write.
         card: what the model card says; its ``repo_id`` is the target repo.
         metrics_label: this model's key in the summary (see :func:`load_metrics_entry`).
-
-    Returns:
-        ``output_dir`` as a ``Path``.
     """
     model_path, _ = validate_model_folder(model_dir)
     summary, label = load_metrics_entry(metrics_file, metrics_label, model_path)
@@ -233,20 +219,16 @@ def copy_training_record(model_dir: str | os.PathLike, output_dir: str | os.Path
 def write_model_card(
     folder: str | os.PathLike, metrics_file: str | os.PathLike, card: CardOptions, metrics_label: str | None = None
 ) -> Path:
-    """Write ``folder/README.md``, the model card of the ``AutoencoderLite`` folder ``folder``.
+    """Write ``folder/README.md``, the model card of the ``AutoencoderLite`` folder ``folder``; returns its path.
 
-    The metrics file is copied to ``folder/eval/summary.json`` (unless it is that file); the training record
-    (``distillation.json`` / ``training.json``) and ``curve.png`` are read from ``folder``. Everything the card
-    names (files, images) is in ``folder``.
+    The metrics file is copied to ``folder/eval/summary.json`` (unless it is that file); the training record and
+    ``curve.png`` are read from ``folder``, so everything the card names is in ``folder``.
 
     Args:
-        folder: the model folder (``config.json`` + weights); the card is written into it.
-        metrics_file: a ``litevae eval`` ``summary.json`` (one size or several) that includes this model.
+        folder: the model folder (``config.json`` + weights).
+        metrics_file: a ``litevae eval`` ``summary.json`` that includes this model.
         card: what the card says; ``card.repo_id``, ``card.bundled_name`` or both say where the model loads from.
         metrics_label: this model's key in the summary (see :func:`load_metrics_entry`).
-
-    Returns:
-        The card's path.
 
     Raises:
         PushError: bad folder or metrics, metrics measured on another model, or neither ``repo_id`` nor
@@ -303,10 +285,8 @@ def push_to_hub(
 
     Args:
         model_dir, metrics_file, metrics_label: see :func:`prepare_upload_folder`.
-        card: what the model card says; ``card.repo_id`` (``owner/name``) is the repo to upload to, also needed for
-            a dry run: the card's snippets load the model from it.
-        settings (`PushSettings`, *optional*): how to upload; ``overrides`` change its fields by name
-            (``push_to_hub(model_dir, metrics_file, card, dry_run=True)``).
+        card: what the model card says; ``card.repo_id`` is the repo to upload to (also needed for a dry run).
+        settings (`PushSettings`, *optional*): how to upload; ``overrides`` change its fields by name.
 
     Returns:
         The folder path for a dry run, else the repo URL.
