@@ -39,25 +39,7 @@ _EXPORTS = {
     "pretrained_path": "pretrained",
 }
 
-__all__ = [
-    "ENCODER_PRESETS",
-    "AutoencoderLite",
-    "AutoencoderLiteTiny",
-    "LiteVAEEncoder",
-    "SelfModulatedConv2d",
-    "TinyDecoder",
-    "TinyEncoder",
-    "encoder_preset",
-    "haar_dwt",
-    "haar_idwt",
-    "haar_wavedec",
-    "haar_waverec",
-    "list_pretrained",
-    "load_tiny_decoder",
-    "load_tiny_encoder",
-    "pretrained_path",
-    "__version__",
-]
+__all__ = [*_EXPORTS, "__version__"]
 
 if TYPE_CHECKING:
     from .models import (

@@ -1,11 +1,6 @@
 """Lazy imports through module ``__getattr__`` (PEP 562), so importing the package (as ``litevae --help`` does)
-loads neither torch nor diffusers.
-
-- :func:`lazy_exports`: a package's public names are imported from their submodules on first use.
-- :func:`defer_module`: a module is put in ``sys.modules`` now and runs its code on first use. diffusers'
-  ``DiffusionPipeline.from_pretrained`` looks a component's class up in the module path recorded in
-  ``model_index.json`` among the modules already in ``sys.modules``; a deferred module is found there without
-  having imported torch yet.
+loads neither torch nor diffusers: :func:`lazy_exports` for a package's public names, :func:`defer_module` for the
+model modules diffusers' pipeline loader looks up in ``sys.modules``.
 """
 
 from __future__ import annotations
@@ -39,11 +34,9 @@ def lazy_exports(package: str, exports: dict[str, str], namespace: dict):
 def defer_module(name: str) -> None:
     """Put module ``name`` in ``sys.modules`` (and on its parent package) without running its code yet.
 
-    Its code runs, once and into the same module object, the first time a name it does not hold yet is read
-    (``module.AutoencoderLite``, ``from module import ...``, ``getattr`` by diffusers' loader). Dunder attributes
-    (``__file__``, ``__spec__``, ...) are set up front and never run it, so tools that scan ``sys.modules``
-    (``inspect.getmodule`` does, even in the middle of importing torch) do not set it off half-way;
-    ``importlib.util.LazyLoader`` would run the module on any attribute read, dunders included.
+    Its code runs, once and into the same module object, the first time a name it does not hold yet is read. Dunder
+    attributes never run it, so tools that scan ``sys.modules`` (``inspect.getmodule``, even in the middle of
+    importing torch) do not set it off half-way, as ``importlib.util.LazyLoader`` would.
     """
     if name in sys.modules:
         return

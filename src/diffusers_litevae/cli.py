@@ -1,14 +1,10 @@
 """The ``litevae`` command line: one subcommand per capability, each in the module that implements it.
 
 Every subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int``, and may define
-``interrupted(args) -> str``: what a Ctrl-C leaves behind and how to resume. Modules are imported only when their
-subcommand runs, so ``litevae --help`` stays fast and a feature's optional dependencies are only needed when it
-is used.
+``interrupted(args) -> str`` (what a Ctrl-C leaves behind); it is imported only when its subcommand runs.
 
-How every command ends is decided here, once: bad input is one ``litevae <command>: error: ...`` line on stderr and
-exit code 2 (each command raises or prints it); Ctrl-C is one ``litevae <command>: interrupted: ...`` line and exit
-code 130; a closed pipe (``litevae info | head -1``) ends quietly with exit code 141, as a program killed by
-``SIGPIPE`` does.
+How every command ends is decided here: bad input is one ``error:`` line on stderr and exit code 2; Ctrl-C one
+``interrupted:`` line and exit code 130; a closed pipe (``litevae info | head -1``) exit code 141, quietly.
 """
 
 from __future__ import annotations
@@ -34,12 +30,8 @@ BROKEN_PIPE_EXIT_CODE = 141  # 128 + SIGPIPE, as the shell reports a program who
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """``--help`` lists every option's default: appended as ``(default: ...)``, also for options without help
-    text, except where there is nothing to show (``None``, off switches) or the help text already names it
-    (``default: ...``, in any case).
-
-    The one help formatter of the ``litevae`` commands: :func:`build_parser` gives it to every subcommand.
-    """
+    """``--help`` lists every option's default as ``(default: ...)``, also for options without help text, except
+    where there is nothing to show (``None``, off switches) or the help text already names it."""
 
     def add_argument(self, action: argparse.Action) -> None:
         if not action.help and _has_default_to_show(action):  # argparse shows no help line for these otherwise

@@ -9,6 +9,8 @@ import os
 
 __all__ = ["hub_offline_message", "is_hub_repo_id", "is_owner_repo_id"]
 
+_TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub's spellings of a true environment variable
+
 
 def is_owner_repo_id(value: str | None) -> bool:
     """``True`` for a valid Hub repo id with an owner (``owner/name``), by huggingface_hub's own rules."""
@@ -30,19 +32,12 @@ def is_hub_repo_id(value: str | os.PathLike | None) -> bool:
 
 
 def hub_offline_message(name_or_path: str | os.PathLike) -> str | None:
-    """The reason a Hub id cannot load when the Hub is switched off (``HF_HUB_OFFLINE`` set), else ``None``.
-
-    Loading a repo id that is not in the local Hugging Face cache then fails with errors that do not mention being
-    offline (diffusers: "does not appear to have a file named config.json"); this message names the cause and the fix.
-    """
+    """The reason a Hub id cannot load when the Hub is switched off (``HF_HUB_OFFLINE`` set), else ``None``: the
+    loaders' own errors then do not mention being offline ("does not appear to have a file named config.json")."""
     from huggingface_hub import constants
 
-    offline = bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in {
-        "1",
-        "ON",
-        "YES",
-        "TRUE",
-    }
+    # The environment is read again: huggingface_hub reads it once, at import.
+    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUE
     if not offline or not is_hub_repo_id(name_or_path):
         return None
     return (

@@ -445,8 +445,7 @@ def dataset_image_bytes(value) -> bytes:
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     if isinstance(value, str):
-        with open(value, "rb") as handle:
-            return handle.read()
+        return Path(value).read_bytes()
     raise TypeError(f"cannot read an image from a value of type {type(value).__name__}")
 
 

@@ -30,7 +30,7 @@ from ..image_io import (
     make_reconstruction_grid,
     unit_tensor_to_images,
 )
-from ..runtime import resolve_dtype
+from ..runtime import compile_mode, resolve_compile, resolve_dtype
 from .images import describe_preprocessing, parse_resolutions, prepare_image
 from .metrics import (
     SSIM_WINDOW,
@@ -125,8 +125,6 @@ def measure_throughput(
     Returns:
         ``(encode images/s, decode images/s)``: ``B / median seconds per run``.
     """
-    from ..runtime import resolve_compile
-
     if repeats < 1:
         raise EvaluationInputError(f"repeats must be >= 1, got {repeats}.")
     device = model.device
@@ -149,8 +147,6 @@ def measure_throughput(
 
 def _compiled_calls(model: ReconstructionModel, device: torch.device) -> list:
     """``torch.compile``d encode and decode (static shapes); on CUDA each call starts a new CUDA-graph step."""
-    from ..runtime import compile_mode
-
     mode = compile_mode(device, inference=True)
     options = dict(dynamic=False, **({"mode": mode} if mode else {}))
     calls = [torch.compile(fn, **options) for fn in (model.encode, model.decode)]

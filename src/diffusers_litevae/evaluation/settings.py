@@ -29,10 +29,8 @@ class EvaluationInputError(ValueError):
 
 @dataclasses.dataclass
 class EvalSettings:
-    """How ``litevae eval`` (and :func:`~diffusers_litevae.evaluation.evaluate_vaes`) evaluates VAEs.
-
-    :func:`~diffusers_litevae.evaluation.evaluate_vaes` reads the images and models it is given: the settings of the
-    models, images and output groups are the command's.
+    """How ``litevae eval`` (and :func:`~diffusers_litevae.evaluation.evaluate_vaes`, which is given its models and
+    images: the settings naming them are the command's) evaluates VAEs.
 
     Raises:
         EvaluationInputError: a value out of range, or settings that contradict each other.

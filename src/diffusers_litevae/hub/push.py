@@ -81,10 +81,8 @@ def validate_model_folder(model_dir: str | os.PathLike) -> tuple[Path, dict]:
 def load_metrics_entry(
     metrics_file: str | os.PathLike, label: str | None = None, model_dir: str | os.PathLike | None = None
 ) -> tuple[dict, str]:
-    """Read a ``litevae eval`` ``summary.json`` and pick this model's entry; returns ``(summary, label)``.
-
-    Without ``label``: the entry whose ``name_or_path`` is ``model_dir``, else the only entry (if it was not measured
-    on another existing folder).
+    """Read a ``litevae eval`` ``summary.json`` and pick this model's entry (without ``label``: the one measured on
+    ``model_dir``, else the only one, unless measured on another existing folder); returns ``(summary, label)``.
 
     Raises:
         PushError: missing/invalid file, no ``models``, unknown label, ambiguous choice, or an entry without PSNR/SSIM.
@@ -257,8 +255,8 @@ def write_model_card(
 def _check_measured_parameters(
     summary: dict, label: str, model: AutoencoderLiteBase, model_path: Path
 ) -> tuple[int, int]:
-    """``(encoder, decoder)`` parameter counts of ``model`` (the decoder's with ``post_quant_conv`` when there is
-    one); a summary entry measured on an encoder of another size is a :class:`PushError`."""
+    """``(encoder, decoder + post_quant_conv)`` parameter counts of ``model``; a :class:`PushError` when the summary
+    entry was measured on an encoder of another size."""
     encoder_parameters = sum(p.numel() for p in model.encoder.parameters())
     decoder_parameters = sum(p.numel() for p in model.decoder.parameters())
     if getattr(model, "post_quant_conv", None) is not None:

@@ -1,6 +1,5 @@
 """What ``litevae push`` is told: :class:`CardOptions`, what the model card says, and :class:`PushSettings`, how the
-upload goes. Each field with a flag declares it (:func:`diffusers_litevae.settings.setting`); this module imports
-neither torch nor huggingface_hub, so ``litevae push --help`` stays fast.
+upload goes; each field declares its flag. No torch or huggingface_hub here, so ``litevae push --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -17,10 +16,8 @@ DEFAULT_COMMIT_MESSAGE = "Upload LiteVAE model with diffusers-litevae"
 @dataclass(frozen=True)
 class CardOptions:
     """What a model card says that the model folder does not record: where the model loads from, its name and
-    licence, and how the card presents its teacher. ``litevae push`` takes the fields with a flag as its flags.
-
-    ``bundled_name`` (no flag) is the name of a model bundled with diffusers-litevae: the card's snippets then load
-    ``pretrained_path(bundled_name)``, offline. A card needs ``repo_id``, ``bundled_name`` or both.
+    licence, and how the card presents its teacher. ``bundled_name`` (no flag), for a model bundled with
+    diffusers-litevae, makes the card load ``pretrained_path(bundled_name)``; a card needs it, ``repo_id`` or both.
     """
 
     repo_id: str | None = setting(
