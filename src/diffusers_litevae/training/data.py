@@ -92,23 +92,14 @@ def random_crop_flip(
     flip: bool = True,
     scale_range: tuple[float, float] = (1.0, 1.0),
 ) -> torch.Tensor:
-    """A random ``resolution`` x ``resolution`` crop at a random scale (and a horizontal flip with probability 1/2).
+    """A random ``resolution`` x ``resolution`` crop of an RGB image, as a ``(3, R, R)`` tensor in ``[-1, 1]``, at a
+    random scale (and, with ``flip``, a horizontal flip with probability 1/2); ``rng`` decides all three.
 
     A crop at scale ``s`` covers ``resolution / s`` source pixels per side, resized to ``resolution``: ``s = 1``
-    keeps the photo's own pixels (at high resolution: smooth content, as the images users encode at 1024 px have),
-    ``s = 0.25`` takes a 4x larger region downscaled (busy, detailed content). ``s`` is drawn log-uniformly from
-    ``scale_range``, then raised where the image is too small to hold the region. Images whose short side is below
-    ``resolution`` are resized up (bicubic) so the short side fits.
-
-    Args:
-        image: an RGB PIL image.
-        resolution: crop side in pixels.
-        rng: the generator that decides scale, position and flip.
-        flip: random horizontal flips.
-        scale_range: ``(smallest, largest)`` scale, ``0 < smallest <= largest <= 1``; ``(1, 1)``: plain crops.
-
-    Returns:
-        ``(3, resolution, resolution)`` tensor in ``[-1, 1]``.
+    keeps the photo's own pixels (smooth content at high resolution), ``s = 0.25`` a 4x larger region downscaled
+    (busy content). ``s`` is drawn log-uniformly from ``scale_range`` (``(smallest, largest)`` in ``(0, 1]``), then
+    raised where the image is too small to hold the region. An image whose short side is below ``resolution`` is
+    resized up (bicubic) first.
     """
     if min(image.size) < resolution:
         image = resize_short_side(image, resolution)
@@ -171,15 +162,12 @@ def load_eval_image(image: Image.Image, resolution: int | None = None, multiple:
 
 @dataclass(frozen=True)
 class ResolutionSchedule:
-    """Training crop size per optimizer step, in phases.
+    """Training crop size per optimizer step, in phases: ``stages`` is a list of ``(resolutions, until_step)``, the
+    last one open-ended (``until_step=None``).
 
-    ``stages`` is a list of ``(resolutions, until_step)``, the last one open-ended (``until_step=None``). A phase
-    with one size crops every image at that size; a phase with several sizes (``256/384/512``) takes them in turn,
-    one size per step (a bucket: every image of a batch has the same size), and steps at larger sizes hold fewer
-    images so that each step of the phase holds about the same number of pixels (:meth:`batch_size_at`).
-
-    Parsed from ``"128:2000,256"`` (128 px before step 2000, then 256 px), ``"256/384/512:3000,512"`` (mixed sizes
-    before step 3000, then a final phase at 512 px, the size users encode) or a single ``"256"``.
+    A phase with several sizes (``256/384/512``) takes them in turn, one size per step, and steps at larger sizes
+    hold fewer images so that each step holds about the same number of pixels (:meth:`batch_size_at`). Parsed from
+    ``"128:2000,256"`` (128 px before step 2000, then 256 px), ``"256/384/512:3000,512"`` or a single ``"256"``.
     """
 
     stages: tuple[tuple[tuple[int, ...], int | None], ...]
@@ -224,10 +212,7 @@ class ResolutionSchedule:
         return cls(tuple(stages))
 
     def _stage_at(self, step: int) -> tuple[int, ...]:
-        for sizes, until in self.stages:
-            if until is None or step < until:
-                return sizes
-        return self.stages[-1][0]
+        return next((sizes for sizes, until in self.stages if until is None or step < until), self.stages[-1][0])
 
     def resolution_at(self, step: int) -> int:
         """Crop size of optimizer step ``step`` (0-based); a mixed phase takes its sizes in turn."""
@@ -237,9 +222,7 @@ class ResolutionSchedule:
     def batch_size_at(self, step: int, batch_size: int) -> int:
         """Images per micro-batch at ``step``: ``batch_size`` at the phase's smallest size, fewer at its larger sizes
         (equal pixels per step, at least one image)."""
-        sizes = self._stage_at(step)
-        resolution = sizes[step % len(sizes)]
-        return max(1, batch_size * min(sizes) ** 2 // resolution**2)
+        return max(1, batch_size * min(self._stage_at(step)) ** 2 // self.resolution_at(step) ** 2)
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -385,11 +368,14 @@ def first_readable(count: int, index: int, seed: int, make_sample, name_of) -> d
 
 
 def collate_batch(samples: list[dict]) -> dict:
-    """Stack samples into ``{"pixel_values": (B, 3, R, R), "skipped": [names]}``."""
-    return {
-        "pixel_values": torch.stack([sample["pixel_values"] for sample in samples]),
-        "skipped": [name for sample in samples for name in sample["skipped"]],
+    """Stack samples into ``{"pixel_values": (B, 3, R, R), ..., "skipped": [names]}``: every tensor of the samples
+    (cached teacher targets too; one that is ``None``, a deterministic teacher's log-variance, stays ``None``)."""
+    batch = {
+        key: None if samples[0][key] is None else torch.stack([sample[key] for sample in samples])
+        for key in samples[0]
+        if key != "skipped"
     }
+    return {**batch, "skipped": [name for sample in samples for name in sample["skipped"]]}
 
 
 # ---------------------------------------------------------------------------------------------------- a run's data

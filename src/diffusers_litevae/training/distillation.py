@@ -27,16 +27,9 @@ from ..models.litevae_encoder import ENCODER_PRESETS, encoder_config, preset_nam
 from ..models.utils import normalize_sequences
 from ..runtime import DTYPE_NAMES, cast_module, resolve_compile, resolve_dtype
 from ..settings import setting
-from .data import (
-    RandomCropDataset,
-    ResolutionSchedule,
-    collate_batch,
-    data_folders,
-    parse_scale_range,
-    prepare_data,
-)
+from .data import ResolutionSchedule, collate_batch, data_folders, parse_scale_range, prepare_data
 from .errors import TrainingInputError
-from .loop import EMAWeights, TrainingRun, apply_gradients, comparable_config, eager_mode, start_accumulation
+from .loop import TrainingRun, accumulate_step, comparable_config, eager_mode, ema_weights
 from .losses import DistillationLoss, LossWeights, load_lpips
 from .settings import RunSettings, check_choice, check_loss_weights, check_run_inputs, json_object
 from .teachers import TEACHER_TYPES, DistillationTeacher, load_teacher, wrap_teacher
@@ -315,10 +308,8 @@ def distill_step(
         plus ``grad_norm`` when clipping.
     """
     encoder.train()
-    totals: dict[str, torch.Tensor] = {}
-    count = len(micro_batches)
-    start_accumulation(accelerator, count)
-    for batch in micro_batches:
+
+    def loss_of(batch):
         targets = None
         if isinstance(batch, dict):
             images = batch["pixel_values"]
@@ -332,15 +323,10 @@ def distill_step(
         images = images.to(accelerator.device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with accelerator.accumulate(encoder):
-            with accelerator.autocast():
-                loss, components = compute_distillation_loss(encoder, teacher, loss_fn, images, targets, border)
-            accelerator.backward(loss)
-            for name, value in components.items():
-                totals[name] = totals.get(name, 0.0) + value / count
-            if accelerator.sync_gradients:
-                totals.update(apply_gradients(accelerator, encoder, optimizer, lr_scheduler, ema, max_grad_norm))
-    return totals
+        return compute_distillation_loss(encoder, teacher, loss_fn, images, targets, border)
+
+    gradients = dict(lr_scheduler=lr_scheduler, ema=ema, max_grad_norm=max_grad_norm)
+    return accumulate_step(accelerator, encoder, micro_batches, loss_of, optimizer, **gradients)
 
 
 # ------------------------------------------------------------------------------------------------- the run
@@ -534,13 +520,11 @@ class _DistillRun(TrainingRun):
     # -- the loop ------------------------------------------------------------------------------------------------
 
     def dataset_and_collate(self):
-        config = self.config
-        if self.targets is not None:
-            from .targets import CachedTargetDataset, collate_targets
+        if self.targets is None:
+            return super().dataset_and_collate()
+        from .targets import CachedTargetDataset
 
-            return CachedTargetDataset(self.data.train_paths, self.targets, flip=config.random_flip), collate_targets
-        scales = parse_scale_range(config.crop_scales)
-        return RandomCropDataset(self.data.source, flip=config.random_flip, scale_range=scales), collate_batch
+        return CachedTargetDataset(self.data.train_paths, self.targets, flip=self.config.random_flip), collate_batch
 
     def optimizer_step(self, micro_batches: list[dict], step: int) -> dict[str, torch.Tensor]:
         config = self.config
@@ -567,7 +551,7 @@ class _DistillRun(TrainingRun):
     def write_output(self) -> dict:
         """Write the model folder, ``distillation.json`` and ``curve.png``; return the summary."""
         result = self.summary()
-        with EMAWeights(self.unwrapped, self.ema) as encoder:
+        with ema_weights(self.unwrapped, self.ema) as encoder:
             weights = {k: v.detach().float().cpu() for k, v in encoder.state_dict().items()}
         self.student.encoder.load_state_dict(weights)
         cast_module(self.student, device="cpu")

@@ -35,9 +35,9 @@ from ..models.litevae_encoder import ENCODER_PRESETS
 from ..models.unet_discriminator import UNetDiscriminator
 from ..runtime import cast_module, resolve_compile
 from ..settings import setting
-from .data import RandomCropDataset, ResolutionSchedule, collate_batch, parse_scale_range, prepare_data
+from .data import RandomCropDataset, ResolutionSchedule, prepare_data
 from .errors import TrainingInputError
-from .loop import EMAWeights, TrainingRun, apply_gradients, comparable_config, start_accumulation
+from .loop import TrainingRun, accumulate_step, comparable_config, ema_weights
 from .losses import (
     discriminator_hinge_loss,
     generator_adversarial_loss,
@@ -329,39 +329,37 @@ def autoencoder_step(
     """
     model.train()
     discriminator.train()
-    totals: dict[str, torch.Tensor] = {}
-    count = len(micro_batches)
     reconstructions = []
-    start_accumulation(accelerator, count)
-    for index, images in enumerate(micro_batches):
+
+    def autoencoder_loss(images):
         images = images.to(accelerator.device, non_blocking=True)
-        with accelerator.accumulate(model):
-            with accelerator.autocast():
-                generator = None if noise_seed is None else torch.Generator().manual_seed(noise_seed + index)
-                mean, logvar, reconstruction = model(images, generator)
-                fake_logits = discriminator(reconstruction) if adversarial else None
-                loss, components = loss_fn(images, reconstruction, mean, logvar, fake_logits)
-            accelerator.backward(loss)
-            reconstructions.append((images, reconstruction.detach()))
-            for name, value in components.items():
-                totals[name] = totals.get(name, 0.0) + value / count
-            if accelerator.sync_gradients:
-                totals.update(apply_gradients(accelerator, model, optimizer, lr_scheduler, ema, max_grad_norm))
+        index = len(reconstructions)
+        generator = None if noise_seed is None else torch.Generator().manual_seed(noise_seed + index)
+        mean, logvar, reconstruction = model(images, generator)
+        fake_logits = discriminator(reconstruction) if adversarial else None
+        reconstructions.append((images, reconstruction.detach()))
+        return loss_fn(images, reconstruction, mean, logvar, fake_logits)
+
+    def discriminator_loss(pair):
+        loss = discriminator_hinge_loss(discriminator(pair[0]), discriminator(pair[1])).float()
+        return loss, {"discriminator": loss.detach()}
+
+    gradients = dict(lr_scheduler=lr_scheduler, ema=ema, max_grad_norm=max_grad_norm)
+    totals = accumulate_step(accelerator, model, micro_batches, autoencoder_loss, optimizer, **gradients)
     if adversarial:
         # The autoencoder's backward also left gradients in the discriminator: its own step starts from zero.
         discriminator_optimizer.zero_grad(set_to_none=True)
-        start_accumulation(accelerator, count)
-        for images, reconstruction in reconstructions:
-            with accelerator.accumulate(discriminator):
-                with accelerator.autocast():
-                    loss = discriminator_hinge_loss(discriminator(images), discriminator(reconstruction)).float()
-                accelerator.backward(loss)
-                totals["discriminator"] = totals.get("discriminator", 0.0) + loss.detach() / count
-                if accelerator.sync_gradients:
-                    if max_grad_norm is not None and max_grad_norm > 0:
-                        clipped = accelerator.clip_grad_norm_(discriminator.parameters(), max_grad_norm)
-                        totals["discriminator_grad_norm"] = clipped.detach()
-                    discriminator_optimizer.step()
+        totals.update(
+            accumulate_step(
+                accelerator,
+                discriminator,
+                reconstructions,
+                discriminator_loss,
+                discriminator_optimizer,
+                max_grad_norm=max_grad_norm,
+                prefix="discriminator_",
+            )
+        )
     discriminator_optimizer.zero_grad(set_to_none=True)
     return totals
 
@@ -434,10 +432,6 @@ class _TrainRun(TrainingRun):
     def checkpoint_record(self) -> dict:
         return {"model_config": jsonable(dict(self.autoencoder.config))}
 
-    def dataset_and_collate(self):
-        scales = parse_scale_range(self.config.crop_scales)
-        return RandomCropDataset(self.data.source, flip=self.config.random_flip, scale_range=scales), collate_batch
-
     def optimizer_step(self, micro_batches: list[dict], step: int) -> dict[str, torch.Tensor]:
         config, accelerator = self.config, self.accelerator
         if self.adversarial_at(step) and step > 0 and not self.adversarial_at(step - 1):
@@ -487,7 +481,7 @@ class _TrainRun(TrainingRun):
     def write_output(self) -> dict:
         """Write the model folder (its latent scaling measured), ``discriminator/``, ``training.json`` and
         ``curve.png``; return the summary."""
-        with EMAWeights(self.autoencoder, self.ema):
+        with ema_weights(self.autoencoder, self.ema):
             weights = {k: v.detach().float().cpu().clone() for k, v in self.autoencoder.state_dict().items()}
         output = cast_module(build_autoencoder(self.config), dtype=torch.float32)
         output.load_state_dict(weights)

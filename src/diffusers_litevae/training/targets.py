@@ -202,14 +202,3 @@ class CachedTargetDataset(torch.utils.data.Dataset):
             lambda item, rng: self._sample(item, resolution, rng),
             lambda item: str(self.paths[item]),
         )
-
-
-def collate_targets(samples: list[dict]) -> dict:
-    """Stack :class:`CachedTargetDataset` items (``teacher_logvar`` stays ``None`` for deterministic teachers)."""
-    logvars = [sample["teacher_logvar"] for sample in samples]
-    return {
-        "pixel_values": torch.stack([sample["pixel_values"] for sample in samples]),
-        "teacher_mean": torch.stack([sample["teacher_mean"] for sample in samples]),
-        "teacher_logvar": None if logvars[0] is None else torch.stack(logvars),
-        "skipped": [name for sample in samples for name in sample["skipped"]],
-    }

@@ -15,19 +15,10 @@ A :class:`DistillationTeacher` wraps any VAE the student may learn from and spea
   LiteVAE encoder with an exact copy of the teacher's decoder and latent-space config. It checks that the copy
   decodes bit-identically before returning it.
 
-Supported teachers (:func:`load_teacher` picks the adapter from what it finds):
-
-================== ===================================================================================
-``autoencoder_kl``  diffusers ``AutoencoderKL`` (SD 1.x/2.x, SDXL, SD3/FLUX.1-style 16-channel), or any VAE
-                    whose ``.decoder`` is diffusers' ``Decoder`` (``AutoencoderLite`` teachers too)
-``autoencoder_tiny`` diffusers ``AutoencoderTiny`` (TAESD in diffusers format); deterministic ``.latents``
-``taesd``           a folder with TAESD-family ``*_encoder.pth`` / ``*_decoder.pth`` (or ``.safetensors``)
-                    checkpoints (TAESD, TAESDXL, TAESD3, TAEF1, TAEF2), loaded as a
-                    :class:`~diffusers_litevae.models.TinyAutoencoder`; deterministic, raw latents
-``diffusers_vae``   any other module with the diffusers VAE protocol (``encode(x).latent_dist`` or
-                    ``.latents``, ``decode(z).sample``); usable as a teacher, but ``make_student`` needs a
-                    decoder a LiteVAE model can carry (``Decoder``, ``DecoderTiny`` or ``TinyDecoder``)
-================== ===================================================================================
+Supported teachers (:data:`TEACHER_TYPES`; :func:`load_teacher` picks the adapter from what it finds): diffusers
+``AutoencoderKL`` (or any VAE whose ``.decoder`` is diffusers' ``Decoder``), diffusers ``AutoencoderTiny``,
+TAESD-family ``*_encoder.pth`` / ``*_decoder.pth`` folders, and any other module with the diffusers VAE protocol;
+the table in ``docs/distillation.md`` details each.
 """
 
 from __future__ import annotations
@@ -290,20 +281,14 @@ def load_teacher(
         raise TrainingInputError(f"teacher {name!r}: {error}") from error
     if teacher_type == "taesd" and not isinstance(vae, TinyAutoencoder):
         raise TrainingInputError(f"--teacher_type taesd, but {name!r} holds no *_encoder.pth/*_decoder.pth pair.")
-    teacher = wrap_teacher(vae, name, _type_for_class(type(vae).__name__, teacher_type))
+    # "auto" and "taesd" (checked above): the type of the loaded class.
+    teacher = wrap_teacher(vae, name, None if teacher_type in ("auto", "taesd") else teacher_type)
     if not isinstance(vae, TinyAutoencoder):  # a TAESD-family pair was given the factors when loaded
         if scaling_factor is not None:
             teacher.scaling_factor = float(scaling_factor)
         if shift_factor is not None:
             teacher.shift_factor = float(shift_factor)
-    return teacher.freeze()
-
-
-def _type_for_class(class_name: str, requested: str) -> str | None:
-    if requested not in ("auto", "taesd"):
-        return requested
-    names = {"AutoencoderKL": "autoencoder_kl", "AutoencoderTiny": "autoencoder_tiny", "TinyAutoencoder": "taesd"}
-    return names.get(class_name)
+    return teacher
 
 
 def _infer_type(vae: nn.Module) -> str:
