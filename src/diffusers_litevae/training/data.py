@@ -2,13 +2,9 @@
 :mod:`diffusers_litevae.image_io`, as every command reads them), deterministic step-indexed batches.
 
 Every micro-batch is a pure function of ``(seed, micro-batch index, process rank)``: which images (a fresh
-permutation per epoch), where each is cropped and whether it is flipped. Resuming at step ``k`` therefore
-continues with exactly the batches an uninterrupted run would have seen, with no data-loader state to save, and
-every process of a multi-GPU run reads its own disjoint share.
-
-Unreadable images (truncated files, non-images with an image extension, undecodable dataset rows) are skipped:
-the sample is replaced by the next readable image, and the skipped names travel with the batch so the trainer
-counts and reports them. A run never crashes on one bad file.
+permutation per epoch), where each is cropped and whether it is flipped. A resumed run therefore sees exactly the
+batches an uninterrupted one would have, with no data-loader state to save, and each process reads its own share.
+An unreadable image is replaced by the next readable one, and its name travels with the batch to be reported.
 """
 
 from __future__ import annotations
@@ -247,23 +243,14 @@ class ResolutionSchedule:
 
 
 class StepIndexedBatchSampler(torch.utils.data.Sampler):
-    """Yields micro-batches of ``(item index, resolution, crop seed)`` for one process, from a given step on.
+    """Yields micro-batches of ``(item index, resolution, crop seed)`` for process ``rank`` of ``world_size``, for
+    optimizer steps ``start_step`` to ``end_step`` (excluded), ``grad_accum`` micro-batches of ``batch_size`` images
+    per step, ``num_items`` images in all.
 
     The global sample stream is an endless sequence of epochs, each a permutation of ``range(num_items)`` drawn from
     ``seed`` and the epoch number. Micro-batch ``m`` (``m = step * grad_accum + micro``) of process ``rank``
     takes stream positions ``(m * world_size + rank) * batch_size ...`` onward, so processes read disjoint shares
     and the stream does not depend on where a run was resumed.
-
-    Args:
-        num_items: dataset size.
-        batch_size: images per micro-batch per process.
-        schedule: resolution per optimizer step.
-        seed: data seed.
-        rank: this process's index.
-        world_size: number of processes.
-        grad_accum: micro-batches per optimizer step.
-        start_step: first optimizer step to yield.
-        end_step: yield up to (not including) this step.
     """
 
     def __init__(
@@ -315,17 +302,9 @@ class StepIndexedBatchSampler(torch.utils.data.Sampler):
 
 
 class RandomCropDataset(torch.utils.data.Dataset):
-    """Random crops of an image source, indexed by ``(item, resolution, crop_seed)`` triples.
-
-    Unreadable items are replaced by the next readable one (deterministically) and reported in the sample's
-    ``skipped`` list.
-
-    Args:
-        source: a :class:`~diffusers_litevae.image_io.ImageFiles` or
-            :class:`~diffusers_litevae.image_io.DatasetImages`.
-        flip: random horizontal flips.
-        scale_range: crop scales, see :func:`random_crop_flip`.
-    """
+    """Random crops (:func:`random_crop_flip`) of an image ``source`` (``image_io.ImageFiles`` or
+    ``DatasetImages``), indexed by ``(item, resolution, crop_seed)`` triples; unreadable items are
+    replaced as :func:`first_readable` says."""
 
     def __init__(self, source, flip: bool = True, scale_range: tuple[float, float] = (1.0, 1.0)):
         self.source = source
@@ -346,11 +325,8 @@ class RandomCropDataset(torch.utils.data.Dataset):
 
 
 def first_readable(count: int, index: int, seed: int, make_sample, name_of) -> dict:
-    """``make_sample(item, rng)`` for the first item from ``index`` on (cyclically) that can be read.
-
-    Unreadable items (PIL raises many error types for bad files) are skipped, never fatal: the sample is replaced
-    by the next readable one, deterministically (the generator is seeded by ``(seed, attempt)``), and the skipped
-    names are returned in the sample's ``skipped`` list.
+    """``make_sample(item, rng)`` for the first item from ``index`` on (cyclically) that can be read, the generator
+    seeded by ``(seed, attempt)``; the unreadable ones' ``name_of(item)`` are in the sample's ``skipped`` list.
 
     Raises:
         RuntimeError: none of the ``count`` items could be read.
@@ -393,10 +369,8 @@ class TrainingData:
 
 
 def prepare_data(config) -> TrainingData:
-    """Find training images, split off validation images, load them.
-
-    ``config`` is a :class:`~diffusers_litevae.training.DistillConfig` or
-    :class:`~diffusers_litevae.training.TrainConfig`: both carry the same data and validation settings.
+    """Find the training images of ``config`` (a ``DistillConfig`` or ``TrainConfig``), split off validation images
+    and load them.
 
     Raises:
         TrainingInputError: one line naming the problem (a missing or empty folder, a dataset without the

@@ -2,14 +2,8 @@
 
 The student is a LiteVAE model (:class:`~diffusers_litevae.AutoencoderLite`, or ``AutoencoderLiteTiny`` for a
 TAESD-family teacher) holding a fresh LiteVAE encoder and an exact copy of the teacher's decoder; only the encoder
-trains. Pieces, each importable and tested on its own:
-
-- :class:`DistillConfig`: every setting of a run (what ``litevae distill`` flags map to);
-- :func:`compute_distillation_loss`: one forward pass (teacher targets, student moments, decode, losses);
-- :func:`distill_step`: one optimizer step over the gradient-accumulation micro-batches;
-- :func:`distill`: the whole run with accelerate (mixed precision, multi-process, EMA, compile, channels_last,
-  LR warmup/schedule, atomic checkpoints and resume, periodic validation with grids and curves), writing an
-  model folder plus ``distillation.json``.
+trains. :class:`DistillConfig` holds a run's settings, :func:`compute_distillation_loss` is one forward pass,
+:func:`distill_step` one optimizer step and :func:`distill` the whole run (on :class:`~.loop.TrainingRun`).
 """
 
 from __future__ import annotations
@@ -199,13 +193,10 @@ class DistillConfig(RunSettings):
 
 
 def validate_config(config: DistillConfig) -> ResolutionSchedule:
-    """Check every setting that can be checked without loading anything; one-line errors.
-
-    Returns:
-        The parsed resolution schedule.
+    """Check every setting that can be checked without loading anything and return the parsed resolution schedule.
 
     Raises:
-        TrainingInputError: the first problem found.
+        TrainingInputError: the first problem found (one line).
     """
     if not config.teacher:
         raise TrainingInputError(
@@ -225,19 +216,16 @@ def compute_distillation_loss(
     targets: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     border: int = 0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Forward pass of one micro-batch: teacher targets (no grad), student moments, decode, weighted losses.
+    """Forward pass of one micro-batch: teacher targets (no grad), student moments, decode, weighted losses; returns
+    ``(loss, components)`` as :meth:`DistillationLoss.forward` does.
 
     Args:
         encoder: the student LiteVAE encoder (or its DDP/compiled wrapper): ``(B, 3, H, W)`` -> ``(B, 2C, H/8, W/8)``.
-        teacher: the frozen teacher.
-        loss_fn: the :class:`DistillationLoss`.
+        teacher, loss_fn: the frozen teacher and the :class:`DistillationLoss`.
         images: ``(B, 3, H, W)`` in ``[-1, 1]`` on the training device.
         targets: precomputed teacher ``(mean, logvar or None)`` raw latents of ``images`` (from a teacher-latent
             cache); ``None`` runs the teacher's encoder here.
         border: latent pixels at each border left out of the latent losses (cached targets saw more context there).
-
-    Returns:
-        ``(loss, components)`` as :meth:`DistillationLoss.forward` returns them.
     """
     teacher_parameter = next(teacher.parameters())
     # The teacher may run in another memory format than the student (see ``teacher_channels_last``).
@@ -284,16 +272,12 @@ def distill_step(
     channels_last: bool = False,
     border: int = 0,
 ) -> dict[str, torch.Tensor]:
-    """One optimizer step: forward/backward over each micro-batch (gradient accumulation), clip, step, EMA.
-
-    Gradients are synchronised across processes, and the optimizer steps, only on the last micro-batch
-    (``accelerator.accumulate``).
+    """One optimizer step (:func:`~.loop.accumulate_step`): forward/backward over each micro-batch, then clip, step
+    and EMA; returns each loss component's mean over the micro-batches (detached), plus ``grad_norm`` when clipping.
 
     Args:
         accelerator: an ``accelerate.Accelerator`` (``encoder`` and ``optimizer`` prepared with it).
-        encoder: the student encoder.
-        teacher: the frozen teacher, on the accelerator's device.
-        loss_fn: the :class:`DistillationLoss`.
+        encoder, teacher, loss_fn: the student encoder, the frozen teacher (on the device), the loss.
         micro_batches: ``gradient_accumulation_steps`` tensors ``(B, 3, R, R)`` in ``[-1, 1]`` (any device), or
             dicts with ``pixel_values`` and the cached teacher targets ``teacher_mean`` / ``teacher_logvar``.
         optimizer: the optimizer.
@@ -302,10 +286,6 @@ def distill_step(
         max_grad_norm: clip the global gradient norm to this (``None``: no clipping).
         channels_last: feed images in channels-last memory format.
         border: see :func:`compute_distillation_loss`.
-
-    Returns:
-        The mean of each loss component over the micro-batches (detached tensors; ``.item()`` them when logging),
-        plus ``grad_norm`` when clipping.
     """
     encoder.train()
 
@@ -383,11 +363,7 @@ def _student_description(config: DistillConfig, student: AutoencoderLiteBase) ->
 
 
 class _DistillRun(TrainingRun):
-    """One invocation of :func:`distill`: set-up (all input checks), the loop, validation, checkpoints, output.
-
-    Every process builds one; validation, plots and the final output happen on the main process while the others
-    wait at the same barriers.
-    """
+    """One invocation of :func:`distill` (every process builds one; output on the main process)."""
 
     progress_description = "distill"
     tracker_name = "litevae-distill"
@@ -500,8 +476,7 @@ class _DistillRun(TrainingRun):
         ):
             raise TrainingInputError(
                 f"checkpoint {str(self.resume_path)!r} was made for a different student or teacher; "
-                "resume with the same "
-                "--teacher/--student settings or use a new --output_dir."
+                "resume with the same --teacher/--student settings or use a new --output_dir."
             )
 
     @property
@@ -573,11 +548,10 @@ class _DistillRun(TrainingRun):
 
 
 def distill(config: DistillConfig, teacher: DistillationTeacher | nn.Module | None = None) -> dict:
-    """Run a distillation and write ``config.output_dir``.
+    """Run a distillation and write ``config.output_dir`` (under ``accelerate launch`` every process calls it).
 
-    Every input is checked before training starts (settings, data, teacher, LPIPS); problems raise
-    :class:`~diffusers_litevae.training.errors.TrainingInputError` with a one-line message. Under
-    ``accelerate launch`` every process calls it.
+    Every input is checked before training starts (settings, data, teacher, LPIPS); problems raise a one-line
+    :class:`~diffusers_litevae.training.errors.TrainingInputError`.
 
     Args:
         config: the run's settings.

@@ -5,15 +5,9 @@ Gaussian losses, LPIPS, and an adversarial loss from a U-Net discriminator that 
 weight (no adaptive weight: unstable in mixed precision) and only in a later phase; Adam with lr 1e-4 and betas
 (0.5, 0.9); pre-training at 128 px, then fine-tuning at 256 px (100k + 50k steps matched 150k steps at 256 px).
 
-Pieces, each importable and tested on its own:
-
-- :class:`TrainConfig`: every setting (flags shared with ``litevae distill`` keep distill's names);
-- :func:`build_autoencoder`: the ``AutoencoderLite`` a config describes (SMC, GroupNorm or TAESD-family decoder);
-- :class:`AutoencoderLoss`: the weighted sum of the losses, every component reported;
-- :func:`autoencoder_step`: one optimizer step of the autoencoder, then one of the discriminator when it is on;
-- :func:`train_autoencoder`: the whole run with accelerate (mixed precision, multi-process, EMA, atomic
-  checkpoints and exact resume, time budget, validation PSNR/SSIM with grids, curve, JSON summary), ending with
-  the latent ``scaling_factor`` (and ``shift_factor`` on request) measured on training images.
+:class:`TrainConfig` holds a run's settings, :func:`build_autoencoder` builds the model, :class:`AutoencoderLoss`
+weighs the losses, :func:`autoencoder_step` is one optimizer step and :func:`train_autoencoder` the whole run, which
+ends by measuring the latent ``scaling_factor`` (and ``shift_factor`` on request) on training images.
 """
 
 from __future__ import annotations
@@ -78,13 +72,9 @@ def _int_tuple(text: str) -> tuple[int, ...]:
 
 @dataclass
 class TrainConfig(RunSettings):
-    """All settings of a from-scratch run (``litevae train --help`` lists each with its flag).
-
-    Only a data source (``train_data_dir`` or ``dataset_name``) is required; the defaults are the paper's recipe
-    (LiteVAE-B encoder, SD-layout SMC decoder, 4 latent channels, 128 px for 100k steps then 256 px for 50k with
-    the discriminator on, Adam lr 1e-4 betas (0.5, 0.9), batch 16). The data, validation, optimisation, image-loss,
-    checkpoint and logging settings are :class:`~diffusers_litevae.training.settings.RunSettings`', with the
-    defaults below changed.
+    """All settings of a from-scratch run (``litevae train --help`` lists each with its flag): those of
+    :class:`~diffusers_litevae.training.settings.RunSettings` with the paper's recipe as defaults, and the model's.
+    Only a data source (``train_data_dir`` or ``dataset_name``) is required.
 
     Raises:
         TrainingInputError: a value out of range (checked when the settings are built).
@@ -198,13 +188,8 @@ def validate_train_config(config: TrainConfig) -> ResolutionSchedule:
 
 
 def build_autoencoder(config: TrainConfig) -> AutoencoderLiteBase:
-    """The randomly initialised LiteVAE model that ``config`` describes (``AutoencoderLiteTiny`` for ``"tiny"``).
-
-    ``decoder``: ``"smc"`` (the paper's: SD-layout ``Decoder`` with Self-Modulated Convolutions), ``"groupnorm"``
-    (the same with GroupNorm) or ``"tiny"`` (a TAESD-family decoder, ``decoder_block_out_channels[0]`` wide).
-    ``encoder_config`` (``encoder_*`` keys) overrides the preset's encoder widths. ``scaling_factor`` starts at 1
-    and is measured at the end of training.
-    """
+    """The randomly initialised LiteVAE model that ``config`` describes (``AutoencoderLiteTiny`` for the ``"tiny"``
+    decoder); ``scaling_factor`` starts at 1 and is measured at the end of training."""
     widths = tuple(int(width) for width in config.decoder_block_out_channels)
     kwargs = dict(latent_channels=config.latent_channels, scaling_factor=1.0, **(config.encoder_config or {}))
     if config.decoder == "tiny":
@@ -233,27 +218,15 @@ class AutoencoderLoss(nn.Module):
 
     Args:
         weights: ``{"reconstruction", "kl", "wavelet", "gaussian", "lpips", "adversarial"}`` -> weight.
-        reconstruction_loss, charbonnier_eps, wavelet_levels, gaussian_sigma, lpips_model: as in
-            :func:`~diffusers_litevae.training.losses.image_losses`.
+        lpips_model: a module from :func:`~diffusers_litevae.training.losses.load_lpips` (with an LPIPS weight).
+        image_settings: ``reconstruction_loss``, ``charbonnier_eps``, ``wavelet_levels``, ``gaussian_sigma``, as in
+            :func:`~diffusers_litevae.training.losses.image_losses` (and its defaults).
     """
 
-    def __init__(
-        self,
-        weights: dict[str, float],
-        reconstruction_loss: str = "l1",
-        charbonnier_eps: float = 1e-3,
-        wavelet_levels: int = 3,
-        gaussian_sigma: float = 1.0,
-        lpips_model: nn.Module | None = None,
-    ):
+    def __init__(self, weights: dict[str, float], lpips_model: nn.Module | None = None, **image_settings):
         super().__init__()
         self.weights = dict(weights)
-        self.image_settings = dict(
-            reconstruction_loss=reconstruction_loss,
-            charbonnier_eps=charbonnier_eps,
-            wavelet_levels=wavelet_levels,
-            gaussian_sigma=gaussian_sigma,
-        )
+        self.image_settings = image_settings
         self.lpips_model = lpips_model
 
     def forward(
@@ -307,25 +280,21 @@ def autoencoder_step(
     adversarial: bool = False,
     noise_seed: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """One optimizer step of the autoencoder, then (``adversarial``) one of the discriminator on the same images.
+    """One optimizer step of the autoencoder, then (``adversarial``) one of the discriminator on the same images;
+    returns the mean loss components over the micro-batches (detached), ``discriminator`` when it trained, and the
+    gradient norms.
 
     Args:
         accelerator: an ``accelerate.Accelerator`` with ``model``, ``discriminator`` and both optimizers prepared.
         model: a module mapping images to ``(mean, logvar, reconstruction)`` (the autoencoder, wrapped).
-        discriminator: the :class:`~diffusers_litevae.models.UNetDiscriminator`.
-        loss_fn: the :class:`AutoencoderLoss`.
+        discriminator, loss_fn: the :class:`~diffusers_litevae.models.UNetDiscriminator`, the :class:`AutoencoderLoss`.
         micro_batches: ``gradient_accumulation_steps`` image tensors ``(B, 3, R, R)`` in ``[-1, 1]``.
         optimizer, discriminator_optimizer: their optimizers.
-        lr_scheduler: the autoencoder's, stepped once per step, or ``None``.
-        ema: an ``EMAModel`` over the autoencoder's parameters, or ``None``.
+        lr_scheduler, ema: the autoencoder's LR schedule and ``EMAModel``, or ``None``.
         max_grad_norm: clip each model's global gradient norm to this (``None``: no clipping).
         adversarial: the adversarial phase is on (the discriminator scores reconstructions and trains).
-        noise_seed: seeds the posterior sampling noise (``noise_seed + micro-batch index``), so a step's noise
-            does not depend on what else drew from torch's global generator (a resumed run draws the same noise);
-            ``None`` uses the global generator.
-
-    Returns:
-        Mean loss components over the micro-batches (detached), ``discriminator`` when it trained, ``grad_norm``.
+        noise_seed: seeds the posterior sampling noise (``noise_seed + micro-batch index``), so a resumed run draws
+            the same noise whatever else drew from torch's global generator; ``None`` uses the global generator.
     """
     model.train()
     discriminator.train()
@@ -518,11 +487,9 @@ class _TrainRun(TrainingRun):
 
 
 def train_autoencoder(config: TrainConfig) -> dict:
-    """Train an ``AutoencoderLite`` from scratch and write ``config.output_dir``.
-
-    Every input is checked before training starts; problems raise
-    :class:`~diffusers_litevae.training.errors.TrainingInputError` with a one-line message. Under
-    ``accelerate launch`` every process calls it.
+    """Train an ``AutoencoderLite`` from scratch and write ``config.output_dir`` (under ``accelerate launch`` every
+    process calls it). Every input is checked before training starts: problems raise a one-line
+    :class:`~diffusers_litevae.training.errors.TrainingInputError`.
 
     Returns:
         The content written to ``training.json`` (complete on the main process).

@@ -7,13 +7,10 @@ A :class:`DistillationTeacher` wraps any VAE the student may learn from and spea
 - ``decode(latents)`` maps raw latents back to images in ``[-1, 1]`` (differentiable in the latents, so the
   reconstruction losses can train the student through the frozen decoder);
 - ``normalize_latents(z)`` maps raw latents to the units a diffusion model sees,
-  ``(z - shift_factor) * scaling_factor``: latent losses and the reported latent MSE use these units, so loss
-  weights mean the same thing for SD (scaling 0.18215), SDXL, SD3/FLUX (16 channels, shifted) and raw TAESD
-  latents;
-- ``make_student(encoder)`` builds the model distillation trains (an :class:`~diffusers_litevae.AutoencoderLite`
-  for an SD-layout decoder, an :class:`~diffusers_litevae.AutoencoderLiteTiny` for a TAESD-family one): a fresh
-  LiteVAE encoder with an exact copy of the teacher's decoder and latent-space config. It checks that the copy
-  decodes bit-identically before returning it.
+  ``(z - shift_factor) * scaling_factor``, those of the latent losses and the reported latent MSE (so loss
+  weights mean the same thing for every latent space);
+- ``make_student(encoder)`` builds the model distillation trains: a fresh LiteVAE encoder with an exact copy of the
+  teacher's decoder and latent-space config, checked to decode bit-identically.
 
 Supported teachers (:data:`TEACHER_TYPES`; :func:`load_teacher` picks the adapter from what it finds): diffusers
 ``AutoencoderKL`` (or any VAE whose ``.decoder`` is diffusers' ``Decoder``), diffusers ``AutoencoderTiny``,
@@ -241,21 +238,16 @@ def load_teacher(
     scaling_factor: float | None = None,
     shift_factor: float | None = None,
 ) -> DistillationTeacher:
-    """Load a frozen teacher from a local folder or a Hugging Face Hub id.
+    """Load a frozen :class:`DistillationTeacher` (in eval mode) from a local folder or a Hugging Face Hub id.
 
     Args:
         name_or_path: a folder (diffusers VAE with ``config.json``, a pipeline with ``--subfolder vae``, or
             TAESD-family ``*_encoder.pth`` + ``*_decoder.pth``) or a Hub repo id.
         subfolder: the VAE's subfolder inside a pipeline folder/repo (usually ``"vae"``).
         teacher_type: one of :data:`TEACHER_TYPES`; ``"auto"`` decides from the files.
-        revision: Hub revision.
-        variant: weights variant (e.g. ``"fp16"``) for diffusers folders.
+        revision, variant: Hub revision, weights variant (e.g. ``"fp16"``) of diffusers folders.
         torch_dtype: dtype to load the weights in (keep float32 until the student is built).
-        scaling_factor: override the latent scaling factor (TAESD-family checkpoints carry none: default 1.0).
-        shift_factor: override the latent shift factor.
-
-    Returns:
-        A frozen :class:`DistillationTeacher` in eval mode.
+        scaling_factor, shift_factor: override the latent factors (TAESD-family checkpoints carry none: 1.0, 0).
 
     Raises:
         TrainingInputError: the path does not exist, holds no VAE this loader understands, or the Hub
