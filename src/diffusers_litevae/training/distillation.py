@@ -21,11 +21,11 @@ from ..models.litevae_encoder import ENCODER_PRESETS, encoder_config, preset_nam
 from ..models.utils import normalize_sequences
 from ..runtime import DTYPE_NAMES, cast_module, resolve_compile, resolve_dtype
 from ..settings import setting
-from .data import ResolutionSchedule, collate_batch, data_folders, parse_scale_range, prepare_data
+from .data import ResolutionSchedule, collate_batch, data_folders, parse_scale_range
 from .errors import TrainingInputError
 from .loop import TrainingRun, accumulate_step, comparable_config, eager_mode, ema_weights
-from .losses import DistillationLoss, LossWeights, load_lpips
-from .settings import RunSettings, check_choice, check_loss_weights, check_run_inputs, json_object
+from .losses import DistillationLoss, LossWeights
+from .settings import RunSettings, check_choice, check_loss_weights, check_positive, check_run_inputs, json_object
 from .teachers import TEACHER_TYPES, DistillationTeacher, load_teacher, wrap_teacher
 from .validation import compute_teacher_reference, plot_curve
 
@@ -137,8 +137,7 @@ class DistillConfig(RunSettings):
             )
         self._check_student()
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        if self.low_frequency_pool < 1:
-            raise TrainingInputError(f"--low_frequency_pool must be >= 1 pixel, got {self.low_frequency_pool}.")
+        check_positive(self, ("low_frequency_pool",))
         weights = self.loss_weights()
         check_loss_weights(weights.as_dict())
         if weights.latent == 0 and not weights.needs_decode():
@@ -371,14 +370,11 @@ class _DistillRun(TrainingRun):
     def __init__(self, config: DistillConfig, teacher: DistillationTeacher | nn.Module | None):
         if teacher is not None and not config.teacher:
             config.teacher = getattr(teacher, "name_or_path", type(teacher).__name__)
-        self.setup_accelerator(config, validate_config(config))
-        # Everything that can fail on bad input happens here, before any training.
-        lpips_model = load_lpips(config.lpips_net, self.accelerator.device) if config.lpips_weight > 0 else None
-        self.data = prepare_data(config)
+        self.setup(config, validate_config(config))
         self.teacher, self.student = self._teacher_and_student(teacher)
         self.loss_fn = DistillationLoss(
             config.loss_weights(),
-            lpips_model=lpips_model,
+            lpips_model=self.lpips_model,
             latent_scale=self.teacher.normalization.scale_std,
             low_frequency_pool=config.low_frequency_pool,
             **config.image_loss_settings(),

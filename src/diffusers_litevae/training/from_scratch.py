@@ -29,7 +29,7 @@ from ..models.litevae_encoder import ENCODER_PRESETS
 from ..models.unet_discriminator import UNetDiscriminator
 from ..runtime import cast_module, resolve_compile
 from ..settings import setting
-from .data import RandomCropDataset, ResolutionSchedule, prepare_data
+from .data import RandomCropDataset, ResolutionSchedule
 from .errors import TrainingInputError
 from .loop import TrainingRun, accumulate_step, comparable_config, ema_weights
 from .losses import (
@@ -38,7 +38,6 @@ from .losses import (
     image_losses,
     kl_to_standard_normal,
     latent_scaling,
-    load_lpips,
 )
 from .settings import RunSettings, check_choice, check_loss_weights, check_positive, check_run_inputs, json_object
 from .validation import plot_curve
@@ -149,8 +148,6 @@ class TrainConfig(RunSettings):
         if self.encoder_config and any(not key.startswith("encoder_") for key in self.encoder_config):
             raise TrainingInputError("--encoder_config may only set encoder_* keys of AutoencoderLite's config.")
         check_choice("decoder", self.decoder, DECODERS)
-        if self.latent_channels <= 0:
-            raise TrainingInputError(f"--latent_channels must be positive, got {self.latent_channels}.")
         factor = 2 ** len(self.discriminator_block_out_channels)
         odd = [size for size in ResolutionSchedule.parse(self.resolution_schedule).sizes if size % factor]
         if self.adversarial_weight > 0 and odd:
@@ -158,7 +155,7 @@ class TrainConfig(RunSettings):
                 f"training resolution {odd[0]} is not a multiple of {factor}, which the discriminator "
                 "needs (2 ** len(--discriminator_block_out_channels))."
             )
-        check_positive(self, ("scaling_images",), ("discriminator_learning_rate",))
+        check_positive(self, ("latent_channels", "scaling_images"), ("discriminator_learning_rate",))
         check_loss_weights(self.loss_weights())
         if self.reconstruction_weight == 0 and self.lpips_weight == 0:
             raise TrainingInputError(
@@ -341,17 +338,16 @@ class _TrainRun(TrainingRun):
     def __init__(self, config: TrainConfig):
         from accelerate.utils import set_seed
 
-        self.setup_accelerator(config, validate_train_config(config))
+        self.setup(config, validate_train_config(config))
         accelerator = self.accelerator
-        # Everything that can fail on bad input happens here, before any training.
-        lpips_model = load_lpips(config.lpips_net, accelerator.device) if config.lpips_weight > 0 else None
-        self.data = prepare_data(config)
         set_seed(config.seed)
         self.autoencoder = cast_module(build_autoencoder(config), dtype=torch.float32)
         self.discriminator = UNetDiscriminator(block_out_channels=tuple(config.discriminator_block_out_channels))
         if config.gradient_checkpointing:
             self.autoencoder.enable_gradient_checkpointing()
-        self.loss_fn = AutoencoderLoss(config.loss_weights(), lpips_model=lpips_model, **config.image_loss_settings())
+        self.loss_fn = AutoencoderLoss(
+            config.loss_weights(), lpips_model=self.lpips_model, **config.image_loss_settings()
+        )
         betas = (config.adam_beta1, config.adam_beta2)
         optimizer = torch.optim.Adam(
             self.autoencoder.parameters(),

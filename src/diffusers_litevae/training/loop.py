@@ -41,13 +41,8 @@ PLOT_INTERVAL_S = 120
 
 def has_accelerator_device() -> bool:
     """Whether a CUDA, XPU or MPS device is present (else accelerate must be told ``cpu=True``)."""
-    if torch.cuda.is_available():
-        return True
-    xpu = getattr(torch, "xpu", None)
-    if xpu is not None and xpu.is_available():
-        return True
-    mps = getattr(torch.backends, "mps", None)
-    return bool(mps is not None and mps.is_available())
+    backends = (torch.cuda, getattr(torch, "xpu", None), getattr(torch.backends, "mps", None))
+    return any(backend is not None and backend.is_available() for backend in backends)
 
 
 def eager_mode():
@@ -124,7 +119,7 @@ class TrainingRun(abc.ABC):
     gradient-accumulation micro-batches, the time budget, logging, atomic checkpoints and resume bookkeeping.
 
     Subclasses (distillation, training from scratch) build their models and optimisers between
-    :meth:`setup_accelerator` and :meth:`start`, and implement the abstract methods below. Every process builds
+    :meth:`setup` and :meth:`start`, and implement the abstract methods below. Every process builds
     one; the main process writes output while the others wait at the same barriers.
     """
 
@@ -170,11 +165,14 @@ class TrainingRun(abc.ABC):
         scales = parse_scale_range(self.config.crop_scales)
         return RandomCropDataset(self.data.source, flip=self.config.random_flip, scale_range=scales), collate_batch
 
-    def setup_accelerator(self, config, schedule) -> None:
+    def setup(self, config, schedule) -> None:
+        """The accelerator, then what can fail on bad input before any training: LPIPS (with an LPIPS weight), data."""
         from accelerate import Accelerator
         from accelerate.utils import ProjectConfiguration
 
         from .checkpointing import resolve_resume
+        from .data import prepare_data
+        from .losses import load_lpips
 
         self.config, self.schedule = config, schedule
         self.output_dir = Path(config.output_dir).expanduser()
@@ -196,6 +194,8 @@ class TrainingRun(abc.ABC):
             torch.backends.cudnn.allow_tf32 = True
         if self.accelerator.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+        self.lpips_model = load_lpips(config.lpips_net, self.accelerator.device) if config.lpips_weight > 0 else None
+        self.data = prepare_data(config)
 
     def schedule_and_ema(self, optimizer, parameters) -> None:
         """The LR schedule of ``optimizer`` and, with ``use_ema``, an EMA of ``parameters``, both saved in checkpoints.

@@ -199,16 +199,11 @@ def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
 
 
 def latent_scaling(latents: torch.Tensor, with_shift: bool = False) -> tuple[float, float | None]:
-    """``(scaling_factor, shift_factor)`` that give a latent sample unit variance (and zero mean with a shift).
+    """``(scaling_factor, shift_factor)`` that give ``latents`` (``(N, C, h, w)`` posterior samples of training
+    images) unit variance, and with ``with_shift`` zero mean (else the shift is ``None``, SD 1.x/2.x/SDXL style).
 
     Stable Diffusion set its VAE's ``scaling_factor`` (0.18215) as ``1 / std`` of the latents of a batch of
-    training images (High-Resolution Image Synthesis with Latent Diffusion Models, section 4.3.2 and appendix
-    G); SD3 and FLUX.1 also subtract a ``shift_factor``, the latents' mean. Diffusion pipelines compute
-    ``(z - shift_factor) * scaling_factor``.
-
-    Args:
-        latents: ``(N, C, h, w)`` posterior samples (or means) of a sample of training images.
-        with_shift: also return the mean as ``shift_factor`` (else ``None``, SD 1.x/2.x/SDXL style).
+    training images (LDM paper, section 4.3.2); SD3 and FLUX.1 also subtract a ``shift_factor``, the latents' mean.
     """
     latents = latents.detach().float()
     if latents.numel() < 2:
@@ -285,20 +280,16 @@ class DistillationLoss(nn.Module):
         reconstruction: torch.Tensor | None = None,
         target: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Compute the weighted loss.
+        """``(total, components)``: the scalar loss to backpropagate and the detached, unweighted components
+        (``latent`` and ``total`` always, the others when their weight is > 0).
 
         Args:
-            student_mean: ``(B, C, h, w)`` student posterior mean, normalized latent units.
-            student_logvar: ``(B, C, h, w)`` student log-variance (of the *raw* latents, as the encoder outputs it).
-            teacher_mean: ``(B, C, h, w)`` teacher mean, normalized latent units.
-            teacher_logvar: ``(B, C, h, w)`` teacher log-variance of the raw latents, or ``None`` (deterministic).
+            student_mean, teacher_mean: ``(B, C, h, w)`` posterior means, normalized latent units.
+            student_logvar, teacher_logvar: ``(B, C, h, w)`` log-variances of the *raw* latents (the teacher's
+                ``None`` when it is deterministic).
             reconstruction: ``(B, 3, H, W)`` student latents decoded by the teacher, ``[-1, 1]``; needed when any
                 image-space weight is > 0.
             target: ``(B, 3, H, W)`` input images, ``[-1, 1]``.
-
-        Returns:
-            ``(total, components)``: the scalar loss to backpropagate and a dict of detached, unweighted
-            components (``latent`` and ``total`` always; the others when their weight is > 0).
         """
         weights = self.weights
         student_mean, teacher_mean = student_mean.float(), teacher_mean.float()

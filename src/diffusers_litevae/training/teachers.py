@@ -129,11 +129,10 @@ class DistillationTeacher(nn.Module):
             expected = self.decode(probe)
             got = student._decode_latents(probe)
         if expected.shape != got.shape or not torch.equal(expected, got):
+            difference = float((expected - got).abs().max()) if expected.shape == got.shape else "shape"
             raise RuntimeError(
-                f"the student built from teacher {self.name_or_path!r} does not decode bit-identically "
-                "(max abs difference "
-                f"{float((expected - got).abs().max()) if expected.shape == got.shape else 'shape'}); "
-                "this teacher's decoder cannot be carried by a LiteVAE model."
+                f"the student built from teacher {self.name_or_path!r} does not decode bit-identically (max abs "
+                f"difference {difference}); this teacher's decoder cannot be carried by a LiteVAE model."
             )
         return student
 
@@ -212,8 +211,7 @@ class DiffusersVAETeacher(DistillationTeacher):
         else:
             raise TrainingInputError(
                 "a LiteVAE model can carry a diffusers Decoder or a TAESD-family decoder; "
-                f"teacher {self.name_or_path!r} "
-                f"has {type(decoder).__name__}, so no student can share its decoder."
+                f"teacher {self.name_or_path!r} has {type(decoder).__name__}, so no student can share its decoder."
             )
         return self._check_student(student)
 
