@@ -51,11 +51,8 @@ __all__ = [
 
 
 def split_holdout(paths: Sequence[Path], count: int, pattern: str = "*") -> tuple[list[Path], list[Path]]:
-    """Hold out the first ``count`` paths (sorted order) whose file name matches ``pattern``.
-
-    Returns:
-        ``(train, held_out)``; the held-out images are excluded from training.
-    """
+    """``(train, held_out)``: the first ``count`` paths whose file name matches ``pattern`` are held out (excluded
+    from training)."""
     held_out = [p for p in paths if fnmatch.fnmatch(p.name, pattern)][: max(count, 0)]
     held = set(held_out)
     return [p for p in paths if p not in held], held_out
@@ -119,11 +116,8 @@ def random_crop_flip(
 
 
 def parse_scale_range(text: str | tuple[float, float] | None) -> tuple[float, float]:
-    """Parse ``--crop_scales``: ``"0.25,1"`` (a range) or ``"1"`` (one scale).
-
-    Raises:
-        TrainingInputError: not one or two numbers in ``(0, 1]``, smallest first.
-    """
+    """Parse ``--crop_scales``: ``"0.25,1"`` (a range) or ``"1"`` (one scale); raises
+    :class:`TrainingInputError` unless one or two numbers in ``(0, 1]``, smallest first."""
     if text is None:
         return (1.0, 1.0)
     if isinstance(text, (tuple, list)):
@@ -144,12 +138,9 @@ def parse_scale_range(text: str | tuple[float, float] | None) -> tuple[float, fl
 
 
 def load_eval_image(image: Image.Image, resolution: int | None = None, multiple: int = 8) -> torch.Tensor:
-    """A validation image: full size centre-cropped to a multiple of ``multiple`` (``resolution=None``), or a
-    centre ``resolution`` x ``resolution`` crop (short side resized up first if smaller).
-
-    Returns:
-        ``(3, H, W)`` tensor in ``[-1, 1]``.
-    """
+    """A validation image as a ``(3, H, W)`` tensor in ``[-1, 1]``: full size centre-cropped to a multiple of
+    ``multiple`` (``resolution=None``), or a centre ``resolution`` x ``resolution`` crop (short side resized up first
+    if smaller)."""
     return image_to_signed_tensor(resize_and_crop(image, resolution, resize=False, multiple=multiple))
 
 
@@ -444,11 +435,8 @@ def _dataset_split(config) -> tuple:
 
 
 def _validation_images(config, source, eval_sources, eval_set: str) -> list[torch.Tensor]:
-    """The readable validation images of ``eval_sources`` (unreadable ones are warned about).
-
-    Raises:
-        TrainingInputError: none could be read (naming the training data when none of it is readable either).
-    """
+    """The readable validation images of ``eval_sources`` (unreadable ones are warned about); raises
+    :class:`TrainingInputError` when none could be read (naming the training data when none of it is readable)."""
     limit = config.max_validation_images or len(eval_sources)
     images, unreadable = [], []
     for index in range(min(limit, len(eval_sources))):

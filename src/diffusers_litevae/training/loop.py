@@ -30,7 +30,6 @@ __all__ = [
     "eager_mode",
     "ema_weights",
     "has_accelerator_device",
-    "start_accumulation",
 ]
 
 logger = logging.getLogger(__name__)
@@ -81,14 +80,6 @@ def apply_gradients(
     return record
 
 
-def start_accumulation(accelerator, count: int) -> None:
-    """Make ``accelerator.accumulate`` sync gradients, and let prepared optimizers step, on the last of the next
-    ``count`` micro-batches (``accelerator.backward`` divides each loss by ``count``): one optimizer step, whatever
-    ``accelerate`` counted before (another step function's micro-batches, the count a checkpoint restored)."""
-    accelerator.gradient_accumulation_steps = count
-    accelerator.step = 0
-
-
 def accumulate_step(accelerator, module, micro_batches: list, loss_of, optimizer, **gradients) -> dict:
     """One optimizer step of ``module`` over ``micro_batches``: forward (``loss_of(batch) -> (loss, components)``,
     under autocast) and backward each one, then :func:`apply_gradients` (``gradients``: its keyword arguments) on the
@@ -96,7 +87,11 @@ def accumulate_step(accelerator, module, micro_batches: list, loss_of, optimizer
     and what :func:`apply_gradients` records."""
     totals: dict[str, torch.Tensor] = {}
     count = len(micro_batches)
-    start_accumulation(accelerator, count)
+    # accelerator.accumulate syncs gradients, and prepared optimizers step, on the last of these micro-batches
+    # (backward divides each loss by count), whatever accelerate counted before (another module's micro-batches,
+    # the count a checkpoint restored).
+    accelerator.gradient_accumulation_steps = count
+    accelerator.step = 0
     for batch in micro_batches:
         with accelerator.accumulate(module):
             with accelerator.autocast():

@@ -47,14 +47,9 @@ def image_metrics(reconstruction: torch.Tensor, target: torch.Tensor) -> tuple[f
 
 @dataclass
 class TeacherReference:
-    """The teacher's side of validation, computed once per run.
-
-    Attributes:
-        latents: per image, the teacher's posterior mean in normalized units, ``(1, C, H/8, W/8)`` on CPU.
-        psnr: per-image PSNR of teacher-encode -> teacher-decode.
-        ssim: per-image SSIM of the same.
-        grid_reconstructions: teacher reconstructions of the first images (for grids), on CPU.
-    """
+    """The teacher's side of validation, computed once per run: per image, the teacher's posterior mean in normalized
+    units (``latents``, ``(1, C, H/8, W/8)`` on CPU), the PSNR and SSIM of teacher-encode -> teacher-decode, and the
+    teacher's reconstructions of the first images (for grids, on CPU)."""
 
     latents: list[torch.Tensor] = field(default_factory=list)
     psnr: list[float] = field(default_factory=list)
@@ -170,13 +165,10 @@ def save_reconstruction_grid(
     reconstructions: dict[str, Sequence[torch.Tensor]],
     tile: int = 256,
 ) -> Path:
-    """Save a PNG with one row per image: ``original | <label> | ...`` (the comparison grid ``litevae eval`` draws).
+    """Save the PNG ``path`` with one row per image: ``original | <label> | ...`` (the grid ``litevae eval`` draws).
 
-    Args:
-        path: the PNG to write (parent folders are created).
-        originals: ``(3, H, W)`` images in ``[-1, 1]``.
-        reconstructions: column label (``"teacher"``, ``"student"``) -> reconstructions of ``originals``.
-        tile: each image's centre ``tile`` x ``tile`` square is shown (the whole image when it is smaller).
+    ``originals`` are ``(3, H, W)`` images in ``[-1, 1]``, ``reconstructions`` maps a column label (``"teacher"``,
+    ``"student"``) to their reconstructions; each image's centre ``tile`` x ``tile`` square is shown.
     """
 
     def tiles(images: Sequence[torch.Tensor]) -> list[Image.Image]:
