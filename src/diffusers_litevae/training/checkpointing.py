@@ -50,14 +50,9 @@ def find_latest_checkpoint(checkpoints_dir: str | os.PathLike) -> Path | None:
 
 
 def resolve_resume(value: str | None, checkpoints_dir: str | os.PathLike) -> Path | None:
-    """Turn ``--resume_from_checkpoint`` into a checkpoint folder.
-
-    ``"latest"`` picks the newest complete checkpoint (``None`` when there is none yet: the run starts fresh);
-    a path must be a checkpoint folder.
-
-    Raises:
-        TrainingInputError: a given path is not a complete checkpoint.
-    """
+    """Turn ``--resume_from_checkpoint`` into a checkpoint folder: ``"latest"`` picks the newest complete one
+    (``None`` when there is none yet: the run starts fresh); a given path that is not a complete checkpoint raises
+    :class:`TrainingInputError`."""
     if not value:
         return None
     if value == "latest":

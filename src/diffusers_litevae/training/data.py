@@ -216,14 +216,6 @@ class ResolutionSchedule:
         """Every crop size of the schedule, ascending."""
         return tuple(sorted({size for sizes, _ in self.stages for size in sizes}))
 
-    @property
-    def max_resolution(self) -> int:
-        return self.sizes[-1]
-
-    @property
-    def min_resolution(self) -> int:
-        return self.sizes[0]
-
     def __str__(self) -> str:
         return ",".join(
             "/".join(map(str, sizes)) + (f":{until}" if until is not None else "") for sizes, until in self.stages

@@ -38,13 +38,9 @@ OPTIMIZERS = ("adam", "adamw")
 
 @dataclass
 class DistillConfig(RunSettings):
-    """All settings of a distillation run (``litevae distill --help`` lists each with its flag).
-
-    Only ``teacher`` and one data source (``train_data_dir`` or ``dataset_name``) are required.
-
-    Raises:
-        TrainingInputError: a value out of range (checked when the settings are built).
-    """
+    """All settings of a distillation run (``litevae distill --help`` lists each with its flag). Only ``teacher`` and
+    one data source (``train_data_dir`` or ``dataset_name``) are required; a value out of range raises
+    :class:`TrainingInputError`."""
 
     # --help sections: what to distil first, then the shared run settings.
     setting_groups = ("teacher", "student", "data", "validation", "optimisation", "speed", "losses")
@@ -174,7 +170,7 @@ class DistillConfig(RunSettings):
                 "drop --teacher_latents or --crop_scales."
             )
         border = self.teacher_latents_border
-        if border < 0 or 2 * border >= ResolutionSchedule.parse(self.resolution_schedule).min_resolution // 8:
+        if border < 0 or 2 * border >= ResolutionSchedule.parse(self.resolution_schedule).sizes[0] // 8:
             raise TrainingInputError(
                 f"--teacher_latents_border {border} must be >= 0 and leave latent pixels inside the "
                 "smallest training crop (crop / 8 > 2 * border)."
@@ -192,11 +188,8 @@ class DistillConfig(RunSettings):
 
 
 def validate_config(config: DistillConfig) -> ResolutionSchedule:
-    """Check every setting that can be checked without loading anything and return the parsed resolution schedule.
-
-    Raises:
-        TrainingInputError: the first problem found (one line).
-    """
+    """Check every setting that can be checked without loading anything (:class:`TrainingInputError` at the first
+    problem) and return the parsed resolution schedule."""
     if not config.teacher:
         raise TrainingInputError(
             "no teacher given; pass --teacher (a diffusers VAE folder, Hub id, or TAESD-family folder)."
@@ -320,7 +313,7 @@ def _teacher_dtype(config: DistillConfig, mixed_precision: str) -> torch.dtype:
 def _compile_teacher(teacher: DistillationTeacher, mode: str | None) -> None:
     vae = getattr(teacher, "vae", None)
     for name in ("encoder", "decoder", "quant_conv", "post_quant_conv"):
-        module = getattr(vae, name, None) if vae is not None else None
+        module = getattr(vae, name, None)
         if isinstance(module, nn.Module):
             module.compile(mode=mode, dynamic=False)
 
@@ -427,7 +420,7 @@ class _DistillRun(TrainingRun):
                 teacher.to(accelerator.device),
                 data_folders(config)[0],
                 self.data.train_paths,
-                self.schedule.max_resolution,
+                self.schedule.sizes[-1],
                 config.random_flip,
                 build=config.build_teacher_latents,
                 mixed_precision=accelerator.mixed_precision,
@@ -554,12 +547,9 @@ def distill(config: DistillConfig, teacher: DistillationTeacher | nn.Module | No
         teacher: an already loaded teacher (a :class:`DistillationTeacher` or a diffusers VAE module) to use
             instead of loading ``config.teacher``; ``config.teacher`` is then only recorded.
 
-    Returns:
-        The content written to ``distillation.json`` (the curve is complete on the main process only).
-
-    Writes (main process), in ``config.output_dir``:
-        ``config.json`` + ``diffusion_pytorch_model.safetensors`` (``AutoencoderLite.from_pretrained`` loads it),
-        ``distillation.json``, ``curve.png``, ``validation/step_<step>.png`` grids, ``checkpoints/checkpoint-<step>``.
+    Returns the content written to ``distillation.json`` (the curve complete on the main process only). The main
+    process writes the model (``from_pretrained`` loads it), ``distillation.json``, ``curve.png``,
+    ``validation/step_<step>.png`` grids and ``checkpoints/checkpoint-<step>``.
     """
     run = _DistillRun(config, teacher)
     run.train()

@@ -73,10 +73,8 @@ def _int_tuple(text: str) -> tuple[int, ...]:
 class TrainConfig(RunSettings):
     """All settings of a from-scratch run (``litevae train --help`` lists each with its flag): those of
     :class:`~diffusers_litevae.training.settings.RunSettings` with the paper's recipe as defaults, and the model's.
-    Only a data source (``train_data_dir`` or ``dataset_name``) is required.
-
-    Raises:
-        TrainingInputError: a value out of range (checked when the settings are built).
+    Only a data source (``train_data_dir`` or ``dataset_name``) is required; a value out of range raises
+    :class:`TrainingInputError`.
     """
 
     # --help sections: the model first, then the shared run settings.
@@ -487,13 +485,9 @@ def train_autoencoder(config: TrainConfig) -> dict:
     process calls it). Every input is checked before training starts: problems raise a one-line
     :class:`~diffusers_litevae.training.errors.TrainingInputError`.
 
-    Returns:
-        The content written to ``training.json`` (complete on the main process).
-
-    Writes (main process), in ``config.output_dir``: ``config.json`` + ``diffusion_pytorch_model.safetensors``
-    (``AutoencoderLite.from_pretrained`` loads it; ``scaling_factor`` measured on training images),
-    ``discriminator/``, ``training.json``, ``curve.png``, ``validation/step_<step>.png`` (original |
-    reconstruction), ``checkpoints/checkpoint-<step>``.
+    Returns the content written to ``training.json`` (complete on the main process). The main process writes the
+    model (``from_pretrained`` loads it; ``scaling_factor`` measured on training images), ``discriminator/``,
+    ``training.json``, ``curve.png``, ``validation/step_<step>.png`` grids and ``checkpoints/checkpoint-<step>``.
     """
     run = _TrainRun(config)
     run.train()

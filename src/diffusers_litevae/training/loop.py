@@ -110,12 +110,10 @@ def comparable_config(config) -> dict:
 
 
 class TrainingRun(abc.ABC):
-    """The machinery one training invocation needs, whatever it trains: the accelerator, the step loop with
-    gradient-accumulation micro-batches, the time budget, logging, atomic checkpoints and resume bookkeeping.
-
-    Subclasses (distillation, training from scratch) build their models and optimisers between
-    :meth:`setup` and :meth:`start`, and implement the abstract methods below. Every process builds
-    one; the main process writes output while the others wait at the same barriers.
+    """One training invocation, whatever it trains: the accelerator, the step loop, the time budget, logging,
+    validation, checkpoints and resume. Subclasses build their models and optimisers between :meth:`setup` and
+    :meth:`start` and implement the abstract methods. Every process builds one; the main process writes output while
+    the others wait at the same barriers.
     """
 
     progress_description = "train"
@@ -193,10 +191,8 @@ class TrainingRun(abc.ABC):
         self.data = prepare_data(config)
 
     def schedule_and_ema(self, optimizer, parameters) -> None:
-        """The LR schedule of ``optimizer`` and, with ``use_ema``, an EMA of ``parameters``, both saved in checkpoints.
-
-        Call after ``accelerator.prepare``: the EMA must hold the parameters training updates.
-        """
+        """The LR schedule of ``optimizer`` and, with ``use_ema``, an EMA of ``parameters``, both saved in checkpoints
+        (call after ``accelerator.prepare``: the EMA must hold the parameters training updates)."""
         from diffusers.optimization import get_scheduler
 
         config = self.config

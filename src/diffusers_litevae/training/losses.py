@@ -93,17 +93,12 @@ def wavelet_loss(
     return torch.stack([charbonnier(rec[:, channels:], tgt[:, channels:], eps) for rec, tgt in bands]).mean()
 
 
-def _gaussian_kernel(sigma: float, device, dtype) -> torch.Tensor:
-    radius = max(1, math.ceil(3 * sigma))
-    positions = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
-    kernel = torch.exp(-0.5 * (positions / sigma) ** 2)
-    return (kernel / kernel.sum()).to(dtype)
-
-
 def gaussian_blur(x: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
     """Separable Gaussian blur with reflect padding (same size as ``x``; ``(B, C, H, W)``)."""
-    kernel = _gaussian_kernel(sigma, x.device, x.dtype)
-    radius = kernel.numel() // 2
+    radius = max(1, math.ceil(3 * sigma))
+    positions = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (positions / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(x.dtype)
     channels = x.shape[1]
     horizontal = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
     vertical = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)

@@ -36,7 +36,6 @@ class TeacherLatents:
     dataset: object
     transform: TransformConfig
     positions: list[int | None]
-    root: Path
 
 
 def prepare_teacher_latents(
@@ -135,7 +134,7 @@ def prepare_teacher_latents(
         logger.warning(
             "%d training images could not be encoded (see %s/errors.jsonl); they are skipped", len(missing), root_path
         )
-    return TeacherLatents(dataset, transform, positions, root_path)
+    return TeacherLatents(dataset, transform, positions)
 
 
 class CachedTargetDataset(torch.utils.data.Dataset):

@@ -116,11 +116,8 @@ class DistillationTeacher(nn.Module):
         return super().train(False)
 
     def _check_student(self, student: AutoencoderLiteBase) -> AutoencoderLiteBase:
-        """Raise unless ``student`` decodes a probe latent exactly like the teacher (the whole point of distilling).
-
-        Both run in eval mode (train-mode kernels may round differently); the student is returned in eval mode,
-        like a model from ``from_pretrained``.
-        """
+        """Raise unless ``student`` decodes a probe latent exactly like the teacher, both in eval mode (train-mode
+        kernels may round differently); the student is returned in eval mode, like a model from ``from_pretrained``."""
         student.eval()
         parameter = next(self.parameters())
         generator = torch.Generator().manual_seed(0)
@@ -152,11 +149,7 @@ class DiffusersVAETeacher(DistillationTeacher):
     def __init__(self, vae: nn.Module, name_or_path: str = "", teacher_type: str | None = None):
         config = getattr(vae, "config", None)
         latent_channels = getattr(config, "latent_channels", None)
-        if (
-            latent_channels is None
-            or not callable(getattr(vae, "encode", None))
-            or not callable(getattr(vae, "decode", None))
-        ):
+        if latent_channels is None or not all(callable(getattr(vae, name, None)) for name in ("encode", "decode")):
             raise TrainingInputError(
                 f"teacher {name_or_path or type(vae).__name__!r} does not follow the diffusers VAE protocol "
                 "(needs encode(), decode() and config.latent_channels)."
