@@ -29,11 +29,9 @@ def interrupted(args: argparse.Namespace) -> str:
 
 
 def run_training(args: argparse.Namespace, settings_class: type, train, command: str, summary) -> int:
-    """Run ``train(config)`` with the ``settings_class`` settings of ``args`` for ``litevae <command>`` and return the
-    exit code: INFO logging, the command line recorded in the config, bad input (:class:`TrainingInputError`, also
-    a setting's value) as one ``error:`` line and exit code 2; otherwise the line ``summary(result)`` gives (if
-    any) is printed and the code is 0.
-    """
+    """Run ``train(config)`` with the ``settings_class`` settings of ``args`` (INFO logging, the command line
+    recorded) for ``litevae <command>``: bad input (:class:`TrainingInputError`) is one ``error:`` line and exit code
+    2; otherwise the line ``summary(result)`` gives (if any) is printed and the code is 0."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )

@@ -384,8 +384,6 @@ class _DistillRun(TrainingRun):
                 "teacher on %s: PSNR %.2f dB, SSIM %.4f", self.data.eval_set, *self.reference.summary().values()
             )
 
-    # -- set-up -------------------------------------------------------------------------------------------------
-
     def _teacher_and_student(self, teacher) -> tuple[DistillationTeacher, AutoencoderLiteBase]:
         from accelerate.utils import set_seed
 
@@ -472,16 +470,12 @@ class _DistillRun(TrainingRun):
     def unwrapped(self) -> nn.Module:
         return self.accelerator.unwrap_model(self.encoder)
 
-    # -- validation, checkpoints -----------------------------------------------------------------------------------
-
     def plot(self) -> None:
         title = f"{self.teacher.name_or_path} -> LiteVAE"
         plot_curve(self.state["curve"], self.state["loss_history"], self.output_dir / "curve.png", title=title)
 
     def checkpoint_record(self) -> dict:
         return {"student_config": jsonable(dict(self.student.config))}
-
-    # -- the loop ------------------------------------------------------------------------------------------------
 
     def dataset_and_collate(self):
         if self.targets is None:
@@ -509,8 +503,6 @@ class _DistillRun(TrainingRun):
     def log_line(self, means: dict[str, float]) -> tuple[dict, str]:
         postfix = {"loss": f"{means['total']:.4f}", "latent": f"{means['latent']:.4f}"}
         return postfix, f"loss {means['total']:.4f}, latent {means['latent']:.4f}"
-
-    # -- output --------------------------------------------------------------------------------------------------
 
     def write_output(self) -> dict:
         """Write the model folder, ``distillation.json`` and ``curve.png``; return the summary."""

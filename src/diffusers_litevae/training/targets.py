@@ -56,8 +56,8 @@ def prepare_teacher_latents(
     Args:
         root: the cache folder.
         teacher: the loaded :class:`~diffusers_litevae.training.teachers.DistillationTeacher` (full precision).
-        train_root: the training image folder (sample ids are paths relative to it).
-        train_paths: the training images (validation images already held out).
+        train_root, train_paths: the training image folder (sample ids are paths relative to it), its training
+            images (validation images held out).
         max_resolution: the largest training crop of the resolution schedule.
         flip: whether training uses random flips (the mirrored images are cached too).
         build: encode missing or changed images; ``False`` only checks and fails on missing images.
@@ -66,7 +66,7 @@ def prepare_teacher_latents(
 
     Raises:
         TrainingInputError: the cache was made with another teacher or other preprocessing, or (``build=False``)
-            training images are missing from it; one line naming the difference and the fix.
+            training images are missing from it.
     """
     from ..caching import LatentDataset, cache_latents
 
@@ -140,11 +140,9 @@ def prepare_teacher_latents(
 class CachedTargetDataset(torch.utils.data.Dataset):
     """Random crops with their teacher targets, indexed like :class:`~.data.RandomCropDataset`.
 
-    A crop starts on the latent grid of the cached image; when flipped, both the pixels and the latents come from the
-    mirrored image (the teacher's latents of the mirror image, not mirrored latents).
-
-    Items: ``pixel_values`` ``(3, R, R)`` in ``[-1, 1]``, ``teacher_mean`` ``(C, R/8, R/8)`` raw latents,
-    ``teacher_logvar`` of the same shape or ``None`` (deterministic teachers), ``skipped`` names.
+    A crop starts on the latent grid of the cached image; a flipped one takes the teacher's latents of the mirrored
+    image (not mirrored latents). Items: ``pixel_values`` ``(3, R, R)`` in ``[-1, 1]``, ``teacher_mean`` ``(C, R/8,
+    R/8)`` raw latents, ``teacher_logvar`` of the same shape or ``None`` (deterministic teachers), ``skipped`` names.
     """
 
     def __init__(self, paths: list[Path], targets: TeacherLatents, flip: bool = True, factor: int = 8):

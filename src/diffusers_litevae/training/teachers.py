@@ -63,8 +63,6 @@ class DistillationTeacher(nn.Module):
         # Memory format the trainer feeds this teacher's inputs in (set with the weights' format).
         self.memory_format = torch.contiguous_format
 
-    # -- the interface ------------------------------------------------------------------------------------------
-
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(B, 3, H, W)`` images in ``[-1, 1]`` -> ``(mean, logvar | None)``, each ``(B, C, H/8, W/8)``."""
         raise NotImplementedError
@@ -78,8 +76,6 @@ class DistillationTeacher(nn.Module):
         and this teacher's decoder, copied exactly (in the teacher's current dtype: call before casting it).
         Returned in eval mode."""
         raise NotImplementedError
-
-    # -- shared helpers -----------------------------------------------------------------------------------------
 
     @property
     def normalization(self):
@@ -139,9 +135,8 @@ class DiffusersVAETeacher(DistillationTeacher):
     :class:`~diffusers_litevae.models.TinyAutoencoder` or similar).
 
     Args:
-        vae: the module; ``vae.encode(x)`` returns an output with ``latent_dist`` (a
-            ``DiagonalGaussianDistribution``) or ``latents`` / ``latent`` (deterministic), ``vae.decode(z)``
-            returns an output with ``sample``; ``vae.config`` carries ``latent_channels``.
+        vae: the module: ``vae.encode(x)`` returns ``latent_dist`` or ``latents`` / ``latent`` (deterministic),
+            ``vae.decode(z)`` returns ``sample``, ``vae.config`` carries ``latent_channels``.
         name_or_path: recorded in ``distillation.json``.
         teacher_type: one of :data:`TEACHER_TYPES` but ``"auto"``; inferred when ``None``.
     """
