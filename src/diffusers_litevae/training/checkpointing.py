@@ -45,8 +45,7 @@ def list_checkpoints(checkpoints_dir: str | os.PathLike) -> list[Path]:
 
 def find_latest_checkpoint(checkpoints_dir: str | os.PathLike) -> Path | None:
     """The newest complete checkpoint, or ``None``."""
-    checkpoints = list_checkpoints(checkpoints_dir)
-    return checkpoints[-1] if checkpoints else None
+    return next(reversed(list_checkpoints(checkpoints_dir)), None)
 
 
 def resolve_resume(value: str | None, checkpoints_dir: str | os.PathLike) -> Path | None:

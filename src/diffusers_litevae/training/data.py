@@ -194,8 +194,7 @@ class ResolutionSchedule:
             if until is not None and (until <= 0 or (stages and until <= stages[-1][1])):
                 raise TrainingInputError(f"resolution schedule {text!r}: switch steps must be positive and increasing.")
             stages.append((sizes, until))
-        sizes, _ = stages[-1]
-        stages[-1] = (sizes, None)
+        stages[-1] = (stages[-1][0], None)
         return cls(tuple(stages))
 
     def _stage_at(self, step: int) -> tuple[int, ...]:

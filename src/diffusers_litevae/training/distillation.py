@@ -281,18 +281,15 @@ def distill_step(
     """
     encoder.train()
 
+    def to_device(tensor: torch.Tensor | None) -> torch.Tensor | None:
+        return None if tensor is None else tensor.to(accelerator.device, non_blocking=True)
+
     def loss_of(batch):
-        targets = None
+        images, targets = batch, None
         if isinstance(batch, dict):
             images = batch["pixel_values"]
-            logvar = batch.get("teacher_logvar")
-            targets = (
-                batch["teacher_mean"].to(accelerator.device, non_blocking=True),
-                None if logvar is None else logvar.to(accelerator.device, non_blocking=True),
-            )
-        else:
-            images = batch
-        images = images.to(accelerator.device, non_blocking=True)
+            targets = to_device(batch["teacher_mean"]), to_device(batch.get("teacher_logvar"))
+        images = to_device(images)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return compute_distillation_loss(encoder, teacher, loss_fn, images, targets, border)
@@ -374,7 +371,6 @@ class _DistillRun(TrainingRun):
         )
         self._build_optimisation()
         self.start(self._check_resume)
-        self.reference = None
         if self.accelerator.is_main_process:
             with eager_mode():
                 self.reference = compute_teacher_reference(

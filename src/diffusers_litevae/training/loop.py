@@ -287,18 +287,13 @@ class TrainingRun(abc.ABC):
             self.state["curve"] = [e for e in self.state["curve"] if e["step"] != step] + [entry]
             if config.report_to:
                 self.accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=step)
-            if self.reference is None:
-                logger.info("step %d: PSNR %.2f dB, SSIM %.4f", step, metrics["psnr"], metrics["ssim"])
-            else:
-                logger.info(
-                    "step %d: PSNR student %.2f dB / teacher %.2f dB, SSIM %.4f / %.4f, latent MSE %.5f",
-                    step,
-                    metrics["psnr_student"],
-                    metrics["psnr_teacher"],
-                    metrics["ssim_student"],
-                    metrics["ssim_teacher"],
-                    metrics["latent_mse"],
+            text = "step %(step)d: PSNR %(psnr).2f dB, SSIM %(ssim).4f"
+            if self.reference is not None:
+                text = (
+                    "step %(step)d: PSNR student %(psnr_student).2f dB / teacher %(psnr_teacher).2f dB, "
+                    "SSIM %(ssim_student).4f / %(ssim_teacher).4f, latent MSE %(latent_mse).5f"
                 )
+            logger.info(text, {"step": step, **metrics})
             if time.perf_counter() - self.last_plot > PLOT_INTERVAL_S:
                 self.plot()
                 self.last_plot = time.perf_counter()

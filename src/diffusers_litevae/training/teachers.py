@@ -103,9 +103,7 @@ class DistillationTeacher(nn.Module):
     def freeze(self) -> "DistillationTeacher":
         """Eval mode, no gradients for any parameter; returns ``self``."""
         self.eval()
-        for parameter in self.parameters():
-            parameter.requires_grad_(False)
-        return self
+        return self.requires_grad_(False)
 
     def train(self, mode: bool = True) -> "DistillationTeacher":
         # A teacher is frozen for good: accelerate / user code calling .train() must not switch it back.
@@ -272,13 +270,8 @@ def load_teacher(
 def _infer_type(vae: nn.Module) -> str:
     from diffusers import AutoencoderKL, AutoencoderTiny
 
-    if isinstance(vae, AutoencoderTiny):
-        return "autoencoder_tiny"
-    if isinstance(vae, AutoencoderKL):
-        return "autoencoder_kl"
-    if isinstance(vae, TinyAutoencoder):
-        return "taesd"
-    return "diffusers_vae"
+    types = ((AutoencoderTiny, "autoencoder_tiny"), (AutoencoderKL, "autoencoder_kl"), (TinyAutoencoder, "taesd"))
+    return next((name for cls, name in types if isinstance(vae, cls)), "diffusers_vae")
 
 
 def _has_posterior(vae: nn.Module) -> bool:

@@ -173,8 +173,7 @@ def save_reconstruction_grid(
 
     def tiles(images: Sequence[torch.Tensor]) -> list[Image.Image]:
         units = [signed_to_unit(image.detach().cpu().float().clamp(-1, 1)) for image in images]
-        crops = [centre_crop(unit, min(tile, unit.shape[-1]), min(tile, unit.shape[-2])) for unit in units]
-        return [unit_tensor_to_images(crop[None])[0] for crop in crops]
+        return [unit_tensor_to_images(centre_crop(unit, tile, tile)[None])[0] for unit in units]
 
     grid = make_reconstruction_grid(
         tiles(originals), {label: tiles(images) for label, images in reconstructions.items()}, tile_height=tile
