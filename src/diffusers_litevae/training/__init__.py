@@ -1,17 +1,7 @@
-"""Training: distil a LiteVAE encoder against a frozen teacher VAE (``litevae distill``), or train a whole LiteVAE
-from scratch with the paper's recipe (``litevae train``: :class:`TrainConfig`, :func:`train_autoencoder`).
-
-Importable pieces (see ``docs/distillation.md``):
-
-- teachers: :func:`load_teacher`, :func:`wrap_teacher`, :class:`DistillationTeacher` and its adapters;
-- losses: :class:`DistillationLoss`, :class:`LossWeights`, :func:`wavelet_loss`, :func:`gaussian_filtered_loss`,
-  and for training a whole autoencoder :func:`kl_to_standard_normal`, :func:`discriminator_hinge_loss`,
-  :func:`generator_adversarial_loss`, :func:`latent_scaling`;
-- data: :func:`find_images`, :class:`ResolutionSchedule`, :class:`StepIndexedBatchSampler`,
-  :class:`RandomCropDataset`;
-- training: :class:`DistillConfig`, :func:`distill_step`, :func:`distill` (``distillation``), the loop both
-  commands share (``loop``) and their shared settings (``settings``);
-- validation and checkpoints: :func:`evaluate_autoencoder`, :func:`save_checkpoint`, :func:`resolve_resume`.
+"""Training: distil a LiteVAE encoder against a frozen teacher VAE (``litevae distill``: :class:`DistillConfig`,
+:func:`distill`), or train a whole LiteVAE from scratch with the paper's recipe (``litevae train``:
+:class:`TrainConfig`, :func:`train_autoencoder`); the teachers, losses, data, validation and checkpoints they use are
+importable too (see ``docs/distillation.md`` and ``docs/training.md``).
 """
 
 from ..image_io import find_images

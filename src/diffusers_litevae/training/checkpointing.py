@@ -1,10 +1,9 @@
 """Atomic, pruned training checkpoints on top of ``accelerate``'s ``save_state`` / ``load_state``.
 
-A checkpoint ``OUTPUT/checkpoints/checkpoint-<step>/`` holds what ``accelerator.save_state`` writes (student
-encoder weights as safetensors, optimizer, registered LR scheduler and EMA, every process's RNG state) plus
-``trainer_state.json`` (step, images seen, curves, skipped images, student config). It is written under a
-temporary name and renamed into place only when complete, so a run killed mid-save never leaves a checkpoint
-that ``--resume_from_checkpoint latest`` would pick up half-written.
+A checkpoint ``OUTPUT/checkpoints/checkpoint-<step>/`` holds what ``accelerator.save_state`` writes (weights,
+optimizer, registered LR scheduler and EMA, every process's RNG state) plus ``trainer_state.json`` (the loop's
+state). It is written under a temporary name and renamed into place when complete, so a run killed mid-save never
+leaves a half-written checkpoint for ``--resume_from_checkpoint latest`` to pick up.
 """
 
 from __future__ import annotations
@@ -46,19 +45,13 @@ def list_checkpoints(checkpoints_dir: str | os.PathLike) -> list[Path]:
 
 def find_latest_checkpoint(checkpoints_dir: str | os.PathLike) -> Path | None:
     """The newest complete checkpoint, or ``None``."""
-    checkpoints = list_checkpoints(checkpoints_dir)
-    return checkpoints[-1] if checkpoints else None
+    return next(reversed(list_checkpoints(checkpoints_dir)), None)
 
 
 def resolve_resume(value: str | None, checkpoints_dir: str | os.PathLike) -> Path | None:
-    """Turn ``--resume_from_checkpoint`` into a checkpoint folder.
-
-    ``"latest"`` picks the newest complete checkpoint (``None`` when there is none yet: the run starts fresh);
-    a path must be a checkpoint folder.
-
-    Raises:
-        TrainingInputError: a given path is not a complete checkpoint.
-    """
+    """Turn ``--resume_from_checkpoint`` into a checkpoint folder: ``"latest"`` picks the newest complete one
+    (``None`` when there is none yet: the run starts fresh); a given path that is not a complete checkpoint raises
+    :class:`TrainingInputError`."""
     if not value:
         return None
     if value == "latest":
@@ -77,19 +70,10 @@ def resolve_resume(value: str | None, checkpoints_dir: str | os.PathLike) -> Pat
 def save_checkpoint(
     accelerator, checkpoints_dir: str | os.PathLike, step: int, trainer_state: dict, total_limit: int | None = None
 ) -> Path:
-    """Write ``checkpoint-<step>`` atomically and keep only the newest ``total_limit`` checkpoints.
+    """Write ``checkpoints_dir/checkpoint-<step>`` atomically, with ``trainer_state`` (JSON-serialisable) as
+    ``trainer_state.json``, keep only the newest ``total_limit`` checkpoints (``None``: all) and return its folder.
 
     Must be called on every process (``accelerator.save_state`` writes each process's RNG state).
-
-    Args:
-        accelerator: the run's ``accelerate.Accelerator`` (models, optimizer and custom objects registered).
-        checkpoints_dir: parent folder of the checkpoints.
-        step: optimizer steps done.
-        trainer_state: JSON-serialisable loop state, saved as ``trainer_state.json``.
-        total_limit: checkpoints to keep (``None`` keeps all).
-
-    Returns:
-        The checkpoint folder.
     """
     root = Path(checkpoints_dir)
     final = root / f"checkpoint-{step}"

@@ -12,19 +12,7 @@ from pathlib import Path
 from ..settings import settings_from_args
 from .errors import TrainingInputError
 
-__all__ = ["config_from_args", "interrupted", "run_training"]
-
-
-def config_from_args(settings_class: type, args: argparse.Namespace):
-    """The ``settings_class`` settings of parsed ``args``; one ``--train_data_dir`` folder is given as the API spells
-    it (a path, not a one-item list).
-
-    Raises:
-        TrainingInputError: a value out of range.
-    """
-    folders = args.train_data_dir
-    one_folder = folders is not None and len(folders) == 1
-    return settings_from_args(settings_class, args, train_data_dir=folders[0] if one_folder else folders)
+__all__ = ["interrupted", "run_training"]
 
 
 def interrupted(args: argparse.Namespace) -> str:
@@ -41,18 +29,19 @@ def interrupted(args: argparse.Namespace) -> str:
 
 
 def run_training(args: argparse.Namespace, settings_class: type, train, command: str, summary) -> int:
-    """Run ``train(config)`` with the ``settings_class`` settings of ``args`` for ``litevae <command>`` and return the
-    exit code: INFO logging, the command line recorded in the config, bad input (:class:`TrainingInputError`, also
-    a setting's value) as one ``error:`` line and exit code 2; otherwise the line ``summary(result)`` gives (if
-    any) is printed and the code is 0.
-    """
+    """Run ``train(config)`` with the ``settings_class`` settings of ``args`` (INFO logging, the command line
+    recorded) for ``litevae <command>``: bad input (:class:`TrainingInputError`) is one ``error:`` line and exit code
+    2; otherwise the line ``summary(result)`` gives (if any) is printed and the code is 0."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     from ..file_io import invoked_command
 
     try:
-        config = config_from_args(settings_class, args)
+        # One --train_data_dir folder is given as the API spells it (a path, not a one-item list).
+        folders = args.train_data_dir
+        one_folder = folders is not None and len(folders) == 1
+        config = settings_from_args(settings_class, args, train_data_dir=folders[0] if one_folder else folders)
         # The exact command, recorded in the run's JSON summary: the model card shows it as the way to reproduce it.
         config.command_line = invoked_command()
         result = train(config)

@@ -2,13 +2,9 @@
 :mod:`diffusers_litevae.image_io`, as every command reads them), deterministic step-indexed batches.
 
 Every micro-batch is a pure function of ``(seed, micro-batch index, process rank)``: which images (a fresh
-permutation per epoch), where each is cropped and whether it is flipped. Resuming at step ``k`` therefore
-continues with exactly the batches an uninterrupted run would have seen, with no data-loader state to save, and
-every process of a multi-GPU run reads its own disjoint share.
-
-Unreadable images (truncated files, non-images with an image extension, undecodable dataset rows) are skipped:
-the sample is replaced by the next readable image, and the skipped names travel with the batch so the trainer
-counts and reports them. A run never crashes on one bad file.
+permutation per epoch), where each is cropped and whether it is flipped. A resumed run therefore sees exactly the
+batches an uninterrupted one would have, with no data-loader state to save, and each process reads its own share.
+An unreadable image is replaced by the next readable one, and its name travels with the batch to be reported.
 """
 
 from __future__ import annotations
@@ -55,11 +51,8 @@ __all__ = [
 
 
 def split_holdout(paths: Sequence[Path], count: int, pattern: str = "*") -> tuple[list[Path], list[Path]]:
-    """Hold out the first ``count`` paths (sorted order) whose file name matches ``pattern``.
-
-    Returns:
-        ``(train, held_out)``; the held-out images are excluded from training.
-    """
+    """``(train, held_out)``: the first ``count`` paths whose file name matches ``pattern`` are held out (excluded
+    from training)."""
     held_out = [p for p in paths if fnmatch.fnmatch(p.name, pattern)][: max(count, 0)]
     held = set(held_out)
     return [p for p in paths if p not in held], held_out
@@ -92,23 +85,14 @@ def random_crop_flip(
     flip: bool = True,
     scale_range: tuple[float, float] = (1.0, 1.0),
 ) -> torch.Tensor:
-    """A random ``resolution`` x ``resolution`` crop at a random scale (and a horizontal flip with probability 1/2).
+    """A random ``resolution`` x ``resolution`` crop of an RGB image, as a ``(3, R, R)`` tensor in ``[-1, 1]``, at a
+    random scale (and, with ``flip``, a horizontal flip with probability 1/2); ``rng`` decides all three.
 
     A crop at scale ``s`` covers ``resolution / s`` source pixels per side, resized to ``resolution``: ``s = 1``
-    keeps the photo's own pixels (at high resolution: smooth content, as the images users encode at 1024 px have),
-    ``s = 0.25`` takes a 4x larger region downscaled (busy, detailed content). ``s`` is drawn log-uniformly from
-    ``scale_range``, then raised where the image is too small to hold the region. Images whose short side is below
-    ``resolution`` are resized up (bicubic) so the short side fits.
-
-    Args:
-        image: an RGB PIL image.
-        resolution: crop side in pixels.
-        rng: the generator that decides scale, position and flip.
-        flip: random horizontal flips.
-        scale_range: ``(smallest, largest)`` scale, ``0 < smallest <= largest <= 1``; ``(1, 1)``: plain crops.
-
-    Returns:
-        ``(3, resolution, resolution)`` tensor in ``[-1, 1]``.
+    keeps the photo's own pixels (smooth content at high resolution), ``s = 0.25`` a 4x larger region downscaled
+    (busy content). ``s`` is drawn log-uniformly from ``scale_range`` (``(smallest, largest)`` in ``(0, 1]``), then
+    raised where the image is too small to hold the region. An image whose short side is below ``resolution`` is
+    resized up (bicubic) first.
     """
     if min(image.size) < resolution:
         image = resize_short_side(image, resolution)
@@ -132,11 +116,8 @@ def random_crop_flip(
 
 
 def parse_scale_range(text: str | tuple[float, float] | None) -> tuple[float, float]:
-    """Parse ``--crop_scales``: ``"0.25,1"`` (a range) or ``"1"`` (one scale).
-
-    Raises:
-        TrainingInputError: not one or two numbers in ``(0, 1]``, smallest first.
-    """
+    """Parse ``--crop_scales``: ``"0.25,1"`` (a range) or ``"1"`` (one scale); raises
+    :class:`TrainingInputError` unless one or two numbers in ``(0, 1]``, smallest first."""
     if text is None:
         return (1.0, 1.0)
     if isinstance(text, (tuple, list)):
@@ -157,12 +138,9 @@ def parse_scale_range(text: str | tuple[float, float] | None) -> tuple[float, fl
 
 
 def load_eval_image(image: Image.Image, resolution: int | None = None, multiple: int = 8) -> torch.Tensor:
-    """A validation image: full size centre-cropped to a multiple of ``multiple`` (``resolution=None``), or a
-    centre ``resolution`` x ``resolution`` crop (short side resized up first if smaller).
-
-    Returns:
-        ``(3, H, W)`` tensor in ``[-1, 1]``.
-    """
+    """A validation image as a ``(3, H, W)`` tensor in ``[-1, 1]``: full size centre-cropped to a multiple of
+    ``multiple`` (``resolution=None``), or a centre ``resolution`` x ``resolution`` crop (short side resized up first
+    if smaller)."""
     return image_to_signed_tensor(resize_and_crop(image, resolution, resize=False, multiple=multiple))
 
 
@@ -171,15 +149,12 @@ def load_eval_image(image: Image.Image, resolution: int | None = None, multiple:
 
 @dataclass(frozen=True)
 class ResolutionSchedule:
-    """Training crop size per optimizer step, in phases.
+    """Training crop size per optimizer step, in phases: ``stages`` is a list of ``(resolutions, until_step)``, the
+    last one open-ended (``until_step=None``).
 
-    ``stages`` is a list of ``(resolutions, until_step)``, the last one open-ended (``until_step=None``). A phase
-    with one size crops every image at that size; a phase with several sizes (``256/384/512``) takes them in turn,
-    one size per step (a bucket: every image of a batch has the same size), and steps at larger sizes hold fewer
-    images so that each step of the phase holds about the same number of pixels (:meth:`batch_size_at`).
-
-    Parsed from ``"128:2000,256"`` (128 px before step 2000, then 256 px), ``"256/384/512:3000,512"`` (mixed sizes
-    before step 3000, then a final phase at 512 px, the size users encode) or a single ``"256"``.
+    A phase with several sizes (``256/384/512``) takes them in turn, one size per step, and steps at larger sizes
+    hold fewer images so that each step holds about the same number of pixels (:meth:`batch_size_at`). Parsed from
+    ``"128:2000,256"`` (128 px before step 2000, then 256 px), ``"256/384/512:3000,512"`` or a single ``"256"``.
     """
 
     stages: tuple[tuple[tuple[int, ...], int | None], ...]
@@ -219,15 +194,11 @@ class ResolutionSchedule:
             if until is not None and (until <= 0 or (stages and until <= stages[-1][1])):
                 raise TrainingInputError(f"resolution schedule {text!r}: switch steps must be positive and increasing.")
             stages.append((sizes, until))
-        sizes, _ = stages[-1]
-        stages[-1] = (sizes, None)
+        stages[-1] = (stages[-1][0], None)
         return cls(tuple(stages))
 
     def _stage_at(self, step: int) -> tuple[int, ...]:
-        for sizes, until in self.stages:
-            if until is None or step < until:
-                return sizes
-        return self.stages[-1][0]
+        return next((sizes for sizes, until in self.stages if until is None or step < until), self.stages[-1][0])
 
     def resolution_at(self, step: int) -> int:
         """Crop size of optimizer step ``step`` (0-based); a mixed phase takes its sizes in turn."""
@@ -237,22 +208,12 @@ class ResolutionSchedule:
     def batch_size_at(self, step: int, batch_size: int) -> int:
         """Images per micro-batch at ``step``: ``batch_size`` at the phase's smallest size, fewer at its larger sizes
         (equal pixels per step, at least one image)."""
-        sizes = self._stage_at(step)
-        resolution = sizes[step % len(sizes)]
-        return max(1, batch_size * min(sizes) ** 2 // resolution**2)
+        return max(1, batch_size * min(self._stage_at(step)) ** 2 // self.resolution_at(step) ** 2)
 
     @property
     def sizes(self) -> tuple[int, ...]:
         """Every crop size of the schedule, ascending."""
         return tuple(sorted({size for sizes, _ in self.stages for size in sizes}))
-
-    @property
-    def max_resolution(self) -> int:
-        return self.sizes[-1]
-
-    @property
-    def min_resolution(self) -> int:
-        return self.sizes[0]
 
     def __str__(self) -> str:
         return ",".join(
@@ -264,23 +225,14 @@ class ResolutionSchedule:
 
 
 class StepIndexedBatchSampler(torch.utils.data.Sampler):
-    """Yields micro-batches of ``(item index, resolution, crop seed)`` for one process, from a given step on.
+    """Yields micro-batches of ``(item index, resolution, crop seed)`` for process ``rank`` of ``world_size``, for
+    optimizer steps ``start_step`` to ``end_step`` (excluded), ``grad_accum`` micro-batches of ``batch_size`` images
+    per step, ``num_items`` images in all.
 
     The global sample stream is an endless sequence of epochs, each a permutation of ``range(num_items)`` drawn from
     ``seed`` and the epoch number. Micro-batch ``m`` (``m = step * grad_accum + micro``) of process ``rank``
     takes stream positions ``(m * world_size + rank) * batch_size ...`` onward, so processes read disjoint shares
     and the stream does not depend on where a run was resumed.
-
-    Args:
-        num_items: dataset size.
-        batch_size: images per micro-batch per process.
-        schedule: resolution per optimizer step.
-        seed: data seed.
-        rank: this process's index.
-        world_size: number of processes.
-        grad_accum: micro-batches per optimizer step.
-        start_step: first optimizer step to yield.
-        end_step: yield up to (not including) this step.
     """
 
     def __init__(
@@ -332,17 +284,9 @@ class StepIndexedBatchSampler(torch.utils.data.Sampler):
 
 
 class RandomCropDataset(torch.utils.data.Dataset):
-    """Random crops of an image source, indexed by ``(item, resolution, crop_seed)`` triples.
-
-    Unreadable items are replaced by the next readable one (deterministically) and reported in the sample's
-    ``skipped`` list.
-
-    Args:
-        source: a :class:`~diffusers_litevae.image_io.ImageFiles` or
-            :class:`~diffusers_litevae.image_io.DatasetImages`.
-        flip: random horizontal flips.
-        scale_range: crop scales, see :func:`random_crop_flip`.
-    """
+    """Random crops (:func:`random_crop_flip`) of an image ``source`` (``image_io.ImageFiles`` or
+    ``DatasetImages``), indexed by ``(item, resolution, crop_seed)`` triples; unreadable items are
+    replaced as :func:`first_readable` says."""
 
     def __init__(self, source, flip: bool = True, scale_range: tuple[float, float] = (1.0, 1.0)):
         self.source = source
@@ -363,11 +307,8 @@ class RandomCropDataset(torch.utils.data.Dataset):
 
 
 def first_readable(count: int, index: int, seed: int, make_sample, name_of) -> dict:
-    """``make_sample(item, rng)`` for the first item from ``index`` on (cyclically) that can be read.
-
-    Unreadable items (PIL raises many error types for bad files) are skipped, never fatal: the sample is replaced
-    by the next readable one, deterministically (the generator is seeded by ``(seed, attempt)``), and the skipped
-    names are returned in the sample's ``skipped`` list.
+    """``make_sample(item, rng)`` for the first item from ``index`` on (cyclically) that can be read, the generator
+    seeded by ``(seed, attempt)``; the unreadable ones' ``name_of(item)`` are in the sample's ``skipped`` list.
 
     Raises:
         RuntimeError: none of the ``count`` items could be read.
@@ -385,11 +326,14 @@ def first_readable(count: int, index: int, seed: int, make_sample, name_of) -> d
 
 
 def collate_batch(samples: list[dict]) -> dict:
-    """Stack samples into ``{"pixel_values": (B, 3, R, R), "skipped": [names]}``."""
-    return {
-        "pixel_values": torch.stack([sample["pixel_values"] for sample in samples]),
-        "skipped": [name for sample in samples for name in sample["skipped"]],
+    """Stack samples into ``{"pixel_values": (B, 3, R, R), ..., "skipped": [names]}``: every tensor of the samples
+    (cached teacher targets too; one that is ``None``, a deterministic teacher's log-variance, stays ``None``)."""
+    batch = {
+        key: None if samples[0][key] is None else torch.stack([sample[key] for sample in samples])
+        for key in samples[0]
+        if key != "skipped"
     }
+    return {**batch, "skipped": [name for sample in samples for name in sample["skipped"]]}
 
 
 # ---------------------------------------------------------------------------------------------------- a run's data
@@ -407,10 +351,8 @@ class TrainingData:
 
 
 def prepare_data(config) -> TrainingData:
-    """Find training images, split off validation images, load them.
-
-    ``config`` is a :class:`~diffusers_litevae.training.DistillConfig` or
-    :class:`~diffusers_litevae.training.TrainConfig`: both carry the same data and validation settings.
+    """Find the training images of ``config`` (a ``DistillConfig`` or ``TrainConfig``), split off validation images
+    and load them.
 
     Raises:
         TrainingInputError: one line naming the problem (a missing or empty folder, a dataset without the
@@ -484,11 +426,8 @@ def _dataset_split(config) -> tuple:
 
 
 def _validation_images(config, source, eval_sources, eval_set: str) -> list[torch.Tensor]:
-    """The readable validation images of ``eval_sources`` (unreadable ones are warned about).
-
-    Raises:
-        TrainingInputError: none could be read (naming the training data when none of it is readable either).
-    """
+    """The readable validation images of ``eval_sources`` (unreadable ones are warned about); raises
+    :class:`TrainingInputError` when none could be read (naming the training data when none of it is readable)."""
     limit = config.max_validation_images or len(eval_sources)
     images, unreadable = [], []
     for index in range(min(limit, len(eval_sources))):

@@ -2,14 +2,8 @@
 
 The student is a LiteVAE model (:class:`~diffusers_litevae.AutoencoderLite`, or ``AutoencoderLiteTiny`` for a
 TAESD-family teacher) holding a fresh LiteVAE encoder and an exact copy of the teacher's decoder; only the encoder
-trains. Pieces, each importable and tested on its own:
-
-- :class:`DistillConfig`: every setting of a run (what ``litevae distill`` flags map to);
-- :func:`compute_distillation_loss`: one forward pass (teacher targets, student moments, decode, losses);
-- :func:`distill_step`: one optimizer step over the gradient-accumulation micro-batches;
-- :func:`distill`: the whole run with accelerate (mixed precision, multi-process, EMA, compile, channels_last,
-  LR warmup/schedule, atomic checkpoints and resume, periodic validation with grids and curves), writing an
-  model folder plus ``distillation.json``.
+trains. :class:`DistillConfig` holds a run's settings, :func:`compute_distillation_loss` is one forward pass,
+:func:`distill_step` one optimizer step and :func:`distill` the whole run (on :class:`~.loop.TrainingRun`).
 """
 
 from __future__ import annotations
@@ -27,18 +21,11 @@ from ..models.litevae_encoder import ENCODER_PRESETS, encoder_config, preset_nam
 from ..models.utils import normalize_sequences
 from ..runtime import DTYPE_NAMES, cast_module, resolve_compile, resolve_dtype
 from ..settings import setting
-from .data import (
-    RandomCropDataset,
-    ResolutionSchedule,
-    collate_batch,
-    data_folders,
-    parse_scale_range,
-    prepare_data,
-)
+from .data import ResolutionSchedule, collate_batch, data_folders, parse_scale_range
 from .errors import TrainingInputError
-from .loop import EMAWeights, TrainingRun, apply_gradients, comparable_config, eager_mode, start_accumulation
-from .losses import DistillationLoss, LossWeights, load_lpips
-from .settings import RunSettings, check_choice, check_loss_weights, check_run_inputs, json_object
+from .loop import TrainingRun, accumulate_step, comparable_config, eager_mode, ema_weights
+from .losses import DistillationLoss, LossWeights
+from .settings import RunSettings, check_choice, check_loss_weights, check_positive, check_run_inputs, json_object
 from .teachers import TEACHER_TYPES, DistillationTeacher, load_teacher, wrap_teacher
 from .validation import compute_teacher_reference, plot_curve
 
@@ -51,13 +38,9 @@ OPTIMIZERS = ("adam", "adamw")
 
 @dataclass
 class DistillConfig(RunSettings):
-    """All settings of a distillation run (``litevae distill --help`` lists each with its flag).
-
-    Only ``teacher`` and one data source (``train_data_dir`` or ``dataset_name``) are required.
-
-    Raises:
-        TrainingInputError: a value out of range (checked when the settings are built).
-    """
+    """All settings of a distillation run (``litevae distill --help`` lists each with its flag). Only ``teacher`` and
+    one data source (``train_data_dir`` or ``dataset_name``) are required; a value out of range raises
+    :class:`TrainingInputError`."""
 
     # --help sections: what to distil first, then the shared run settings.
     setting_groups = ("teacher", "student", "data", "validation", "optimisation", "speed", "losses")
@@ -150,8 +133,7 @@ class DistillConfig(RunSettings):
             )
         self._check_student()
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        if self.low_frequency_pool < 1:
-            raise TrainingInputError(f"--low_frequency_pool must be >= 1 pixel, got {self.low_frequency_pool}.")
+        check_positive(self, ("low_frequency_pool",))
         weights = self.loss_weights()
         check_loss_weights(weights.as_dict())
         if weights.latent == 0 and not weights.needs_decode():
@@ -188,7 +170,7 @@ class DistillConfig(RunSettings):
                 "drop --teacher_latents or --crop_scales."
             )
         border = self.teacher_latents_border
-        if border < 0 or 2 * border >= ResolutionSchedule.parse(self.resolution_schedule).min_resolution // 8:
+        if border < 0 or 2 * border >= ResolutionSchedule.parse(self.resolution_schedule).sizes[0] // 8:
             raise TrainingInputError(
                 f"--teacher_latents_border {border} must be >= 0 and leave latent pixels inside the "
                 "smallest training crop (crop / 8 > 2 * border)."
@@ -206,14 +188,8 @@ class DistillConfig(RunSettings):
 
 
 def validate_config(config: DistillConfig) -> ResolutionSchedule:
-    """Check every setting that can be checked without loading anything; one-line errors.
-
-    Returns:
-        The parsed resolution schedule.
-
-    Raises:
-        TrainingInputError: the first problem found.
-    """
+    """Check every setting that can be checked without loading anything (:class:`TrainingInputError` at the first
+    problem) and return the parsed resolution schedule."""
     if not config.teacher:
         raise TrainingInputError(
             "no teacher given; pass --teacher (a diffusers VAE folder, Hub id, or TAESD-family folder)."
@@ -232,19 +208,16 @@ def compute_distillation_loss(
     targets: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     border: int = 0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Forward pass of one micro-batch: teacher targets (no grad), student moments, decode, weighted losses.
+    """Forward pass of one micro-batch: teacher targets (no grad), student moments, decode, weighted losses; returns
+    ``(loss, components)`` as :meth:`DistillationLoss.forward` does.
 
     Args:
         encoder: the student LiteVAE encoder (or its DDP/compiled wrapper): ``(B, 3, H, W)`` -> ``(B, 2C, H/8, W/8)``.
-        teacher: the frozen teacher.
-        loss_fn: the :class:`DistillationLoss`.
+        teacher, loss_fn: the frozen teacher and the :class:`DistillationLoss`.
         images: ``(B, 3, H, W)`` in ``[-1, 1]`` on the training device.
         targets: precomputed teacher ``(mean, logvar or None)`` raw latents of ``images`` (from a teacher-latent
             cache); ``None`` runs the teacher's encoder here.
         border: latent pixels at each border left out of the latent losses (cached targets saw more context there).
-
-    Returns:
-        ``(loss, components)`` as :meth:`DistillationLoss.forward` returns them.
     """
     teacher_parameter = next(teacher.parameters())
     # The teacher may run in another memory format than the student (see ``teacher_channels_last``).
@@ -291,16 +264,12 @@ def distill_step(
     channels_last: bool = False,
     border: int = 0,
 ) -> dict[str, torch.Tensor]:
-    """One optimizer step: forward/backward over each micro-batch (gradient accumulation), clip, step, EMA.
-
-    Gradients are synchronised across processes, and the optimizer steps, only on the last micro-batch
-    (``accelerator.accumulate``).
+    """One optimizer step (:func:`~.loop.accumulate_step`): forward/backward over each micro-batch, then clip, step
+    and EMA; returns each loss component's mean over the micro-batches (detached), plus ``grad_norm`` when clipping.
 
     Args:
         accelerator: an ``accelerate.Accelerator`` (``encoder`` and ``optimizer`` prepared with it).
-        encoder: the student encoder.
-        teacher: the frozen teacher, on the accelerator's device.
-        loss_fn: the :class:`DistillationLoss`.
+        encoder, teacher, loss_fn: the student encoder, the frozen teacher (on the device), the loss.
         micro_batches: ``gradient_accumulation_steps`` tensors ``(B, 3, R, R)`` in ``[-1, 1]`` (any device), or
             dicts with ``pixel_values`` and the cached teacher targets ``teacher_mean`` / ``teacher_logvar``.
         optimizer: the optimizer.
@@ -309,38 +278,24 @@ def distill_step(
         max_grad_norm: clip the global gradient norm to this (``None``: no clipping).
         channels_last: feed images in channels-last memory format.
         border: see :func:`compute_distillation_loss`.
-
-    Returns:
-        The mean of each loss component over the micro-batches (detached tensors; ``.item()`` them when logging),
-        plus ``grad_norm`` when clipping.
     """
     encoder.train()
-    totals: dict[str, torch.Tensor] = {}
-    count = len(micro_batches)
-    start_accumulation(accelerator, count)
-    for batch in micro_batches:
-        targets = None
+
+    def to_device(tensor: torch.Tensor | None) -> torch.Tensor | None:
+        return None if tensor is None else tensor.to(accelerator.device, non_blocking=True)
+
+    def loss_of(batch):
+        images, targets = batch, None
         if isinstance(batch, dict):
             images = batch["pixel_values"]
-            logvar = batch.get("teacher_logvar")
-            targets = (
-                batch["teacher_mean"].to(accelerator.device, non_blocking=True),
-                None if logvar is None else logvar.to(accelerator.device, non_blocking=True),
-            )
-        else:
-            images = batch
-        images = images.to(accelerator.device, non_blocking=True)
+            targets = to_device(batch["teacher_mean"]), to_device(batch.get("teacher_logvar"))
+        images = to_device(images)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with accelerator.accumulate(encoder):
-            with accelerator.autocast():
-                loss, components = compute_distillation_loss(encoder, teacher, loss_fn, images, targets, border)
-            accelerator.backward(loss)
-            for name, value in components.items():
-                totals[name] = totals.get(name, 0.0) + value / count
-            if accelerator.sync_gradients:
-                totals.update(apply_gradients(accelerator, encoder, optimizer, lr_scheduler, ema, max_grad_norm))
-    return totals
+        return compute_distillation_loss(encoder, teacher, loss_fn, images, targets, border)
+
+    gradients = dict(lr_scheduler=lr_scheduler, ema=ema, max_grad_norm=max_grad_norm)
+    return accumulate_step(accelerator, encoder, micro_batches, loss_of, optimizer, **gradients)
 
 
 # ------------------------------------------------------------------------------------------------- the run
@@ -355,7 +310,7 @@ def _teacher_dtype(config: DistillConfig, mixed_precision: str) -> torch.dtype:
 def _compile_teacher(teacher: DistillationTeacher, mode: str | None) -> None:
     vae = getattr(teacher, "vae", None)
     for name in ("encoder", "decoder", "quant_conv", "post_quant_conv"):
-        module = getattr(vae, name, None) if vae is not None else None
+        module = getattr(vae, name, None)
         if isinstance(module, nn.Module):
             module.compile(mode=mode, dynamic=False)
 
@@ -397,11 +352,7 @@ def _student_description(config: DistillConfig, student: AutoencoderLiteBase) ->
 
 
 class _DistillRun(TrainingRun):
-    """One invocation of :func:`distill`: set-up (all input checks), the loop, validation, checkpoints, output.
-
-    Every process builds one; validation, plots and the final output happen on the main process while the others
-    wait at the same barriers.
-    """
+    """One invocation of :func:`distill` (every process builds one; output on the main process)."""
 
     progress_description = "distill"
     tracker_name = "litevae-distill"
@@ -409,21 +360,17 @@ class _DistillRun(TrainingRun):
     def __init__(self, config: DistillConfig, teacher: DistillationTeacher | nn.Module | None):
         if teacher is not None and not config.teacher:
             config.teacher = getattr(teacher, "name_or_path", type(teacher).__name__)
-        self.setup_accelerator(config, validate_config(config))
-        # Everything that can fail on bad input happens here, before any training.
-        lpips_model = load_lpips(config.lpips_net, self.accelerator.device) if config.lpips_weight > 0 else None
-        self.data = prepare_data(config)
+        self.setup(config, validate_config(config))
         self.teacher, self.student = self._teacher_and_student(teacher)
         self.loss_fn = DistillationLoss(
             config.loss_weights(),
-            lpips_model=lpips_model,
+            lpips_model=self.lpips_model,
             latent_scale=self.teacher.normalization.scale_std,
             low_frequency_pool=config.low_frequency_pool,
             **config.image_loss_settings(),
         )
         self._build_optimisation()
         self.start(self._check_resume)
-        self.reference = None
         if self.accelerator.is_main_process:
             with eager_mode():
                 self.reference = compute_teacher_reference(
@@ -432,8 +379,6 @@ class _DistillRun(TrainingRun):
             logger.info(
                 "teacher on %s: PSNR %.2f dB, SSIM %.4f", self.data.eval_set, *self.reference.summary().values()
             )
-
-    # -- set-up -------------------------------------------------------------------------------------------------
 
     def _teacher_and_student(self, teacher) -> tuple[DistillationTeacher, AutoencoderLiteBase]:
         from accelerate.utils import set_seed
@@ -469,7 +414,7 @@ class _DistillRun(TrainingRun):
                 teacher.to(accelerator.device),
                 data_folders(config)[0],
                 self.data.train_paths,
-                self.schedule.max_resolution,
+                self.schedule.sizes[-1],
                 config.random_flip,
                 build=config.build_teacher_latents,
                 mixed_precision=accelerator.mixed_precision,
@@ -514,15 +459,12 @@ class _DistillRun(TrainingRun):
         ):
             raise TrainingInputError(
                 f"checkpoint {str(self.resume_path)!r} was made for a different student or teacher; "
-                "resume with the same "
-                "--teacher/--student settings or use a new --output_dir."
+                "resume with the same --teacher/--student settings or use a new --output_dir."
             )
 
     @property
     def unwrapped(self) -> nn.Module:
         return self.accelerator.unwrap_model(self.encoder)
-
-    # -- validation, checkpoints -----------------------------------------------------------------------------------
 
     def plot(self) -> None:
         title = f"{self.teacher.name_or_path} -> LiteVAE"
@@ -531,16 +473,12 @@ class _DistillRun(TrainingRun):
     def checkpoint_record(self) -> dict:
         return {"student_config": jsonable(dict(self.student.config))}
 
-    # -- the loop ------------------------------------------------------------------------------------------------
-
     def dataset_and_collate(self):
-        config = self.config
-        if self.targets is not None:
-            from .targets import CachedTargetDataset, collate_targets
+        if self.targets is None:
+            return super().dataset_and_collate()
+        from .targets import CachedTargetDataset
 
-            return CachedTargetDataset(self.data.train_paths, self.targets, flip=config.random_flip), collate_targets
-        scales = parse_scale_range(config.crop_scales)
-        return RandomCropDataset(self.data.source, flip=config.random_flip, scale_range=scales), collate_batch
+        return CachedTargetDataset(self.data.train_paths, self.targets, flip=self.config.random_flip), collate_batch
 
     def optimizer_step(self, micro_batches: list[dict], step: int) -> dict[str, torch.Tensor]:
         config = self.config
@@ -562,12 +500,10 @@ class _DistillRun(TrainingRun):
         postfix = {"loss": f"{means['total']:.4f}", "latent": f"{means['latent']:.4f}"}
         return postfix, f"loss {means['total']:.4f}, latent {means['latent']:.4f}"
 
-    # -- output --------------------------------------------------------------------------------------------------
-
     def write_output(self) -> dict:
         """Write the model folder, ``distillation.json`` and ``curve.png``; return the summary."""
         result = self.summary()
-        with EMAWeights(self.unwrapped, self.ema) as encoder:
+        with ema_weights(self.unwrapped, self.ema) as encoder:
             weights = {k: v.detach().float().cpu() for k, v in encoder.state_dict().items()}
         self.student.encoder.load_state_dict(weights)
         cast_module(self.student, device="cpu")
@@ -589,23 +525,19 @@ class _DistillRun(TrainingRun):
 
 
 def distill(config: DistillConfig, teacher: DistillationTeacher | nn.Module | None = None) -> dict:
-    """Run a distillation and write ``config.output_dir``.
+    """Run a distillation and write ``config.output_dir`` (under ``accelerate launch`` every process calls it).
 
-    Every input is checked before training starts (settings, data, teacher, LPIPS); problems raise
-    :class:`~diffusers_litevae.training.errors.TrainingInputError` with a one-line message. Under
-    ``accelerate launch`` every process calls it.
+    Every input is checked before training starts (settings, data, teacher, LPIPS); problems raise a one-line
+    :class:`~diffusers_litevae.training.errors.TrainingInputError`.
 
     Args:
         config: the run's settings.
         teacher: an already loaded teacher (a :class:`DistillationTeacher` or a diffusers VAE module) to use
             instead of loading ``config.teacher``; ``config.teacher`` is then only recorded.
 
-    Returns:
-        The content written to ``distillation.json`` (the curve is complete on the main process only).
-
-    Writes (main process), in ``config.output_dir``:
-        ``config.json`` + ``diffusion_pytorch_model.safetensors`` (``AutoencoderLite.from_pretrained`` loads it),
-        ``distillation.json``, ``curve.png``, ``validation/step_<step>.png`` grids, ``checkpoints/checkpoint-<step>``.
+    Returns the content written to ``distillation.json`` (the curve complete on the main process only). The main
+    process writes the model (``from_pretrained`` loads it), ``distillation.json``, ``curve.png``,
+    ``validation/step_<step>.png`` grids and ``checkpoints/checkpoint-<step>``.
     """
     run = _DistillRun(config, teacher)
     run.train()

@@ -6,8 +6,5 @@ __all__ = ["TrainingInputError"]
 
 
 class TrainingInputError(ValueError):
-    """A problem with the user's settings or data, found before training starts.
-
-    The message is one line naming the problem and the fix; ``litevae distill`` and ``litevae train`` print it
-    without a traceback.
-    """
+    """A problem with the user's settings or data, found before training starts: one line naming the problem and the
+    fix, which ``litevae distill`` and ``litevae train`` print without a traceback."""

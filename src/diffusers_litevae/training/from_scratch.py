@@ -5,15 +5,9 @@ Gaussian losses, LPIPS, and an adversarial loss from a U-Net discriminator that 
 weight (no adaptive weight: unstable in mixed precision) and only in a later phase; Adam with lr 1e-4 and betas
 (0.5, 0.9); pre-training at 128 px, then fine-tuning at 256 px (100k + 50k steps matched 150k steps at 256 px).
 
-Pieces, each importable and tested on its own:
-
-- :class:`TrainConfig`: every setting (flags shared with ``litevae distill`` keep distill's names);
-- :func:`build_autoencoder`: the ``AutoencoderLite`` a config describes (SMC, GroupNorm or TAESD-family decoder);
-- :class:`AutoencoderLoss`: the weighted sum of the losses, every component reported;
-- :func:`autoencoder_step`: one optimizer step of the autoencoder, then one of the discriminator when it is on;
-- :func:`train_autoencoder`: the whole run with accelerate (mixed precision, multi-process, EMA, atomic
-  checkpoints and exact resume, time budget, validation PSNR/SSIM with grids, curve, JSON summary), ending with
-  the latent ``scaling_factor`` (and ``shift_factor`` on request) measured on training images.
+:class:`TrainConfig` holds a run's settings, :func:`build_autoencoder` builds the model, :class:`AutoencoderLoss`
+weighs the losses, :func:`autoencoder_step` is one optimizer step and :func:`train_autoencoder` the whole run, which
+ends by measuring the latent ``scaling_factor`` (and ``shift_factor`` on request) on training images.
 """
 
 from __future__ import annotations
@@ -35,16 +29,15 @@ from ..models.litevae_encoder import ENCODER_PRESETS
 from ..models.unet_discriminator import UNetDiscriminator
 from ..runtime import cast_module, resolve_compile
 from ..settings import setting
-from .data import RandomCropDataset, ResolutionSchedule, collate_batch, parse_scale_range, prepare_data
+from .data import RandomCropDataset, ResolutionSchedule
 from .errors import TrainingInputError
-from .loop import EMAWeights, TrainingRun, apply_gradients, comparable_config, start_accumulation
+from .loop import TrainingRun, accumulate_step, comparable_config, ema_weights
 from .losses import (
     discriminator_hinge_loss,
     generator_adversarial_loss,
     image_losses,
     kl_to_standard_normal,
     latent_scaling,
-    load_lpips,
 )
 from .settings import RunSettings, check_choice, check_loss_weights, check_positive, check_run_inputs, json_object
 from .validation import plot_curve
@@ -78,16 +71,10 @@ def _int_tuple(text: str) -> tuple[int, ...]:
 
 @dataclass
 class TrainConfig(RunSettings):
-    """All settings of a from-scratch run (``litevae train --help`` lists each with its flag).
-
-    Only a data source (``train_data_dir`` or ``dataset_name``) is required; the defaults are the paper's recipe
-    (LiteVAE-B encoder, SD-layout SMC decoder, 4 latent channels, 128 px for 100k steps then 256 px for 50k with
-    the discriminator on, Adam lr 1e-4 betas (0.5, 0.9), batch 16). The data, validation, optimisation, image-loss,
-    checkpoint and logging settings are :class:`~diffusers_litevae.training.settings.RunSettings`', with the
-    defaults below changed.
-
-    Raises:
-        TrainingInputError: a value out of range (checked when the settings are built).
+    """All settings of a from-scratch run (``litevae train --help`` lists each with its flag): those of
+    :class:`~diffusers_litevae.training.settings.RunSettings` with the paper's recipe as defaults, and the model's.
+    Only a data source (``train_data_dir`` or ``dataset_name``) is required; a value out of range raises
+    :class:`TrainingInputError`.
     """
 
     # --help sections: the model first, then the shared run settings.
@@ -159,8 +146,6 @@ class TrainConfig(RunSettings):
         if self.encoder_config and any(not key.startswith("encoder_") for key in self.encoder_config):
             raise TrainingInputError("--encoder_config may only set encoder_* keys of AutoencoderLite's config.")
         check_choice("decoder", self.decoder, DECODERS)
-        if self.latent_channels <= 0:
-            raise TrainingInputError(f"--latent_channels must be positive, got {self.latent_channels}.")
         factor = 2 ** len(self.discriminator_block_out_channels)
         odd = [size for size in ResolutionSchedule.parse(self.resolution_schedule).sizes if size % factor]
         if self.adversarial_weight > 0 and odd:
@@ -168,7 +153,7 @@ class TrainConfig(RunSettings):
                 f"training resolution {odd[0]} is not a multiple of {factor}, which the discriminator "
                 "needs (2 ** len(--discriminator_block_out_channels))."
             )
-        check_positive(self, ("scaling_images",), ("discriminator_learning_rate",))
+        check_positive(self, ("latent_channels", "scaling_images"), ("discriminator_learning_rate",))
         check_loss_weights(self.loss_weights())
         if self.reconstruction_weight == 0 and self.lpips_weight == 0:
             raise TrainingInputError(
@@ -198,13 +183,8 @@ def validate_train_config(config: TrainConfig) -> ResolutionSchedule:
 
 
 def build_autoencoder(config: TrainConfig) -> AutoencoderLiteBase:
-    """The randomly initialised LiteVAE model that ``config`` describes (``AutoencoderLiteTiny`` for ``"tiny"``).
-
-    ``decoder``: ``"smc"`` (the paper's: SD-layout ``Decoder`` with Self-Modulated Convolutions), ``"groupnorm"``
-    (the same with GroupNorm) or ``"tiny"`` (a TAESD-family decoder, ``decoder_block_out_channels[0]`` wide).
-    ``encoder_config`` (``encoder_*`` keys) overrides the preset's encoder widths. ``scaling_factor`` starts at 1
-    and is measured at the end of training.
-    """
+    """The randomly initialised LiteVAE model that ``config`` describes (``AutoencoderLiteTiny`` for the ``"tiny"``
+    decoder); ``scaling_factor`` starts at 1 and is measured at the end of training."""
     widths = tuple(int(width) for width in config.decoder_block_out_channels)
     kwargs = dict(latent_channels=config.latent_channels, scaling_factor=1.0, **(config.encoder_config or {}))
     if config.decoder == "tiny":
@@ -233,27 +213,15 @@ class AutoencoderLoss(nn.Module):
 
     Args:
         weights: ``{"reconstruction", "kl", "wavelet", "gaussian", "lpips", "adversarial"}`` -> weight.
-        reconstruction_loss, charbonnier_eps, wavelet_levels, gaussian_sigma, lpips_model: as in
-            :func:`~diffusers_litevae.training.losses.image_losses`.
+        lpips_model: a module from :func:`~diffusers_litevae.training.losses.load_lpips` (with an LPIPS weight).
+        image_settings: ``reconstruction_loss``, ``charbonnier_eps``, ``wavelet_levels``, ``gaussian_sigma``, as in
+            :func:`~diffusers_litevae.training.losses.image_losses` (and its defaults).
     """
 
-    def __init__(
-        self,
-        weights: dict[str, float],
-        reconstruction_loss: str = "l1",
-        charbonnier_eps: float = 1e-3,
-        wavelet_levels: int = 3,
-        gaussian_sigma: float = 1.0,
-        lpips_model: nn.Module | None = None,
-    ):
+    def __init__(self, weights: dict[str, float], lpips_model: nn.Module | None = None, **image_settings):
         super().__init__()
         self.weights = dict(weights)
-        self.image_settings = dict(
-            reconstruction_loss=reconstruction_loss,
-            charbonnier_eps=charbonnier_eps,
-            wavelet_levels=wavelet_levels,
-            gaussian_sigma=gaussian_sigma,
-        )
+        self.image_settings = image_settings
         self.lpips_model = lpips_model
 
     def forward(
@@ -307,61 +275,55 @@ def autoencoder_step(
     adversarial: bool = False,
     noise_seed: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """One optimizer step of the autoencoder, then (``adversarial``) one of the discriminator on the same images.
+    """One optimizer step of the autoencoder, then (``adversarial``) one of the discriminator on the same images;
+    returns the mean loss components over the micro-batches (detached), ``discriminator`` when it trained, and the
+    gradient norms.
 
     Args:
         accelerator: an ``accelerate.Accelerator`` with ``model``, ``discriminator`` and both optimizers prepared.
         model: a module mapping images to ``(mean, logvar, reconstruction)`` (the autoencoder, wrapped).
-        discriminator: the :class:`~diffusers_litevae.models.UNetDiscriminator`.
-        loss_fn: the :class:`AutoencoderLoss`.
+        discriminator, loss_fn: the :class:`~diffusers_litevae.models.UNetDiscriminator`, the :class:`AutoencoderLoss`.
         micro_batches: ``gradient_accumulation_steps`` image tensors ``(B, 3, R, R)`` in ``[-1, 1]``.
         optimizer, discriminator_optimizer: their optimizers.
-        lr_scheduler: the autoencoder's, stepped once per step, or ``None``.
-        ema: an ``EMAModel`` over the autoencoder's parameters, or ``None``.
+        lr_scheduler, ema: the autoencoder's LR schedule and ``EMAModel``, or ``None``.
         max_grad_norm: clip each model's global gradient norm to this (``None``: no clipping).
         adversarial: the adversarial phase is on (the discriminator scores reconstructions and trains).
-        noise_seed: seeds the posterior sampling noise (``noise_seed + micro-batch index``), so a step's noise
-            does not depend on what else drew from torch's global generator (a resumed run draws the same noise);
-            ``None`` uses the global generator.
-
-    Returns:
-        Mean loss components over the micro-batches (detached), ``discriminator`` when it trained, ``grad_norm``.
+        noise_seed: seeds the posterior sampling noise (``noise_seed + micro-batch index``), so a resumed run draws
+            the same noise whatever else drew from torch's global generator; ``None`` uses the global generator.
     """
     model.train()
     discriminator.train()
-    totals: dict[str, torch.Tensor] = {}
-    count = len(micro_batches)
     reconstructions = []
-    start_accumulation(accelerator, count)
-    for index, images in enumerate(micro_batches):
+
+    def autoencoder_loss(images):
         images = images.to(accelerator.device, non_blocking=True)
-        with accelerator.accumulate(model):
-            with accelerator.autocast():
-                generator = None if noise_seed is None else torch.Generator().manual_seed(noise_seed + index)
-                mean, logvar, reconstruction = model(images, generator)
-                fake_logits = discriminator(reconstruction) if adversarial else None
-                loss, components = loss_fn(images, reconstruction, mean, logvar, fake_logits)
-            accelerator.backward(loss)
-            reconstructions.append((images, reconstruction.detach()))
-            for name, value in components.items():
-                totals[name] = totals.get(name, 0.0) + value / count
-            if accelerator.sync_gradients:
-                totals.update(apply_gradients(accelerator, model, optimizer, lr_scheduler, ema, max_grad_norm))
+        index = len(reconstructions)
+        generator = None if noise_seed is None else torch.Generator().manual_seed(noise_seed + index)
+        mean, logvar, reconstruction = model(images, generator)
+        fake_logits = discriminator(reconstruction) if adversarial else None
+        reconstructions.append((images, reconstruction.detach()))
+        return loss_fn(images, reconstruction, mean, logvar, fake_logits)
+
+    def discriminator_loss(pair):
+        loss = discriminator_hinge_loss(discriminator(pair[0]), discriminator(pair[1])).float()
+        return loss, {"discriminator": loss.detach()}
+
+    gradients = dict(lr_scheduler=lr_scheduler, ema=ema, max_grad_norm=max_grad_norm)
+    totals = accumulate_step(accelerator, model, micro_batches, autoencoder_loss, optimizer, **gradients)
     if adversarial:
         # The autoencoder's backward also left gradients in the discriminator: its own step starts from zero.
         discriminator_optimizer.zero_grad(set_to_none=True)
-        start_accumulation(accelerator, count)
-        for images, reconstruction in reconstructions:
-            with accelerator.accumulate(discriminator):
-                with accelerator.autocast():
-                    loss = discriminator_hinge_loss(discriminator(images), discriminator(reconstruction)).float()
-                accelerator.backward(loss)
-                totals["discriminator"] = totals.get("discriminator", 0.0) + loss.detach() / count
-                if accelerator.sync_gradients:
-                    if max_grad_norm is not None and max_grad_norm > 0:
-                        clipped = accelerator.clip_grad_norm_(discriminator.parameters(), max_grad_norm)
-                        totals["discriminator_grad_norm"] = clipped.detach()
-                    discriminator_optimizer.step()
+        totals.update(
+            accumulate_step(
+                accelerator,
+                discriminator,
+                reconstructions,
+                discriminator_loss,
+                discriminator_optimizer,
+                max_grad_norm=max_grad_norm,
+                prefix="discriminator_",
+            )
+        )
     discriminator_optimizer.zero_grad(set_to_none=True)
     return totals
 
@@ -374,17 +336,16 @@ class _TrainRun(TrainingRun):
     def __init__(self, config: TrainConfig):
         from accelerate.utils import set_seed
 
-        self.setup_accelerator(config, validate_train_config(config))
+        self.setup(config, validate_train_config(config))
         accelerator = self.accelerator
-        # Everything that can fail on bad input happens here, before any training.
-        lpips_model = load_lpips(config.lpips_net, accelerator.device) if config.lpips_weight > 0 else None
-        self.data = prepare_data(config)
         set_seed(config.seed)
         self.autoencoder = cast_module(build_autoencoder(config), dtype=torch.float32)
         self.discriminator = UNetDiscriminator(block_out_channels=tuple(config.discriminator_block_out_channels))
         if config.gradient_checkpointing:
             self.autoencoder.enable_gradient_checkpointing()
-        self.loss_fn = AutoencoderLoss(config.loss_weights(), lpips_model=lpips_model, **config.image_loss_settings())
+        self.loss_fn = AutoencoderLoss(
+            config.loss_weights(), lpips_model=self.lpips_model, **config.image_loss_settings()
+        )
         betas = (config.adam_beta1, config.adam_beta2)
         optimizer = torch.optim.Adam(
             self.autoencoder.parameters(),
@@ -433,10 +394,6 @@ class _TrainRun(TrainingRun):
 
     def checkpoint_record(self) -> dict:
         return {"model_config": jsonable(dict(self.autoencoder.config))}
-
-    def dataset_and_collate(self):
-        scales = parse_scale_range(self.config.crop_scales)
-        return RandomCropDataset(self.data.source, flip=self.config.random_flip, scale_range=scales), collate_batch
 
     def optimizer_step(self, micro_batches: list[dict], step: int) -> dict[str, torch.Tensor]:
         config, accelerator = self.config, self.accelerator
@@ -487,7 +444,7 @@ class _TrainRun(TrainingRun):
     def write_output(self) -> dict:
         """Write the model folder (its latent scaling measured), ``discriminator/``, ``training.json`` and
         ``curve.png``; return the summary."""
-        with EMAWeights(self.autoencoder, self.ema):
+        with ema_weights(self.autoencoder, self.ema):
             weights = {k: v.detach().float().cpu().clone() for k, v in self.autoencoder.state_dict().items()}
         output = cast_module(build_autoencoder(self.config), dtype=torch.float32)
         output.load_state_dict(weights)
@@ -524,19 +481,13 @@ class _TrainRun(TrainingRun):
 
 
 def train_autoencoder(config: TrainConfig) -> dict:
-    """Train an ``AutoencoderLite`` from scratch and write ``config.output_dir``.
+    """Train an ``AutoencoderLite`` from scratch and write ``config.output_dir`` (under ``accelerate launch`` every
+    process calls it). Every input is checked before training starts: problems raise a one-line
+    :class:`~diffusers_litevae.training.errors.TrainingInputError`.
 
-    Every input is checked before training starts; problems raise
-    :class:`~diffusers_litevae.training.errors.TrainingInputError` with a one-line message. Under
-    ``accelerate launch`` every process calls it.
-
-    Returns:
-        The content written to ``training.json`` (complete on the main process).
-
-    Writes (main process), in ``config.output_dir``: ``config.json`` + ``diffusion_pytorch_model.safetensors``
-    (``AutoencoderLite.from_pretrained`` loads it; ``scaling_factor`` measured on training images),
-    ``discriminator/``, ``training.json``, ``curve.png``, ``validation/step_<step>.png`` (original |
-    reconstruction), ``checkpoints/checkpoint-<step>``.
+    Returns the content written to ``training.json`` (complete on the main process). The main process writes the
+    model (``from_pretrained`` loads it; ``scaling_factor`` measured on training images), ``discriminator/``,
+    ``training.json``, ``curve.png``, ``validation/step_<step>.png`` grids and ``checkpoints/checkpoint-<step>``.
     """
     run = _TrainRun(config)
     run.train()

@@ -1,5 +1,5 @@
 """The training loop every run shares (:class:`TrainingRun`): accelerator, micro-batches, time budget, logging,
-validation, checkpoints and resume, with its helpers (timer, EMA swap, gradient step).
+validation, checkpoints and resume, with its helpers (EMA swap, gradient step).
 
 Used by :func:`~diffusers_litevae.training.distill` (encoder distillation) and
 :func:`~diffusers_litevae.training.train_autoencoder` (a whole autoencoder from scratch).
@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections import defaultdict
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,14 +23,13 @@ from ..file_io import jsonable
 from .validation import evaluate_autoencoder, save_reconstruction_grid
 
 __all__ = [
-    "EMAWeights",
-    "RunTimer",
     "TrainingRun",
+    "accumulate_step",
     "apply_gradients",
     "comparable_config",
     "eager_mode",
+    "ema_weights",
     "has_accelerator_device",
-    "start_accumulation",
 ]
 
 logger = logging.getLogger(__name__)
@@ -41,13 +40,8 @@ PLOT_INTERVAL_S = 120
 
 def has_accelerator_device() -> bool:
     """Whether a CUDA, XPU or MPS device is present (else accelerate must be told ``cpu=True``)."""
-    if torch.cuda.is_available():
-        return True
-    xpu = getattr(torch, "xpu", None)
-    if xpu is not None and xpu.is_available():
-        return True
-    mps = getattr(torch.backends, "mps", None)
-    return bool(mps is not None and mps.is_available())
+    backends = (torch.cuda, getattr(torch, "xpu", None), getattr(torch.backends, "mps", None))
+    return any(backend is not None and backend.is_available() for backend in backends)
 
 
 def eager_mode():
@@ -56,40 +50,27 @@ def eager_mode():
     return set_stance("force_eager") if set_stance is not None else nullcontext()
 
 
-class RunTimer:
-    """Wall time of this invocation, and the part of it spent in training steps (not validation/checkpoints)."""
-
-    def __init__(self):
-        self.start = time.perf_counter()
-        self.train_seconds = 0.0
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-
-class EMAWeights:
-    """Context manager: the unwrapped module with the EMA weights swapped in (no-op without EMA)."""
-
-    def __init__(self, module: nn.Module, ema):
-        self.module, self.ema = module, ema
-
-    def __enter__(self) -> nn.Module:
-        if self.ema is not None:
-            self.ema.store(self.module.parameters())
-            self.ema.copy_to(self.module.parameters())
-        return self.module
-
-    def __exit__(self, *exc) -> None:
-        if self.ema is not None:
-            self.ema.restore(self.module.parameters())
+@contextmanager
+def ema_weights(module: nn.Module, ema):
+    """The unwrapped ``module`` with the EMA weights swapped in for the block (no-op without EMA)."""
+    if ema is not None:
+        ema.store(module.parameters())
+        ema.copy_to(module.parameters())
+    try:
+        yield module
+    finally:
+        if ema is not None:
+            ema.restore(module.parameters())
 
 
-def apply_gradients(accelerator, module, optimizer, lr_scheduler=None, ema=None, max_grad_norm=None) -> dict:
-    """End an optimizer step: clip ``module``'s gradient norm (returned as ``grad_norm``), step the optimizer and
-    the LR schedule, clear the gradients, and update the EMA of ``module``'s (unwrapped) parameters."""
+def apply_gradients(
+    accelerator, module, optimizer, lr_scheduler=None, ema=None, max_grad_norm=None, prefix: str = ""
+) -> dict:
+    """End an optimizer step: clip ``module``'s gradient norm (returned as ``<prefix>grad_norm``), step the optimizer
+    and the LR schedule, clear the gradients, and update the EMA of ``module``'s (unwrapped) parameters."""
     record = {}
     if max_grad_norm is not None and max_grad_norm > 0:
-        record["grad_norm"] = accelerator.clip_grad_norm_(module.parameters(), max_grad_norm).detach()
+        record[f"{prefix}grad_norm"] = accelerator.clip_grad_norm_(module.parameters(), max_grad_norm).detach()
     optimizer.step()
     if lr_scheduler is not None:
         lr_scheduler.step()
@@ -99,12 +80,28 @@ def apply_gradients(accelerator, module, optimizer, lr_scheduler=None, ema=None,
     return record
 
 
-def start_accumulation(accelerator, count: int) -> None:
-    """Make ``accelerator.accumulate`` sync gradients, and let prepared optimizers step, on the last of the next
-    ``count`` micro-batches (``accelerator.backward`` divides each loss by ``count``): one optimizer step, whatever
-    ``accelerate`` counted before (another step function's micro-batches, the count a checkpoint restored)."""
+def accumulate_step(accelerator, module, micro_batches: list, loss_of, optimizer, **gradients) -> dict:
+    """One optimizer step of ``module`` over ``micro_batches``: forward (``loss_of(batch) -> (loss, components)``,
+    under autocast) and backward each one, then :func:`apply_gradients` (``gradients``: its keyword arguments) on the
+    last, when gradients are synchronised across processes. Returns the components' means over the micro-batches
+    and what :func:`apply_gradients` records."""
+    totals: dict[str, torch.Tensor] = {}
+    count = len(micro_batches)
+    # accelerator.accumulate syncs gradients, and prepared optimizers step, on the last of these micro-batches
+    # (backward divides each loss by count), whatever accelerate counted before (another module's micro-batches,
+    # the count a checkpoint restored).
     accelerator.gradient_accumulation_steps = count
     accelerator.step = 0
+    for batch in micro_batches:
+        with accelerator.accumulate(module):
+            with accelerator.autocast():
+                loss, components = loss_of(batch)
+            accelerator.backward(loss)
+            for name, value in components.items():
+                totals[name] = totals.get(name, 0.0) + value / count
+            if accelerator.sync_gradients:
+                totals.update(apply_gradients(accelerator, module, optimizer, **gradients))
+    return totals
 
 
 def comparable_config(config) -> dict:
@@ -113,12 +110,10 @@ def comparable_config(config) -> dict:
 
 
 class TrainingRun(abc.ABC):
-    """The machinery one training invocation needs, whatever it trains: the accelerator, the step loop with
-    gradient-accumulation micro-batches, the time budget, logging, atomic checkpoints and resume bookkeeping.
-
-    Subclasses (distillation, training from scratch) build their models and optimisers between
-    :meth:`setup_accelerator` and :meth:`start`, and implement the abstract methods below. Every process builds
-    one; the main process writes output while the others wait at the same barriers.
+    """One training invocation, whatever it trains: the accelerator, the step loop, the time budget, logging,
+    validation, checkpoints and resume. Subclasses build their models and optimisers between :meth:`setup` and
+    :meth:`start` and implement the abstract methods. Every process builds one; the main process writes output while
+    the others wait at the same barriers.
     """
 
     progress_description = "train"
@@ -129,18 +124,12 @@ class TrainingRun(abc.ABC):
     @property
     @abc.abstractmethod
     def unwrapped(self) -> nn.Module:
-        """The module that trains, without accelerate's wrappers (validated with the EMA weights swapped in): a
-        whole autoencoder, or with ``teacher`` and ``reference`` set (distillation), a student encoder."""
+        """The module that trains, unwrapped (validated with the EMA weights swapped in): a whole autoencoder, or
+        with ``teacher`` and ``reference`` set (distillation), a student encoder."""
 
     @abc.abstractmethod
     def optimizer_step(self, micro_batches: list[dict], step: int) -> dict[str, torch.Tensor]:
-        """One optimizer step over the ``gradient_accumulation_steps`` micro-batches of step ``step`` (0-based);
-        returns its loss components (detached tensors)."""
-
-    @abc.abstractmethod
-    def dataset_and_collate(self) -> tuple[torch.utils.data.Dataset, object]:
-        """``(dataset, collate_fn)`` of the training samples, indexed like
-        :class:`~diffusers_litevae.training.data.RandomCropDataset`."""
+        """One optimizer step over the micro-batches of step ``step`` (0-based); returns its detached losses."""
 
     @abc.abstractmethod
     def checkpoint_record(self) -> dict:
@@ -162,11 +151,21 @@ class TrainingRun(abc.ABC):
     def write_output(self) -> dict:
         """Write the model folder, the JSON summary and ``curve.png`` (main process); return the summary."""
 
-    def setup_accelerator(self, config, schedule) -> None:
+    def dataset_and_collate(self) -> tuple[torch.utils.data.Dataset, object]:
+        """``(dataset, collate_fn)`` of the training samples: random crops of the training images."""
+        from .data import RandomCropDataset, collate_batch, parse_scale_range
+
+        scales = parse_scale_range(self.config.crop_scales)
+        return RandomCropDataset(self.data.source, flip=self.config.random_flip, scale_range=scales), collate_batch
+
+    def setup(self, config, schedule) -> None:
+        """The accelerator, then what can fail on bad input before any training: LPIPS (with an LPIPS weight), data."""
         from accelerate import Accelerator
         from accelerate.utils import ProjectConfiguration
 
         from .checkpointing import resolve_resume
+        from .data import prepare_data
+        from .losses import load_lpips
 
         self.config, self.schedule = config, schedule
         self.output_dir = Path(config.output_dir).expanduser()
@@ -188,12 +187,12 @@ class TrainingRun(abc.ABC):
             torch.backends.cudnn.allow_tf32 = True
         if self.accelerator.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+        self.lpips_model = load_lpips(config.lpips_net, self.accelerator.device) if config.lpips_weight > 0 else None
+        self.data = prepare_data(config)
 
     def schedule_and_ema(self, optimizer, parameters) -> None:
-        """The LR schedule of ``optimizer`` and, with ``use_ema``, an EMA of ``parameters``, both saved in checkpoints.
-
-        Call after ``accelerator.prepare``: the EMA must hold the parameters training updates.
-        """
+        """The LR schedule of ``optimizer`` and, with ``use_ema``, an EMA of ``parameters``, both saved in checkpoints
+        (call after ``accelerator.prepare``: the EMA must hold the parameters training updates)."""
         from diffusers.optimization import get_scheduler
 
         config = self.config
@@ -234,7 +233,7 @@ class TrainingRun(abc.ABC):
             check_resume(json.loads((self.resume_path / "trainer_state.json").read_text()))
             self.state.update(load_checkpoint(self.accelerator, self.resume_path))
             logger.info("resumed from %s at step %d", self.resume_path, self.state["step"])
-        self.timer = RunTimer()
+        self.started, self.train_seconds = time.perf_counter(), 0.0
         self.wall_offset, self.train_offset = self.state["wall_time_s"], self.state["train_time_s"]
         self.images_at_start = self.state["images_seen"]
         self.skipped: dict[str, None] = dict.fromkeys(self.state["skipped_images"])
@@ -247,6 +246,13 @@ class TrainingRun(abc.ABC):
                 trackable = {k: v for k, v in asdict(self.config).items() if isinstance(v, (int, float, str, bool))}
                 self.accelerator.init_trackers(self.tracker_name, config=trackable)
 
+    def times(self) -> dict[str, float]:
+        """``wall_time_s`` (this invocation's, plus the resumed run's) and ``train_time_s`` (training steps only)."""
+        return {
+            "wall_time_s": round(self.wall_offset + time.perf_counter() - self.started, 2),
+            "train_time_s": round(self.train_offset + self.train_seconds, 2),
+        }
+
     # -- validation ------------------------------------------------------------------------------------------------
 
     def validate(self, step: int, train_losses: dict[str, float]) -> None:
@@ -255,7 +261,7 @@ class TrainingRun(abc.ABC):
         if self.accelerator.is_main_process:
             config, images = self.config, self.data.validation_images
             # Eager: validation images may each have their own size (no recompilation per shape).
-            with EMAWeights(self.unwrapped, self.ema) as model, eager_mode():
+            with ema_weights(self.unwrapped, self.ema) as model, eager_mode():
                 metrics, grid = evaluate_autoencoder(
                     model,
                     images,
@@ -274,26 +280,20 @@ class TrainingRun(abc.ABC):
             entry = {
                 "step": step,
                 "images_seen": self.state["images_seen"],
-                "wall_time_s": round(self.wall_offset + self.timer.elapsed(), 2),
-                "train_time_s": round(self.train_offset + self.timer.train_seconds, 2),
+                **self.times(),
                 **{k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()},
                 **{f"train_{k}": round(v, 6) for k, v in train_losses.items()},
             }
             self.state["curve"] = [e for e in self.state["curve"] if e["step"] != step] + [entry]
             if config.report_to:
                 self.accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=step)
-            if self.reference is None:
-                logger.info("step %d: PSNR %.2f dB, SSIM %.4f", step, metrics["psnr"], metrics["ssim"])
-            else:
-                logger.info(
-                    "step %d: PSNR student %.2f dB / teacher %.2f dB, SSIM %.4f / %.4f, latent MSE %.5f",
-                    step,
-                    metrics["psnr_student"],
-                    metrics["psnr_teacher"],
-                    metrics["ssim_student"],
-                    metrics["ssim_teacher"],
-                    metrics["latent_mse"],
+            text = "step %(step)d: PSNR %(psnr).2f dB, SSIM %(ssim).4f"
+            if self.reference is not None:
+                text = (
+                    "step %(step)d: PSNR student %(psnr_student).2f dB / teacher %(psnr_teacher).2f dB, "
+                    "SSIM %(ssim_student).4f / %(ssim_teacher).4f, latent MSE %(latent_mse).5f"
                 )
+            logger.info(text, {"step": step, **metrics})
             if time.perf_counter() - self.last_plot > PLOT_INTERVAL_S:
                 self.plot()
                 self.last_plot = time.perf_counter()
@@ -314,8 +314,7 @@ class TrainingRun(abc.ABC):
         self.gather_skipped()
         snapshot = {
             **self.state,
-            "wall_time_s": round(self.wall_offset + self.timer.elapsed(), 2),
-            "train_time_s": round(self.train_offset + self.timer.train_seconds, 2),
+            **self.times(),
             "skipped_images": list(self.skipped),
             **self.checkpoint_record(),
             "settings": jsonable(asdict(self.config)),
@@ -364,7 +363,7 @@ class TrainingRun(abc.ABC):
     def out_of_time(self, step: int) -> bool:
         if self.config.max_minutes is None:
             return False
-        over = self.timer.elapsed() > self.config.max_minutes * 60
+        over = time.perf_counter() - self.started > self.config.max_minutes * 60
         if self.accelerator.num_processes == 1:
             return over
         if step % self.config.logging_steps:  # a collective costs a device sync: only at log steps
@@ -403,7 +402,7 @@ class TrainingRun(abc.ABC):
                 # Steps of a mixed-size phase hold different numbers of images (equal pixels).
                 images = sum(len(batch["pixel_values"]) for batch in micro_batches)
                 state["images_seen"] += images * accelerator.num_processes
-                self.timer.train_seconds += time.perf_counter() - step_start
+                self.train_seconds += time.perf_counter() - step_start
                 progress.update(1)
                 for name, value in components.items():
                     pending[name].append(value)
@@ -427,7 +426,7 @@ class TrainingRun(abc.ABC):
         # One device sync per logging interval (the float() calls), not one per step.
         means = {name: float(torch.stack([v.float() for v in values]).mean()) for name, values in pending.items()}
         pending.clear()
-        throughput = (self.state["images_seen"] - self.images_at_start) / max(self.timer.train_seconds, 1e-9)
+        throughput = (self.state["images_seen"] - self.images_at_start) / max(self.train_seconds, 1e-9)
         means.update(
             lr=self.lr_scheduler.get_last_lr()[0],
             images_per_s=round(throughput, 2),
@@ -468,7 +467,7 @@ class TrainingRun(abc.ABC):
     def run_record(self, metric_keys: tuple[str, ...]) -> dict:
         """What the run's JSON summary holds after the model's description: the settings, the command, the final
         metrics (``metric_keys`` of the last validation), the curves, and the steps, time and throughput so far."""
-        state, train_seconds = self.state, self.timer.train_seconds
+        state, train_seconds = self.state, self.train_seconds
         last = state["curve"][-1] if state["curve"] else {}
         return {
             "settings": jsonable(asdict(self.config)),
@@ -481,8 +480,7 @@ class TrainingRun(abc.ABC):
             },
             "curve": state["curve"],
             "loss_history": state["loss_history"],
-            "wall_time_s": round(self.wall_offset + self.timer.elapsed(), 2),
-            "train_time_s": round(self.train_offset + train_seconds, 2),
+            **self.times(),
             # This invocation's training steps (data loading included; validation and checkpoints not).
             "train_images_per_s": round((state["images_seen"] - self.images_at_start) / train_seconds, 3)
             if train_seconds > 0

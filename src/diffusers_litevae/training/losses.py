@@ -1,23 +1,9 @@
-"""Distillation losses: latent matching, reconstruction through the frozen teacher decoder, wavelet, Gaussian, LPIPS.
+"""Training losses: latent matching, reconstruction through the frozen teacher decoder, wavelet, Gaussian, LPIPS,
+and for a whole autoencoder KL and the hinge GAN.
 
-Every component has its own weight (0 switches it off) and is reported separately, so a run's log shows which
-term moves. Image-space terms compare the student's reconstruction (student latents decoded by the frozen
-teacher decoder) with the input image.
-
-Latent terms are measured in diffusion-model units (``(z - shift_factor) * scaling_factor``, see
-:meth:`~diffusers_litevae.training.teachers.DistillationTeacher.normalize_latents`):
-
-- ``latent``: MSE between the student's and the teacher's posterior means;
-- ``latent_stats``: MSE between each image's per-channel spatial mean and standard deviation of the student's and the
-  teacher's latents. The plain ``latent`` MSE counts a whole-image offset of a channel once per latent pixel, like
-  any other error; a student whose GroupNorms see whole-image statistics at inference gets exactly such offsets
-  wrong on images larger and smoother than its training crops, and decoded they are colour casts and contrast
-  errors over the whole image. This term weighs them on their own.
-- ``std``: MSE between their posterior standard deviations. With ``latent`` this is the squared 2-Wasserstein
-  distance between the two diagonal Gaussians, i.e. the expected squared difference of ``latent_dist.sample()``
-  under shared noise: it matches the teacher's log-variance where it matters to pipelines (the size of the
-  sampling noise) and, for deterministic teachers (TAESD-family), drives the student's noise to zero so
-  ``sample()`` equals ``mode()``.
+Every component has its own weight (0 switches it off) and is reported separately, unweighted. Latent terms are
+measured in diffusion-model units (``(z - shift_factor) * scaling_factor``); ``docs/distillation.md`` explains
+what each term is for.
 """
 
 from __future__ import annotations
@@ -32,6 +18,7 @@ import torch.nn.functional as F
 from ..models.tiny_autoencoder import signed_to_unit
 from ..transforms.haar import haar_wavedec
 from .errors import TrainingInputError
+from .settings import RECONSTRUCTION_LOSSES, check_choice, check_loss_weights
 
 __all__ = [
     "DistillationLoss",
@@ -53,18 +40,17 @@ __all__ = [
 
 @dataclass
 class LossWeights:
-    """Weights of the loss components (0 disables a component).
+    """Weights of the distillation loss components (0 disables one), named like the ``--<name>_weight`` flags.
 
     Attributes:
         latent: posterior-mean MSE (normalized latent units).
         std: posterior standard-deviation MSE (normalized latent units).
-        latent_stats: MSE of each image's per-channel latent mean and standard deviation (see the module docstring).
-        low_frequency: L1 between the reconstruction and the image, both average-pooled (colour and tone over
-            regions of ``low_frequency_pool`` pixels).
         reconstruction: L1 or Charbonnier between the reconstruction and the image (``[-1, 1]`` pixels).
         wavelet: Charbonnier on the high-frequency Haar sub-bands (LiteVAE paper).
         gaussian: L1 between the high-pass residuals ``x - blur(x)`` (LiteVAE paper).
         lpips: LPIPS (torchmetrics' network: needs torchvision and the backbone weights).
+        latent_stats: MSE of each image's per-channel latent mean and standard deviation.
+        low_frequency: L1 between the average-pooled reconstruction and image.
     """
 
     latent: float = 1.0
@@ -99,37 +85,20 @@ def charbonnier(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-3) -> torch.Te
 def wavelet_loss(
     reconstruction: torch.Tensor, target: torch.Tensor, levels: int = 3, eps: float = 1e-3
 ) -> torch.Tensor:
-    """Charbonnier distance between the high-frequency Haar sub-bands (LH, HL, HH) of ``levels`` levels.
-
-    The LL band is left out: low frequencies are the reconstruction loss's job; this term sharpens detail.
-
-    Args:
-        reconstruction: ``(B, C, H, W)``; ``H`` and ``W`` multiples of ``2**levels``.
-        target: same shape.
-        levels: Haar levels.
-        eps: Charbonnier epsilon.
-
-    Returns:
-        Scalar: the mean over levels of the mean Charbonnier distance of that level's detail bands.
-    """
+    """Mean over ``levels`` Haar levels of the Charbonnier distance (``eps``) between the high-frequency sub-bands
+    (LH, HL, HH) of ``(B, C, H, W)`` tensors, ``H`` and ``W`` multiples of ``2**levels``. The LL band is left out:
+    low frequencies are the reconstruction loss's job; this term sharpens detail."""
     channels = reconstruction.shape[1]
-    losses = []
-    for rec_bands, tgt_bands in zip(haar_wavedec(reconstruction, levels), haar_wavedec(target, levels)):
-        losses.append(charbonnier(rec_bands[:, channels:], tgt_bands[:, channels:], eps))
-    return torch.stack(losses).mean()
-
-
-def _gaussian_kernel(sigma: float, device, dtype) -> torch.Tensor:
-    radius = max(1, math.ceil(3 * sigma))
-    positions = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
-    kernel = torch.exp(-0.5 * (positions / sigma) ** 2)
-    return (kernel / kernel.sum()).to(dtype)
+    bands = zip(haar_wavedec(reconstruction, levels), haar_wavedec(target, levels))
+    return torch.stack([charbonnier(rec[:, channels:], tgt[:, channels:], eps) for rec, tgt in bands]).mean()
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
     """Separable Gaussian blur with reflect padding (same size as ``x``; ``(B, C, H, W)``)."""
-    kernel = _gaussian_kernel(sigma, x.device, x.dtype)
-    radius = kernel.numel() // 2
+    radius = max(1, math.ceil(3 * sigma))
+    positions = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (positions / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(x.dtype)
     channels = x.shape[1]
     horizontal = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
     vertical = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
@@ -143,15 +112,8 @@ def gaussian_filtered_loss(reconstruction: torch.Tensor, target: torch.Tensor, s
 
 
 def latent_statistics_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """MSE between the per-image, per-channel spatial mean and standard deviation of two latents.
-
-    Args:
-        student: ``(B, C, h, w)`` latents.
-        teacher: ``(B, C, h, w)`` target latents.
-
-    Returns:
-        Scalar: mean squared difference of the ``(B, C)`` means plus that of the ``(B, C)`` standard deviations.
-    """
+    """MSE of the per-image, per-channel spatial means of ``(B, C, h, w)`` latents plus that of their standard
+    deviations: whole-image offsets (colour casts, contrast), which the plain latent MSE weighs like any error."""
     student, teacher = student.float().flatten(2), teacher.float().flatten(2)
     mean_error = F.mse_loss(student.mean(-1), teacher.mean(-1))
     return mean_error + F.mse_loss(student.std(-1, correction=0), teacher.std(-1, correction=0))
@@ -175,21 +137,19 @@ def image_losses(
     lpips_model: nn.Module | None = None,
     low_frequency_pool: int = 16,
 ) -> dict[str, torch.Tensor]:
-    """The unweighted image-space terms whose weight in ``weights`` is > 0 (distillation and training share them).
+    """``{name: unweighted scalar}`` of the image-space terms whose weight in ``weights`` is > 0 (distillation and
+    training share them).
 
     Args:
-        reconstruction: ``(B, 3, H, W)`` in ``[-1, 1]``.
-        target: ``(B, 3, H, W)`` in ``[-1, 1]``.
-        weights: ``reconstruction``, ``wavelet``, ``gaussian`` and ``lpips`` weights (missing keys count as 0).
+        reconstruction, target: ``(B, 3, H, W)`` in ``[-1, 1]``.
+        weights: ``reconstruction``, ``wavelet``, ``gaussian``, ``low_frequency`` and ``lpips`` weights (missing
+            keys count as 0).
         reconstruction_loss: ``"l1"`` or ``"charbonnier"``.
         charbonnier_eps: epsilon of the Charbonnier terms.
         wavelet_levels: Haar levels of the wavelet loss.
         gaussian_sigma: blur sigma of the Gaussian-filtered loss (pixels).
         lpips_model: a module from :func:`load_lpips`; required when ``weights["lpips"] > 0``.
         low_frequency_pool: pooling window of the ``low_frequency`` term (pixels).
-
-    Returns:
-        ``{name: scalar}`` for each term with a positive weight.
     """
     reconstruction, target = reconstruction.float(), target.float()
     terms: dict[str, torch.Tensor] = {}
@@ -234,16 +194,11 @@ def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
 
 
 def latent_scaling(latents: torch.Tensor, with_shift: bool = False) -> tuple[float, float | None]:
-    """``(scaling_factor, shift_factor)`` that give a latent sample unit variance (and zero mean with a shift).
+    """``(scaling_factor, shift_factor)`` that give ``latents`` (``(N, C, h, w)`` posterior samples of training
+    images) unit variance, and with ``with_shift`` zero mean (else the shift is ``None``, SD 1.x/2.x/SDXL style).
 
     Stable Diffusion set its VAE's ``scaling_factor`` (0.18215) as ``1 / std`` of the latents of a batch of
-    training images (High-Resolution Image Synthesis with Latent Diffusion Models, section 4.3.2 and appendix
-    G); SD3 and FLUX.1 also subtract a ``shift_factor``, the latents' mean. Diffusion pipelines compute
-    ``(z - shift_factor) * scaling_factor``.
-
-    Args:
-        latents: ``(N, C, h, w)`` posterior samples (or means) of a sample of training images.
-        with_shift: also return the mean as ``shift_factor`` (else ``None``, SD 1.x/2.x/SDXL style).
+    training images (LDM paper, section 4.3.2); SD3 and FLUX.1 also subtract a ``shift_factor``, the latents' mean.
     """
     latents = latents.detach().float()
     if latents.numel() < 2:
@@ -277,12 +232,8 @@ class DistillationLoss(nn.Module):
 
     Args:
         weights: :class:`LossWeights`.
-        reconstruction_loss: ``"l1"`` or ``"charbonnier"``.
-        charbonnier_eps: epsilon of the Charbonnier terms.
-        wavelet_levels: Haar levels of the wavelet loss.
-        gaussian_sigma: blur sigma of the Gaussian-filtered loss (pixels).
-        lpips_model: a loaded LPIPS module (see :func:`load_lpips`); required when ``weights.lpips > 0``.
-        low_frequency_pool: pooling window of the ``low_frequency`` term (pixels).
+        reconstruction_loss, charbonnier_eps, wavelet_levels, gaussian_sigma, lpips_model, low_frequency_pool: as
+            in :func:`image_losses` (``lpips_model`` required when ``weights.lpips > 0``).
         latent_scale: the teacher's ``scaling_factor`` (posterior standard deviations of raw latents are multiplied
             by it), or a function doing that conversion (``LatentNormalization.scale_std``, for per-channel
             ``latents_std``), so the ``std`` term is in the same units as the (normalized) means.
@@ -301,21 +252,18 @@ class DistillationLoss(nn.Module):
     ):
         super().__init__()
         self.weights = weights or LossWeights()
-        if reconstruction_loss not in ("l1", "charbonnier"):
-            raise TrainingInputError(
-                f"--reconstruction_loss must be 'l1' or 'charbonnier', got {reconstruction_loss!r}."
-            )
-        for name, value in self.weights.as_dict().items():
-            if value < 0 or not math.isfinite(value):
-                raise TrainingInputError(f"loss weight --{name}_weight must be a finite number >= 0, got {value}.")
+        check_choice("reconstruction_loss", reconstruction_loss, RECONSTRUCTION_LOSSES)
+        check_loss_weights(self.weights.as_dict())
         if self.weights.lpips > 0 and lpips_model is None:
             raise TrainingInputError("--lpips_weight > 0 needs an LPIPS model; load it with load_lpips().")
-        self.reconstruction_loss = reconstruction_loss
-        self.charbonnier_eps = charbonnier_eps
-        self.wavelet_levels = wavelet_levels
-        self.gaussian_sigma = gaussian_sigma
+        self.image_settings = dict(
+            reconstruction_loss=reconstruction_loss,
+            charbonnier_eps=charbonnier_eps,
+            wavelet_levels=wavelet_levels,
+            gaussian_sigma=gaussian_sigma,
+            low_frequency_pool=low_frequency_pool,
+        )
         self.lpips_model = lpips_model
-        self.low_frequency_pool = low_frequency_pool
         self.latent_scale = latent_scale if callable(latent_scale) else float(latent_scale)
 
     def forward(
@@ -327,20 +275,16 @@ class DistillationLoss(nn.Module):
         reconstruction: torch.Tensor | None = None,
         target: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Compute the weighted loss.
+        """``(total, components)``: the scalar loss to backpropagate and the detached, unweighted components
+        (``latent`` and ``total`` always, the others when their weight is > 0).
 
         Args:
-            student_mean: ``(B, C, h, w)`` student posterior mean, normalized latent units.
-            student_logvar: ``(B, C, h, w)`` student log-variance (of the *raw* latents, as the encoder outputs it).
-            teacher_mean: ``(B, C, h, w)`` teacher mean, normalized latent units.
-            teacher_logvar: ``(B, C, h, w)`` teacher log-variance of the raw latents, or ``None`` (deterministic).
+            student_mean, teacher_mean: ``(B, C, h, w)`` posterior means, normalized latent units.
+            student_logvar, teacher_logvar: ``(B, C, h, w)`` log-variances of the *raw* latents (the teacher's
+                ``None`` when it is deterministic).
             reconstruction: ``(B, 3, H, W)`` student latents decoded by the teacher, ``[-1, 1]``; needed when any
                 image-space weight is > 0.
             target: ``(B, 3, H, W)`` input images, ``[-1, 1]``.
-
-        Returns:
-            ``(total, components)``: the scalar loss to backpropagate and a dict of detached, unweighted
-            components (``latent`` and ``total`` always; the others when their weight is > 0).
         """
         weights = self.weights
         student_mean, teacher_mean = student_mean.float(), teacher_mean.float()
@@ -363,15 +307,7 @@ class DistillationLoss(nn.Module):
             if reconstruction is None or target is None:
                 raise ValueError("image-space loss weights are > 0 but no reconstruction/target was given.")
             image_terms = image_losses(
-                reconstruction,
-                target,
-                weights.as_dict(),
-                reconstruction_loss=self.reconstruction_loss,
-                charbonnier_eps=self.charbonnier_eps,
-                wavelet_levels=self.wavelet_levels,
-                gaussian_sigma=self.gaussian_sigma,
-                lpips_model=self.lpips_model,
-                low_frequency_pool=self.low_frequency_pool,
+                reconstruction, target, weights.as_dict(), lpips_model=self.lpips_model, **self.image_settings
             )
             for name, value in image_terms.items():
                 components[name] = value

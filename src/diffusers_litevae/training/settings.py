@@ -1,9 +1,6 @@
 """The settings every training run has (``litevae distill`` and ``litevae train`` flags of the same name), and the
-checks they share.
-
-Each setting is declared once, as a :func:`~diffusers_litevae.settings.setting` field carrying its flag; a settings
-class checks its values when it is built (``__post_init__``: one-line :class:`TrainingInputError` errors), and a run
-checks what needs the file system (:func:`check_run_inputs`) before it loads anything.
+checks they share: a settings class checks its values when it is built (``__post_init__``), a run checks what needs
+the file system (:func:`check_run_inputs`) before it loads anything; both raise one-line :class:`TrainingInputError`.
 """
 
 from __future__ import annotations
@@ -80,12 +77,8 @@ def check_loss_weights(weights: dict[str, float]) -> None:
 
 @dataclass
 class RunSettings:
-    """The settings every training run has, with distillation's defaults (``litevae distill --help`` and
-    ``litevae train --help`` list each with its flag); :class:`~diffusers_litevae.training.DistillConfig` and
-    :class:`~diffusers_litevae.training.TrainConfig` add their own and change defaults where their recipes differ.
-
-    Raises:
-        TrainingInputError: a value out of range (checked when the settings are built).
+    """The settings every training run has, with distillation's defaults; ``DistillConfig`` and ``TrainConfig`` add
+    their own and change defaults where their recipes differ. A value out of range raises :class:`TrainingInputError`.
     """
 
     train_data_dir: str | list[str] | None = setting(
@@ -234,14 +227,8 @@ class RunSettings:
 
 def check_run_inputs(settings: RunSettings, command: str) -> ResolutionSchedule:
     """Check ``settings`` again (fields may have been set since they were built) and what a run needs of the file
-    system: one data source, its folders, an output folder that ``litevae <command>`` may write into.
-
-    Returns:
-        The parsed resolution schedule.
-
-    Raises:
-        TrainingInputError: the first problem found.
-    """
+    system (one data source, its folders, an output folder that ``litevae <command>`` may write into); returns the
+    parsed resolution schedule or raises :class:`TrainingInputError` at the first problem."""
     from ..file_io import check_output_dir
 
     dataclasses.replace(settings)  # a copy is built: its __post_init__ checks the current values

@@ -1,15 +1,11 @@
 """Teacher targets computed once: distillation from a latent cache of the teacher instead of a live teacher encoder.
 
 ``litevae distill --teacher_latents DIR`` keeps the teacher's posteriors of the training images in the project's
-own latent cache (:func:`~diffusers_litevae.caching.cache_latents`): whole images at their own size (short side
-raised to the largest training resolution when smaller), and their mirror images when flips are on. The first run
-builds it; later runs (and other students) reuse it, and it is brought up to date incrementally when images are
-added or changed. Training crops are then cut from the image and from its cached latents at the same offset on the
-latent grid (multiples of the VAE's 8 px factor), so random crops and flips work as with a live teacher and no
-teacher encoder runs in a training step.
-
-One difference remains: the teacher encoded the whole image, so latents near a crop's border saw context the student
-does not see. ``teacher_latents_border`` leaves that many latent pixels at each border out of the latent losses.
+own latent cache (:func:`~diffusers_litevae.caching.cache_latents`): whole images (short side raised to the largest
+training resolution when smaller), and their mirror images when flips are on, built on the first run and updated
+incrementally. Training crops are cut from the image and its cached latents at the same offset on the latent grid,
+so random crops and flips work as with a live teacher. The teacher saw the whole image, so latents near a crop's
+border saw context the student does not: ``teacher_latents_border`` leaves them out of the latent losses.
 """
 
 from __future__ import annotations
@@ -27,14 +23,9 @@ from ..vae_io import vae_identity
 from .data import first_readable
 from .errors import TrainingInputError
 
-__all__ = ["CachedTargetDataset", "TeacherLatents", "prepare_teacher_latents", "target_transform"]
+__all__ = ["CachedTargetDataset", "TeacherLatents", "prepare_teacher_latents"]
 
 logger = logging.getLogger(__name__)
-
-
-def target_transform(max_resolution: int, flip: bool) -> TransformConfig:
-    """The cache transform of distillation targets: whole images (short side at least ``max_resolution``), 8 px grid."""
-    return TransformConfig(resolution=max_resolution, bucketing=False, crop="full", flip=flip, size_multiple=8)
 
 
 @dataclass
@@ -45,7 +36,6 @@ class TeacherLatents:
     dataset: object
     transform: TransformConfig
     positions: list[int | None]
-    root: Path
 
 
 def prepare_teacher_latents(
@@ -66,8 +56,8 @@ def prepare_teacher_latents(
     Args:
         root: the cache folder.
         teacher: the loaded :class:`~diffusers_litevae.training.teachers.DistillationTeacher` (full precision).
-        train_root: the training image folder (sample ids are paths relative to it).
-        train_paths: the training images (validation images already held out).
+        train_root, train_paths: the training image folder (sample ids are paths relative to it), its training
+            images (validation images held out).
         max_resolution: the largest training crop of the resolution schedule.
         flip: whether training uses random flips (the mirrored images are cached too).
         build: encode missing or changed images; ``False`` only checks and fails on missing images.
@@ -76,11 +66,12 @@ def prepare_teacher_latents(
 
     Raises:
         TrainingInputError: the cache was made with another teacher or other preprocessing, or (``build=False``)
-            training images are missing from it; one line naming the difference and the fix.
+            training images are missing from it.
     """
     from ..caching import LatentDataset, cache_latents
 
-    transform = target_transform(max_resolution, flip)
+    # Whole images (short side at least max_resolution) on the 8 px latent grid.
+    transform = TransformConfig(resolution=max_resolution, bucketing=False, crop="full", flip=flip, size_multiple=8)
     vae = teacher.vae  # the cache's identity is the VAE's: `litevae cache-latents --vae <same folder>` matches it
     root_path = Path(root).expanduser().resolve()
     existing = load_manifest(root_path)
@@ -94,8 +85,7 @@ def prepare_teacher_latents(
             raise TrainingInputError(
                 f"--teacher_latents {str(root)!r} was made with {what} ({problems[0]}"
                 f"{f'; {len(problems) - 1} more differences' if len(problems) > 1 else ''}); "
-                "point --teacher_latents at "
-                "a new folder to build targets for this teacher and resolution schedule."
+                "point --teacher_latents at a new folder to build targets for this teacher and resolution schedule."
             )
     if build:
         try:
@@ -122,8 +112,7 @@ def prepare_teacher_latents(
     elif existing is None:
         raise TrainingInputError(
             f"--teacher_latents {str(root)!r} is not a latent cache (no manifest.json); "
-            "drop --no-build_teacher_latents "
-            "to build it on the first run."
+            "drop --no-build_teacher_latents to build it on the first run."
         )
     dataset = LatentDataset(root_path, latent_sampling="mean", scale=False)
     base = Path(train_root).expanduser().resolve()
@@ -145,19 +134,15 @@ def prepare_teacher_latents(
         logger.warning(
             "%d training images could not be encoded (see %s/errors.jsonl); they are skipped", len(missing), root_path
         )
-    return TeacherLatents(dataset, transform, positions, root_path)
+    return TeacherLatents(dataset, transform, positions)
 
 
 class CachedTargetDataset(torch.utils.data.Dataset):
-    """Random crops with their teacher targets, indexed like
-    :class:`~diffusers_litevae.training.data.RandomCropDataset`
-    by ``(item, resolution, crop_seed)``.
+    """Random crops with their teacher targets, indexed like :class:`~.data.RandomCropDataset`.
 
-    A crop starts on the latent grid of the cached image; when flipped, both the pixels and the latents come from the
-    mirrored image (the teacher's latents of the mirror image, not mirrored latents).
-
-    Items: ``pixel_values`` ``(3, R, R)`` in ``[-1, 1]``, ``teacher_mean`` ``(C, R/8, R/8)`` raw latents,
-    ``teacher_logvar`` of the same shape or ``None`` (deterministic teachers), ``skipped`` names.
+    A crop starts on the latent grid of the cached image; a flipped one takes the teacher's latents of the mirrored
+    image (not mirrored latents). Items: ``pixel_values`` ``(3, R, R)`` in ``[-1, 1]``, ``teacher_mean`` ``(C, R/8,
+    R/8)`` raw latents, ``teacher_logvar`` of the same shape or ``None`` (deterministic teachers), ``skipped`` names.
     """
 
     def __init__(self, paths: list[Path], targets: TeacherLatents, flip: bool = True, factor: int = 8):
@@ -202,14 +187,3 @@ class CachedTargetDataset(torch.utils.data.Dataset):
             lambda item, rng: self._sample(item, resolution, rng),
             lambda item: str(self.paths[item]),
         )
-
-
-def collate_targets(samples: list[dict]) -> dict:
-    """Stack :class:`CachedTargetDataset` items (``teacher_logvar`` stays ``None`` for deterministic teachers)."""
-    logvars = [sample["teacher_logvar"] for sample in samples]
-    return {
-        "pixel_values": torch.stack([sample["pixel_values"] for sample in samples]),
-        "teacher_mean": torch.stack([sample["teacher_mean"] for sample in samples]),
-        "teacher_logvar": None if logvars[0] is None else torch.stack(logvars),
-        "skipped": [name for sample in samples for name in sample["skipped"]],
-    }

@@ -7,27 +7,15 @@ A :class:`DistillationTeacher` wraps any VAE the student may learn from and spea
 - ``decode(latents)`` maps raw latents back to images in ``[-1, 1]`` (differentiable in the latents, so the
   reconstruction losses can train the student through the frozen decoder);
 - ``normalize_latents(z)`` maps raw latents to the units a diffusion model sees,
-  ``(z - shift_factor) * scaling_factor``: latent losses and the reported latent MSE use these units, so loss
-  weights mean the same thing for SD (scaling 0.18215), SDXL, SD3/FLUX (16 channels, shifted) and raw TAESD
-  latents;
-- ``make_student(encoder)`` builds the model distillation trains (an :class:`~diffusers_litevae.AutoencoderLite`
-  for an SD-layout decoder, an :class:`~diffusers_litevae.AutoencoderLiteTiny` for a TAESD-family one): a fresh
-  LiteVAE encoder with an exact copy of the teacher's decoder and latent-space config. It checks that the copy
-  decodes bit-identically before returning it.
+  ``(z - shift_factor) * scaling_factor``, those of the latent losses and the reported latent MSE (so loss
+  weights mean the same thing for every latent space);
+- ``make_student(encoder)`` builds the model distillation trains: a fresh LiteVAE encoder with an exact copy of the
+  teacher's decoder and latent-space config, checked to decode bit-identically.
 
-Supported teachers (:func:`load_teacher` picks the adapter from what it finds):
-
-================== ===================================================================================
-``autoencoder_kl``  diffusers ``AutoencoderKL`` (SD 1.x/2.x, SDXL, SD3/FLUX.1-style 16-channel), or any VAE
-                    whose ``.decoder`` is diffusers' ``Decoder`` (``AutoencoderLite`` teachers too)
-``autoencoder_tiny`` diffusers ``AutoencoderTiny`` (TAESD in diffusers format); deterministic ``.latents``
-``taesd``           a folder with TAESD-family ``*_encoder.pth`` / ``*_decoder.pth`` (or ``.safetensors``)
-                    checkpoints (TAESD, TAESDXL, TAESD3, TAEF1, TAEF2), loaded as a
-                    :class:`~diffusers_litevae.models.TinyAutoencoder`; deterministic, raw latents
-``diffusers_vae``   any other module with the diffusers VAE protocol (``encode(x).latent_dist`` or
-                    ``.latents``, ``decode(z).sample``); usable as a teacher, but ``make_student`` needs a
-                    decoder a LiteVAE model can carry (``Decoder``, ``DecoderTiny`` or ``TinyDecoder``)
-================== ===================================================================================
+Supported teachers (:data:`TEACHER_TYPES`; :func:`load_teacher` picks the adapter from what it finds): diffusers
+``AutoencoderKL`` (or any VAE whose ``.decoder`` is diffusers' ``Decoder``), diffusers ``AutoencoderTiny``,
+TAESD-family ``*_encoder.pth`` / ``*_decoder.pth`` folders, and any other module with the diffusers VAE protocol;
+the table in ``docs/distillation.md`` details each.
 """
 
 from __future__ import annotations
@@ -75,8 +63,6 @@ class DistillationTeacher(nn.Module):
         # Memory format the trainer feeds this teacher's inputs in (set with the weights' format).
         self.memory_format = torch.contiguous_format
 
-    # -- the interface ------------------------------------------------------------------------------------------
-
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(B, 3, H, W)`` images in ``[-1, 1]`` -> ``(mean, logvar | None)``, each ``(B, C, H/8, W/8)``."""
         raise NotImplementedError
@@ -90,8 +76,6 @@ class DistillationTeacher(nn.Module):
         and this teacher's decoder, copied exactly (in the teacher's current dtype: call before casting it).
         Returned in eval mode."""
         raise NotImplementedError
-
-    # -- shared helpers -----------------------------------------------------------------------------------------
 
     @property
     def normalization(self):
@@ -119,20 +103,15 @@ class DistillationTeacher(nn.Module):
     def freeze(self) -> "DistillationTeacher":
         """Eval mode, no gradients for any parameter; returns ``self``."""
         self.eval()
-        for parameter in self.parameters():
-            parameter.requires_grad_(False)
-        return self
+        return self.requires_grad_(False)
 
     def train(self, mode: bool = True) -> "DistillationTeacher":
         # A teacher is frozen for good: accelerate / user code calling .train() must not switch it back.
         return super().train(False)
 
     def _check_student(self, student: AutoencoderLiteBase) -> AutoencoderLiteBase:
-        """Raise unless ``student`` decodes a probe latent exactly like the teacher (the whole point of distilling).
-
-        Both run in eval mode (train-mode kernels may round differently); the student is returned in eval mode,
-        like a model from ``from_pretrained``.
-        """
+        """Raise unless ``student`` decodes a probe latent exactly like the teacher, both in eval mode (train-mode
+        kernels may round differently); the student is returned in eval mode, like a model from ``from_pretrained``."""
         student.eval()
         parameter = next(self.parameters())
         generator = torch.Generator().manual_seed(0)
@@ -141,11 +120,10 @@ class DistillationTeacher(nn.Module):
             expected = self.decode(probe)
             got = student._decode_latents(probe)
         if expected.shape != got.shape or not torch.equal(expected, got):
+            difference = float((expected - got).abs().max()) if expected.shape == got.shape else "shape"
             raise RuntimeError(
-                f"the student built from teacher {self.name_or_path!r} does not decode bit-identically "
-                "(max abs difference "
-                f"{float((expected - got).abs().max()) if expected.shape == got.shape else 'shape'}); "
-                "this teacher's decoder cannot be carried by a LiteVAE model."
+                f"the student built from teacher {self.name_or_path!r} does not decode bit-identically (max abs "
+                f"difference {difference}); this teacher's decoder cannot be carried by a LiteVAE model."
             )
         return student
 
@@ -155,9 +133,8 @@ class DiffusersVAETeacher(DistillationTeacher):
     :class:`~diffusers_litevae.models.TinyAutoencoder` or similar).
 
     Args:
-        vae: the module; ``vae.encode(x)`` returns an output with ``latent_dist`` (a
-            ``DiagonalGaussianDistribution``) or ``latents`` / ``latent`` (deterministic), ``vae.decode(z)``
-            returns an output with ``sample``; ``vae.config`` carries ``latent_channels``.
+        vae: the module: ``vae.encode(x)`` returns ``latent_dist`` or ``latents`` / ``latent`` (deterministic),
+            ``vae.decode(z)`` returns ``sample``, ``vae.config`` carries ``latent_channels``.
         name_or_path: recorded in ``distillation.json``.
         teacher_type: one of :data:`TEACHER_TYPES` but ``"auto"``; inferred when ``None``.
     """
@@ -165,11 +142,7 @@ class DiffusersVAETeacher(DistillationTeacher):
     def __init__(self, vae: nn.Module, name_or_path: str = "", teacher_type: str | None = None):
         config = getattr(vae, "config", None)
         latent_channels = getattr(config, "latent_channels", None)
-        if (
-            latent_channels is None
-            or not callable(getattr(vae, "encode", None))
-            or not callable(getattr(vae, "decode", None))
-        ):
+        if latent_channels is None or not all(callable(getattr(vae, name, None)) for name in ("encode", "decode")):
             raise TrainingInputError(
                 f"teacher {name_or_path or type(vae).__name__!r} does not follow the diffusers VAE protocol "
                 "(needs encode(), decode() and config.latent_channels)."
@@ -224,8 +197,7 @@ class DiffusersVAETeacher(DistillationTeacher):
         else:
             raise TrainingInputError(
                 "a LiteVAE model can carry a diffusers Decoder or a TAESD-family decoder; "
-                f"teacher {self.name_or_path!r} "
-                f"has {type(decoder).__name__}, so no student can share its decoder."
+                f"teacher {self.name_or_path!r} has {type(decoder).__name__}, so no student can share its decoder."
             )
         return self._check_student(student)
 
@@ -250,21 +222,16 @@ def load_teacher(
     scaling_factor: float | None = None,
     shift_factor: float | None = None,
 ) -> DistillationTeacher:
-    """Load a frozen teacher from a local folder or a Hugging Face Hub id.
+    """Load a frozen :class:`DistillationTeacher` (in eval mode) from a local folder or a Hugging Face Hub id.
 
     Args:
         name_or_path: a folder (diffusers VAE with ``config.json``, a pipeline with ``--subfolder vae``, or
             TAESD-family ``*_encoder.pth`` + ``*_decoder.pth``) or a Hub repo id.
         subfolder: the VAE's subfolder inside a pipeline folder/repo (usually ``"vae"``).
         teacher_type: one of :data:`TEACHER_TYPES`; ``"auto"`` decides from the files.
-        revision: Hub revision.
-        variant: weights variant (e.g. ``"fp16"``) for diffusers folders.
+        revision, variant: Hub revision, weights variant (e.g. ``"fp16"``) of diffusers folders.
         torch_dtype: dtype to load the weights in (keep float32 until the student is built).
-        scaling_factor: override the latent scaling factor (TAESD-family checkpoints carry none: default 1.0).
-        shift_factor: override the latent shift factor.
-
-    Returns:
-        A frozen :class:`DistillationTeacher` in eval mode.
+        scaling_factor, shift_factor: override the latent factors (TAESD-family checkpoints carry none: 1.0, 0).
 
     Raises:
         TrainingInputError: the path does not exist, holds no VAE this loader understands, or the Hub
@@ -290,32 +257,21 @@ def load_teacher(
         raise TrainingInputError(f"teacher {name!r}: {error}") from error
     if teacher_type == "taesd" and not isinstance(vae, TinyAutoencoder):
         raise TrainingInputError(f"--teacher_type taesd, but {name!r} holds no *_encoder.pth/*_decoder.pth pair.")
-    teacher = wrap_teacher(vae, name, _type_for_class(type(vae).__name__, teacher_type))
+    # "auto" and "taesd" (checked above): the type of the loaded class.
+    teacher = wrap_teacher(vae, name, None if teacher_type in ("auto", "taesd") else teacher_type)
     if not isinstance(vae, TinyAutoencoder):  # a TAESD-family pair was given the factors when loaded
         if scaling_factor is not None:
             teacher.scaling_factor = float(scaling_factor)
         if shift_factor is not None:
             teacher.shift_factor = float(shift_factor)
-    return teacher.freeze()
-
-
-def _type_for_class(class_name: str, requested: str) -> str | None:
-    if requested not in ("auto", "taesd"):
-        return requested
-    names = {"AutoencoderKL": "autoencoder_kl", "AutoencoderTiny": "autoencoder_tiny", "TinyAutoencoder": "taesd"}
-    return names.get(class_name)
+    return teacher
 
 
 def _infer_type(vae: nn.Module) -> str:
     from diffusers import AutoencoderKL, AutoencoderTiny
 
-    if isinstance(vae, AutoencoderTiny):
-        return "autoencoder_tiny"
-    if isinstance(vae, AutoencoderKL):
-        return "autoencoder_kl"
-    if isinstance(vae, TinyAutoencoder):
-        return "taesd"
-    return "diffusers_vae"
+    types = ((AutoencoderTiny, "autoencoder_tiny"), (AutoencoderKL, "autoencoder_kl"), (TinyAutoencoder, "taesd"))
+    return next((name for cls, name in types if isinstance(vae, cls)), "diffusers_vae")
 
 
 def _has_posterior(vae: nn.Module) -> bool:

@@ -2,9 +2,8 @@
 its teacher), latent MSE, grids, curves.
 
 In distillation both reconstructions go through the same frozen teacher decoder, so the gap between ``psnr_student``
-(student encoder -> teacher decoder) and ``psnr_teacher`` (teacher encoder -> teacher decoder) is exactly what the
-distilled encoder loses. PSNR and SSIM are those of ``litevae eval`` (torchmetrics; SSIM averaged over the valid
-region) on images in ``[0, 1]``, one image at a time so validation images may keep their own full sizes.
+and ``psnr_teacher`` is exactly what the distilled encoder loses. Images are measured one at a time, so validation
+images may keep their own full sizes.
 """
 
 from __future__ import annotations
@@ -37,11 +36,8 @@ logger = logging.getLogger(__name__)
 
 
 def image_metrics(reconstruction: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
-    """PSNR (dB) and SSIM of one ``(1, 3, H, W)`` reconstruction against its target, both in ``[-1, 1]``.
-
-    The same definitions as ``litevae eval`` (:mod:`diffusers_litevae.evaluation.metrics`), so training curves and
-    model cards report one PSNR and one SSIM.
-    """
+    """PSNR (dB) and SSIM of one ``(1, 3, H, W)`` reconstruction against its target, both in ``[-1, 1]``: those of
+    ``litevae eval``, so training curves and model cards report one PSNR and one SSIM."""
     from ..evaluation.metrics import psnr_per_image, ssim_per_image
 
     prediction = signed_to_unit(reconstruction.float().clamp(-1, 1))
@@ -51,14 +47,9 @@ def image_metrics(reconstruction: torch.Tensor, target: torch.Tensor) -> tuple[f
 
 @dataclass
 class TeacherReference:
-    """The teacher's side of validation, computed once per run.
-
-    Attributes:
-        latents: per image, the teacher's posterior mean in normalized units, ``(1, C, H/8, W/8)`` on CPU.
-        psnr: per-image PSNR of teacher-encode -> teacher-decode.
-        ssim: per-image SSIM of the same.
-        grid_reconstructions: teacher reconstructions of the first images (for grids), on CPU.
-    """
+    """The teacher's side of validation, computed once per run: per image, the teacher's posterior mean in normalized
+    units (``latents``, ``(1, C, H/8, W/8)`` on CPU), the PSNR and SSIM of teacher-encode -> teacher-decode, and the
+    teacher's reconstructions of the first images (for grids, on CPU)."""
 
     latents: list[torch.Tensor] = field(default_factory=list)
     psnr: list[float] = field(default_factory=list)
@@ -118,19 +109,17 @@ def evaluate_autoencoder(
     student encoder through the frozen teacher's decoder.
 
     Args:
-        model: without ``teacher``, the autoencoder (an ``AutoencoderLite``: ``encode(x).latent_dist.mode()`` then
-            ``decode(z).sample``); with ``teacher``, the student's LiteVAE encoder (images in ``[-1, 1]`` -> moments
-            ``(B, 2C, H/8, W/8)``), whose posterior mean the teacher decodes.
-        images: ``(3, H, W)`` tensors in ``[-1, 1]`` (sizes may differ).
-        autocast: a context-manager factory (e.g. ``accelerator.autocast``) or ``None``.
+        model: without ``teacher``, the ``AutoencoderLite``; with ``teacher``, the student's LiteVAE encoder (images
+            -> moments ``(B, 2C, H/8, W/8)``), whose posterior mean the teacher decodes.
+        images, autocast: as in :func:`compute_teacher_reference`.
         num_grid_images: how many reconstructions to return for grids.
         teacher: the frozen teacher (distillation), or ``None``.
         reference: :func:`compute_teacher_reference` for the same images; required with ``teacher``.
 
     Returns:
-        ``(metrics, reconstructions)``: the mean ``psnr`` and ``ssim`` and ``eval_images``; with ``teacher``, the
-        student's ``psnr_student`` and ``ssim_student`` instead, ``latent_mse`` (normalized units) and the teacher's
-        ``psnr_teacher`` / ``ssim_teacher``. The first ``num_grid_images`` reconstructions ``(3, H, W)`` on CPU.
+        ``(metrics, reconstructions)``: the mean ``psnr``, ``ssim`` and ``eval_images``; with ``teacher``,
+        ``psnr_student`` and ``ssim_student`` instead, ``latent_mse`` (normalized units), ``psnr_teacher`` and
+        ``ssim_teacher``. The first ``num_grid_images`` reconstructions ``(3, H, W)`` on CPU.
     """
     if teacher is not None and reference is None:
         raise ValueError("a student evaluated through its teacher needs the teacher's reference.")
@@ -176,19 +165,15 @@ def save_reconstruction_grid(
     reconstructions: dict[str, Sequence[torch.Tensor]],
     tile: int = 256,
 ) -> Path:
-    """Save a PNG with one row per image: ``original | <label> | ...`` (the comparison grid ``litevae eval`` draws).
+    """Save the PNG ``path`` with one row per image: ``original | <label> | ...`` (the grid ``litevae eval`` draws).
 
-    Args:
-        path: the PNG to write (parent folders are created).
-        originals: ``(3, H, W)`` images in ``[-1, 1]``.
-        reconstructions: column label (``"teacher"``, ``"student"``) -> reconstructions of ``originals``.
-        tile: each image's centre ``tile`` x ``tile`` square is shown (the whole image when it is smaller).
+    ``originals`` are ``(3, H, W)`` images in ``[-1, 1]``, ``reconstructions`` maps a column label (``"teacher"``,
+    ``"student"``) to their reconstructions; each image's centre ``tile`` x ``tile`` square is shown.
     """
 
     def tiles(images: Sequence[torch.Tensor]) -> list[Image.Image]:
         units = [signed_to_unit(image.detach().cpu().float().clamp(-1, 1)) for image in images]
-        crops = [centre_crop(unit, min(tile, unit.shape[-1]), min(tile, unit.shape[-2])) for unit in units]
-        return [unit_tensor_to_images(crop[None])[0] for crop in crops]
+        return [unit_tensor_to_images(centre_crop(unit, tile, tile)[None])[0] for unit in units]
 
     grid = make_reconstruction_grid(
         tiles(originals), {label: tiles(images) for label, images in reconstructions.items()}, tile_height=tile
@@ -207,13 +192,9 @@ def plot_curve(
     psnr_key: str = "psnr_student",
     psnr_label: str = "student -> teacher decoder",
 ) -> Path | None:
-    """Save a two-panel PNG: training loss components vs step, and validation PSNR vs step.
-
-    The PSNR panel plots ``curve[i][psnr_key]``, and the teacher's PSNR as a dashed line when the entries carry
-    ``psnr_teacher`` (distillation).
-
-    matplotlib is an optional extra (``plots``); without it this logs one line and returns ``None``.
-    """
+    """Save a two-panel PNG: training loss components, and validation PSNR (``curve[i][psnr_key]``, with the
+    teacher's as a dashed line when the entries carry ``psnr_teacher``), vs step. matplotlib is an optional extra
+    (``plots``); without it this logs one line and returns ``None``."""
     try:
         # A standalone Figure, not pyplot: switching the global backend (matplotlib.use) would silently break
         # inline plots in a notebook that calls distill().
