@@ -1,20 +1,13 @@
 """TAESD-family tiny encoder and decoder (TAESD, TAESDXL, TAESD3, TAEF1, TAEF2 by Ollin Boer Bohan).
 
-Two uses in this package:
-
-- a *teacher* or a VAE to compare with: TAESD-family ``.pth`` checkpoints (``taesd_encoder.pth`` /
-  ``taef2_decoder.pth``) load into :class:`TinyEncoder` / :class:`TinyDecoder` with no key conversion
-  (:func:`load_tiny_encoder`, :func:`load_tiny_decoder`), and :class:`TinyAutoencoder` puts a pair behind the
-  diffusers VAE protocol, so a LiteVAE encoder can be distilled against a real pretrained decoder even where no
-  Stable Diffusion VAE can be downloaded;
-- the decoder of an :class:`~diffusers_litevae.AutoencoderLiteTiny` distilled against such a teacher.
+Used as a *teacher* or a VAE to compare with (TAESD-family ``.pth`` checkpoints load into :class:`TinyEncoder` /
+:class:`TinyDecoder` with no key conversion, and :class:`TinyAutoencoder` puts a pair behind the diffusers VAE
+protocol), and as the decoder of an :class:`~diffusers_litevae.AutoencoderLiteTiny`.
 
 Both networks are a flat ``nn.Sequential`` (``self.layers``) whose indices match the original checkpoints, and
 keep the originals' value ranges: images in ``[0, 1]``, raw unscaled latents. :func:`unit_to_signed` and
 :func:`signed_to_unit` are the package's one conversion between ``[0, 1]`` and the diffusers ``[-1, 1]``
-convention; every other module (evaluation, training, caching, tests' helpers, benchmarks) calls them, so the
-ranges cannot drift apart. They live here, in the models layer, because the models need them and every higher
-layer may import from it.
+convention, which every other module calls, so the ranges cannot drift apart.
 """
 
 from __future__ import annotations
