@@ -80,10 +80,8 @@ class AutoencoderLite(AttentionMixin, AutoencoderLiteBase):
 
     _no_split_modules = ["LiteVAEUNet", "ResnetBlock2D", "Attention"]
 
-    # Attention processors and QKV fusion (``vae.set_attn_processor``, ``vae.attn_processors``,
-    # ``vae.fuse_qkv_projections()``), as on ``AutoencoderKL``: the decoder's mid block holds diffusers'
-    # ``Attention``. AutoencoderKL's own methods are used, so both VAEs behave the same under every diffusers
-    # version.
+    # Attention processors and QKV fusion for the decoder's mid-block ``Attention``: AutoencoderKL's own methods,
+    # so both VAEs behave the same under every diffusers version.
     set_default_attn_processor = AutoencoderKL.set_default_attn_processor
     fuse_qkv_projections = AutoencoderKL.fuse_qkv_projections
     unfuse_qkv_projections = AutoencoderKL.unfuse_qkv_projections

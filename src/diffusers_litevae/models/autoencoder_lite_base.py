@@ -44,15 +44,12 @@ class AutoencoderLiteBase(ModelMixin, AutoencoderMixin, ConfigMixin, PeftAdapter
     """
 
     _supports_gradient_checkpointing = True
-    # Block-level group offloading (``enable_group_offload(..., offload_type="block_level")``): each of these
-    # submodules gets its own groups, onloaded by its own forward. Without the list they would all share the
-    # top-level group that only ``forward`` onloads, and pipelines call ``encode``/``decode`` directly.
+    # Block-level group offloading: each of these submodules gets its own groups, onloaded by its own forward
+    # (else all would share the top-level group only ``forward`` onloads, and pipelines call ``encode``/``decode``).
     # diffusers skips names that are not children (``post_quant_conv`` exists only where the decoder has one).
     _group_offload_block_modules = ["encoder", "post_quant_conv", "decoder"]
-    # Regional compilation (``vae.compile_repeated_blocks()``, diffusers' convention): one compiled graph per block
-    # shape instead of one per model and input size. The encoder's ResBlocks are its repeated work; the three wavelet
-    # levels already show them several sizes, so new bucket sizes rarely recompile (CPU compile times:
-    # ``benchmarks/results/compile_time_cpu.json``).
+    # Regional compilation (``vae.compile_repeated_blocks()``): one graph per block shape, not per model and input
+    # size. The wavelet levels already show the ResBlocks several sizes, so new bucket sizes rarely recompile.
     _repeated_blocks = ["LiteVAEResBlock"]
 
     def compile_repeated_blocks(self, *args, **kwargs):
