@@ -24,6 +24,7 @@ from diffusers.models.autoencoders.vae import Decoder
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers' loader looks it up here)
 
 from .autoencoder_lite_base import AutoencoderLiteBase, match_device_dtype
+from .autoencoder_lite_tiny import AutoencoderLiteTiny
 from .litevae_encoder import encoder_config
 from .smc import replace_resnet_norms_with_smc
 from .utils import normalize_sequences
@@ -206,11 +207,7 @@ class AutoencoderLite(AttentionMixin, AutoencoderLiteBase):
     def _loader_for(cls, saved_class: str):
         # The documented one-liner ``AutoencoderLite.from_pretrained(...)`` loads every LiteVAE folder, and
         # pipelines saved by version 0.1 name AutoencoderLite for their TAESD-decoder VAEs too.
-        if saved_class == "AutoencoderLiteTiny":
-            from .autoencoder_lite_tiny import AutoencoderLiteTiny
-
-            return AutoencoderLiteTiny
-        return None
+        return AutoencoderLiteTiny if saved_class == "AutoencoderLiteTiny" else None
 
     def _decode_latents(self, z: torch.Tensor) -> torch.Tensor:
         if self.post_quant_conv is not None:

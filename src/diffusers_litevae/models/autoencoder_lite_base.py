@@ -23,7 +23,7 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 
 from ..hub_ids import hub_offline_message
 from ..runtime import cast_module, raise_recompile_limit
-from .litevae_encoder import LiteVAEEncoder
+from .litevae_encoder import LiteVAEEncoder, encoder_config
 from .utils import LazyDiagonalGaussian
 
 __all__ = ["AutoencoderLiteBase"]
@@ -101,8 +101,6 @@ class AutoencoderLiteBase(ModelMixin, AutoencoderMixin, ConfigMixin, PeftAdapter
 
         Other keyword arguments are config keys (e.g. ``latent_channels=16``).
         """
-        from .litevae_encoder import encoder_config
-
         return cls(**{**encoder_config(preset), **kwargs})
 
     @classmethod
