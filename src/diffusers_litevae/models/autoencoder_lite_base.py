@@ -126,11 +126,10 @@ class AutoencoderLiteBase(ModelMixin, AutoencoderMixin, ConfigMixin, PeftAdapter
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         """Load a saved model (local folder or Hub id); see ``ModelMixin.from_pretrained``.
 
-        Raises a ``ValueError`` when the folder's ``config.json`` names another class (e.g. an ``AutoencoderKL``:
-        diffusers would load it with a random encoder and only a warning). When diffusers' loader fails (typically
-        weights that do not fit the config: an edited ``config.json``, or architecture keys overridden through
-        ``kwargs``), its error is re-raised as the same type with the folder and the likely fix, chained to
-        diffusers' original error, which names the mismatching weight.
+        Raises a ``ValueError`` when the folder's ``config.json`` names another class (diffusers would load an
+        ``AutoencoderKL`` with a random encoder and only a warning). When diffusers' loader fails (typically weights
+        that do not fit an edited ``config.json`` or overridden architecture keys), its error is re-raised as the
+        same type with the folder and the likely fix, chained to the original, which names the mismatching weight.
         """
         hub_kwargs = {key: kwargs[key] for key in _HUB_KWARGS if key in kwargs}
         try:

@@ -49,13 +49,8 @@ class SelfModulatedConv2d(nn.Conv2d):
         bias: bool = True,
         eps: float = 1e-8,
     ):
-        super().__init__(
-            in_channels,
-            out_channels,
-            kernel_size,
-            padding=kernel_size // 2 if padding is None else padding,
-            bias=bias,
-        )
+        padding = kernel_size // 2 if padding is None else padding
+        super().__init__(in_channels, out_channels, kernel_size, padding=padding, bias=bias)
         self.eps = eps
         self.modulation = nn.Parameter(torch.ones(in_channels))
         self.gain = nn.Parameter(torch.ones(()))
@@ -72,11 +67,9 @@ class SelfModulatedConv2d(nn.Conv2d):
 def replace_resnet_norms_with_smc(module: nn.Module) -> int:
     """Swap every diffusers ``ResnetBlock2D``'s (GroupNorm, conv3x3) pairs for (Identity, SMC), in place.
 
-    Each SMC takes over the replaced conv's ``weight`` and ``bias`` (copied; same shape, device and dtype), with
-    ``modulation`` and ``gain`` at 1, so converting a pretrained decoder keeps its conv kernels as the starting
-    point. Its outputs still change: the GroupNorms are gone and every kernel is demodulated to unit norm, so a
-    converted pretrained decoder needs fine-tuning. A conv the SMC cannot represent (grouped, strided or dilated)
-    is left unconverted, with its GroupNorm, rather than replaced by a randomly initialised SMC.
+    Each SMC takes over the replaced conv's ``weight`` and ``bias`` (copied), with ``modulation`` and ``gain`` at 1,
+    so a converted pretrained decoder starts from its kernels, though it needs fine-tuning (no GroupNorms, kernels
+    demodulated to unit norm). A conv the SMC cannot represent (grouped, strided or dilated) keeps its GroupNorm.
 
     The skip path (``conv_shortcut``) and every other normalisation (attention, output head) stay as they are.
     Returns the number of ResBlocks changed.

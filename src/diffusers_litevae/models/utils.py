@@ -24,11 +24,9 @@ def normalize_sequences(value, kind: type = tuple):
 class LazyDiagonalGaussian(DiagonalGaussianDistribution):
     """diffusers' ``DiagonalGaussianDistribution`` that computes ``std`` and ``var`` on first use.
 
-    Same values, same attributes, same methods (it is a subclass, so ``isinstance`` checks hold): ``parameters``
-    ``(B, 2*C, h, w)`` split into ``mean`` and ``logvar`` (clamped to ``[-30, 20]``), ``std = exp(0.5 * logvar)``,
-    ``var = exp(logvar)``, zeros for both when ``deterministic``. Most callers read only ``mean``/``mode()`` or
-    ``logvar`` (latent caching, distillation, pipelines' ``argmax`` mode), and for them the three element-wise
-    kernels building ``std`` and ``var`` were wasted launches.
+    Same values, attributes and methods (a subclass, so ``isinstance`` checks hold). Most callers read only
+    ``mean``/``mode()`` or ``logvar`` (latent caching, distillation, pipelines' ``argmax`` mode), and for them the
+    three element-wise kernels building ``std`` and ``var`` were wasted launches.
     """
 
     def __init__(self, parameters: torch.Tensor, deterministic: bool = False):
