@@ -24,6 +24,7 @@ from diffusers.models.autoencoders.vae import Decoder
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers' loader looks it up here)
 
 from .autoencoder_lite_base import AutoencoderLiteBase, match_device_dtype
+from .autoencoder_lite_tiny import AutoencoderLiteTiny
 from .litevae_encoder import encoder_config
 from .smc import replace_resnet_norms_with_smc
 from .utils import normalize_sequences
@@ -80,10 +81,8 @@ class AutoencoderLite(AttentionMixin, AutoencoderLiteBase):
 
     _no_split_modules = ["LiteVAEUNet", "ResnetBlock2D", "Attention"]
 
-    # Attention processors and QKV fusion (``vae.set_attn_processor``, ``vae.attn_processors``,
-    # ``vae.fuse_qkv_projections()``), as on ``AutoencoderKL``: the decoder's mid block holds diffusers'
-    # ``Attention``. AutoencoderKL's own methods are used, so both VAEs behave the same under every diffusers
-    # version.
+    # Attention processors and QKV fusion for the decoder's mid-block ``Attention``: AutoencoderKL's own methods,
+    # so both VAEs behave the same under every diffusers version.
     set_default_attn_processor = AutoencoderKL.set_default_attn_processor
     fuse_qkv_projections = AutoencoderKL.fuse_qkv_projections
     unfuse_qkv_projections = AutoencoderKL.unfuse_qkv_projections
@@ -166,6 +165,7 @@ class AutoencoderLite(AttentionMixin, AutoencoderLiteBase):
                 "(Stable Diffusion VAEs have 4: factor 8). A default AutoencoderKL() is such a one-block toy; load "
                 "a real VAE, e.g. AutoencoderKL.from_pretrained(..., subfolder='vae')."
             )
+        sample_size = config.sample_size  # an int, or a (height, width) pair
         decoder_keys = dict(
             in_channels=config.in_channels,
             out_channels=config.out_channels,
@@ -178,16 +178,17 @@ class AutoencoderLite(AttentionMixin, AutoencoderLiteBase):
             norm_num_groups=config.norm_num_groups,
             mid_block_add_attention=getattr(config, "mid_block_add_attention", True),
             use_post_quant_conv=getattr(config, "use_post_quant_conv", True),
-            sample_size=_first(config.sample_size),
+            use_smc=False,  # SMC has no GroupNorms and extra weights: the teacher's would not load
+            # Only the tiling tile size: any value works with the teacher's decoder.
+            sample_size=kwargs.pop(
+                "sample_size", sample_size[0] if isinstance(sample_size, (list, tuple)) else sample_size
+            ),
             scaling_factor=config.scaling_factor,
             shift_factor=getattr(config, "shift_factor", None),
             latents_mean=normalize_sequences(getattr(config, "latents_mean", None)),
             latents_std=normalize_sequences(getattr(config, "latents_std", None)),
             force_upcast=getattr(config, "force_upcast", True),
         )
-        decoder_keys["use_smc"] = False  # SMC has no GroupNorms and extra weights: the teacher's would not load
-        if "sample_size" in kwargs:  # only the tiling tile size; any value works with the teacher's decoder
-            decoder_keys["sample_size"] = kwargs.pop("sample_size")
         _reject_teacher_conflicts(kwargs, decoder_keys)
         encoder_keys = encoder_config(encoder)
         _reject_teacher_conflicts(encoder_keys, decoder_keys, source="encoder")
@@ -206,11 +207,7 @@ class AutoencoderLite(AttentionMixin, AutoencoderLiteBase):
     def _loader_for(cls, saved_class: str):
         # The documented one-liner ``AutoencoderLite.from_pretrained(...)`` loads every LiteVAE folder, and
         # pipelines saved by version 0.1 name AutoencoderLite for their TAESD-decoder VAEs too.
-        if saved_class == "AutoencoderLiteTiny":
-            from .autoencoder_lite_tiny import AutoencoderLiteTiny
-
-            return AutoencoderLiteTiny
-        return None
+        return AutoencoderLiteTiny if saved_class == "AutoencoderLiteTiny" else None
 
     def _decode_latents(self, z: torch.Tensor) -> torch.Tensor:
         if self.post_quant_conv is not None:
@@ -218,7 +215,15 @@ class AutoencoderLite(AttentionMixin, AutoencoderLiteBase):
         return self.decoder(z)
 
 
-_LATENT_SPACE_KEYS = ("latent_channels", "scaling_factor", "shift_factor", "latents_mean", "latents_std")
+# Why a teacher's key cannot be overridden; any other key: its decoder's architecture.
+_CONFLICT_REASONS = {
+    **dict.fromkeys(
+        ("latent_channels", "scaling_factor", "shift_factor", "latents_mean", "latents_std"),
+        "it defines the teacher's latent space, which the copied decoder decodes and the encoder must match",
+    ),
+    "force_upcast": "it records whether the teacher's decoder (copied unchanged) is safe to run in fp16",
+    "use_smc": "Self-Modulated Convolutions replace the GroupNorm+conv pairs whose weights are copied from the teacher",
+}
 
 
 def _reject_teacher_conflicts(overrides: dict, teacher_keys: dict, source: str = "keyword argument") -> None:
@@ -226,22 +231,9 @@ def _reject_teacher_conflicts(overrides: dict, teacher_keys: dict, source: str =
     for key, value in overrides.items():
         if key not in teacher_keys or normalize_sequences(value) == normalize_sequences(teacher_keys[key]):
             continue
-        if key in _LATENT_SPACE_KEYS:
-            why = "it defines the teacher's latent space, which the copied decoder decodes and the encoder must match"
-        elif key == "force_upcast":
-            why = "it records whether the teacher's decoder (copied unchanged) is safe to run in fp16"
-        elif key == "use_smc":
-            why = (
-                "Self-Modulated Convolutions replace the GroupNorm+conv pairs whose weights are copied from the teacher"
-            )
-        else:
-            why = "the teacher's decoder weights are copied unchanged and need its architecture"
+        why = _CONFLICT_REASONS.get(key, "the teacher's decoder weights are copied unchanged and need its architecture")
         raise ValueError(
             f"from_autoencoder_kl: {source} {key}={value!r} conflicts with the teacher's {key}={teacher_keys[key]!r}; "
             f"{why}. Drop {key!r} (it is taken from the teacher), or build AutoencoderLite(...) directly and train "
             "its decoder."
         )
-
-
-def _first(value):
-    return value[0] if isinstance(value, (list, tuple)) else value

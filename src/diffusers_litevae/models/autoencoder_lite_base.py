@@ -1,16 +1,11 @@
 """What every LiteVAE autoencoder shares: the LiteVAE encoder, diffusers' VAE contract around it, and loading.
 
-A LiteVAE model is a LiteVAE encoder (paper section 4.1) paired with a decoder from another family. Each pairing is
-its own class with a config that describes only that model, as diffusers keeps ``AutoencoderKL`` and
-``AutoencoderTiny`` apart:
-
-- :class:`~diffusers_litevae.AutoencoderLite`: a Stable-Diffusion-layout decoder (diffusers' ``Decoder``);
-- :class:`~diffusers_litevae.AutoencoderLiteTiny`: a TAESD-family decoder.
-
-:class:`AutoencoderLiteBase` holds the rest, once: the encoder built from the ``encoder_*`` config keys, input
-checks with errors that name the fix, ``encode`` / ``decode`` with slicing and tiling, ``forward``, and
-``from_pretrained`` with clear errors. A subclass builds its decoder in ``__init__`` and implements
-``_decode_latents`` (raw latents -> images in ``[-1, 1]``).
+A LiteVAE encoder (paper section 4.1) is paired with a decoder from another family, one class per pairing (as
+diffusers keeps ``AutoencoderKL`` and ``AutoencoderTiny`` apart): :class:`~diffusers_litevae.AutoencoderLite`
+(Stable-Diffusion-layout decoder) and :class:`~diffusers_litevae.AutoencoderLiteTiny` (TAESD-family decoder).
+A subclass builds its decoder in ``__init__`` and implements ``_decode_latents`` (raw latents -> images in
+``[-1, 1]``); the encoder, input checks, ``encode`` / ``decode`` with slicing and tiling, ``forward`` and
+``from_pretrained`` are here.
 """
 
 from __future__ import annotations
@@ -28,7 +23,7 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 
 from ..hub_ids import hub_offline_message
 from ..runtime import cast_module, raise_recompile_limit
-from .litevae_encoder import LiteVAEEncoder
+from .litevae_encoder import LiteVAEEncoder, encoder_config
 from .utils import LazyDiagonalGaussian
 
 __all__ = ["AutoencoderLiteBase"]
@@ -39,20 +34,9 @@ _HUB_KWARGS = ("subfolder", "cache_dir", "revision", "token", "local_files_only"
 class AutoencoderLiteBase(ModelMixin, AutoencoderMixin, ConfigMixin, PeftAdapterMixin):
     r"""Base class of the LiteVAE autoencoders; not a model by itself (it builds no decoder).
 
-    Subclasses take these config keys in their ``@register_to_config`` ``__init__``, from which
-    :meth:`_build_encoder` builds the encoder:
-
-        in_channels (`int`): image channels of the input.
-        latent_channels (`int`): latent channels (4 for SD 1.x/2.x/SDXL, 16 for SD3/FLUX.1, 32 for FLUX.2).
-        wavelet_levels (`int`): Haar levels; the downsampling factor is ``2**wavelet_levels`` and must equal the
-            decoder's upsampling factor.
-        encoder_feature_channels (`int`): base width of each per-level feature UNet.
-        encoder_feature_channel_mults (`tuple[int]`): width multipliers of those UNets.
-        encoder_aggregation_channels (`int`): base width of the aggregation UNet.
-        encoder_aggregation_channel_mults (`tuple[int]`): its width multipliers.
-        encoder_layers_per_block (`int`): ResBlocks per encoder UNet level and path.
-        encoder_norm_num_groups (`int`): maximum GroupNorm groups in the encoder.
-        sample_size (`int`): tile size in pixels for tiled encoding/decoding.
+    Subclasses take the config keys :meth:`_build_encoder` reads in their ``@register_to_config`` ``__init__``:
+    ``in_channels``, ``latent_channels``, ``wavelet_levels``, ``encoder_*`` and ``sample_size`` (documented on
+    :class:`~diffusers_litevae.AutoencoderLite`).
 
     ``PeftAdapterMixin`` gives ``add_adapter`` / ``set_adapters`` / ``disable_adapters`` (LoRA on the
     convolutions; needs ``peft``). ``FromOriginalModelMixin`` (``from_single_file``) is not mixed in: it converts
@@ -60,22 +44,18 @@ class AutoencoderLiteBase(ModelMixin, AutoencoderMixin, ConfigMixin, PeftAdapter
     """
 
     _supports_gradient_checkpointing = True
-    # Block-level group offloading (``enable_group_offload(..., offload_type="block_level")``): each of these
-    # submodules gets its own groups, onloaded by its own forward. Without the list they would all share the
-    # top-level group that only ``forward`` onloads, and pipelines call ``encode``/``decode`` directly.
+    # Block-level group offloading: each of these submodules gets its own groups, onloaded by its own forward
+    # (else all would share the top-level group only ``forward`` onloads, and pipelines call ``encode``/``decode``).
     # diffusers skips names that are not children (``post_quant_conv`` exists only where the decoder has one).
     _group_offload_block_modules = ["encoder", "post_quant_conv", "decoder"]
-    # Regional compilation (``vae.compile_repeated_blocks()``, diffusers' convention): one compiled graph per block
-    # shape instead of one per model and input size. The encoder's ResBlocks are its repeated work; the three wavelet
-    # levels already show them several sizes, so new bucket sizes rarely recompile (CPU compile times:
-    # ``benchmarks/results/compile_time_cpu.json``).
+    # Regional compilation (``vae.compile_repeated_blocks()``): one graph per block shape, not per model and input
+    # size. The wavelet levels already show the ResBlocks several sizes, so new bucket sizes rarely recompile.
     _repeated_blocks = ["LiteVAEResBlock"]
 
     def compile_repeated_blocks(self, *args, **kwargs):
-        """Regional compilation (diffusers' ``ModelMixin.compile_repeated_blocks``: each ``LiteVAEResBlock`` is
-        compiled on its own; arguments go to ``torch.compile``). Every block of every width shares one ``forward``
-        code object, so dynamo's default of 8 graphs per code object would leave most blocks eager: the limit is
-        raised first, as for every compiled hot path of this package."""
+        """diffusers' ``ModelMixin.compile_repeated_blocks`` (arguments go to ``torch.compile``), with dynamo's
+        recompile limit raised first: every ``LiteVAEResBlock`` width shares one ``forward`` code object, and the
+        default of 8 graphs per code object would leave most blocks eager."""
         raise_recompile_limit()
         return super().compile_repeated_blocks(*args, **kwargs)
 
@@ -121,8 +101,6 @@ class AutoencoderLiteBase(ModelMixin, AutoencoderMixin, ConfigMixin, PeftAdapter
 
         Other keyword arguments are config keys (e.g. ``latent_channels=16``).
         """
-        from .litevae_encoder import encoder_config
-
         return cls(**{**encoder_config(preset), **kwargs})
 
     @classmethod
@@ -148,11 +126,10 @@ class AutoencoderLiteBase(ModelMixin, AutoencoderMixin, ConfigMixin, PeftAdapter
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         """Load a saved model (local folder or Hub id); see ``ModelMixin.from_pretrained``.
 
-        Raises a ``ValueError`` when the folder's ``config.json`` names another class (e.g. an ``AutoencoderKL``:
-        diffusers would load it with a random encoder and only a warning). When diffusers' loader fails (typically
-        weights that do not fit the config: an edited ``config.json``, or architecture keys overridden through
-        ``kwargs``), its error is re-raised as the same type with the folder and the likely fix, chained to
-        diffusers' original error, which names the mismatching weight.
+        Raises a ``ValueError`` when the folder's ``config.json`` names another class (diffusers would load an
+        ``AutoencoderKL`` with a random encoder and only a warning). When diffusers' loader fails (typically weights
+        that do not fit an edited ``config.json`` or overridden architecture keys), its error is re-raised as the
+        same type with the folder and the likely fix, chained to the original, which names the mismatching weight.
         """
         hub_kwargs = {key: kwargs[key] for key in _HUB_KWARGS if key in kwargs}
         try:
@@ -171,17 +148,14 @@ class AutoencoderLiteBase(ModelMixin, AutoencoderMixin, ConfigMixin, PeftAdapter
         try:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         except (ValueError, RuntimeError) as error:
-            overridden = sorted(key for key in kwargs if key in cls._init_keys())
-            if overridden:
-                hint = (
-                    f"the config overrides {overridden} change the architecture, so the saved weights may not fit; "
-                    "drop them to load with the config saved beside the weights"
-                )
-            else:
-                hint = (
-                    "if config.json was edited, it may describe a different architecture than the saved weights; "
-                    "restore it or re-save the model with save_pretrained"
-                )
+            overridden = sorted(set(kwargs) & set(inspect.signature(cls.__init__).parameters) - {"self"})
+            hint = (
+                f"the config overrides {overridden} change the architecture, so the saved weights may not fit; "
+                "drop them to load with the config saved beside the weights"
+                if overridden
+                else "if config.json was edited, it may describe a different architecture than the saved weights; "
+                "restore it or re-save the model with save_pretrained"
+            )
             raise type(error)(
                 f"{cls.__name__}.from_pretrained could not load {pretrained_model_name_or_path!r} (diffusers' "
                 f"error above): {hint}."
@@ -192,10 +166,6 @@ class AutoencoderLiteBase(ModelMixin, AutoencoderMixin, ConfigMixin, PeftAdapter
         """The class that loads a folder of ``saved_class`` when ``cls.from_pretrained`` is called on it, or
         ``None`` to refuse it. Only ``AutoencoderLite``, the package's documented entry point, loads both."""
         return None
-
-    @classmethod
-    def _init_keys(cls) -> set[str]:
-        return set(inspect.signature(cls.__init__).parameters) - {"self"}
 
     # ------------------------------------------------------------------ input checks
 
@@ -254,13 +224,16 @@ class AutoencoderLiteBase(ModelMixin, AutoencoderMixin, ConfigMixin, PeftAdapter
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_tiling and (x.shape[-1] > self.tile_sample_min_size or x.shape[-2] > self.tile_sample_min_size):
-            if self.tile_sample_min_size % self.downsample_factor:
-                raise ValueError(
-                    f"tile_sample_min_size={self.tile_sample_min_size} must be a multiple of {self.downsample_factor} "
-                    "so encoder tiles align with the latent grid."
-                )
-            return self._tiled(x, self.encoder, self.tile_sample_min_size, 1 / self.downsample_factor)
+            return self._encode_tiles(x)
         return self.encoder(x)
+
+    def _encode_tiles(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tile_sample_min_size % self.downsample_factor:
+            raise ValueError(
+                f"tile_sample_min_size={self.tile_sample_min_size} must be a multiple of {self.downsample_factor} "
+                "so encoder tiles align with the latent grid."
+            )
+        return self._tiled(x, self.encoder, self.tile_sample_min_size, 1 / self.downsample_factor)
 
     @apply_forward_hook
     def encode(
@@ -283,16 +256,12 @@ class AutoencoderLiteBase(ModelMixin, AutoencoderMixin, ConfigMixin, PeftAdapter
         else:
             moments = self._encode(x)
         posterior = LazyDiagonalGaussian(moments)  # std and var only when read: no launches for mode()
-        if not return_dict:
-            return (posterior,)
-        return AutoencoderKLOutput(latent_dist=posterior)
+        return AutoencoderKLOutput(latent_dist=posterior) if return_dict else (posterior,)
 
     def tiled_encode(self, x: torch.Tensor, return_dict: bool = True) -> AutoencoderKLOutput | tuple:
         """Encode in overlapping tiles of ``tile_sample_min_size`` pixels, blended linearly across overlaps."""
         self._check_images(x)
-        posterior = LazyDiagonalGaussian(
-            self._tiled(x, self.encoder, self.tile_sample_min_size, 1 / self.downsample_factor)
-        )
+        posterior = LazyDiagonalGaussian(self._encode_tiles(x))
         return AutoencoderKLOutput(latent_dist=posterior) if return_dict else (posterior,)
 
     # ------------------------------------------------------------------ decode
@@ -329,9 +298,7 @@ class AutoencoderLiteBase(ModelMixin, AutoencoderMixin, ConfigMixin, PeftAdapter
             decoded = torch.cat([self._decode(z_slice) for z_slice in z.split(1)])
         else:
             decoded = self._decode(z)
-        if not return_dict:
-            return (decoded,)
-        return DecoderOutput(sample=decoded)
+        return DecoderOutput(sample=decoded) if return_dict else (decoded,)
 
     def tiled_decode(self, z: torch.Tensor, return_dict: bool = True) -> DecoderOutput | tuple[torch.Tensor]:
         """Decode in overlapping latent tiles of ``tile_latent_min_size``, blended linearly across overlaps."""
@@ -370,12 +337,7 @@ class AutoencoderLiteBase(ModelMixin, AutoencoderMixin, ConfigMixin, PeftAdapter
                     dtype=result.dtype,
                 )
                 o_top, o_left = round(top * scale), round(left * scale)
-                region = (
-                    slice(None),
-                    slice(None),
-                    slice(o_top, o_top + result.shape[-2]),
-                    slice(o_left, o_left + result.shape[-1]),
-                )
+                region = (..., slice(o_top, o_top + result.shape[-2]), slice(o_left, o_left + result.shape[-1]))
                 output[region] += result * ramp
                 weights[region] += ramp
         return output / weights
@@ -397,9 +359,7 @@ class AutoencoderLiteBase(ModelMixin, AutoencoderMixin, ConfigMixin, PeftAdapter
         posterior = self.encode(sample).latent_dist
         z = posterior.sample(generator=generator) if sample_posterior else posterior.mode()
         decoded = self.decode(z).sample
-        if not return_dict:
-            return (decoded,)
-        return DecoderOutput(sample=decoded)
+        return DecoderOutput(sample=decoded) if return_dict else (decoded,)
 
 
 def _wrong_class_message(cls_name: str, saved_class: str, where) -> str:

@@ -25,11 +25,7 @@ __all__ = ["AutoencoderLiteTiny"]
 
 # Version 0.1 saved this model as an ``AutoencoderLite`` with ``decoder_type: "tiny"``: its decoder keys had a
 # ``tiny_`` prefix, and it carried the SD decoder's keys, which mean nothing here.
-_RENAMED_KEYS = {
-    "tiny_decoder_channels": "decoder_channels",
-    "tiny_decoder_num_blocks": "decoder_num_blocks",
-    "tiny_decoder_midblock_gn": "decoder_midblock_gn",
-}
+_RENAMED_KEYS = {f"tiny_{key}": key for key in ("decoder_channels", "decoder_num_blocks", "decoder_midblock_gn")}
 _OTHER_DECODER_KEYS = (
     "decoder_type",
     "up_block_types",

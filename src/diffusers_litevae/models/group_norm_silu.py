@@ -3,21 +3,18 @@
 ``silu(group_norm(x))`` is what every :class:`~diffusers_litevae.models.litevae_encoder.LiteVAEResBlock` runs twice.
 On a GPU the encoder keeps its activations channels_last (for the convolutions), and PyTorch's CUDA GroupNorm,
 written for NCHW, is slow on such tensors at the encoder's narrow widths (12-192 channels, groups of 1-6 channels).
-Here two passes read the tensor in its own layout, with tiles that are contiguous along channels:
+The kernels read the tensor in its own layout, with tiles contiguous along channels:
 
-1. statistics: a grid over (batch, spatial chunks); each program reduces its rows to a per-channel mean and sum of
-   squared deviations (M2), combining tiles with Chan's parallel formula (no ``E[x^2] - E[x]^2`` cancellation).
-   The partial results, ``(N, num_chunks, C)`` floats, are combined per image into the group mean / rstd,
-   folded with the affine parameters into a per-channel ``scale``/``shift`` (a third, tiny kernel).
-2. normalise + SiLU: a grid over (batch, spatial chunks); ``y = x * scale_c + shift_c`` with the group statistics
-   and the affine parameters folded into per-channel ``scale``/``shift``, then ``y * sigmoid(y)``, in fp32, stored
-   in ``x``'s dtype.
+1. statistics: per (image, spatial chunk), a per-channel mean and sum of squared deviations (M2), tiles combined
+   with Chan's parallel formula (no ``E[x^2] - E[x]^2`` cancellation);
+2. a tiny kernel combines the chunks per image into group mean / rstd, folded with the affine parameters into a
+   per-channel ``scale``/``shift``;
+3. ``y = x * scale_c + shift_c``, then ``y * sigmoid(y)``, in fp32, stored in ``x``'s dtype.
 
-The op is registered with ``torch.library.triton_op`` so ``torch.compile`` keeps it inside a graph. It is an
-inference op (no backward): :func:`group_norm_silu` takes it only when no gradient is needed, and falls back to
-``F.silu(F.group_norm(...))`` everywhere else (CPU, NCHW tensors, training, no Triton, torch < 2.6).
-
-Tests run the kernels on CPU tensors with ``TRITON_INTERPRET=1`` (set before Triton is imported) and ``force=True``.
+The op is registered with ``torch.library.triton_op`` so ``torch.compile`` keeps it inside a graph. It has no
+backward: :func:`group_norm_silu` takes it only when no gradient is needed, and runs ``F.silu(F.group_norm(...))``
+everywhere else (CPU, NCHW tensors, training, no Triton, torch < 2.6). Tests run the kernels on CPU tensors with
+``TRITON_INTERPRET=1`` (set before Triton is imported) and ``force=True``.
 """
 
 from __future__ import annotations
@@ -42,7 +39,6 @@ __all__ = [
     "fused_group_norm_silu_enabled",
     "fused_group_norm_silu_supported",
     "group_norm_silu",
-    "group_norm_silu_reference",
     "group_norm_silu_triton",
     "use_fused_group_norm_silu",
 ]
@@ -65,9 +61,9 @@ _enabled = True
 
 @contextlib.contextmanager
 def fused_group_norm_silu(enabled: bool) -> Iterator[None]:
-    """Turn the fused Triton path of :func:`group_norm_silu` on or off inside a ``with`` block (e.g. to benchmark
-    the encoder with and without it). The previous setting is restored on exit. ``torch.compile`` guards on the
-    setting, so a compiled model recompiles once when it changes."""
+    """Turn the fused path of :func:`group_norm_silu` on or off inside a ``with`` block (e.g. to benchmark the
+    encoder with and without it), restoring the previous setting on exit. ``torch.compile`` guards on the setting,
+    so a compiled model recompiles once when it changes."""
     global _enabled
     previous, _enabled = _enabled, bool(enabled)
     try:
@@ -86,10 +82,6 @@ def _compiling() -> bool:
     return bool(is_compiling()) if is_compiling is not None else False
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
 def _layout_and_dtype_supported(x: torch.Tensor) -> bool:
     return (
         x.dim() == 4
@@ -101,31 +93,22 @@ def _layout_and_dtype_supported(x: torch.Tensor) -> bool:
 
 
 def fused_group_norm_silu_supported(x: torch.Tensor) -> bool:
-    """Whether the fused kernels can run on ``x``: a CUDA tensor of shape ``(N, C, H, W)`` in channels_last memory
-    format, fp16/bf16/fp32, with Triton and ``torch.library.triton_op`` available. Gradients are not considered
-    here (see :func:`group_norm_silu`)."""
+    """Whether the fused kernels can run on ``x``: a CUDA ``(N, C, H, W)`` channels_last fp16/bf16/fp32 tensor, with
+    Triton and ``torch.library.triton_op`` available. Gradients are not considered here."""
     return TRITON_AVAILABLE and x.is_cuda and _layout_and_dtype_supported(x)
 
 
 def use_fused_group_norm_silu(
     x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, *, force: bool = False
 ) -> bool:
-    """Whether :func:`group_norm_silu` takes the fused path for these arguments: the switch is on, no gradient is
-    needed (the op has no backward), ``x`` is supported (any device when ``force``, for interpreter tests), and
-    ``torch.compile`` is not tracing: inductor fuses GroupNorm + SiLU itself, and measured faster than these kernels
-    (H200, ``benchmarks/results/gpu_profile_h200.json``: LiteVAE-S at 512 px x 32, 1545 img/s compiled against 1055
-    img/s eager with these kernels in a CUDA graph), while inductor failed to compile the registered op there
-    (torch 2.11, Triton 3.6)."""
+    """Whether :func:`group_norm_silu` takes the fused path: the switch is on, no gradient is needed (the op has no
+    backward), ``x`` is supported (any device when ``force``, for interpreter tests), and ``torch.compile`` is not
+    tracing: inductor fuses GroupNorm + SiLU itself, faster than these kernels (H200, LiteVAE-S at 512 px x 32: 1545
+    img/s compiled against 1055 img/s eager with them, ``benchmarks/results/gpu_profile_h200.json``), and it failed
+    to compile the registered op there (torch 2.11, Triton 3.6)."""
     if not _enabled or _compiling() or not (force or fused_group_norm_silu_supported(x)):
         return False
     return not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)))
-
-
-def group_norm_silu_reference(
-    x: torch.Tensor, num_groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
-) -> torch.Tensor:
-    """``F.silu(F.group_norm(x, num_groups, weight, bias, eps))``: the plain torch path."""
-    return F.silu(F.group_norm(x, num_groups, weight, bias, eps))
 
 
 def group_norm_silu(
@@ -137,12 +120,8 @@ def group_norm_silu(
     *,
     force: bool = False,
 ) -> torch.Tensor:
-    """``silu(group_norm(x))``, fused in Triton where that is supported and no gradient is needed.
-
-    The fused path is taken when the switch (:func:`fused_group_norm_silu`) is on, no gradient is needed (grad mode
-    off, or neither ``x`` nor the affine parameters require grad) and :func:`fused_group_norm_silu_supported` holds.
-    Everything else runs :func:`group_norm_silu_reference`, bit-identical to ``nn.GroupNorm`` followed by
-    ``nn.SiLU``.
+    """``silu(group_norm(x))``, fused in Triton where :func:`use_fused_group_norm_silu` allows it, otherwise
+    ``F.silu(F.group_norm(...))`` (bit-identical to ``nn.GroupNorm`` followed by ``nn.SiLU``).
 
     Args:
         x: input of shape ``(N, C, H, W)``.
@@ -158,7 +137,7 @@ def group_norm_silu(
     """
     if use_fused_group_norm_silu(x, weight, bias, force=force):
         return group_norm_silu_triton(x, num_groups, weight, bias, eps)
-    return group_norm_silu_reference(x, num_groups, weight, bias, eps)
+    return F.silu(F.group_norm(x, num_groups, weight, bias, eps))
 
 
 def group_norm_silu_triton(
@@ -168,27 +147,16 @@ def group_norm_silu_triton(
     bias: torch.Tensor | None = None,
     eps: float = 1e-6,
 ) -> torch.Tensor:
-    """Always the fused Triton path (for benchmarks and tests); raises ``RuntimeError`` where it cannot run.
-
-    It has no backward: call it under ``torch.no_grad()`` / ``torch.inference_mode()``.
-
-    Args:
-        x: CUDA tensor of shape ``(N, C, H, W)``, channels_last, fp16/bf16/fp32 (a CPU tensor only with
-            ``TRITON_INTERPRET=1``).
-        num_groups: GroupNorm groups (must divide ``C``).
-        weight: per-channel scale of shape ``(C,)``, or ``None`` for 1.
-        bias: per-channel shift of shape ``(C,)``, or ``None`` for 0.
-        eps: added to the group variance.
-
-    Returns:
-        ``silu(group_norm(x))`` of shape ``(N, C, H, W)``, channels_last, in ``x``'s dtype.
+    """Always the fused Triton path (for benchmarks and tests), arguments as in :func:`group_norm_silu`; raises
+    ``RuntimeError`` where it cannot run (``x`` must be a CUDA, or with ``TRITON_INTERPRET=1`` a CPU, channels_last
+    fp16/bf16/fp32 tensor). It has no backward: call it under ``torch.no_grad()`` / ``torch.inference_mode()``.
     """
     if not TRITON_AVAILABLE:
         raise RuntimeError(
             "the fused GroupNorm + SiLU needs Triton and torch>=2.6 (torch.library.triton_op); "
             f"found torch {torch.__version__}, Triton {'missing' if triton is None else triton.__version__}."
         )
-    if not (x.is_cuda or _interpreting()):
+    if not (x.is_cuda or os.environ.get("TRITON_INTERPRET", "0") == "1"):
         raise RuntimeError(
             f"the fused GroupNorm + SiLU runs on CUDA tensors (got {x.device}; TRITON_INTERPRET=1 runs it on the CPU)."
         )

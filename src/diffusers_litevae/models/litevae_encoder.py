@@ -13,6 +13,7 @@ Models", NeurIPS 2024, section 4.1 and appendix G.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 
 import torch
@@ -85,7 +86,6 @@ def encoder_config(encoder: str | dict) -> dict:
 def preset_name_of(config, prefix: str = "encoder_") -> str | None:
     """The preset (``"S"``, ``"B"``, ``"M"`` or ``"L"``) whose widths ``config`` (a mapping such as
     ``AutoencoderLite``'s config) holds under the :meth:`EncoderPreset.config_kwargs` keys, else ``None``."""
-
     for name, preset in ENCODER_PRESETS.items():
         if all(normalize_sequences(config.get(key)) == value for key, value in preset.config_kwargs(prefix).items()):
             return name
@@ -105,10 +105,9 @@ class LiteVAEResBlock(nn.Module):
     widths differ). No time embedding, no dropout, no output scale.
 
     It computes exactly what diffusers' ``ResnetBlock2D(in, out, temb_channels=None, eps=1e-6)`` computes, with
-    the same parameter names (``norm1``, ``conv1``, ``norm2``, ``conv2``, ``conv_shortcut``), so state dicts
-    saved with that block load unchanged. It leaves out the ops that block runs for features unused here: the
-    division by ``output_scale_factor`` (1), a dropout of 0 and a ``.contiguous()`` copy of the skip in
-    training, which would turn a channels_last tensor into NCHW.
+    the same parameter names, so state dicts saved with that block load unchanged; it leaves out that block's
+    division by ``output_scale_factor`` (1), dropout of 0 and ``.contiguous()`` copy of the skip in training (which
+    would turn a channels_last tensor into NCHW).
 
     Args:
         in_channels: input channels.
@@ -166,7 +165,6 @@ def _resblock(in_channels: int, out_channels: int, max_groups: int, act_fn: str)
         out_channels,
         groups=_num_groups(in_channels, max_groups),
         groups_out=_num_groups(out_channels, max_groups),
-        eps=1e-6,
         act_fn=act_fn,
     )
 
@@ -278,30 +276,20 @@ class LiteVAEEncoder(nn.Module):
         self.in_channels = in_channels
         self.wavelet_levels = wavelet_levels
         band_channels = 4 * in_channels
+        unet = functools.partial(
+            LiteVAEUNet, layers_per_block=layers_per_block, norm_num_groups=norm_num_groups, act_fn=act_fn
+        )
         # The Haar analysis filters with the paper's 1/2**l level scale folded in (exact: powers of two). A
         # buffer, not a parameter, and left out of the state dict: it moves with .to() and costs no op per call.
         for level, weight in enumerate(haar_filters(wavelet_levels, in_channels, level_scale=0.5), start=1):
             self.register_buffer(f"haar_filter_{level}", weight, persistent=False)
         self.feature_unets = nn.ModuleList(
-            LiteVAEUNet(
-                band_channels,
-                band_channels,
-                feature_channels,
-                tuple(feature_channel_mults),
-                layers_per_block,
-                norm_num_groups,
-                act_fn,
-            )
+            unet(band_channels, band_channels, feature_channels, tuple(feature_channel_mults))
             for _ in range(wavelet_levels)
         )
-        self.aggregation_unet = LiteVAEUNet(
-            band_channels * wavelet_levels,
-            2 * latent_channels if double_z else latent_channels,
-            aggregation_channels,
-            tuple(aggregation_channel_mults),
-            layers_per_block,
-            norm_num_groups,
-            act_fn,
+        out_channels = 2 * latent_channels if double_z else latent_channels
+        self.aggregation_unet = unet(
+            band_channels * wavelet_levels, out_channels, aggregation_channels, tuple(aggregation_channel_mults)
         )
 
     @classmethod

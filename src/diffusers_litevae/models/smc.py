@@ -8,15 +8,10 @@ weight ``w`` of shape ``(out, in, k, k)``, a learned per-input-channel scale ``s
     y      = conv2d(x, w') + b
 
 Normalising the weights instead of the activations removes GroupNorm's blob artifacts and is cheaper at run
-time. The modulation and demodulation are StyleGAN2's weight demodulation with a learned vector in place of the
-per-sample style (hence "self-modulated").
-
-Deviation from StyleGAN2's demodulation: the scalar gain ``g``. StyleGAN2 has no such term; there every
-demodulated kernel has unit norm, and ``s`` cannot change a layer's overall output scale because demodulation
-divides any common factor of ``s`` out again. With GroupNorm (and its learned affine scale) removed, nothing
-else in the ResBlock could learn how strongly that conv's branch contributes, so ``g`` gives each SMC one learned
-output scale. It is initialised to 1, which makes a fresh SMC exactly StyleGAN2-style demodulation; with
-``g`` fixed at 1 the formula above reduces to StyleGAN2's.
+time. This is StyleGAN2's weight demodulation with a learned vector in place of the per-sample style (hence
+"self-modulated"), plus the scalar gain ``g``, which StyleGAN2 lacks: demodulation divides any common factor of
+``s`` out again, so with GroupNorm (and its affine scale) removed nothing else in the ResBlock could learn how
+strongly that conv's branch contributes. ``g`` starts at 1, where SMC is exactly StyleGAN2's demodulation.
 """
 
 from __future__ import annotations
@@ -32,8 +27,7 @@ class SelfModulatedConv2d(nn.Conv2d):
     """A ``Conv2d`` with self-modulated, demodulated weights: ``conv2d(x, g * v / sqrt(sum v^2 + eps), b)``.
 
     ``v = s * w`` scales the kernel per input channel; the sum runs over input channels and kernel positions of
-    each output channel. The scalar gain ``g`` is not part of StyleGAN2's demodulation; see the module docstring
-    for why it is here.
+    each output channel. See the module docstring for the gain ``g``.
 
     Args:
         in_channels: input channels.
@@ -55,13 +49,8 @@ class SelfModulatedConv2d(nn.Conv2d):
         bias: bool = True,
         eps: float = 1e-8,
     ):
-        super().__init__(
-            in_channels,
-            out_channels,
-            kernel_size,
-            padding=kernel_size // 2 if padding is None else padding,
-            bias=bias,
-        )
+        padding = kernel_size // 2 if padding is None else padding
+        super().__init__(in_channels, out_channels, kernel_size, padding=padding, bias=bias)
         self.eps = eps
         self.modulation = nn.Parameter(torch.ones(in_channels))
         self.gain = nn.Parameter(torch.ones(()))
@@ -78,11 +67,9 @@ class SelfModulatedConv2d(nn.Conv2d):
 def replace_resnet_norms_with_smc(module: nn.Module) -> int:
     """Swap every diffusers ``ResnetBlock2D``'s (GroupNorm, conv3x3) pairs for (Identity, SMC), in place.
 
-    Each SMC takes over the replaced conv's ``weight`` and ``bias`` (copied; same shape, device and dtype), with
-    ``modulation`` and ``gain`` at 1, so converting a pretrained decoder keeps its conv kernels as the starting
-    point. Its outputs still change: the GroupNorms are gone and every kernel is demodulated to unit norm, so a
-    converted pretrained decoder needs fine-tuning. A conv the SMC cannot represent (grouped, strided or dilated)
-    is left unconverted, with its GroupNorm, rather than replaced by a randomly initialised SMC.
+    Each SMC takes over the replaced conv's ``weight`` and ``bias`` (copied), with ``modulation`` and ``gain`` at 1,
+    so a converted pretrained decoder starts from its kernels, though it needs fine-tuning (no GroupNorms, kernels
+    demodulated to unit norm). A conv the SMC cannot represent (grouped, strided or dilated) keeps its GroupNorm.
 
     The skip path (``conv_shortcut``) and every other normalisation (attention, output head) stay as they are.
     Returns the number of ResBlocks changed.

@@ -1,20 +1,13 @@
 """TAESD-family tiny encoder and decoder (TAESD, TAESDXL, TAESD3, TAEF1, TAEF2 by Ollin Boer Bohan).
 
-Two uses in this package:
-
-- a *teacher* or a VAE to compare with: TAESD-family ``.pth`` checkpoints (``taesd_encoder.pth`` /
-  ``taef2_decoder.pth``) load into :class:`TinyEncoder` / :class:`TinyDecoder` with no key conversion
-  (:func:`load_tiny_encoder`, :func:`load_tiny_decoder`), and :class:`TinyAutoencoder` puts a pair behind the
-  diffusers VAE protocol, so a LiteVAE encoder can be distilled against a real pretrained decoder even where no
-  Stable Diffusion VAE can be downloaded;
-- the decoder of an :class:`~diffusers_litevae.AutoencoderLiteTiny` distilled against such a teacher.
+Used as a *teacher* or a VAE to compare with (TAESD-family ``.pth`` checkpoints load into :class:`TinyEncoder` /
+:class:`TinyDecoder` with no key conversion, and :class:`TinyAutoencoder` puts a pair behind the diffusers VAE
+protocol), and as the decoder of an :class:`~diffusers_litevae.AutoencoderLiteTiny`.
 
 Both networks are a flat ``nn.Sequential`` (``self.layers``) whose indices match the original checkpoints, and
 keep the originals' value ranges: images in ``[0, 1]``, raw unscaled latents. :func:`unit_to_signed` and
 :func:`signed_to_unit` are the package's one conversion between ``[0, 1]`` and the diffusers ``[-1, 1]``
-convention; every other module (evaluation, training, caching, tests' helpers, benchmarks) calls them, so the
-ranges cannot drift apart. They live here, in the models layer, because the models need them and every higher
-layer may import from it.
+convention, which every other module calls, so the ranges cannot drift apart.
 """
 
 from __future__ import annotations
@@ -95,12 +88,13 @@ class TinyBlock(nn.Module):
         return self.fuse(self.conv(x) + self.skip(x))
 
 
-def _check_stages(num_blocks: Sequence[int], midblock_gn: Sequence[bool]) -> None:
+def _stages(num_blocks: Sequence[int], midblock_gn: Sequence[bool]) -> tuple[tuple[int, ...], tuple[bool, ...]]:
     if len(num_blocks) != len(midblock_gn):
         raise ValueError(
             f"num_blocks ({len(num_blocks)} stages) and midblock_gn ({len(midblock_gn)} stages) "
             "must have the same length."
         )
+    return tuple(num_blocks), tuple(bool(gn) for gn in midblock_gn)
 
 
 class TinyEncoder(nn.Module):
@@ -123,9 +117,8 @@ class TinyEncoder(nn.Module):
         midblock_gn: Sequence[bool] = (False, False, False, False),
     ):
         super().__init__()
-        _check_stages(num_blocks, midblock_gn)
         self.in_channels, self.latent_channels, self.channels = in_channels, latent_channels, channels
-        self.num_blocks, self.midblock_gn = tuple(num_blocks), tuple(bool(gn) for gn in midblock_gn)
+        self.num_blocks, self.midblock_gn = _stages(num_blocks, midblock_gn)
         layers: list[nn.Module] = [nn.Conv2d(in_channels, channels, 3, padding=1)]
         for stage, (count, use_gn) in enumerate(zip(num_blocks, midblock_gn)):
             if stage > 0:
@@ -158,9 +151,8 @@ class TinyDecoder(nn.Module):
         midblock_gn: Sequence[bool] = (False, False, False, False),
     ):
         super().__init__()
-        _check_stages(num_blocks, midblock_gn)
         self.latent_channels, self.out_channels, self.channels = latent_channels, out_channels, channels
-        self.num_blocks, self.midblock_gn = tuple(num_blocks), tuple(bool(gn) for gn in midblock_gn)
+        self.num_blocks, self.midblock_gn = _stages(num_blocks, midblock_gn)
         layers: list[nn.Module] = [
             SoftClamp(),
             nn.Conv2d(latent_channels, channels, 3, padding=1),
@@ -305,10 +297,11 @@ def _load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return {key.split(".", 1)[1] if not key.split(".")[0].isdigit() else key: value for key, value in state.items()}
 
 
-def _stages_from_state(
-    state: dict[str, torch.Tensor], first_block: int, is_encoder: bool
-) -> tuple[list[int], list[bool], int, int]:
-    """Read stage structure (blocks per stage, GN flags), width and latent channels off a flat state dict."""
+def _load_tiny(path: str | os.PathLike, cls: type[nn.Module], first_conv: int, first_block: int) -> nn.Module:
+    """Build ``cls`` shaped like the checkpoint at ``path`` and load it (strict). Stage structure (blocks per
+    stage, GroupNorm flags) is read off the block indices; widths off the first conv (layer ``first_conv``) and the
+    last layer, which give ``cls``'s first three arguments."""
+    state = _load_state_dict(path)
     indices = sorted({int(key.split(".")[0]) for key in state})
     block_indices = {i for i in indices if f"{i}.conv.0.weight" in state}
     num_blocks: list[int] = []
@@ -320,35 +313,22 @@ def _stages_from_state(
                 midblock_gn.append(False)
             num_blocks[-1] += 1
             midblock_gn[-1] = midblock_gn[-1] or f"{index}.pool.0.weight" in state
-    first_conv = state["0.weight"] if is_encoder else state["1.weight"]
-    channels = first_conv.shape[0]
-    latent = state[f"{indices[-1]}.weight"].shape[0] if is_encoder else first_conv.shape[1]
-    return num_blocks, midblock_gn, channels, latent
-
-
-def load_tiny_encoder(path: str | os.PathLike) -> TinyEncoder:
-    """Build a :class:`TinyEncoder` shaped like the checkpoint at ``path`` and load it (strict)."""
-    state = _load_state_dict(path)
-    num_blocks, midblock_gn, channels, latent = _stages_from_state(state, first_block=1, is_encoder=True)
-    encoder = TinyEncoder(state["0.weight"].shape[1], latent, channels, num_blocks, midblock_gn)
-    _strict_load(encoder.layers, state, path)
-    return encoder
-
-
-def load_tiny_decoder(path: str | os.PathLike) -> TinyDecoder:
-    """Build a :class:`TinyDecoder` shaped like the checkpoint at ``path`` and load it (strict)."""
-    state = _load_state_dict(path)
-    num_blocks, midblock_gn, channels, latent = _stages_from_state(state, first_block=3, is_encoder=False)
-    out_channels = state[f"{max(int(k.split('.')[0]) for k in state)}.weight"].shape[0]
-    decoder = TinyDecoder(latent, out_channels, channels, num_blocks, midblock_gn)
-    _strict_load(decoder.layers, state, path)
-    return decoder
-
-
-def _strict_load(module: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    first, last = state[f"{first_conv}.weight"], state[f"{indices[-1]}.weight"]
+    module = cls(first.shape[1], last.shape[0], first.shape[0], num_blocks, midblock_gn)
     try:
-        module.load_state_dict(state, strict=True)
+        module.layers.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise ValueError(
             f"{os.fspath(path)!r} is not a TAESD-family encoder/decoder checkpoint this loader understands: {error}"
         ) from error
+    return module
+
+
+def load_tiny_encoder(path: str | os.PathLike) -> TinyEncoder:
+    """Build a :class:`TinyEncoder` shaped like the checkpoint at ``path`` and load it (strict)."""
+    return _load_tiny(path, TinyEncoder, first_conv=0, first_block=1)
+
+
+def load_tiny_decoder(path: str | os.PathLike) -> TinyDecoder:
+    """Build a :class:`TinyDecoder` shaped like the checkpoint at ``path`` and load it (strict)."""
+    return _load_tiny(path, TinyDecoder, first_conv=1, first_block=3)

@@ -55,8 +55,6 @@ class UNetDiscriminator(ModelMixin, ConfigMixin):
     Input: images ``(B, in_channels, H, W)`` in ``[-1, 1]``. Output: logits ``(B, 1, H, W)``, positive for "real".
     """
 
-    _supports_gradient_checkpointing = False
-
     @register_to_config
     def __init__(self, in_channels: int = 3, block_out_channels: tuple[int, ...] = (64, 128, 256)):
         super().__init__()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import torch
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
@@ -22,11 +24,9 @@ def normalize_sequences(value, kind: type = tuple):
 class LazyDiagonalGaussian(DiagonalGaussianDistribution):
     """diffusers' ``DiagonalGaussianDistribution`` that computes ``std`` and ``var`` on first use.
 
-    Same values, same attributes, same methods (it is a subclass, so ``isinstance`` checks hold): ``parameters``
-    ``(B, 2*C, h, w)`` split into ``mean`` and ``logvar`` (clamped to ``[-30, 20]``), ``std = exp(0.5 * logvar)``,
-    ``var = exp(logvar)``, zeros for both when ``deterministic``. Most callers read only ``mean``/``mode()`` or
-    ``logvar`` (latent caching, distillation, pipelines' ``argmax`` mode), and for them the three element-wise
-    kernels building ``std`` and ``var`` were wasted launches.
+    Same values, attributes and methods (a subclass, so ``isinstance`` checks hold). Most callers read only
+    ``mean``/``mode()`` or ``logvar`` (latent caching, distillation, pipelines' ``argmax`` mode), and for them the
+    three element-wise kernels building ``std`` and ``var`` were wasted launches.
     """
 
     def __init__(self, parameters: torch.Tensor, deterministic: bool = False):
@@ -34,25 +34,12 @@ class LazyDiagonalGaussian(DiagonalGaussianDistribution):
         self.mean, logvar = torch.chunk(parameters, 2, dim=1)
         self.logvar = torch.clamp(logvar, -30.0, 20.0)
         self.deterministic = deterministic
-        self._std: torch.Tensor | None = None
-        self._var: torch.Tensor | None = None
 
-    @property
+    # cached_property: computed on first read, and assignable like diffusers' plain attributes.
+    @cached_property
     def std(self) -> torch.Tensor:
-        if self._std is None:
-            self._std = torch.zeros_like(self.mean) if self.deterministic else torch.exp(0.5 * self.logvar)
-        return self._std
+        return torch.zeros_like(self.mean) if self.deterministic else torch.exp(0.5 * self.logvar)
 
-    @std.setter
-    def std(self, value: torch.Tensor) -> None:
-        self._std = value
-
-    @property
+    @cached_property
     def var(self) -> torch.Tensor:
-        if self._var is None:
-            self._var = torch.zeros_like(self.mean) if self.deterministic else torch.exp(self.logvar)
-        return self._var
-
-    @var.setter
-    def var(self, value: torch.Tensor) -> None:
-        self._var = value
+        return torch.zeros_like(self.mean) if self.deterministic else torch.exp(self.logvar)

@@ -33,16 +33,6 @@ _HAAR_2X2 = ((1.0, 1.0, 1.0, 1.0), (1.0, 1.0, -1.0, -1.0), (1.0, -1.0, 1.0, -1.0
 _AUTOCAST_DEVICES = ("cpu", "cuda")
 
 
-def _check_even(x: torch.Tensor, what: str) -> None:
-    if x.ndim != 4:
-        raise ValueError(f"{what} expects a 4D tensor (batch, channels, height, width), got shape {tuple(x.shape)}.")
-    if x.shape[-2] % 2 or x.shape[-1] % 2:
-        raise ValueError(
-            f"{what} needs even height and width, got {tuple(x.shape[-2:])}; crop or pad the image to a multiple "
-            "of 2**levels first."
-        )
-
-
 def haar_filters(
     levels: int,
     channels: int,
@@ -74,10 +64,9 @@ def haar_filters(
     for level in range(1, levels + 1):
         # Level l applies the 2x2 filters to 2x2 blocks of level-(l-1) LL values: a Kronecker product.
         bands = torch.stack([torch.kron(band, low) for band in base]) * level_scale**level
-        weight = torch.zeros(4 * channels, channels, 2**level, 2**level, dtype=torch.float64)
-        for band in range(4):
-            for channel in range(channels):
-                weight[band * channels + channel, channel] = bands[band]
+        # Output channel band * C + c reads input channel c only: an identity over channels per band.
+        weight = torch.einsum("bhw,oi->boihw", bands, torch.eye(channels, dtype=torch.float64))
+        weight = weight.reshape(4 * channels, channels, 2**level, 2**level)
         filters.append(weight.to(dtype=dtype or torch.get_default_dtype(), device=device))
         low = torch.kron(base[0], low)
     return filters
@@ -101,7 +90,13 @@ def haar_dwt(x: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(B, 4*C, H/2, W/2)`` tensor with channels ``[LL, LH, HL, HH]``, each block ``C`` channels wide.
     """
-    _check_even(x, "haar_dwt")
+    if x.ndim != 4:
+        raise ValueError(f"haar_dwt expects a 4D tensor (batch, channels, height, width), got shape {tuple(x.shape)}.")
+    if x.shape[-2] % 2 or x.shape[-1] % 2:
+        raise ValueError(
+            f"haar_dwt needs even height and width, got {tuple(x.shape[-2:])}; crop or pad the image to a multiple "
+            "of 2**levels first."
+        )
     (weight,) = haar_filters(1, x.shape[1], dtype=x.dtype, device=x.device)
     return _analysis(x, weight, 2)
 
