@@ -136,9 +136,11 @@ def _argument(field: dataclasses.Field, annotation, declared: dict) -> tuple[lis
 
 
 def add_setting_arguments(
-    parser: argparse.ArgumentParser, cls: type, *, exclude: Sequence[str] = ()
+    parser: argparse.ArgumentParser, cls: type, *, exclude: Sequence[str] = (), one_of: Sequence[str] = ()
 ) -> dict[str, argparse._ArgumentGroup]:
-    """Add a flag for every field of the settings dataclass ``cls`` that declares one (see :func:`setting`).
+    """Add a flag for every field of the settings dataclass ``cls`` that declares one (see :func:`setting`) and is
+    not in ``exclude``. Exactly one of the fields in ``one_of`` must be given: their flags form a required mutually
+    exclusive group, inside the ``--help`` section of the first of them.
 
     The ``--help`` sections are the fields' groups: in the order of ``cls.setting_groups`` (a class attribute, a tuple
     of group names) where the class has one, then in the order of each group's first field.
@@ -151,6 +153,7 @@ def add_setting_arguments(
     groups: dict[str | None, argparse._ArgumentGroup] = {
         name: parser.add_argument_group(name) for name in getattr(cls, "setting_groups", ())
     }
+    exclusive = None
     for field in dataclasses.fields(cls):
         declared = _declaration(cls, field.name)
         if declared is None or field.name in exclude:
@@ -158,8 +161,12 @@ def add_setting_arguments(
         name = declared["group"]
         if name not in groups:
             groups[name] = parser.add_argument_group(name) if name else parser
+        container = groups[name]
+        if field.name in one_of:
+            exclusive = exclusive or container.add_mutually_exclusive_group(required=True)
+            container = exclusive
         names, kwargs = _argument(field, hints[field.name], declared)
-        groups[name].add_argument(*names, **kwargs)
+        container.add_argument(*names, **kwargs)
     return {name: group for name, group in groups.items() if name}
 
 

@@ -78,10 +78,7 @@ class _Arguments(CacheSettings, TransformConfig, _CommandFlags):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    groups = add_setting_arguments(parser, _Arguments)
-    # Exactly one source: the two flags join a required mutually exclusive group, argparse's one way to check it.
-    one_source = groups[INPUT_GROUP].add_mutually_exclusive_group(required=True)
-    one_source._group_actions.extend(a for a in parser._actions if a.dest in ("train_data_dir", "dataset_name"))
+    add_setting_arguments(parser, _Arguments, one_of=("train_data_dir", "dataset_name"))
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
 
 
