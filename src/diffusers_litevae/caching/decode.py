@@ -11,12 +11,7 @@ from ..image_io import describe_read_error
 from .preprocess import TransformConfig, preprocess_image
 from .sources import SourceItem, content_hash
 
-__all__ = ["DecodeStream", "identity_collate", "worker_init"]
-
-
-def identity_collate(batch):
-    """The DataLoader ``collate_fn`` for :class:`DecodeStream`, which already yields whole batches."""
-    return batch
+__all__ = ["DecodeStream", "worker_init"]
 
 
 def worker_init(_worker_id: int) -> None:
@@ -105,6 +100,3 @@ class DecodeStream(IterableDataset):
                 yield self._batch(fullest, buffers.pop(fullest), [], seconds.pop(fullest))
         for bucket in sorted(buffers):
             yield self._batch(bucket, buffers[bucket], [], seconds[bucket])
-
-
-# ----------------------------------------------------------------------------------------------- report
