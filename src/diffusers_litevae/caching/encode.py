@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ..file_io import check_output_dir
+from ..file_io import check_output_dir, write_bytes_atomic, write_json_atomic
 from ..image_io import is_saved_dataset
 from ..runtime import compile_for_inference, is_cuda, pad_batch, resolve_compile, resolve_dtype
 from ..settings import setting
@@ -41,16 +41,7 @@ from .index import (
 from .planning import build_manifest, choose_compile, plan_work, read_jsonl
 from .preprocess import TransformConfig, pixels_to_model_input
 from .sources import HubDatasetSource, ImageFolderSource
-from .writer import (
-    BackgroundWriter,
-    CacheBusyError,
-    CacheLock,
-    ShardWriter,
-    list_shard_files,
-    remove_temp_files,
-    write_bytes_atomic,
-    write_json_atomic,
-)
+from .writer import BackgroundWriter, CacheBusyError, CacheLock, ShardWriter, list_shard_files, remove_temp_files
 
 __all__ = ["CacheReport", "CacheSettings", "cache_latents", "STORAGE_DTYPES"]
 

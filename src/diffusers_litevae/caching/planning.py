@@ -155,6 +155,7 @@ def build_manifest(
             "scaling": "unscaled: training latents are (latent - shift_factor) * scaling_factor",
         },
         "transform": transform.to_dict(),
-        "source": source.compared_identity(),
+        # A cache mirrors the source it is pointed at (a moved folder is fine): only the kind must stay the same.
+        "source": {"kind": source.kind},
         "source_info": source.identity(),
     }

@@ -92,18 +92,13 @@ class ImageFolderSource:
         self.exclude = {Path(path).expanduser().resolve() for path in exclude}
 
     def identity(self) -> dict:
-        """What the manifest records about the source (the folder path itself may change: folders get moved)."""
+        """What the manifest records about the source (``source_info``; for information only)."""
         return {
             "kind": self.kind,
             "path": str(self.root),
             "caption_extension": self.caption_extension,
             "image_extensions": list(self.image_extensions),
         }
-
-    def compared_identity(self) -> dict:
-        """The part of :meth:`identity` that must match an existing cache (the cache mirrors the source it is
-        pointed at, so a moved folder is fine: only the kind of source must stay the same)."""
-        return {"kind": self.kind}
 
     def describe(self) -> str:
         return f"image folder {self.root}"
@@ -157,8 +152,7 @@ class ImageFolderSource:
         return _scan_error(Path(path).relative_to(self.root).as_posix(), str(path), error)
 
     def read_bytes(self, locator: str) -> bytes:
-        with open(locator, "rb") as handle:
-            return handle.read()
+        return Path(locator).read_bytes()
 
     def path_of(self, item: SourceItem) -> str:
         return str(item.locator)
@@ -237,9 +231,6 @@ class HubDatasetSource:
             "image_column": self.image_column,
             "caption_column": self.caption_column,
         }
-
-    def compared_identity(self) -> dict:
-        return {"kind": self.kind}
 
     def describe(self) -> str:
         return f"dataset {self.name} (split {self.split})"
