@@ -1,19 +1,13 @@
-"""Settings declared once: a dataclass field carries its command-line flag (help, choices, spelling, group), and a
-command's argparse flags are derived from its settings dataclass.
+"""Settings declared once: a dataclass field carries its command-line flag (help, choices, spelling, group).
 
-A command's settings class declares each setting as ``name: type = setting(default, "help", ...)``; the class checks
-its values in ``__post_init__``; the command calls :func:`add_setting_arguments` to build its flags and
-:func:`settings_from_args` to turn the parsed flags back into the class. A subclass may change a default by
-redeclaring the field with a plain default: the flag keeps the help and spelling declared in the base class.
+A command's settings class declares each setting as ``name: type = setting(default, "help", ...)`` and checks its
+values in ``__post_init__``; the command builds its flags with :func:`add_setting_arguments` and turns the parsed
+flags back into the class with :func:`settings_from_args`. A subclass may change a default by redeclaring the field
+with a plain default: the flag keeps the help and spelling declared in the base class.
 
-How a flag is derived from the field's type (``from __future__ import annotations`` is fine):
-
-- ``bool``: ``--name/--no-name`` (``argparse.BooleanOptionalAction``), or ``--name`` alone with
-  ``action="store_true"``;
-- ``int``, ``float``, ``str`` (or ``X | None``): one value of that type;
-- ``list[X]``: one or more values (``nargs="+"``) of type ``X``.
-
-Anything else (a JSON object, a path list) names its ``type`` and ``nargs`` explicitly.
+The flag follows the field's type: ``bool`` gives ``--name/--no-name`` (or ``--name`` alone with
+``action="store_true"``), ``int``/``float``/``str`` (or ``X | None``) one value of that type, ``list[X]`` one or more
+values (``nargs="+"``). Anything else (a JSON object, a path list) names its ``type`` and ``nargs`` explicitly.
 """
 
 from __future__ import annotations
@@ -49,10 +43,9 @@ def setting(
     Args:
         default: the setting's default (also the flag's, unless ``required``).
         help: the flag's help text (``%(default)s`` may appear in it).
-        flags: the flag's spellings; default ``--<field name>``. Give more for aliases (``("--resolution_schedule",
-            "--resolution")``), or the field's name alone (``("image_dir",)``) for a positional argument.
-        group: the ``--help`` section the flag is listed under; flags of one group are listed together, groups in
-            the order of their first field.
+        flags: the flag's spellings (default ``--<field name>``), aliases too; the field's name alone
+            (``("image_dir",)``) for a positional argument.
+        group: the ``--help`` section the flag is listed under (see :func:`add_setting_arguments`).
         choices: the allowed values.
         metavar: the value's name in ``--help``.
         required: the flag must be given (then its argparse default is ``None``).
@@ -76,9 +69,7 @@ def setting(
             nargs=nargs,
         )
     }
-    if default_factory is not dataclasses.MISSING:
-        return dataclasses.field(default_factory=default_factory, metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
 def _declaration(cls: type, name: str) -> dict | None:
@@ -97,14 +88,6 @@ def _unwrap_optional(annotation):
         if len(members) == 1:
             return members[0]
     return annotation
-
-
-def _default(field: dataclasses.Field):
-    if field.default is not dataclasses.MISSING:
-        return field.default
-    if field.default_factory is not dataclasses.MISSING:
-        return field.default_factory()
-    return None
 
 
 def _argument(field: dataclasses.Field, annotation, declared: dict) -> tuple[list[str], dict]:
@@ -130,8 +113,10 @@ def _argument(field: dataclasses.Field, annotation, declared: dict) -> tuple[lis
     kwargs["dest"] = field.name
     if declared["required"]:
         kwargs.update(required=True, default=None)
+    elif field.default_factory is not dataclasses.MISSING:
+        kwargs["default"] = field.default_factory()
     else:
-        kwargs["default"] = _default(field)
+        kwargs["default"] = None if field.default is dataclasses.MISSING else field.default
     return list(declared["flags"] or [f"--{field.name}"]), kwargs
 
 

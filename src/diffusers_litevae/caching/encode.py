@@ -92,9 +92,7 @@ class CacheReport:
     timings: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        data = asdict(self)
-        data.pop("encoded_ids")
-        return data
+        return {name: value for name, value in asdict(self).items() if name != "encoded_ids"}
 
 
 # ------------------------------------------------------------------------------------------ settings
@@ -107,14 +105,12 @@ class CacheSettings:
     """How :func:`cache_latents` reads its source, encodes it and writes the cache: the settings of
     ``litevae cache-latents`` (each field's help says what it does), and a few of the Python API only.
 
-    The dataset fields apply to a source given as a dataset (:meth:`dataset_source`), ``caption_extension`` to one
-    given as an image folder, and the VAE fields to a VAE given by name. ``compile=None`` compiles on CUDA only
-    where it pays (:func:`~diffusers_litevae.caching.planning.choose_compile`, which logs its reason); a compiled
-    encoder runs one static-shape graph per bucket (every batch padded to ``batch_size``), with CUDA graphs on CUDA.
+    The dataset fields apply to a source given as a dataset (:meth:`dataset_source`), ``caption_extension`` to an
+    image folder, the VAE fields to a VAE given by name. A compiled encoder runs one static-shape graph per bucket
+    (every batch padded to ``batch_size``), with CUDA graphs on CUDA.
 
     Python API only: ``transform``, the resize/crop settings (:class:`TransformConfig`); ``progress``, the tqdm bar
-    of the main process; ``command``, the command line that runs the job, recorded in ``last_run.json`` (the dataset
-    card of ``litevae push-cache`` shows it as the way the cache was made).
+    of the main process; ``command``, the command line recorded in ``last_run.json`` (and the dataset card).
     """
 
     dataset_config_name: str | None = setting(None, "dataset configuration name", group=INPUT_GROUP)
@@ -232,10 +228,8 @@ class _SingleProcess:
 
 
 def _process_state(device):
-    """accelerate's ``PartialState`` when started by ``accelerate launch``/torchrun, else one plain process.
-
-    Both launchers export ``WORLD_SIZE`` (torchrun's environment contract); a single process needs no process group.
-    """
+    """accelerate's ``PartialState`` when started by ``accelerate launch``/torchrun (both export ``WORLD_SIZE``),
+    else one plain process, which needs no process group."""
     from accelerate import PartialState
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -250,9 +244,8 @@ def _run_lock(root: Path, state):
     """Hold the cache folder's :class:`~diffusers_litevae.caching.writer.CacheLock` for one run: the main process
     takes it, and every process of the run raises :class:`~diffusers_litevae.caching.writer.CacheBusyError` when
     another run holds it."""
-    lock = CacheLock(root) if state.is_main_process else None
-    message = None
-    if lock is not None:
+    lock, message = CacheLock(root), None
+    if state.is_main_process:
         try:
             lock.acquire()
         except CacheBusyError as error:
@@ -266,8 +259,7 @@ def _run_lock(root: Path, state):
     try:
         yield
     finally:
-        if lock is not None:
-            lock.release()
+        lock.release()  # a no-op where it was not taken
 
 
 def cache_latents(
@@ -367,8 +359,12 @@ def _open_source(source, settings: CacheSettings, root: Path):
 
 def _load_encoder(vae, device, settings: CacheSettings):
     """``(vae, vae_info)``: the VAE to encode with (fp32 weights on ``device``, eval) and its identity."""
-    if isinstance(vae, (str, os.PathLike)):
-        vae_name = str(vae)
+    vae_name = str(vae) if isinstance(vae, (str, os.PathLike)) else None
+    if vae_name is None:
+        # The caller's model (e.g. a pipeline's pipe.vae) is left as it was: moving, upcasting, channels-last and
+        # compiling happen on a copy.
+        vae = copy.deepcopy(vae)
+    else:
         vae = load_vae(
             vae_name,
             subfolder=settings.vae_subfolder,
@@ -376,13 +372,7 @@ def _load_encoder(vae, device, settings: CacheSettings):
             revision=settings.revision,
             variant=settings.variant,
         )
-    else:
-        vae_name = None
     vae_info = vae_identity(vae, vae_name, settings.vae_subfolder, settings.revision)
-    if vae_name is None:
-        # The caller's model (e.g. a pipeline's pipe.vae) is left as it was: moving, upcasting, channels-last and
-        # compiling happen on a copy.
-        vae = copy.deepcopy(vae)
     vae = vae.to(device).eval().requires_grad_(False)
     if any(parameter.dtype != torch.float32 for parameter in vae.parameters()):
         vae = vae.float()  # fp32 weights: CPU encodes in fp32, CUDA autocasts to bf16/fp16

@@ -159,11 +159,10 @@ def push_cache(
 def open_cache(cache_dir_or_repo_id: str | os.PathLike, revision: str | None = None, token: str | None = None) -> Path:
     """The local folder of a cache: ``cache_dir_or_repo_id`` itself when it is a folder, else the snapshot of that
     Hub dataset repo at ``revision`` (``snapshot_download``, cached by huggingface_hub)."""
-    from ..hub_ids import is_owner_repo_id
+    from ..hub_ids import is_hub_repo_id
 
-    path = Path(cache_dir_or_repo_id).expanduser()
-    if path.exists() or not is_owner_repo_id(str(cache_dir_or_repo_id)):
-        return path
+    if not is_hub_repo_id(cache_dir_or_repo_id):
+        return Path(cache_dir_or_repo_id).expanduser()
     from huggingface_hub import snapshot_download
 
     try:

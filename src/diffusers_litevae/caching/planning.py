@@ -48,16 +48,10 @@ def read_jsonl(path: Path) -> list[dict]:
 def choose_compile(flag: bool | None, cuda: bool, num_images: int, num_shapes: int) -> tuple[bool, str]:
     """Whether the caching job compiles its encoder, and why (one line for the log).
 
-    An explicit ``--compile`` / ``--no-compile`` (``flag``) decides. Otherwise (``None``) compile only on CUDA and
-    only when the images to encode, spread over the transform's bucket shapes, come to at least
-    :data:`COMPILE_PAYS_FROM_IMAGES_PER_SHAPE` per shape: below that the compile warm-up costs more than it saves.
-
-    Args:
-        flag: the user's choice, or ``None`` for this rule.
-        cuda: whether the job runs on CUDA (elsewhere compiled encoders measured slower than eager).
-        num_images: images this job will encode.
-        num_shapes: distinct input shapes the transform can produce (its buckets; each image's own size counts as
-            one shape per image when the transform keeps full sizes).
+    An explicit ``flag`` (``--compile`` / ``--no-compile``) decides. With ``None``, compile only on ``cuda`` (elsewhere
+    compiled encoders measured slower than eager), and only when the ``num_images`` to encode come to at least
+    :data:`COMPILE_PAYS_FROM_IMAGES_PER_SHAPE` per input shape (``num_shapes``: the transform's buckets, or one per
+    image for full-size images): below that the compile warm-up costs more than it saves.
     """
     if flag is not None:
         return bool(flag), f"compile {'on' if flag else 'off'} (--{'' if flag else 'no-'}compile)"

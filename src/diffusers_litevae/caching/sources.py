@@ -1,9 +1,8 @@
 """Readers for the caching job's inputs: an image folder (recursive) or a Hugging Face dataset.
 
-A source lists its samples cheaply (:meth:`scan`) as :class:`SourceItem` records: a stable sample id, a
-fingerprint that changes when the image changes, the caption, and a locator that a DataLoader worker turns into
-the image's bytes (:meth:`read_bytes`). The caching job compares fingerprints with its index to decide what to
-(re-)encode, so sources never decode pixels themselves.
+A source lists its samples cheaply (``scan``) as :class:`SourceItem` records, whose fingerprints the caching job
+compares with its index to decide what to (re-)encode; DataLoader workers read the bytes (``read_bytes``) and
+decode them, sources never do.
 """
 
 from __future__ import annotations
