@@ -2,10 +2,8 @@
 
 ``LatentDataset`` reads samples by index through the cache's index (never by position in a stream), so a latent
 is always paired with its own caption and metadata whatever the shuffling. Shards are memory-mapped with
-safetensors ``safe_open`` and only the requested slot is read. Latents come out ready for the diffusion model:
-``(latent - shift_factor) * scaling_factor`` like diffusers' training scripts (or, for VAEs whose config has
-``latents_mean``/``latents_std``, ``(latent - latents_mean) * scaling_factor / latents_std`` like the SDXL
-pipeline).
+safetensors ``safe_open`` and only the requested slot is read. Latents come out ready for the diffusion model
+(:class:`~diffusers_litevae.vae_io.LatentNormalization`).
 """
 
 from __future__ import annotations
@@ -277,23 +275,18 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
-        if drop_last:
-            self._warn_about_dropped_samples()
-
-    def _warn_about_dropped_samples(self) -> None:
-        short = {key: len(indices) for key, indices in self.groups.items() if len(indices) < self.batch_size}
-        if not short:
-            return
-        total = sum(len(indices) for indices in self.groups.values())
-        dropped = sum(len(indices) % self.batch_size for indices in self.groups.values())
-        buckets = ", ".join(f"{h}x{w} ({count})" for (h, w), count in short.items())
-        warnings.warn(
-            f"drop_last=True with batch_size={self.batch_size}: {len(short)} of {len(self.groups)} buckets hold fewer "
-            f"samples than one batch ({buckets}) and yield no batch; {dropped} of {total} samples are dropped every "
-            "epoch. Pass drop_last=False, or a smaller batch_size.",
-            UserWarning,
-            stacklevel=3,
-        )
+        short = {key: len(indices) for key, indices in self.groups.items() if len(indices) < batch_size}
+        if drop_last and short:
+            total = sum(len(indices) for indices in self.groups.values())
+            dropped = sum(len(indices) % batch_size for indices in self.groups.values())
+            listed = ", ".join(f"{h}x{w} ({count})" for (h, w), count in short.items())
+            warnings.warn(
+                f"drop_last=True with batch_size={batch_size}: {len(short)} of {len(self.groups)} buckets hold fewer "
+                f"samples than one batch ({listed}) and yield no batch; {dropped} of {total} samples are dropped "
+                "every epoch. Pass drop_last=False, or a smaller batch_size.",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

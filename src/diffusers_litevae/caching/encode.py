@@ -458,7 +458,8 @@ def _plan(run: _Run) -> _Plan:
 
 def _merge(run: _Run, plan: _Plan, report: CacheReport, vae_name: str) -> None:
     """Main process, after every process encoded: fold this run's shards into the index, drop entries of removed
-    images and dead shards, write ``errors.jsonl``, fill ``report`` and write ``last_run.json``."""
+    images and dead shards, write ``errors.jsonl`` (removing the partial ones), fill ``report`` and write
+    ``last_run.json``."""
     root, index = run.root, plan.index
     index.recover_orphans()  # this run's shards, from every process
     source_ids = {item.sample_id for item in plan.items}
@@ -466,7 +467,14 @@ def _merge(run: _Run, plan: _Plan, report: CacheReport, vae_name: str) -> None:
         del index.entries[sample_id]
     index.write()
     index.delete_dead_shards()
-    failures = _write_errors(root, plan.skipped, plan.kept_failures)
+    # errors.jsonl: the skipped files, then every failure by sample id (this run's from each process's partial file).
+    partials = sorted(root.glob("errors.r*.partial.jsonl"))
+    new_failures = [row for partial in partials for row in read_jsonl(partial)]
+    failures = sorted(plan.kept_failures + new_failures, key=lambda row: row["sample_id"])
+    rows = plan.skipped + failures
+    write_bytes_atomic(root / ERRORS_NAME, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode())
+    for partial in partials:
+        partial.unlink()
     new_shards = index.known_shards - plan.known_before
     report.num_samples = len(index.entries)
     report.num_encoded = sum(1 for entry in index.entries.values() if entry["shard"] in new_shards)
@@ -498,20 +506,6 @@ def _merge(run: _Run, plan: _Plan, report: CacheReport, vae_name: str) -> None:
             len(plan.skipped),
             root / ERRORS_NAME,
         )
-
-
-def _write_errors(root: Path, skipped: list[dict], kept_failures: list[dict]) -> list[dict]:
-    """Write ``errors.jsonl`` (skipped files, then every failure by sample id, this run's from each process's partial
-    file), remove the partial files, and return the failures."""
-    new_failures = []
-    for partial in sorted(root.glob("errors.r*.partial.jsonl")):
-        new_failures.extend(read_jsonl(partial))
-    failures = sorted(kept_failures + new_failures, key=lambda row: row["sample_id"])
-    rows = skipped + failures
-    write_bytes_atomic(root / ERRORS_NAME, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode())
-    for partial in root.glob("errors.r*.partial.jsonl"):
-        partial.unlink()
-    return failures
 
 
 # ----------------------------------------------------------------------------------------------- encode

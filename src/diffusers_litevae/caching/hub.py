@@ -1,12 +1,9 @@
 """A latent cache on the Hugging Face Hub, as a dataset repo.
 
-- :func:`push_cache` (``litevae push-cache ./latents --repo_id owner/name``): writes the cache's dataset card
-  (``README.md``, rendered from ``cache_card_template.md``: the VAE, the transform, the buckets and the command
-  that built the cache), then ``HfApi.create_repo(repo_type="dataset")`` and
-  ``upload_folder`` (``upload_large_folder`` for large caches, which uploads in resumable chunks, where the
-  installed huggingface_hub has it; from version 2 on, ``upload_folder`` does that itself).
+- :func:`push_cache` (``litevae push-cache``): writes the cache's dataset card (``README.md``, rendered from
+  ``cache_card_template.md``), then uploads the folder to a dataset repo.
 - :func:`open_cache` (what ``LatentDataset("owner/name", revision=...)`` calls): a local folder as it is, a repo id
-  downloaded with ``snapshot_download(repo_type="dataset")``; with ``vae``, a cache made by another VAE is refused.
+  downloaded with ``snapshot_download(repo_type="dataset")``.
 """
 
 from __future__ import annotations

@@ -79,14 +79,8 @@ def compare_manifests(existing: dict, requested: dict) -> list[str]:
 
 
 class CacheIndex:
-    """In-memory index: ``entries[sample_id]`` (with ``shard`` and ``slot``) and the shards absorbed so far.
-
-    Attributes:
-        root: the cache folder.
-        entries (`dict[str, dict]`): one index entry per cached sample.
-        known_shards (`set[str]`): shard paths already reflected in ``entries`` (live or superseded).
-        generation (`int`): the highest generation seen.
-    """
+    """In-memory index of the cache folder ``root``: ``entries[sample_id]`` (with ``shard`` and ``slot``), the
+    ``known_shards`` already reflected in them (live or superseded) and the highest ``generation`` seen."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)

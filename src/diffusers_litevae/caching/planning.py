@@ -16,7 +16,6 @@ __all__ = [
     "COMPILE_PAYS_FROM_IMAGES_PER_SHAPE",
     "build_manifest",
     "choose_compile",
-    "hash_files",
     "plan_work",
     "read_jsonl",
 ]
@@ -66,19 +65,6 @@ def choose_compile(flag: bool | None, cuda: bool, num_images: int, num_shapes: i
     )
 
 
-def hash_files(source, items: list[SourceItem]) -> dict[str, str | None]:
-    """Content hash of each item's bytes (``None`` where unreadable), read on 8 threads."""
-
-    def digest(item):
-        try:
-            return item.sample_id, content_hash(source.read_bytes(item.locator))
-        except OSError:
-            return item.sample_id, None
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return dict(pool.map(digest, items))
-
-
 def plan_work(items, index: CacheIndex, previous_failures: dict[str, dict], source, retry_failed: bool):
     """Decide per item: keep (maybe with metadata updates), encode, or skip as a known failure.
 
@@ -115,10 +101,18 @@ def plan_work(items, index: CacheIndex, previous_failures: dict[str, dict], sour
                 updates += 1
         else:
             needs_hash.append((item, entry))
-    # A changed stat (touched, copied, restored from backup) re-encodes only if the bytes differ.
-    hashes = hash_files(source, [item for item, _ in needs_hash]) if needs_hash else {}
-    for item, entry in needs_hash:
-        if hashes.get(item.sample_id) is not None and hashes[item.sample_id] == entry.get("content_hash"):
+
+    # A changed stat (touched, copied, restored from backup) re-encodes only if the bytes differ (read on 8 threads).
+    def read_hash(item: SourceItem) -> str | None:
+        try:
+            return content_hash(source.read_bytes(item.locator))
+        except OSError:
+            return None
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        hashes = list(pool.map(read_hash, [item for item, _ in needs_hash]))
+    for (item, entry), digest in zip(needs_hash, hashes):
+        if digest is not None and digest == entry.get("content_hash"):
             entry["fingerprint"] = item.fingerprint
             entry["caption"] = item.caption
             updates += 1

@@ -1,9 +1,6 @@
-"""The deterministic resize/crop that turns one image into one cached sample (opened, turned upright and converted
-to RGB by :mod:`diffusers_litevae.image_io`, as every command reads images).
-
-The same function runs in the caching job's DataLoader workers and in tests/user code that want to check a
-cached latent against ``vae.encode`` of the same pixels: :func:`preprocess_image` is the single definition of
-"the preprocessed image" of a sample.
+"""The deterministic resize/crop that turns one image into one cached sample: :func:`preprocess_image` is the single
+definition of "the preprocessed image" of a sample, run by the caching job's DataLoader workers and by code that
+checks a cached latent against ``vae.encode`` of the same pixels.
 """
 
 from __future__ import annotations

@@ -113,12 +113,8 @@ class ImageFolderSource:
             )
 
     def scan(self) -> tuple[list[SourceItem], list[dict]]:
-        """List the images.
-
-        Returns:
-            ``(items, skipped)``: items sorted by sample id; ``skipped`` report rows (``sample_id``, ``path``,
-            ``stage="scan"``, ``error``) for files that are not images.
-        """
+        """``(items, skipped)``: the images sorted by sample id, and the ``errors.jsonl`` rows of files that are not
+        images."""
         items: list[SourceItem] = []
         ignore = (self.caption_extension,) if self.caption_extension else ()
         paths, rejected = scan_image_files(self.root, self.image_extensions, ignore, self.exclude)
