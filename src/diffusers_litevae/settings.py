@@ -121,11 +121,11 @@ def _argument(field: dataclasses.Field, annotation, declared: dict) -> tuple[lis
 
 
 def add_setting_arguments(
-    parser: argparse.ArgumentParser, cls: type, *, exclude: Sequence[str] = (), one_of: Sequence[str] = ()
+    parser: argparse.ArgumentParser, cls: type, *, one_of: Sequence[str] = ()
 ) -> dict[str, argparse._ArgumentGroup]:
-    """Add a flag for every field of the settings dataclass ``cls`` that declares one (see :func:`setting`) and is
-    not in ``exclude``. Exactly one of the fields in ``one_of`` must be given: their flags form a required mutually
-    exclusive group, inside the ``--help`` section of the first of them.
+    """Add a flag for every field of the settings dataclass ``cls`` that declares one (see :func:`setting`). Exactly
+    one of the fields in ``one_of`` must be given: their flags form a required mutually exclusive group, inside the
+    ``--help`` section of the first of them.
 
     The ``--help`` sections are the fields' groups: in the order of ``cls.setting_groups`` (a class attribute, a tuple
     of group names) where the class has one, then in the order of each group's first field.
@@ -134,14 +134,13 @@ def add_setting_arguments(
         The argument groups made, by name, so a command can add flags that are not settings to them.
     """
     hints = typing.get_type_hints(cls)
-    # A class may list its groups' order in ``setting_groups``; other groups follow in the order of their first field.
     groups: dict[str | None, argparse._ArgumentGroup] = {
         name: parser.add_argument_group(name) for name in getattr(cls, "setting_groups", ())
     }
     exclusive = None
     for field in dataclasses.fields(cls):
         declared = _declaration(cls, field.name)
-        if declared is None or field.name in exclude:
+        if declared is None:
             continue
         name = declared["group"]
         if name not in groups:

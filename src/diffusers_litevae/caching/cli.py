@@ -41,9 +41,8 @@ def default_num_workers(most: int = 4) -> int:
 
 @dataclass(frozen=True)
 class _CommandFlags:
-    """The flags of ``litevae cache-latents`` that are not :class:`~diffusers_litevae.caching.encode.CacheSettings`:
-    the source, VAE and cache folder (:func:`~diffusers_litevae.caching.cache_latents`' arguments) and
-    ``--no_buckets`` (``bucketing=False``)."""
+    """The flags of ``litevae cache-latents`` that are :func:`~diffusers_litevae.caching.cache_latents`' arguments
+    (source, VAE, cache folder), and ``--no_buckets`` (``bucketing=False``)."""
 
     train_data_dir: str | None = setting(
         None, "image folder, read recursively; captions from <image>.txt sidecars", group=INPUT_GROUP

@@ -180,15 +180,13 @@ class LatentDataset(Dataset):
         if self._handles_pid != os.getpid():  # a forked DataLoader worker: open its own handles
             self._handles = OrderedDict()
             self._handles_pid = os.getpid()
-        handle = self._handles.get(relpath)
-        if handle is None:
-            handle = safe_open(str(self.root / relpath), framework="pt")
-            self._handles[relpath] = handle
+        if relpath in self._handles:
+            self._handles.move_to_end(relpath)
+        else:
+            self._handles[relpath] = safe_open(str(self.root / relpath), framework="pt")
             if len(self._handles) > 64:
                 self._handles.popitem(last=False)
-        else:
-            self._handles.move_to_end(relpath)
-        return handle
+        return self._handles[relpath]
 
     def _generator(self, i: int) -> torch.Generator | None:
         if self.seed is None:
@@ -208,10 +206,7 @@ class LatentDataset(Dataset):
         if i < 0:
             i += len(self)
         generator = self._generator(i)
-        flipped = False
-        if self.flip_probability > 0:
-            draw = torch.rand((), generator=generator) if generator is not None else torch.rand(())
-            flipped = bool(draw < self.flip_probability)
+        flipped = self.flip_probability > 0 and bool(torch.rand((), generator=generator) < self.flip_probability)
         mean, std = self.raw_moments(i, flipped)
         latents = mean
         if self.latent_sampling == "sample" and std is not None:

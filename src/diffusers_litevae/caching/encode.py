@@ -187,9 +187,9 @@ class CacheSettings:
     def replace(self, **changes) -> CacheSettings:
         """A copy with ``changes``: fields of these settings, or of :class:`TransformConfig` for its ``transform``
         (``settings.replace(resolution=512, bucketing=False, dtype="fp32")``)."""
-        if "transform" in changes and changes["transform"] is None:  # as if not given
+        if changes.get("transform", self.transform) is None:  # as if not given
             del changes["transform"]
-        transform_names = {name for name in changes if name in TransformConfig.__dataclass_fields__}
+        transform_names = changes.keys() & TransformConfig.__dataclass_fields__.keys()
         if transform_names:
             if "transform" in changes:
                 raise TypeError(
@@ -294,8 +294,7 @@ def cache_latents(
     manifest, existing = _check_manifest(run, vae, vae_info)
     state.wait_for_everyone()  # every process has read the manifest before the main one may write it
     with _run_lock(root, state):  # one run writes a cache at a time; its processes write together
-        _open_cache(run, manifest, existing)
-        plan = _plan(run)
+        plan = _plan(run, manifest, existing)
         # Whether the encoder runs compiled (compile=None: where it pays; the reason is logged). Full-size images
         # ("full" crops, no buckets) are each their own input shape.
         num_shapes = len(settings.transform.buckets()) or max(len(plan.todo), 1)
@@ -412,23 +411,18 @@ def _check_manifest(run: _Run, vae, vae_info: dict) -> tuple[dict, dict | None]:
     return manifest, existing
 
 
-def _open_cache(run: _Run, manifest: dict, existing: dict | None) -> None:
-    """Under the run's lock (main process): create the folder, clear what a killed run left half-written, and record
-    the manifest of a new cache."""
-    if not run.state.is_main_process:
-        return
-    root = run.root
-    root.mkdir(parents=True, exist_ok=True)
-    remove_temp_files(root)
-    for stale in root.glob("errors.r*.partial.jsonl"):
-        stale.unlink()
-    if existing is None:
-        write_json_atomic(root / MANIFEST_NAME, manifest)
-
-
-def _plan(run: _Run) -> _Plan:
-    """List the source, load the index (and earlier failures) and decide what to encode, keep and drop."""
+def _plan(run: _Run, manifest: dict, existing: dict | None) -> _Plan:
+    """Under the run's lock: (main process) create the folder, clear what a killed run left half-written and record
+    the manifest of a new cache; then list the source, load the index (and earlier failures) and decide what to
+    encode, keep and drop."""
     state, root = run.state, run.root
+    if state.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        remove_temp_files(root)
+        for stale in root.glob("errors.r*.partial.jsonl"):
+            stale.unlink()
+        if existing is None:
+            write_json_atomic(root / MANIFEST_NAME, manifest)
     items, skipped = run.source.scan()
     if run.settings.max_images is not None:
         items = items[: run.settings.max_images]
@@ -463,8 +457,7 @@ def _merge(run: _Run, plan: _Plan, report: CacheReport, vae_name: str) -> None:
     root, index = run.root, plan.index
     index.recover_orphans()  # this run's shards, from every process
     source_ids = {item.sample_id for item in plan.items}
-    for sample_id in [sample_id for sample_id in index.entries if sample_id not in source_ids]:
-        del index.entries[sample_id]
+    index.entries = {sample_id: entry for sample_id, entry in index.entries.items() if sample_id in source_ids}
     index.write()
     index.delete_dead_shards()
     # errors.jsonl: the skipped files, then every failure by sample id (this run's from each process's partial file).

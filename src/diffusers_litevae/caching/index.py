@@ -71,10 +71,9 @@ def compare_manifests(existing: dict, requested: dict) -> list[str]:
         for key in sorted(set(old) | set(new)):
             if tuple(key.split(".", 1)) in INFORMATIONAL_KEYS:
                 continue
-            if old.get(key, "<unset>") != new.get(key, "<unset>"):
-                differences.append(
-                    f"{key}: cache has {old.get(key, '<unset>')!r}, this run has {new.get(key, '<unset>')!r}"
-                )
+            before, after = old.get(key, "<unset>"), new.get(key, "<unset>")
+            if before != after:
+                differences.append(f"{key}: cache has {before!r}, this run has {after!r}")
     return differences
 
 

@@ -32,6 +32,11 @@ def _scan_error(sample_id: str, path: str, error: str) -> dict:
     return {"sample_id": sample_id, "path": path, "stage": "scan", "error": error}
 
 
+def _dotted(extension: str) -> str:
+    """``extension`` in lower case, with its leading dot."""
+    return extension.lower() if extension.startswith(".") else "." + extension.lower()
+
+
 def content_hash(data: bytes) -> str:
     """Hex BLAKE2b-128 digest of a file's bytes (the ``content_hash`` recorded per sample)."""
     return hashlib.blake2b(data, digest_size=16).hexdigest()
@@ -82,12 +87,8 @@ class ImageFolderSource:
         self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
             raise CacheInputError(f"image folder {str(root)!r} does not exist or is not a folder.")
-        if caption_extension and not caption_extension.startswith("."):
-            caption_extension = "." + caption_extension
-        self.caption_extension = caption_extension.lower() if caption_extension else None
-        self.image_extensions = tuple(
-            ext.lower() if ext.startswith(".") else "." + ext.lower() for ext in image_extensions
-        )
+        self.caption_extension = _dotted(caption_extension) if caption_extension else None
+        self.image_extensions = tuple(_dotted(extension) for extension in image_extensions)
         self.exclude = {Path(path).expanduser().resolve() for path in exclude}
 
     def identity(self) -> dict:
