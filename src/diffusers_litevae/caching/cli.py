@@ -32,10 +32,8 @@ DEFAULT_VAE = "litevae-s-taef2"  # bundled with the package, as `litevae eval`'s
 def default_num_workers(most: int = 4) -> int:
     """``most`` decoding workers, or as many as this process may use CPU cores if that is fewer (torch warns when
     a DataLoader has more workers than cores)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cores = os.cpu_count() or 1
+    # macOS and Windows have no sched_getaffinity.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(most, cores))
 
 

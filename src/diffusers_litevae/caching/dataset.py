@@ -116,10 +116,7 @@ class LatentDataset(Dataset):
         self.latents_std = self._channel_tensor(vae.get("latents_std"))
         self._handles: OrderedDict[str, object] = OrderedDict()  # open shards, least recently used first
         self._handles_pid = os.getpid()
-        self._read_index()
-
-    def _read_index(self) -> None:
-        """The index as columns (numpy arrays, packed strings) that DataLoader workers share without copying."""
+        # The index as columns (numpy arrays, packed strings) that DataLoader workers share without copying.
         index = CacheIndex.load(self.root, recover=True)  # includes shards of a run that was killed
         entries = [index.entries[sample_id] for sample_id in sorted(index.entries)]
         self.shards = sorted({entry["shard"] for entry in entries})

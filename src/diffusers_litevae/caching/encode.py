@@ -579,13 +579,6 @@ class _EncodeTimer:
         return self.timings
 
 
-def _autocast_dtype(device: torch.device, settings: CacheSettings):
-    if device.type == "cuda":
-        return None if settings.mixed_precision == "no" else resolve_dtype(settings.mixed_precision)
-    # CPU autocast supports bf16 only
-    return torch.bfloat16 if settings.cpu_mixed_precision and settings.mixed_precision != "no" else None
-
-
 def _encode_batch(vae, pixels, run: _Run, timer: _EncodeTimer) -> tuple[dict[str, torch.Tensor], tuple[int, ...]]:
     """One batch of ``uint8`` pixels to ``(tensors, input_shape)``: what the batch adds to its shard (``mean``,
     ``std`` unless the VAE is deterministic, with ``flip`` also ``mean_flipped``/``std_flipped``) in the storage
@@ -593,7 +586,10 @@ def _encode_batch(vae, pixels, run: _Run, timer: _EncodeTimer) -> tuple[dict[str
     settings, device = run.settings, run.device
     with timer.transfer():
         pixels = pixels.to(device, non_blocking=True)
-    autocast_dtype = _autocast_dtype(device, settings)
+    if device.type == "cuda":
+        autocast_dtype = None if settings.mixed_precision == "no" else resolve_dtype(settings.mixed_precision)
+    else:  # CPU autocast supports bf16 only
+        autocast_dtype = torch.bfloat16 if settings.cpu_mixed_precision and settings.mixed_precision != "no" else None
     autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         images = pixels_to_model_input(pixels)

@@ -118,7 +118,8 @@ class ImageFolderSource:
         images."""
         items: list[SourceItem] = []
         ignore = (self.caption_extension,) if self.caption_extension else ()
-        paths, rejected = scan_image_files(self.root, self.image_extensions, ignore, self.exclude)
+        sidecar_extensions = (self.caption_extension, self.caption_extension.upper()) if self.caption_extension else ()
+        paths, rejected = scan_image_files(self.root, self.image_extensions, ignore, self.exclude)  # sorted
         skipped = [self._skip(path, reason) for path, reason in rejected]
         for path in paths:
             try:
@@ -126,13 +127,9 @@ class ImageFolderSource:
             except OSError as error:
                 skipped.append(self._skip(path, f"cannot stat: {error}"))
                 continue
-            caption = None
-            if self.caption_extension:
-                for extension in (self.caption_extension, self.caption_extension.upper()):
-                    sidecar = path.with_suffix(extension)
-                    if sidecar.is_file():
-                        caption = sidecar.read_text(encoding="utf-8", errors="replace").strip()
-                        break
+            sidecars = (path.with_suffix(extension) for extension in sidecar_extensions)
+            sidecar = next((sidecar for sidecar in sidecars if sidecar.is_file()), None)
+            caption = sidecar.read_text(encoding="utf-8", errors="replace").strip() if sidecar else None
             items.append(
                 SourceItem(
                     sample_id=path.relative_to(self.root).as_posix(),
@@ -141,7 +138,6 @@ class ImageFolderSource:
                     caption=caption,
                 )
             )
-        items.sort(key=lambda item: item.sample_id)
         return items, skipped
 
     def _skip(self, path: Path, error: str) -> dict:
