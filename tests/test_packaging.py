@@ -47,6 +47,7 @@ def test_the_wheel_carries_the_bundled_models(tmp_path):
     assert shipped <= names, sorted(shipped - names)
     assert "diffusers_litevae/cli.py" in names
     assert "diffusers_litevae/hub/model_card_template.md" in names  # the model cards are rendered from it
+    assert "diffusers_litevae/caching/cache_card_template.md" in names  # and the latent caches' dataset cards
     assert any(name.endswith("entry_points.txt") for name in names)
 
 

@@ -1,19 +1,13 @@
-"""Settings declared once: a dataclass field carries its command-line flag (help, choices, spelling, group), and a
-command's argparse flags are derived from its settings dataclass.
+"""Settings declared once: a dataclass field carries its command-line flag (help, choices, spelling, group).
 
-A command's settings class declares each setting as ``name: type = setting(default, "help", ...)``; the class checks
-its values in ``__post_init__``; the command calls :func:`add_setting_arguments` to build its flags and
-:func:`settings_from_args` to turn the parsed flags back into the class. A subclass may change a default by
-redeclaring the field with a plain default: the flag keeps the help and spelling declared in the base class.
+A command's settings class declares each setting as ``name: type = setting(default, "help", ...)`` and checks its
+values in ``__post_init__``; the command builds its flags with :func:`add_setting_arguments` and turns the parsed
+flags back into the class with :func:`settings_from_args`. A subclass may change a default by redeclaring the field
+with a plain default: the flag keeps the help and spelling declared in the base class.
 
-How a flag is derived from the field's type (``from __future__ import annotations`` is fine):
-
-- ``bool``: ``--name/--no-name`` (``argparse.BooleanOptionalAction``), or ``--name`` alone with
-  ``action="store_true"``;
-- ``int``, ``float``, ``str`` (or ``X | None``): one value of that type;
-- ``list[X]``: one or more values (``nargs="+"``) of type ``X``.
-
-Anything else (a JSON object, a path list) names its ``type`` and ``nargs`` explicitly.
+The flag follows the field's type: ``bool`` gives ``--name/--no-name`` (or ``--name`` alone with
+``action="store_true"``), ``int``/``float``/``str`` (or ``X | None``) one value of that type, ``list[X]`` one or more
+values (``nargs="+"``). Anything else (a JSON object, a path list) names its ``type`` and ``nargs`` explicitly.
 """
 
 from __future__ import annotations
@@ -49,10 +43,9 @@ def setting(
     Args:
         default: the setting's default (also the flag's, unless ``required``).
         help: the flag's help text (``%(default)s`` may appear in it).
-        flags: the flag's spellings; default ``--<field name>``. Give more for aliases (``("--resolution_schedule",
-            "--resolution")``), or the field's name alone (``("image_dir",)``) for a positional argument.
-        group: the ``--help`` section the flag is listed under; flags of one group are listed together, groups in
-            the order of their first field.
+        flags: the flag's spellings (default ``--<field name>``), aliases too; the field's name alone
+            (``("image_dir",)``) for a positional argument.
+        group: the ``--help`` section the flag is listed under (see :func:`add_setting_arguments`).
         choices: the allowed values.
         metavar: the value's name in ``--help``.
         required: the flag must be given (then its argparse default is ``None``).
@@ -76,9 +69,7 @@ def setting(
             nargs=nargs,
         )
     }
-    if default_factory is not dataclasses.MISSING:
-        return dataclasses.field(default_factory=default_factory, metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
 def _declaration(cls: type, name: str) -> dict | None:
@@ -97,14 +88,6 @@ def _unwrap_optional(annotation):
         if len(members) == 1:
             return members[0]
     return annotation
-
-
-def _default(field: dataclasses.Field):
-    if field.default is not dataclasses.MISSING:
-        return field.default
-    if field.default_factory is not dataclasses.MISSING:
-        return field.default_factory()
-    return None
 
 
 def _argument(field: dataclasses.Field, annotation, declared: dict) -> tuple[list[str], dict]:
@@ -130,15 +113,19 @@ def _argument(field: dataclasses.Field, annotation, declared: dict) -> tuple[lis
     kwargs["dest"] = field.name
     if declared["required"]:
         kwargs.update(required=True, default=None)
+    elif field.default_factory is not dataclasses.MISSING:
+        kwargs["default"] = field.default_factory()
     else:
-        kwargs["default"] = _default(field)
+        kwargs["default"] = None if field.default is dataclasses.MISSING else field.default
     return list(declared["flags"] or [f"--{field.name}"]), kwargs
 
 
 def add_setting_arguments(
-    parser: argparse.ArgumentParser, cls: type, *, exclude: Sequence[str] = ()
+    parser: argparse.ArgumentParser, cls: type, *, one_of: Sequence[str] = ()
 ) -> dict[str, argparse._ArgumentGroup]:
-    """Add a flag for every field of the settings dataclass ``cls`` that declares one (see :func:`setting`).
+    """Add a flag for every field of the settings dataclass ``cls`` that declares one (see :func:`setting`). Exactly
+    one of the fields in ``one_of`` must be given: their flags form a required mutually exclusive group, inside the
+    ``--help`` section of the first of them.
 
     The ``--help`` sections are the fields' groups: in the order of ``cls.setting_groups`` (a class attribute, a tuple
     of group names) where the class has one, then in the order of each group's first field.
@@ -147,19 +134,23 @@ def add_setting_arguments(
         The argument groups made, by name, so a command can add flags that are not settings to them.
     """
     hints = typing.get_type_hints(cls)
-    # A class may list its groups' order in ``setting_groups``; other groups follow in the order of their first field.
     groups: dict[str | None, argparse._ArgumentGroup] = {
         name: parser.add_argument_group(name) for name in getattr(cls, "setting_groups", ())
     }
+    exclusive = None
     for field in dataclasses.fields(cls):
         declared = _declaration(cls, field.name)
-        if declared is None or field.name in exclude:
+        if declared is None:
             continue
         name = declared["group"]
         if name not in groups:
             groups[name] = parser.add_argument_group(name) if name else parser
+        container = groups[name]
+        if field.name in one_of:
+            exclusive = exclusive or container.add_mutually_exclusive_group(required=True)
+            container = exclusive
         names, kwargs = _argument(field, hints[field.name], declared)
-        groups[name].add_argument(*names, **kwargs)
+        container.add_argument(*names, **kwargs)
     return {name: group for name, group in groups.items() if name}
 
 

@@ -32,18 +32,15 @@ DEFAULT_VAE = "litevae-s-taef2"  # bundled with the package, as `litevae eval`'s
 def default_num_workers(most: int = 4) -> int:
     """``most`` decoding workers, or as many as this process may use CPU cores if that is fewer (torch warns when
     a DataLoader has more workers than cores)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cores = os.cpu_count() or 1
+    # macOS and Windows have no sched_getaffinity.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(most, cores))
 
 
 @dataclass(frozen=True)
 class _CommandFlags:
-    """The flags of ``litevae cache-latents`` that are not :class:`~diffusers_litevae.caching.encode.CacheSettings`:
-    the source, VAE and cache folder (:func:`~diffusers_litevae.caching.cache_latents`' arguments) and
-    ``--no_buckets`` (``bucketing=False``)."""
+    """The flags of ``litevae cache-latents`` that are :func:`~diffusers_litevae.caching.cache_latents`' arguments
+    (source, VAE, cache folder), and ``--no_buckets`` (``bucketing=False``)."""
 
     train_data_dir: str | None = setting(
         None, "image folder, read recursively; captions from <image>.txt sidecars", group=INPUT_GROUP
@@ -78,10 +75,7 @@ class _Arguments(CacheSettings, TransformConfig, _CommandFlags):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    groups = add_setting_arguments(parser, _Arguments)
-    # Exactly one source: the two flags join a required mutually exclusive group, argparse's one way to check it.
-    one_source = groups[INPUT_GROUP].add_mutually_exclusive_group(required=True)
-    one_source._group_actions.extend(a for a in parser._actions if a.dest in ("train_data_dir", "dataset_name"))
+    add_setting_arguments(parser, _Arguments, one_of=("train_data_dir", "dataset_name"))
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
 
 

@@ -2,10 +2,8 @@
 
 ``LatentDataset`` reads samples by index through the cache's index (never by position in a stream), so a latent
 is always paired with its own caption and metadata whatever the shuffling. Shards are memory-mapped with
-safetensors ``safe_open`` and only the requested slot is read. Latents come out ready for the diffusion model:
-``(latent - shift_factor) * scaling_factor`` like diffusers' training scripts (or, for VAEs whose config has
-``latents_mean``/``latents_std``, ``(latent - latents_mean) * scaling_factor / latents_std`` like the SDXL
-pipeline).
+safetensors ``safe_open`` and only the requested slot is read. Latents come out ready for the diffusion model
+(:class:`~diffusers_litevae.vae_io.LatentNormalization`).
 """
 
 from __future__ import annotations
@@ -118,10 +116,7 @@ class LatentDataset(Dataset):
         self.latents_std = self._channel_tensor(vae.get("latents_std"))
         self._handles: OrderedDict[str, object] = OrderedDict()  # open shards, least recently used first
         self._handles_pid = os.getpid()
-        self._read_index()
-
-    def _read_index(self) -> None:
-        """The index as columns (numpy arrays, packed strings) that DataLoader workers share without copying."""
+        # The index as columns (numpy arrays, packed strings) that DataLoader workers share without copying.
         index = CacheIndex.load(self.root, recover=True)  # includes shards of a run that was killed
         entries = [index.entries[sample_id] for sample_id in sorted(index.entries)]
         self.shards = sorted({entry["shard"] for entry in entries})
@@ -182,15 +177,13 @@ class LatentDataset(Dataset):
         if self._handles_pid != os.getpid():  # a forked DataLoader worker: open its own handles
             self._handles = OrderedDict()
             self._handles_pid = os.getpid()
-        handle = self._handles.get(relpath)
-        if handle is None:
-            handle = safe_open(str(self.root / relpath), framework="pt")
-            self._handles[relpath] = handle
+        if relpath in self._handles:
+            self._handles.move_to_end(relpath)
+        else:
+            self._handles[relpath] = safe_open(str(self.root / relpath), framework="pt")
             if len(self._handles) > 64:
                 self._handles.popitem(last=False)
-        else:
-            self._handles.move_to_end(relpath)
-        return handle
+        return self._handles[relpath]
 
     def _generator(self, i: int) -> torch.Generator | None:
         if self.seed is None:
@@ -210,10 +203,7 @@ class LatentDataset(Dataset):
         if i < 0:
             i += len(self)
         generator = self._generator(i)
-        flipped = False
-        if self.flip_probability > 0:
-            draw = torch.rand((), generator=generator) if generator is not None else torch.rand(())
-            flipped = bool(draw < self.flip_probability)
+        flipped = self.flip_probability > 0 and bool(torch.rand((), generator=generator) < self.flip_probability)
         mean, std = self.raw_moments(i, flipped)
         latents = mean
         if self.latent_sampling == "sample" and std is not None:
@@ -277,23 +267,18 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
-        if drop_last:
-            self._warn_about_dropped_samples()
-
-    def _warn_about_dropped_samples(self) -> None:
-        short = {key: len(indices) for key, indices in self.groups.items() if len(indices) < self.batch_size}
-        if not short:
-            return
-        total = sum(len(indices) for indices in self.groups.values())
-        dropped = sum(len(indices) % self.batch_size for indices in self.groups.values())
-        buckets = ", ".join(f"{h}x{w} ({count})" for (h, w), count in short.items())
-        warnings.warn(
-            f"drop_last=True with batch_size={self.batch_size}: {len(short)} of {len(self.groups)} buckets hold fewer "
-            f"samples than one batch ({buckets}) and yield no batch; {dropped} of {total} samples are dropped every "
-            "epoch. Pass drop_last=False, or a smaller batch_size.",
-            UserWarning,
-            stacklevel=3,
-        )
+        short = {key: len(indices) for key, indices in self.groups.items() if len(indices) < batch_size}
+        if drop_last and short:
+            total = sum(len(indices) for indices in self.groups.values())
+            dropped = sum(len(indices) % batch_size for indices in self.groups.values())
+            listed = ", ".join(f"{h}x{w} ({count})" for (h, w), count in short.items())
+            warnings.warn(
+                f"drop_last=True with batch_size={batch_size}: {len(short)} of {len(self.groups)} buckets hold fewer "
+                f"samples than one batch ({listed}) and yield no batch; {dropped} of {total} samples are dropped "
+                "every epoch. Pass drop_last=False, or a smaller batch_size.",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

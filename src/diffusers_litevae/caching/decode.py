@@ -11,12 +11,7 @@ from ..image_io import describe_read_error
 from .preprocess import TransformConfig, preprocess_image
 from .sources import SourceItem, content_hash
 
-__all__ = ["DecodeStream", "identity_collate", "worker_init"]
-
-
-def identity_collate(batch):
-    """The DataLoader ``collate_fn`` for :class:`DecodeStream`, which already yields whole batches."""
-    return batch
+__all__ = ["DecodeStream", "worker_init"]
 
 
 def worker_init(_worker_id: int) -> None:
@@ -47,12 +42,13 @@ class DecodeStream(IterableDataset):
         self.max_buffered = max_buffered or 4 * batch_size
 
     @staticmethod
-    def _batch(bucket, buffer, failed, decode_s) -> dict:
+    def _batch(bucket, buffer, decode_s: float, failed: tuple[dict, ...] = ()) -> dict:
+        """A batch of ``buffer``'s ``(pixels, entry)`` pairs, or with an empty ``buffer`` of ``failed`` rows only."""
         return {
-            "bucket": list(bucket),
-            "pixels": torch.stack([pixels for pixels, _ in buffer]),
+            "bucket": list(bucket) if buffer else None,
+            "pixels": torch.stack([pixels for pixels, _ in buffer]) if buffer else None,
             "entries": [entry for _, entry in buffer],
-            "failed": failed,
+            "failed": list(failed),
             "decode_s": decode_s,
         }
 
@@ -69,21 +65,14 @@ class DecodeStream(IterableDataset):
                 digest = item.content_hash or content_hash(data)
                 pixels, plan = preprocess_image(data, self.transform, item.sample_id, buckets)
             except Exception as error:  # noqa: BLE001 (any undecodable input is reported, never fatal)
-                yield {
-                    "bucket": None,
-                    "pixels": None,
-                    "entries": [],
-                    "decode_s": time.perf_counter() - start,
-                    "failed": [
-                        {
-                            "sample_id": item.sample_id,
-                            "path": self.source.path_of(item),
-                            "stage": "decode",
-                            "error": describe_read_error(error),
-                            "fingerprint": item.fingerprint,
-                        }
-                    ],
+                row = {
+                    "sample_id": item.sample_id,
+                    "path": self.source.path_of(item),
+                    "stage": "decode",
+                    "error": describe_read_error(error),
+                    "fingerprint": item.fingerprint,
                 }
+                yield self._batch(None, [], time.perf_counter() - start, (row,))
                 continue
             entry = {
                 "id": item.sample_id,
@@ -99,12 +88,9 @@ class DecodeStream(IterableDataset):
             buffers.setdefault(bucket, []).append((pixels, entry))
             seconds[bucket] = seconds.get(bucket, 0.0) + time.perf_counter() - start
             if len(buffers[bucket]) >= self.batch_size:
-                yield self._batch(bucket, buffers.pop(bucket), [], seconds.pop(bucket))
+                yield self._batch(bucket, buffers.pop(bucket), seconds.pop(bucket))
             elif sum(len(buffer) for buffer in buffers.values()) > self.max_buffered:
                 fullest = max(buffers, key=lambda key: len(buffers[key]))
-                yield self._batch(fullest, buffers.pop(fullest), [], seconds.pop(fullest))
+                yield self._batch(fullest, buffers.pop(fullest), seconds.pop(fullest))
         for bucket in sorted(buffers):
-            yield self._batch(bucket, buffers[bucket], [], seconds[bucket])
-
-
-# ----------------------------------------------------------------------------------------------- report
+            yield self._batch(bucket, buffers[bucket], seconds[bucket])

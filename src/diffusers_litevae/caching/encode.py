@@ -1,18 +1,10 @@
 """The caching job: encode an image folder or dataset into a latent cache, incrementally and resumably.
 
-One call of :func:`cache_latents` (or ``litevae cache-latents``):
-
-1. loads the VAE and checks the request against an existing cache's manifest (refusing on any difference in
-   VAE, transform, storage dtype or source kind, before any work);
-2. lists the source, loads the index (folding in shards from killed runs) and computes what to do: new or changed
-   images are encoded, unchanged ones kept (caption edits applied in place), removed ones dropped;
-3. decodes/resizes in DataLoader workers that batch by bucket, copies pinned ``uint8`` batches to the device
-   without blocking, encodes in bf16 autocast on GPU (fp32 on CPU), and hands the latents to a background
-   thread that writes shards atomically;
-4. merges every process's shards into one index (main process), deletes superseded shards and writes
-   ``errors.jsonl`` and ``last_run.json``.
-
-Under ``accelerate launch`` each process encodes a disjoint, interleaved part of the work list.
+:func:`cache_latents` refuses an existing cache built with other settings before any work, plans against the index
+what to encode (new or changed images), keep (unchanged ones, caption edits applied) and drop (removed ones), decodes
+in DataLoader workers batched by bucket, encodes (bf16 autocast on GPU, fp32 on CPU), writes shards from a background
+thread, and finally merges every process's shards into the index. Under ``accelerate launch`` each process encodes an
+interleaved part of the work list.
 """
 
 from __future__ import annotations
@@ -29,12 +21,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ..file_io import check_output_dir
+from ..file_io import check_output_dir, write_bytes_atomic, write_json_atomic
 from ..image_io import is_saved_dataset
 from ..runtime import compile_for_inference, is_cuda, pad_batch, resolve_compile, resolve_dtype
 from ..settings import setting
 from ..vae_io import load_vae, posterior_moments, vae_identity
-from .decode import DecodeStream, identity_collate, worker_init
+from .decode import DecodeStream, worker_init
 from .index import (
     ERRORS_NAME,
     INDEX_NAME,
@@ -49,16 +41,7 @@ from .index import (
 from .planning import build_manifest, choose_compile, plan_work, read_jsonl
 from .preprocess import TransformConfig, pixels_to_model_input
 from .sources import HubDatasetSource, ImageFolderSource
-from .writer import (
-    BackgroundWriter,
-    CacheBusyError,
-    CacheLock,
-    ShardWriter,
-    list_shard_files,
-    remove_temp_files,
-    write_bytes_atomic,
-    write_json_atomic,
-)
+from .writer import BackgroundWriter, CacheBusyError, CacheLock, ShardWriter, list_shard_files, remove_temp_files
 
 __all__ = ["CacheReport", "CacheSettings", "cache_latents", "STORAGE_DTYPES"]
 
@@ -66,16 +49,6 @@ logger = logging.getLogger(__name__)
 
 STORAGE_DTYPES = ("bf16", "fp16", "fp32")  # the names a manifest records
 _MIXED_PRECISIONS = ("bf16", "fp16", "no")
-
-
-# ----------------------------------------------------------------------------------------------- VAE
-
-
-def _probe_latent_geometry(vae, device: torch.device) -> tuple[int, int, bool]:
-    """``(latent_channels, downsample_factor, has_std)`` measured by encoding one 64x64 image."""
-    with torch.inference_mode():
-        mean, std = posterior_moments(vae, torch.zeros(1, 3, 64, 64, device=device))
-    return mean.shape[1], 64 // mean.shape[-1], std is not None
 
 
 @dataclass
@@ -119,9 +92,7 @@ class CacheReport:
     timings: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        data = asdict(self)
-        data.pop("encoded_ids")
-        return data
+        return {name: value for name, value in asdict(self).items() if name != "encoded_ids"}
 
 
 # ------------------------------------------------------------------------------------------ settings
@@ -134,14 +105,12 @@ class CacheSettings:
     """How :func:`cache_latents` reads its source, encodes it and writes the cache: the settings of
     ``litevae cache-latents`` (each field's help says what it does), and a few of the Python API only.
 
-    The dataset fields apply to a source given as a dataset (:meth:`dataset_source`), ``caption_extension`` to one
-    given as an image folder, and the VAE fields to a VAE given by name. ``compile=None`` compiles on CUDA only
-    where it pays (:func:`~diffusers_litevae.caching.planning.choose_compile`, which logs its reason); a compiled
-    encoder runs one static-shape graph per bucket (every batch padded to ``batch_size``), with CUDA graphs on CUDA.
+    The dataset fields apply to a source given as a dataset (:meth:`dataset_source`), ``caption_extension`` to an
+    image folder, the VAE fields to a VAE given by name. A compiled encoder runs one static-shape graph per bucket
+    (every batch padded to ``batch_size``), with CUDA graphs on CUDA.
 
     Python API only: ``transform``, the resize/crop settings (:class:`TransformConfig`); ``progress``, the tqdm bar
-    of the main process; ``command``, the command line that runs the job, recorded in ``last_run.json`` (the dataset
-    card of ``litevae push-cache`` shows it as the way the cache was made).
+    of the main process; ``command``, the command line recorded in ``last_run.json`` (and the dataset card).
     """
 
     dataset_config_name: str | None = setting(None, "dataset configuration name", group=INPUT_GROUP)
@@ -218,9 +187,9 @@ class CacheSettings:
     def replace(self, **changes) -> CacheSettings:
         """A copy with ``changes``: fields of these settings, or of :class:`TransformConfig` for its ``transform``
         (``settings.replace(resolution=512, bucketing=False, dtype="fp32")``)."""
-        if "transform" in changes and changes["transform"] is None:  # as if not given
+        if changes.get("transform", self.transform) is None:  # as if not given
             del changes["transform"]
-        transform_names = {name for name in changes if name in TransformConfig.__dataclass_fields__}
+        transform_names = changes.keys() & TransformConfig.__dataclass_fields__.keys()
         if transform_names:
             if "transform" in changes:
                 raise TypeError(
@@ -259,10 +228,8 @@ class _SingleProcess:
 
 
 def _process_state(device):
-    """accelerate's ``PartialState`` when started by ``accelerate launch``/torchrun, else one plain process.
-
-    Both launchers export ``WORLD_SIZE`` (torchrun's environment contract); a single process needs no process group.
-    """
+    """accelerate's ``PartialState`` when started by ``accelerate launch``/torchrun (both export ``WORLD_SIZE``),
+    else one plain process, which needs no process group."""
     from accelerate import PartialState
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -277,9 +244,8 @@ def _run_lock(root: Path, state):
     """Hold the cache folder's :class:`~diffusers_litevae.caching.writer.CacheLock` for one run: the main process
     takes it, and every process of the run raises :class:`~diffusers_litevae.caching.writer.CacheBusyError` when
     another run holds it."""
-    lock = CacheLock(root) if state.is_main_process else None
-    message = None
-    if lock is not None:
+    lock, message = CacheLock(root), None
+    if state.is_main_process:
         try:
             lock.acquire()
         except CacheBusyError as error:
@@ -293,8 +259,7 @@ def _run_lock(root: Path, state):
     try:
         yield
     finally:
-        if lock is not None:
-            lock.release()
+        lock.release()  # a no-op where it was not taken
 
 
 def cache_latents(
@@ -329,11 +294,15 @@ def cache_latents(
     manifest, existing = _check_manifest(run, vae, vae_info)
     state.wait_for_everyone()  # every process has read the manifest before the main one may write it
     with _run_lock(root, state):  # one run writes a cache at a time; its processes write together
-        _open_cache(run, manifest, existing)
-        plan = _plan(run)
-        # What the encode steps read: whether the encoder is compiled, decided now; a progress bar on one process.
+        plan = _plan(run, manifest, existing)
+        # Whether the encoder runs compiled (compile=None: where it pays; the reason is logged). Full-size images
+        # ("full" crops, no buckets) are each their own input shape.
+        num_shapes = len(settings.transform.buckets()) or max(len(plan.todo), 1)
+        compile_chosen, reason = choose_compile(settings.compile, is_cuda(device), len(plan.todo), num_shapes)
+        if state.is_main_process:
+            logger.info(reason)
         resolved = settings.replace(
-            compile=_choose_compile(run, plan), progress=settings.progress and state.is_main_process
+            compile=resolve_compile(compile_chosen, device), progress=settings.progress and state.is_main_process
         )
         run = replace(run, settings=resolved)
         my_todo = plan.todo[state.process_index :: state.num_processes]
@@ -389,8 +358,12 @@ def _open_source(source, settings: CacheSettings, root: Path):
 
 def _load_encoder(vae, device, settings: CacheSettings):
     """``(vae, vae_info)``: the VAE to encode with (fp32 weights on ``device``, eval) and its identity."""
-    if isinstance(vae, (str, os.PathLike)):
-        vae_name = str(vae)
+    vae_name = str(vae) if isinstance(vae, (str, os.PathLike)) else None
+    if vae_name is None:
+        # The caller's model (e.g. a pipeline's pipe.vae) is left as it was: moving, upcasting, channels-last and
+        # compiling happen on a copy.
+        vae = copy.deepcopy(vae)
+    else:
         vae = load_vae(
             vae_name,
             subfolder=settings.vae_subfolder,
@@ -398,13 +371,7 @@ def _load_encoder(vae, device, settings: CacheSettings):
             revision=settings.revision,
             variant=settings.variant,
         )
-    else:
-        vae_name = None
     vae_info = vae_identity(vae, vae_name, settings.vae_subfolder, settings.revision)
-    if vae_name is None:
-        # The caller's model (e.g. a pipeline's pipe.vae) is left as it was: moving, upcasting, channels-last and
-        # compiling happen on a copy.
-        vae = copy.deepcopy(vae)
     vae = vae.to(device).eval().requires_grad_(False)
     if any(parameter.dtype != torch.float32 for parameter in vae.parameters()):
         vae = vae.float()  # fp32 weights: CPU encodes in fp32, CUDA autocasts to bf16/fp16
@@ -414,10 +381,13 @@ def _load_encoder(vae, device, settings: CacheSettings):
 def _check_manifest(run: _Run, vae, vae_info: dict) -> tuple[dict, dict | None]:
     """``(manifest, existing)``: this run's manifest and the cache's, refusing a cache built with other settings."""
     root = run.root
-    channels, factor, has_std = _probe_latent_geometry(vae, run.device)
-    transform = run.settings.transform
-    transform.check_downsample_factor(factor)
-    manifest = build_manifest(vae_info, transform, run.settings.dtype, channels, factor, has_std, run.source)
+    with torch.inference_mode():  # the latent geometry, measured on one 64x64 image
+        mean, std = posterior_moments(vae, torch.zeros(1, 3, 64, 64, device=run.device))
+    factor = 64 // mean.shape[-1]
+    run.settings.transform.check_downsample_factor(factor)
+    manifest = build_manifest(
+        vae_info, run.settings.transform, run.settings.dtype, mean.shape[1], factor, std is not None, run.source
+    )
     existing = load_manifest(root)
     if existing is None and (list_shard_files(root) or (root / INDEX_NAME).exists()):
         raise IncompatibleCacheError(
@@ -441,23 +411,18 @@ def _check_manifest(run: _Run, vae, vae_info: dict) -> tuple[dict, dict | None]:
     return manifest, existing
 
 
-def _open_cache(run: _Run, manifest: dict, existing: dict | None) -> None:
-    """Under the run's lock (main process): create the folder, clear what a killed run left half-written, and record
-    the manifest of a new cache."""
-    if not run.state.is_main_process:
-        return
-    root = run.root
-    root.mkdir(parents=True, exist_ok=True)
-    remove_temp_files(root)
-    for stale in root.glob("errors.r*.partial.jsonl"):
-        stale.unlink()
-    if existing is None:
-        write_json_atomic(root / MANIFEST_NAME, manifest)
-
-
-def _plan(run: _Run) -> _Plan:
-    """List the source, load the index (and earlier failures) and decide what to encode, keep and drop."""
+def _plan(run: _Run, manifest: dict, existing: dict | None) -> _Plan:
+    """Under the run's lock: (main process) create the folder, clear what a killed run left half-written and record
+    the manifest of a new cache; then list the source, load the index (and earlier failures) and decide what to
+    encode, keep and drop."""
     state, root = run.state, run.root
+    if state.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        remove_temp_files(root)
+        for stale in root.glob("errors.r*.partial.jsonl"):
+            stale.unlink()
+        if existing is None:
+            write_json_atomic(root / MANIFEST_NAME, manifest)
     items, skipped = run.source.scan()
     if run.settings.max_images is not None:
         items = items[: run.settings.max_images]
@@ -485,28 +450,24 @@ def _plan(run: _Run) -> _Plan:
     return _Plan(items, skipped, index, todo, kept_failures, num_removed, num_updates, generation, known_before)
 
 
-def _choose_compile(run: _Run, plan: _Plan) -> bool:
-    """Whether this run's encoder runs compiled (``compile=None``: where it pays; the reason is logged)."""
-    num_shapes = len(run.settings.transform.buckets()) or max(len(plan.todo), 1)  # full-size images: each its own shape
-    compile_chosen, compile_reason = choose_compile(
-        run.settings.compile, is_cuda(run.device), len(plan.todo), num_shapes
-    )
-    if run.state.is_main_process:
-        logger.info(compile_reason)
-    return resolve_compile(compile_chosen, run.device)
-
-
 def _merge(run: _Run, plan: _Plan, report: CacheReport, vae_name: str) -> None:
     """Main process, after every process encoded: fold this run's shards into the index, drop entries of removed
-    images and dead shards, write ``errors.jsonl``, fill ``report`` and write ``last_run.json``."""
+    images and dead shards, write ``errors.jsonl`` (removing the partial ones), fill ``report`` and write
+    ``last_run.json``."""
     root, index = run.root, plan.index
     index.recover_orphans()  # this run's shards, from every process
     source_ids = {item.sample_id for item in plan.items}
-    for sample_id in [sample_id for sample_id in index.entries if sample_id not in source_ids]:
-        del index.entries[sample_id]
+    index.entries = {sample_id: entry for sample_id, entry in index.entries.items() if sample_id in source_ids}
     index.write()
     index.delete_dead_shards()
-    failures = _write_errors(root, plan.skipped, plan.kept_failures)
+    # errors.jsonl: the skipped files, then every failure by sample id (this run's from each process's partial file).
+    partials = sorted(root.glob("errors.r*.partial.jsonl"))
+    new_failures = [row for partial in partials for row in read_jsonl(partial)]
+    failures = sorted(plan.kept_failures + new_failures, key=lambda row: row["sample_id"])
+    rows = plan.skipped + failures
+    write_bytes_atomic(root / ERRORS_NAME, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode())
+    for partial in partials:
+        partial.unlink()
     new_shards = index.known_shards - plan.known_before
     report.num_samples = len(index.entries)
     report.num_encoded = sum(1 for entry in index.entries.values() if entry["shard"] in new_shards)
@@ -540,25 +501,13 @@ def _merge(run: _Run, plan: _Plan, report: CacheReport, vae_name: str) -> None:
         )
 
 
-def _write_errors(root: Path, skipped: list[dict], kept_failures: list[dict]) -> list[dict]:
-    """Write ``errors.jsonl`` (skipped files, then every failure by sample id, this run's from each process's partial
-    file), remove the partial files, and return the failures."""
-    new_failures = []
-    for partial in sorted(root.glob("errors.r*.partial.jsonl")):
-        new_failures.extend(read_jsonl(partial))
-    failures = sorted(kept_failures + new_failures, key=lambda row: row["sample_id"])
-    rows = skipped + failures
-    write_bytes_atomic(root / ERRORS_NAME, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode())
-    for partial in root.glob("errors.r*.partial.jsonl"):
-        partial.unlink()
-    return failures
-
-
 # ----------------------------------------------------------------------------------------------- encode
+
+_TIMINGS = ("loader_wait", "decode_worker", "transfer", "encode", "warmup", "writer_busy", "writer_wait")
 
 
 class _EncodeTimer:
-    """Where the encode phase goes, in the report's ``timings`` keys.
+    """Where the encode phase goes, in the report's ``timings`` keys; the phase starts when the timer is made.
 
     On CUDA the copy and the encoder run asynchronously, so host clocks would time the launches, not the work: each
     batch records CUDA events, read once after the phase. A compiled encoder's first call of a batch shape (compile,
@@ -568,15 +517,11 @@ class _EncodeTimer:
     def __init__(self, device: torch.device):
         self.device = device
         self.cuda = device.type == "cuda"
-        stages = ("loader_wait", "decode_worker", "transfer", "encode", "warmup", "writer_busy", "writer_wait")
-        self.timings = dict.fromkeys((*stages, "encode_phase", "cpu"), 0.0)
+        self.timings = dict.fromkeys((*_TIMINGS, "encode_phase", "cpu"), 0.0)
         self._events: list[list] = []  # per batch: (before copy, after copy, after encode) CUDA events
         self._marks: list | None = None
         self._encode_start = 0.0
-
-    def start_phase(self) -> None:
-        self._phase_start = time.perf_counter()
-        self._cpu_start = os.times()
+        self._phase_start, self._cpu_start = time.perf_counter(), os.times()
 
     def batches(self, loader):
         """The loader's batches, timing the wait for each and adding up the workers' decode time."""
@@ -627,29 +572,24 @@ class _EncodeTimer:
                 self.timings["transfer"] += start.elapsed_time(copied) / 1000
                 self.timings["encode"] += copied.elapsed_time(done) / 1000
         self.timings["encode_phase"] = time.perf_counter() - self._phase_start
-        cpu_end = os.times()  # after the loader's workers were joined, so their CPU time is in the children's counts
-        self.timings["cpu"] = sum(
-            getattr(cpu_end, key) - getattr(self._cpu_start, key)
-            for key in ("user", "system", "children_user", "children_system")
-        )
+        # User and system time of this process and of its children: the loader's workers, joined by now.
+        self.timings["cpu"] = sum(end - start for end, start in zip(os.times()[:4], self._cpu_start[:4]))
         self.timings["writer_busy"] = writer.busy_s
         self.timings["writer_wait"] = writer.submit_wait_s
         return self.timings
 
 
-def _autocast_dtype(device: torch.device, settings: CacheSettings):
-    if device.type == "cuda":
-        return None if settings.mixed_precision == "no" else resolve_dtype(settings.mixed_precision)
-    # CPU autocast supports bf16 only
-    return torch.bfloat16 if settings.cpu_mixed_precision and settings.mixed_precision != "no" else None
-
-
-def _encode_batch(vae, pixels, run: _Run, autocast_dtype, timer: _EncodeTimer):
-    """One batch of ``uint8`` pixels to fp32 ``(mean, std, input_shape)`` (``std`` ``None`` for VAEs without one;
-    with ``flip``, the flipped copies follow the originals; ``input_shape``: the encoder's input, padding included)."""
+def _encode_batch(vae, pixels, run: _Run, timer: _EncodeTimer) -> tuple[dict[str, torch.Tensor], tuple[int, ...]]:
+    """One batch of ``uint8`` pixels to ``(tensors, input_shape)``: what the batch adds to its shard (``mean``,
+    ``std`` unless the VAE is deterministic, with ``flip`` also ``mean_flipped``/``std_flipped``) in the storage
+    dtype, on CUDA copied to the host without waiting; ``input_shape``: the encoder's input, padding included."""
     settings, device = run.settings, run.device
     with timer.transfer():
         pixels = pixels.to(device, non_blocking=True)
+    if device.type == "cuda":
+        autocast_dtype = None if settings.mixed_precision == "no" else resolve_dtype(settings.mixed_precision)
+    else:  # CPU autocast supports bf16 only
+        autocast_dtype = torch.bfloat16 if settings.cpu_mixed_precision and settings.mixed_precision != "no" else None
     autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         images = pixels_to_model_input(pixels)
@@ -663,91 +603,65 @@ def _encode_batch(vae, pixels, run: _Run, autocast_dtype, timer: _EncodeTimer):
             images = pad_batch(images, settings.batch_size * (2 if settings.transform.flip else 1))
             if device.type == "cuda":
                 torch.compiler.cudagraph_mark_step_begin()
-        mean, std = posterior_moments(vae, images)
-        # Copies (CUDA-graph outputs are overwritten by the next call), without the padding.
-        mean = mean[:real].to(torch.float32, copy=True)
-        std = std[:real].to(torch.float32, copy=True) if std is not None else None
-    return mean, std, tuple(images.shape)
-
-
-def _shard_tensors(mean, std, count: int, flip: bool, storage_dtype, cuda: bool) -> dict[str, torch.Tensor]:
-    """The tensors one batch adds to its shard, in the storage dtype (on CUDA, copies to the host not yet waited
-    for)."""
-    tensors = {"mean": mean}
-    if std is not None:
-        tensors["std"] = std
-    if flip:
-        tensors = {
-            key: value
-            for name, tensor in tensors.items()
-            for key, value in ((name, tensor[:count]), (f"{name}_flipped", tensor[count:]))
-        }
-    if cuda:
-        return {name: tensor.to(storage_dtype).to("cpu", non_blocking=True) for name, tensor in tensors.items()}
-    return {name: tensor.to(storage_dtype) for name, tensor in tensors.items()}
-
-
-def _make_loader(run: _Run, items) -> DataLoader:
-    settings = run.settings
-    return DataLoader(
-        DecodeStream(run.source, items, settings.transform, settings.batch_size),
-        batch_size=None,
-        num_workers=settings.num_workers,
-        pin_memory=run.device.type == "cuda",
-        collate_fn=identity_collate,
-        worker_init_fn=worker_init if settings.num_workers > 0 else None,
-        prefetch_factor=4 if settings.num_workers > 0 else None,
-    )
-
-
-def _make_writer(run: _Run, generation: int, vae_info: dict) -> BackgroundWriter:
-    rank = run.state.process_index
-    metadata = {
-        "vae_class": vae_info["class"],
-        "vae_weights_hash": vae_info["weights_hash"],
-        "dtype": run.settings.dtype,
-        "generation": str(generation),
-        "rank": str(rank),
-    }
-    # Whole-image ("full") caches give nearly every image its own size, so per-size buckets rarely fill: write the
-    # fullest early to keep memory and the work a kill can lose small.
-    max_buffered = 64 if run.settings.transform.crop == "full" else None
-    return BackgroundWriter(
-        ShardWriter(run.root, generation, rank, run.settings.samples_per_shard, max_buffered, metadata=metadata)
-    )
-
-
-def _progress_bar(run: _Run, total: int):
-    from tqdm.auto import tqdm
-
-    rank, world = run.state.process_index, run.state.num_processes
-    desc = f"caching latents ({run.device.type}" + (f", process {rank + 1}/{world})" if world > 1 else ")")
-    return tqdm(
-        total=total, desc=desc, unit="img", disable=not run.settings.progress, dynamic_ncols=True, smoothing=0.1
-    )
+        moments = dict(zip(("mean", "std"), posterior_moments(vae, images)))
+    tensors = {}
+    for name, tensor in moments.items():
+        if tensor is None:
+            continue
+        # A copy (CUDA-graph outputs are overwritten by the next call) without the padding.
+        tensor = tensor[:real].to(resolve_dtype(settings.dtype), copy=True).to("cpu", non_blocking=True)
+        if settings.transform.flip:  # the flipped copies follow the originals
+            tensors[name], tensors[f"{name}_flipped"] = tensor.chunk(2)
+        else:
+            tensors[name] = tensor
+    return tensors, tuple(images.shape)
 
 
 def _encode_items(run: _Run, items, vae, vae_info: dict, generation: int):
     """Encode ``items`` into shards of ``generation`` and this process; returns ``(timings, encoded_ids)``."""
-    settings, device = run.settings, run.device
-    timer = _EncodeTimer(device)
+    from tqdm.auto import tqdm
+
+    settings, device, rank, world = run.settings, run.device, run.state.process_index, run.state.num_processes
     encoded_ids: list[str] = []
     if not items:
-        return timer.timings, encoded_ids
-
-    cuda = device.type == "cuda"
-    autocast_dtype = _autocast_dtype(device, settings)
-    storage_dtype = resolve_dtype(settings.dtype)
+        return _EncodeTimer(device).timings, encoded_ids
     if settings.channels_last:
         vae = vae.to(memory_format=torch.channels_last)
     if settings.compile:
         compile_for_inference(vae.encoder, device)
     warm_shapes: set[tuple[int, ...]] = set()  # batch shapes the compiled encoder has already run
-    loader = _make_loader(run, items)
-    writer = _make_writer(run, generation, vae_info)
-    errors_path = run.root / f"errors.r{run.state.process_index:03d}.partial.jsonl"
-    bar = _progress_bar(run, len(items))
-    timer.start_phase()
+    loader = DataLoader(  # DecodeStream yields whole batches
+        DecodeStream(run.source, items, settings.transform, settings.batch_size),
+        batch_size=None,
+        num_workers=settings.num_workers,
+        pin_memory=device.type == "cuda",
+        worker_init_fn=worker_init if settings.num_workers > 0 else None,
+        prefetch_factor=4 if settings.num_workers > 0 else None,
+    )
+    metadata = {
+        "vae_class": vae_info["class"],
+        "vae_weights_hash": vae_info["weights_hash"],
+        "dtype": settings.dtype,
+        "generation": str(generation),
+        "rank": str(rank),
+    }
+    # Whole-image ("full") caches give nearly every image its own size, so per-size buckets rarely fill: write the
+    # fullest early to keep memory and the work a kill can lose small.
+    max_buffered = 64 if settings.transform.crop == "full" else None
+    writer = BackgroundWriter(
+        ShardWriter(run.root, generation, rank, settings.samples_per_shard, max_buffered, metadata=metadata)
+    )
+    errors_path = run.root / f"errors.r{rank:03d}.partial.jsonl"
+    where = f"{device.type}, process {rank + 1}/{world}" if world > 1 else device.type
+    bar = tqdm(
+        total=len(items),
+        desc=f"caching latents ({where})",
+        unit="img",
+        disable=not settings.progress,
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )
+    timer = _EncodeTimer(device)
     try:
         for batch in timer.batches(loader):
             if batch["failed"]:
@@ -756,16 +670,14 @@ def _encode_items(run: _Run, items, vae, vae_info: dict, generation: int):
                 bar.update(len(batch["failed"]))
             if batch["pixels"] is None:
                 continue
-            count = len(batch["entries"])
-            mean, std, shape = _encode_batch(vae, batch["pixels"], run, autocast_dtype, timer)
+            tensors, shape = _encode_batch(vae, batch["pixels"], run, timer)
             first_call = settings.compile and shape not in warm_shapes
-            tensors = _shard_tensors(mean, std, count, settings.transform.flip, storage_dtype, cuda)
             ready = timer.encoded(warmup=first_call)
             if first_call:
                 warm_shapes.add(shape)
             writer.submit(tuple(batch["bucket"]), batch["entries"], tensors, ready)
             encoded_ids.extend(entry["id"] for entry in batch["entries"])
-            bar.update(count)
+            bar.update(len(batch["entries"]))
         writer.close()
     except BaseException:
         # Keep what is already encoded (an interrupt or an error elsewhere): completed shards are picked up next run.

@@ -1,12 +1,9 @@
 """A latent cache on the Hugging Face Hub, as a dataset repo.
 
-- :func:`push_cache` (``litevae push-cache ./latents --repo_id owner/name``): writes the cache's dataset card
-  (``README.md``: the VAE that made the latents, its scaling and shift factors, the transform, the sample count, the
-  buckets and the command that built the cache), then ``HfApi.create_repo(repo_type="dataset")`` and
-  ``upload_folder`` (``upload_large_folder`` for large caches, which uploads in resumable chunks, where the
-  installed huggingface_hub has it; from version 2 on, ``upload_folder`` does that itself).
+- :func:`push_cache` (``litevae push-cache``): writes the cache's dataset card (``README.md``, rendered from
+  ``cache_card_template.md``), then uploads the folder to a dataset repo.
 - :func:`open_cache` (what ``LatentDataset("owner/name", revision=...)`` calls): a local folder as it is, a repo id
-  downloaded with ``snapshot_download(repo_type="dataset")``; with ``vae``, a cache made by another VAE is refused.
+  downloaded with ``snapshot_download(repo_type="dataset")``.
 """
 
 from __future__ import annotations
@@ -62,60 +59,20 @@ def cache_card(root: str | os.PathLike, repo_id: str, license: str | None = None
 
     root = Path(root)
     manifest, index = _read_cache(root)
-    vae, latents, transform = manifest["vae"], manifest["latents"], manifest["transform"]
     last_run = json.loads((root / LAST_RUN_NAME).read_text()) if (root / LAST_RUN_NAME).is_file() else {}
     buckets = Counter(tuple(entry["bucket"]) for entry in index.entries.values())
-    bucket_rows = "\n".join(f"| {h} x {w} | {count} |" for (h, w), count in sorted(buckets.items()))
-    command = last_run.get("command")
-    data = DatasetCardData(license=license, tags=["latent-cache", "diffusers-litevae", "diffusers"])
-    body = f"""# {repo_id.split("/")[-1]}
-
-A latent cache written by `litevae cache-latents` (diffusers-litevae): the posterior mean and std of every image,
-encoded once, for training a latent diffusion model on them for many epochs.
-
-```python
-from diffusers_litevae.caching import BucketBatchSampler, LatentDataset
-
-dataset = LatentDataset("{repo_id}")  # pass vae=... to refuse a cache made by another VAE
-```
-
-## VAE
-
-| | |
-|---|---|
-| class | `{vae.get("class")}` |
-| name or path | `{vae.get("name_or_path")}` |
-| subfolder / revision | `{vae.get("subfolder")}` / `{vae.get("revision")}` |
-| weights hash | `{vae.get("weights_hash")}` |
-| config hash | `{vae.get("config_hash")}` |
-| scaling factor | {vae.get("scaling_factor")} |
-| shift factor | {vae.get("shift_factor")} |
-
-Stored latents are unscaled; `LatentDataset` returns `(latent - shift_factor) * scaling_factor`.
-Channels {latents.get("channels")}, downsampling x{latents.get("downsample_factor")}, stored as
-{latents.get("dtype")}: {", ".join(f"`{name}`" for name in latents.get("tensors", []))}.
-
-## Transform
-
-```json
-{json.dumps(transform, indent=2)}
-```
-
-## Samples
-
-{len(index.entries)} samples in {len(buckets)} buckets (height x width in pixels):
-
-| bucket | samples |
-|---|---|
-{bucket_rows}
-
-## How it was made
-
-```bash
-{command or "(made through the Python API: cache_latents(...))"}
-```
-"""
-    return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+    return DatasetCard.from_template(
+        DatasetCardData(license=license, tags=["latent-cache", "diffusers-litevae", "diffusers"]),
+        template_path=str(Path(__file__).with_name("cache_card_template.md")),
+        repo_id=repo_id,
+        vae=manifest["vae"],
+        latents=manifest["latents"],
+        transform_json=json.dumps(manifest["transform"], indent=2),
+        num_samples=len(index.entries),
+        num_buckets=len(buckets),
+        bucket_rows="\n".join(f"| {h} x {w} | {count} |" for (h, w), count in sorted(buckets.items())),
+        command=last_run.get("command"),
+    )
 
 
 @dataclass(frozen=True)
@@ -199,11 +156,10 @@ def push_cache(
 def open_cache(cache_dir_or_repo_id: str | os.PathLike, revision: str | None = None, token: str | None = None) -> Path:
     """The local folder of a cache: ``cache_dir_or_repo_id`` itself when it is a folder, else the snapshot of that
     Hub dataset repo at ``revision`` (``snapshot_download``, cached by huggingface_hub)."""
-    from ..hub_ids import is_owner_repo_id
+    from ..hub_ids import is_hub_repo_id
 
-    path = Path(cache_dir_or_repo_id).expanduser()
-    if path.exists() or not is_owner_repo_id(str(cache_dir_or_repo_id)):
-        return path
+    if not is_hub_repo_id(cache_dir_or_repo_id):
+        return Path(cache_dir_or_repo_id).expanduser()
     from huggingface_hub import snapshot_download
 
     try:

@@ -1,12 +1,5 @@
-"""The cache's manifest (settings) and index (sample id -> shard and slot), with crash recovery.
-
-On disk::
-
-    <cache>/manifest.json   settings: VAE identity and latent-space factors, transform, storage dtype, source
-    <cache>/index.jsonl     line 1: header (generation, known shards); then one JSON line per sample
-    <cache>/errors.jsonl    samples that are not in the cache and why (unreadable, not an image)
-    <cache>/last_run.json   what the last run did (counts, images/s, time split)
-    <cache>/shards/g<generation>/r<rank>/<seq>.safetensors
+"""The cache's manifest (settings) and index (sample id -> shard and slot), with crash recovery (the files are
+described in ``docs/caching.md``).
 
 The index is rewritten atomically at the end of each run. A run killed before that leaves completed shards that
 the index does not list yet ("orphans"); their headers carry their entries, so the next run (and
@@ -17,19 +10,14 @@ they are deleted, so an old shard can never come back as an orphan and override 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 from pathlib import Path
 
-from .writer import (
-    CACHE_FORMAT,
-    FORMAT_VERSION,
-    list_shard_files,
-    read_shard_entries,
-    shard_sort_key,
-    write_bytes_atomic,
-)
+from ..file_io import write_bytes_atomic
+from .writer import CACHE_FORMAT, FORMAT_VERSION, list_shard_files, read_shard_entries, shard_sort_key
 
 __all__ = ["CacheIndex", "CacheInputError", "IncompatibleCacheError", "compare_manifests", "load_manifest"]
 
@@ -83,22 +71,15 @@ def compare_manifests(existing: dict, requested: dict) -> list[str]:
         for key in sorted(set(old) | set(new)):
             if tuple(key.split(".", 1)) in INFORMATIONAL_KEYS:
                 continue
-            if old.get(key, "<unset>") != new.get(key, "<unset>"):
-                differences.append(
-                    f"{key}: cache has {old.get(key, '<unset>')!r}, this run has {new.get(key, '<unset>')!r}"
-                )
+            before, after = old.get(key, "<unset>"), new.get(key, "<unset>")
+            if before != after:
+                differences.append(f"{key}: cache has {before!r}, this run has {after!r}")
     return differences
 
 
 class CacheIndex:
-    """In-memory index: ``entries[sample_id]`` (with ``shard`` and ``slot``) and the shards absorbed so far.
-
-    Attributes:
-        root: the cache folder.
-        entries (`dict[str, dict]`): one index entry per cached sample.
-        known_shards (`set[str]`): shard paths already reflected in ``entries`` (live or superseded).
-        generation (`int`): the highest generation seen.
-    """
+    """In-memory index of the cache folder ``root``: ``entries[sample_id]`` (with ``shard`` and ``slot``), the
+    ``known_shards`` already reflected in them (live or superseded) and the highest ``generation`` seen."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
@@ -125,14 +106,11 @@ class CacheIndex:
             index.recover_orphans()
         return index
 
-    def recover_orphans(self) -> list[str]:
-        """Fold in completed shards that the index does not list (from runs killed or still merging).
-
-        Returns:
-            The recovered shard paths, oldest first.
-        """
-        orphans = [relpath for relpath in list_shard_files(self.root) if relpath not in self.known_shards]
-        for relpath in orphans:  # sorted oldest first: a newer encoding of a sample replaces an older one
+    def recover_orphans(self) -> None:
+        """Fold in completed shards that the index does not list (from runs killed or still merging)."""
+        for relpath in list_shard_files(self.root):  # oldest first: a newer encoding of a sample replaces an older one
+            if relpath in self.known_shards:
+                continue
             try:
                 shard_entries = read_shard_entries(self.root / relpath)
             except Exception as error:  # noqa: BLE001 (a damaged shard must not stop recovery)
@@ -142,7 +120,6 @@ class CacheIndex:
                 self.entries[entry["id"]] = {**entry, "shard": relpath, "slot": slot}
             self.known_shards.add(relpath)
             self.generation = max(self.generation, shard_sort_key(relpath)[0])
-        return orphans
 
     def next_generation(self) -> int:
         """A generation number above every existing index entry and shard folder."""
@@ -152,11 +129,6 @@ class CacheIndex:
 
     def live_shards(self) -> set[str]:
         return {entry["shard"] for entry in self.entries.values()}
-
-    def dead_shards(self) -> list[str]:
-        """Absorbed shards no entry points to any more (every sample re-encoded or removed)."""
-        live = self.live_shards()
-        return sorted((relpath for relpath in self.known_shards if relpath not in live), key=shard_sort_key)
 
     def write(self) -> None:
         """Write ``index.jsonl`` atomically (entries sorted by sample id)."""
@@ -174,17 +146,12 @@ class CacheIndex:
         lines.extend(json.dumps(self.entries[sample_id], ensure_ascii=False) for sample_id in sorted(self.entries))
         write_bytes_atomic(self.root / INDEX_NAME, ("\n".join(lines) + "\n").encode("utf-8"))
 
-    def delete_dead_shards(self) -> list[str]:
-        """Delete superseded shards (after :meth:`write`; they stay listed as known until the next write)."""
-        deleted = []
-        for relpath in self.dead_shards():
+    def delete_dead_shards(self) -> None:
+        """Delete the absorbed shards no entry points to any more (every sample re-encoded or removed), after
+        :meth:`write` (they stay listed as known until the next write)."""
+        for relpath in sorted(self.known_shards - self.live_shards(), key=shard_sort_key):
             path = self.root / relpath
-            if path.exists():
-                path.unlink()
-                deleted.append(relpath)
+            path.unlink(missing_ok=True)
             for folder in (path.parent, path.parent.parent):  # drop emptied rank/generation folders
-                try:
+                with contextlib.suppress(OSError):
                     folder.rmdir()
-                except OSError:
-                    pass
-        return deleted

@@ -16,7 +16,6 @@ __all__ = [
     "COMPILE_PAYS_FROM_IMAGES_PER_SHAPE",
     "build_manifest",
     "choose_compile",
-    "hash_files",
     "plan_work",
     "read_jsonl",
 ]
@@ -48,16 +47,10 @@ def read_jsonl(path: Path) -> list[dict]:
 def choose_compile(flag: bool | None, cuda: bool, num_images: int, num_shapes: int) -> tuple[bool, str]:
     """Whether the caching job compiles its encoder, and why (one line for the log).
 
-    An explicit ``--compile`` / ``--no-compile`` (``flag``) decides. Otherwise (``None``) compile only on CUDA and
-    only when the images to encode, spread over the transform's bucket shapes, come to at least
-    :data:`COMPILE_PAYS_FROM_IMAGES_PER_SHAPE` per shape: below that the compile warm-up costs more than it saves.
-
-    Args:
-        flag: the user's choice, or ``None`` for this rule.
-        cuda: whether the job runs on CUDA (elsewhere compiled encoders measured slower than eager).
-        num_images: images this job will encode.
-        num_shapes: distinct input shapes the transform can produce (its buckets; each image's own size counts as
-            one shape per image when the transform keeps full sizes).
+    An explicit ``flag`` (``--compile`` / ``--no-compile``) decides. With ``None``, compile only on ``cuda`` (elsewhere
+    compiled encoders measured slower than eager), and only when the ``num_images`` to encode come to at least
+    :data:`COMPILE_PAYS_FROM_IMAGES_PER_SHAPE` per input shape (``num_shapes``: the transform's buckets, or one per
+    image for full-size images): below that the compile warm-up costs more than it saves.
     """
     if flag is not None:
         return bool(flag), f"compile {'on' if flag else 'off'} (--{'' if flag else 'no-'}compile)"
@@ -70,19 +63,6 @@ def choose_compile(flag: bool | None, cuda: bool, num_images: int, num_shapes: i
         f"{per_shape:.0f} per shape); compiling pays from about {COMPILE_PAYS_FROM_IMAGES_PER_SHAPE} images per shape "
         "(--compile / --no-compile decide instead)"
     )
-
-
-def hash_files(source, items: list[SourceItem]) -> dict[str, str | None]:
-    """Content hash of each item's bytes (``None`` where unreadable), read on 8 threads."""
-
-    def digest(item):
-        try:
-            return item.sample_id, content_hash(source.read_bytes(item.locator))
-        except OSError:
-            return item.sample_id, None
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return dict(pool.map(digest, items))
 
 
 def plan_work(items, index: CacheIndex, previous_failures: dict[str, dict], source, retry_failed: bool):
@@ -121,10 +101,18 @@ def plan_work(items, index: CacheIndex, previous_failures: dict[str, dict], sour
                 updates += 1
         else:
             needs_hash.append((item, entry))
-    # A changed stat (touched, copied, restored from backup) re-encodes only if the bytes differ.
-    hashes = hash_files(source, [item for item, _ in needs_hash]) if needs_hash else {}
-    for item, entry in needs_hash:
-        if hashes.get(item.sample_id) is not None and hashes[item.sample_id] == entry.get("content_hash"):
+
+    # A changed stat (touched, copied, restored from backup) re-encodes only if the bytes differ (read on 8 threads).
+    def read_hash(item: SourceItem) -> str | None:
+        try:
+            return content_hash(source.read_bytes(item.locator))
+        except OSError:
+            return None
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        hashes = list(pool.map(read_hash, [item for item, _ in needs_hash]))
+    for (item, entry), digest in zip(needs_hash, hashes):
+        if digest is not None and digest == entry.get("content_hash"):
             entry["fingerprint"] = item.fingerprint
             entry["caption"] = item.caption
             updates += 1
@@ -155,6 +143,7 @@ def build_manifest(
             "scaling": "unscaled: training latents are (latent - shift_factor) * scaling_factor",
         },
         "transform": transform.to_dict(),
-        "source": source.compared_identity(),
+        # A cache mirrors the source it is pointed at (a moved folder is fine): only the kind must stay the same.
+        "source": {"kind": source.kind},
         "source_info": source.identity(),
     }

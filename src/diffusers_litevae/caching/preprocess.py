@@ -1,9 +1,6 @@
-"""The deterministic resize/crop that turns one image into one cached sample (opened, turned upright and converted
-to RGB by :mod:`diffusers_litevae.image_io`, as every command reads images).
-
-The same function runs in the caching job's DataLoader workers and in tests/user code that want to check a
-cached latent against ``vae.encode`` of the same pixels: :func:`preprocess_image` is the single definition of
-"the preprocessed image" of a sample.
+"""The deterministic resize/crop that turns one image into one cached sample: :func:`preprocess_image` is the single
+definition of "the preprocessed image" of a sample, run by the caching job's DataLoader workers and by code that
+checks a cached latent against ``vae.encode`` of the same pixels.
 """
 
 from __future__ import annotations
@@ -116,23 +113,13 @@ class TransformConfig:
 
     def plan(self, width: int, height: int, sample_id: str, buckets: list[tuple[int, int]] | None = None) -> CropPlan:
         """The crop plan of a ``width x height`` image (see :func:`~diffusers_litevae.caching.buckets.plan_crop`)."""
-        if self.crop == "full":
-            resized_w, resized_h = (
-                short_side_size(width, height, self.resolution)
-                if min(width, height) < self.resolution
-                else (width, height)  # only ever resized up
-            )
-            target_w, target_h = (
-                resized_w // self.size_multiple * self.size_multiple,
-                resized_h // self.size_multiple * self.size_multiple,
-            )
+        if self.crop == "full":  # only ever resized up
+            resized_w, resized_h = short_side_size(width, height, max(self.resolution, min(width, height)))
+            step = self.size_multiple
+            target_w, target_h = resized_w // step * step, resized_h // step * step
             left, top = (resized_w - target_w) // 2, (resized_h - target_h) // 2
-            return CropPlan(
-                (height, width),
-                (resized_h, resized_w),
-                (left, top, left + target_w, top + target_h),
-                (target_h, target_w),
-            )
+            crop_ltrb = (left, top, left + target_w, top + target_h)
+            return CropPlan((height, width), (resized_h, resized_w), crop_ltrb, (target_h, target_w))
         target = assign_bucket(width, height, buckets or self.buckets())
         return plan_crop(width, height, target, crop=self.crop, seed=self.seed, sample_id=sample_id)
 

@@ -1,9 +1,8 @@
 """Readers for the caching job's inputs: an image folder (recursive) or a Hugging Face dataset.
 
-A source lists its samples cheaply (:meth:`scan`) as :class:`SourceItem` records: a stable sample id, a
-fingerprint that changes when the image changes, the caption, and a locator that a DataLoader worker turns into
-the image's bytes (:meth:`read_bytes`). The caching job compares fingerprints with its index to decide what to
-(re-)encode, so sources never decode pixels themselves.
+A source lists its samples cheaply (``scan``) as :class:`SourceItem` records, whose fingerprints the caching job
+compares with its index to decide what to (re-)encode; DataLoader workers read the bytes (``read_bytes``) and
+decode them, sources never do.
 """
 
 from __future__ import annotations
@@ -31,6 +30,11 @@ _CAPTION_COLUMNS = ("text", "caption", "captions", "prompt", "sentence")
 def _scan_error(sample_id: str, path: str, error: str) -> dict:
     """The ``errors.jsonl`` row of a sample that listing could not take in."""
     return {"sample_id": sample_id, "path": path, "stage": "scan", "error": error}
+
+
+def _dotted(extension: str) -> str:
+    """``extension`` in lower case, with its leading dot."""
+    return extension.lower() if extension.startswith(".") else "." + extension.lower()
 
 
 def content_hash(data: bytes) -> str:
@@ -83,27 +87,18 @@ class ImageFolderSource:
         self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
             raise CacheInputError(f"image folder {str(root)!r} does not exist or is not a folder.")
-        if caption_extension and not caption_extension.startswith("."):
-            caption_extension = "." + caption_extension
-        self.caption_extension = caption_extension.lower() if caption_extension else None
-        self.image_extensions = tuple(
-            ext.lower() if ext.startswith(".") else "." + ext.lower() for ext in image_extensions
-        )
+        self.caption_extension = _dotted(caption_extension) if caption_extension else None
+        self.image_extensions = tuple(_dotted(extension) for extension in image_extensions)
         self.exclude = {Path(path).expanduser().resolve() for path in exclude}
 
     def identity(self) -> dict:
-        """What the manifest records about the source (the folder path itself may change: folders get moved)."""
+        """What the manifest records about the source (``source_info``; for information only)."""
         return {
             "kind": self.kind,
             "path": str(self.root),
             "caption_extension": self.caption_extension,
             "image_extensions": list(self.image_extensions),
         }
-
-    def compared_identity(self) -> dict:
-        """The part of :meth:`identity` that must match an existing cache (the cache mirrors the source it is
-        pointed at, so a moved folder is fine: only the kind of source must stay the same)."""
-        return {"kind": self.kind}
 
     def describe(self) -> str:
         return f"image folder {self.root}"
@@ -119,15 +114,12 @@ class ImageFolderSource:
             )
 
     def scan(self) -> tuple[list[SourceItem], list[dict]]:
-        """List the images.
-
-        Returns:
-            ``(items, skipped)``: items sorted by sample id; ``skipped`` report rows (``sample_id``, ``path``,
-            ``stage="scan"``, ``error``) for files that are not images.
-        """
+        """``(items, skipped)``: the images sorted by sample id, and the ``errors.jsonl`` rows of files that are not
+        images."""
         items: list[SourceItem] = []
         ignore = (self.caption_extension,) if self.caption_extension else ()
-        paths, rejected = scan_image_files(self.root, self.image_extensions, ignore, self.exclude)
+        sidecar_extensions = (self.caption_extension, self.caption_extension.upper()) if self.caption_extension else ()
+        paths, rejected = scan_image_files(self.root, self.image_extensions, ignore, self.exclude)  # sorted
         skipped = [self._skip(path, reason) for path, reason in rejected]
         for path in paths:
             try:
@@ -135,13 +127,9 @@ class ImageFolderSource:
             except OSError as error:
                 skipped.append(self._skip(path, f"cannot stat: {error}"))
                 continue
-            caption = None
-            if self.caption_extension:
-                for extension in (self.caption_extension, self.caption_extension.upper()):
-                    sidecar = path.with_suffix(extension)
-                    if sidecar.is_file():
-                        caption = sidecar.read_text(encoding="utf-8", errors="replace").strip()
-                        break
+            sidecars = (path.with_suffix(extension) for extension in sidecar_extensions)
+            sidecar = next((sidecar for sidecar in sidecars if sidecar.is_file()), None)
+            caption = sidecar.read_text(encoding="utf-8", errors="replace").strip() if sidecar else None
             items.append(
                 SourceItem(
                     sample_id=path.relative_to(self.root).as_posix(),
@@ -150,15 +138,13 @@ class ImageFolderSource:
                     caption=caption,
                 )
             )
-        items.sort(key=lambda item: item.sample_id)
         return items, skipped
 
     def _skip(self, path: Path, error: str) -> dict:
         return _scan_error(Path(path).relative_to(self.root).as_posix(), str(path), error)
 
     def read_bytes(self, locator: str) -> bytes:
-        with open(locator, "rb") as handle:
-            return handle.read()
+        return Path(locator).read_bytes()
 
     def path_of(self, item: SourceItem) -> str:
         return str(item.locator)
@@ -237,9 +223,6 @@ class HubDatasetSource:
             "image_column": self.image_column,
             "caption_column": self.caption_column,
         }
-
-    def compared_identity(self) -> dict:
-        return {"kind": self.kind}
 
     def describe(self) -> str:
         return f"dataset {self.name} (split {self.split})"

@@ -1,22 +1,15 @@
-"""Safetensors shards written atomically, from a background thread.
+"""Safetensors shards written atomically, from a background thread, and the lock of a cache folder.
 
-A shard holds up to ``samples_per_shard`` samples of one bucket, stacked: tensors ``mean`` and ``std``
-(``(N, C, h, w)`` in the storage dtype; ``std`` absent for deterministic VAEs such as ``AutoencoderTiny``) and,
-with flipping, ``mean_flipped``/``std_flipped``. Its safetensors header metadata carries the JSON list of the
-samples' index entries (``entries``), so a shard is self-describing: it is the journal of the caching job. A
-shard is written to a temporary file, fsynced, then renamed into place (``os.replace``), so it either exists
-complete or not at all, and is never modified afterwards.
-
-Shards live at ``shards/g<generation>/r<rank>/<seq>.safetensors``: one folder per run (generation) and process
-(rank), a few thousand files at most per folder even for millions of images.
-
-One run writes a cache at a time: :class:`CacheLock` is an operating-system lock on ``.cache-latents.lock`` in the
-cache folder, held by the run's main process (the processes of one ``accelerate launch`` write together under it).
-The operating system releases it when that process ends, however it ends, so a crashed run never leaves it stuck.
+A shard holds up to ``samples_per_shard`` samples of one bucket, stacked: ``mean`` and ``std`` (``(N, C, h, w)``;
+no ``std`` for deterministic VAEs) and, with flipping, ``mean_flipped``/``std_flipped``. Its header metadata carries
+the samples' index entries (``entries``), so a shard is self-describing: it is the journal of the caching job. A
+shard appears complete or not at all (temporary file, fsync, ``os.replace``) and is never modified afterwards.
+Shards live at ``shards/g<generation>/r<rank>/<seq>.safetensors``: one folder per run and process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -32,7 +25,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..file_io import follow_umask, fsync_dir, temp_path, write_bytes_atomic, write_json_atomic
+from ..file_io import follow_umask, fsync_dir, temp_path
 
 __all__ = [
     "BackgroundWriter",
@@ -43,8 +36,6 @@ __all__ = [
     "read_shard_entries",
     "shard_relpath",
     "shard_sort_key",
-    "write_bytes_atomic",
-    "write_json_atomic",
 ]
 
 CACHE_FORMAT = "diffusers-litevae-latent-cache"
@@ -70,15 +61,8 @@ def shard_sort_key(relpath: str) -> tuple[int, int, int]:
 def list_shard_files(root: str | os.PathLike) -> list[str]:
     """All completed shard files under ``root`` (temporary files excluded), oldest first."""
     root = Path(root)
-    shards_dir = root / SHARDS_DIR
-    if not shards_dir.is_dir():
-        return []
-    found = []
-    for path in shards_dir.glob("g*/r*/*.safetensors"):
-        relpath = path.relative_to(root).as_posix()
-        if _SHARD_PATTERN.match(relpath):
-            found.append(relpath)
-    return sorted(found, key=shard_sort_key)
+    found = (path.relative_to(root).as_posix() for path in (root / SHARDS_DIR).glob("g*/r*/*.safetensors"))
+    return sorted((relpath for relpath in found if _SHARD_PATTERN.match(relpath)), key=shard_sort_key)
 
 
 def read_shard_entries(path: str | os.PathLike) -> list[dict]:
@@ -90,16 +74,11 @@ def read_shard_entries(path: str | os.PathLike) -> list[dict]:
     return json.loads(metadata["entries"])
 
 
-def remove_temp_files(root: str | os.PathLike) -> int:
+def remove_temp_files(root: str | os.PathLike) -> None:
     """Delete temporary files left by killed runs (call only while no process of this cache is writing)."""
-    removed = 0
     for path in Path(root).rglob(".*.tmp-*"):
-        try:
+        with contextlib.suppress(OSError):
             path.unlink()
-            removed += 1
-        except OSError:
-            pass
-    return removed
 
 
 def save_shard(path: Path, tensors: dict[str, torch.Tensor], entries: list[dict], metadata: dict[str, str]) -> None:
@@ -120,12 +99,12 @@ class CacheBusyError(RuntimeError):
 
 
 class CacheLock:
-    """An exclusive, non-blocking lock on a cache folder for the length of one caching run.
+    """An exclusive, non-blocking lock on a cache folder for one caching run (or upload), held by its main process.
 
-    It is an advisory operating-system lock (``flock``; ``msvcrt.locking`` on Windows) on the file
-    ``.cache-latents.lock`` in the folder. The file is left in place (deleting a lock file while another process
-    waits on it would let two runs in); the lock itself disappears with the process that holds it, so a killed
-    run never blocks the next one. The file's text names the holder, for the message a refused run prints.
+    It is an advisory operating-system lock (``flock``; ``msvcrt.locking`` on Windows) on ``.cache-latents.lock`` in
+    the folder. The file is left in place (deleting a lock file while another process waits on it would let two
+    runs in); the lock disappears with the process that holds it, so a killed run never blocks the next one. The
+    file's text names the holder, for the message a refused run prints.
 
     Args:
         root: the cache folder (created if missing).
@@ -219,8 +198,6 @@ class ShardWriter:
         self._seq = 0
         self._buffers: dict[tuple[int, int], list[tuple[list[dict], dict[str, torch.Tensor]]]] = defaultdict(list)
         self._counts: dict[tuple[int, int], int] = defaultdict(int)
-        self.written: list[str] = []
-        self.samples_written = 0
 
     def add(self, bucket: tuple[int, int], entries: list[dict], tensors: dict[str, torch.Tensor]) -> None:
         """Queue samples of one bucket: ``entries[i]`` describes row ``i`` of every tensor in ``tensors``."""
@@ -259,8 +236,6 @@ class ShardWriter:
         save_shard(
             self.root / relpath, {name: torch.cat(parts) for name, parts in taken.items()}, taken_entries, metadata
         )
-        self.written.append(relpath)
-        self.samples_written += count
 
 
 class BackgroundWriter:
@@ -285,27 +260,21 @@ class BackgroundWriter:
 
     def _loop(self) -> None:
         while True:
-            job = self._queue.get()
+            job = self._queue.get()  # (bucket, entries, tensors, ready), or None: flush and stop
+            if self._error is None:
+                try:
+                    if job is not None and job[3] is not None:  # a CUDA event after the device-to-host copies
+                        job[3].synchronize()
+                    start = time.perf_counter()
+                    if job is None:
+                        self.writer.flush()
+                    else:
+                        self.writer.add(*job[:3])
+                    self.busy_s += time.perf_counter() - start
+                except BaseException as error:  # noqa: BLE001 (re-raised in the caller's thread)
+                    self._error = error
             if job is None:
-                break
-            if self._error is not None:
-                continue
-            try:
-                bucket, entries, tensors, ready = job
-                if ready is not None:  # a CUDA event recorded after the non-blocking device-to-host copies
-                    ready.synchronize()
-                start = time.perf_counter()
-                self.writer.add(bucket, entries, tensors)
-                self.busy_s += time.perf_counter() - start
-            except BaseException as error:  # noqa: BLE001 (re-raised in the caller's thread)
-                self._error = error
-        if self._error is None:
-            try:
-                start = time.perf_counter()
-                self.writer.flush()
-                self.busy_s += time.perf_counter() - start
-            except BaseException as error:  # noqa: BLE001
-                self._error = error
+                return
 
     def submit(
         self, bucket: tuple[int, int], entries: list[dict], tensors: dict[str, torch.Tensor], ready=None
