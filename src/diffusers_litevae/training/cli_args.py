@@ -12,7 +12,19 @@ from pathlib import Path
 from ..settings import settings_from_args
 from .errors import TrainingInputError
 
-__all__ = ["interrupted", "run_training"]
+__all__ = ["config_from_args", "interrupted", "run_training"]
+
+
+def config_from_args(settings_class: type, args: argparse.Namespace):
+    """The ``settings_class`` settings of parsed ``args``; one ``--train_data_dir`` folder is given as the API spells
+    it (a path, not a one-item list).
+
+    Raises:
+        TrainingInputError: a value out of range.
+    """
+    folders = args.train_data_dir
+    one_folder = folders is not None and len(folders) == 1
+    return settings_from_args(settings_class, args, train_data_dir=folders[0] if one_folder else folders)
 
 
 def interrupted(args: argparse.Namespace) -> str:
@@ -38,10 +50,7 @@ def run_training(args: argparse.Namespace, settings_class: type, train, command:
     from ..file_io import invoked_command
 
     try:
-        # One --train_data_dir folder is given as the API spells it (a path, not a one-item list).
-        folders = args.train_data_dir
-        one_folder = folders is not None and len(folders) == 1
-        config = settings_from_args(settings_class, args, train_data_dir=folders[0] if one_folder else folders)
+        config = config_from_args(settings_class, args)
         # The exact command, recorded in the run's JSON summary: the model card shows it as the way to reproduce it.
         config.command_line = invoked_command()
         result = train(config)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 
 from ..settings import add_setting_arguments
+from . import cli_args
 from .cli_args import interrupted, run_training
 
-__all__ = ["add_arguments", "interrupted", "run"]
+__all__ = ["add_arguments", "config_from_args", "interrupted", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +22,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .distillation import DistillConfig
 
     add_setting_arguments(parser, DistillConfig)
+
+
+def config_from_args(args: argparse.Namespace):
+    """The :class:`~diffusers_litevae.training.DistillConfig` for parsed ``args``."""
+    from .distillation import DistillConfig
+
+    return cli_args.config_from_args(DistillConfig, args)
 
 
 def _summary(result: dict) -> str | None:

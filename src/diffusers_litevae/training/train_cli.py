@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 
 from ..settings import add_setting_arguments
+from . import cli_args
 from .cli_args import interrupted, run_training
 
-__all__ = ["add_arguments", "interrupted", "run"]
+__all__ = ["add_arguments", "config_from_args", "interrupted", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .from_scratch import TrainConfig
 
     add_setting_arguments(parser, TrainConfig)
+
+
+def config_from_args(args: argparse.Namespace):
+    """The :class:`~diffusers_litevae.training.TrainConfig` for parsed ``args``."""
+    from .from_scratch import TrainConfig
+
+    return cli_args.config_from_args(TrainConfig, args)
 
 
 def _summary(result: dict) -> str | None:
