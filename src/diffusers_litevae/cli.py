@@ -54,6 +54,13 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def input_error(command: str, message) -> int:
+    """Bad input to ``litevae <command>`` as its one ``error:`` line on stderr (whitespace folded, so a message
+    written over several lines stays one line); returns the exit code, 2."""
+    print(f"litevae {command}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return 2
+
+
 def _has_default_to_show(action: argparse.Action) -> bool:
     return bool(action.option_strings) and action.default not in (None, False, argparse.SUPPRESS)
 

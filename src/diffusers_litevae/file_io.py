@@ -18,6 +18,7 @@ __all__ = [
     "OUTPUT_KINDS",
     "check_output_dir",
     "current_umask",
+    "flatten_dict",
     "follow_umask",
     "fsync_dir",
     "invoked_command",
@@ -55,6 +56,17 @@ def jsonable(value, finite: bool = False):
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
+
+
+def flatten_dict(value, prefix: str = "") -> dict[str, object]:
+    """Nested dicts as one dict with dotted keys (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``), in insertion order;
+    ``prefix`` starts every key."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    flat: dict[str, object] = {}
+    for key, item in value.items():
+        flat.update(flatten_dict(item, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
 
 
 # ------------------------------------------------------------------------------------------------- output folders

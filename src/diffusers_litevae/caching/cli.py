@@ -14,9 +14,9 @@ import argparse
 import json
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 
+from ..cli import input_error
 from ..settings import add_setting_arguments, setting, settings_from_args
 from .encode import INPUT_GROUP, CacheSettings, cache_latents
 from .index import CacheInputError
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
             source = settings.dataset_source(args.dataset_name)
         report = cache_latents(source, args.vae, args.output_dir, settings)
     except (CacheInputError, ImageInputError, VAELoadError, CacheBusyError) as error:  # one line, else a traceback
-        return _fail(str(error))
+        return input_error("cache-latents", error)
     from accelerate import PartialState
 
     if not PartialState().is_main_process:  # one summary, from the main process
@@ -110,11 +110,12 @@ def run(args: argparse.Namespace) -> int:
     if report.num_samples == 0:
         source = args.train_data_dir or args.dataset_name
         if report.num_failed == 0 and report.num_skipped_files == 0:
-            return _fail(f"{source!r} holds no images; pass a source with images.")
-        return _fail(
+            return input_error("cache-latents", f"{source!r} holds no images; pass a source with images.")
+        return input_error(
+            "cache-latents",
             f"no image of {source!r} could be cached: {report.num_failed} could not be read and "
             f"{report.num_skipped_files} files are not images (each listed with its reason in "
-            f"{os.path.join(report.output_dir, 'errors.jsonl')}); pass a source with readable images."
+            f"{os.path.join(report.output_dir, 'errors.jsonl')}); pass a source with readable images.",
         )
     return 0
 
@@ -125,8 +126,3 @@ def interrupted(args: argparse.Namespace) -> str:
         f"the shards finished so far are kept in {args.output_dir}; run the same command again to resume "
         "(images already encoded are not encoded again)."
     )
-
-
-def _fail(message: str) -> int:
-    print(f"litevae cache-latents: error: {' '.join(message.split())}", file=sys.stderr)
-    return 2

@@ -16,7 +16,7 @@ import logging
 import os
 from pathlib import Path
 
-from ..file_io import write_bytes_atomic
+from ..file_io import flatten_dict, write_bytes_atomic
 from .writer import CACHE_FORMAT, FORMAT_VERSION, list_shard_files, read_shard_entries, shard_sort_key
 
 __all__ = ["CacheIndex", "CacheInputError", "IncompatibleCacheError", "compare_manifests", "load_manifest"]
@@ -53,21 +53,12 @@ def load_manifest(root: str | os.PathLike) -> dict | None:
     return manifest
 
 
-def _flatten(obj, prefix: str = "") -> dict[str, object]:
-    if isinstance(obj, dict):
-        flat: dict[str, object] = {}
-        for key, value in obj.items():
-            flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-        return flat
-    return {prefix: obj}
-
-
 def compare_manifests(existing: dict, requested: dict) -> list[str]:
     """Human-readable differences between two manifests' compared sections (empty when compatible)."""
     differences = []
     for section in COMPARED_SECTIONS:
-        old = _flatten(existing.get(section, {}), section)
-        new = _flatten(requested.get(section, {}), section)
+        old = flatten_dict(existing.get(section, {}), section)
+        new = flatten_dict(requested.get(section, {}), section)
         for key in sorted(set(old) | set(new)):
             if tuple(key.split(".", 1)) in INFORMATIONAL_KEYS:
                 continue

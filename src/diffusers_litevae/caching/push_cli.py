@@ -11,9 +11,9 @@ Training then reads it by repo id: ``LatentDataset("your-name/my-latents", revis
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 
+from ..cli import input_error
 from ..settings import add_setting_arguments, setting, settings_from_args
 from .hub import PushCacheSettings, push_cache
 from .index import CacheInputError
@@ -45,8 +45,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = push_cache(args.cache_dir, args.repo_id, settings_from_args(PushCacheSettings, args))
     except (CacheInputError, CacheBusyError) as error:
-        print(f"litevae push-cache: error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 2
+        return input_error("push-cache", error)
     print(f"dry run: nothing uploaded; wrote the dataset card {result}" if args.dry_run else f"uploaded to {result}")
     return 0
 

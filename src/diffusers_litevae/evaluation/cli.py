@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
-import sys
 
+from ..cli import input_error
 from ..settings import add_setting_arguments, settings_from_args
 from .settings import DEFAULT_VAES, EvalSettings, EvaluationInputError
 
@@ -34,11 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_setting_arguments(parser, EvalSettings)
 
 
-def _fail(message: str) -> int:
-    print(f"litevae eval: error: {message}", file=sys.stderr)
-    return 2
-
-
 def interrupted(args: argparse.Namespace) -> str:
     """What a Ctrl-C leaves behind (printed by the ``litevae`` entry point)."""
     return f"nothing was written ({args.output_dir} gets its files when the evaluation ends); run the command again."
@@ -53,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         settings = settings_from_args(EvalSettings, args)
         image_dir = _image_dir(settings)
     except (EvaluationInputError, ImageInputError) as error:
-        return _fail(str(error))
+        return input_error("eval", error)
 
     from ..vae_io import VAELoadError
     from .run import evaluate_vaes, format_summary, resolve_device
@@ -64,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         images, dataset = _images(settings, image_dir)
         result = evaluate_vaes(models, images, settings, dataset_name=dataset, subfolders=subfolders)
     except (EvaluationInputError, ImageInputError, VAELoadError) as error:  # bad input: one line, else a traceback
-        return _fail(str(error))
+        return input_error("eval", error)
     result.summary["command"] = command_line(settings)
     paths = result.save(settings.output_dir)
     print(format_summary(result.summary))

@@ -9,9 +9,9 @@ Example::
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 
+from ..cli import input_error
 from ..settings import add_setting_arguments, setting, settings_from_args
 from .settings import CardOptions, PushSettings
 
@@ -49,8 +49,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = push_to_hub(args.model_dir, args.metrics, card, args.metrics_label, settings)
     except PushError as error:
-        print(f"litevae push: error: {error}", file=sys.stderr)
-        return 2
+        return input_error("push", error)
     if args.dry_run:
         folder = Path(result)
         print(f"dry run: nothing uploaded; the folder that would be uploaded is {folder}")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..file_io import flatten_dict
 from ..hub_ids import is_hub_repo_id
 from ..models.litevae_encoder import preset_name_of
 from .settings import CardOptions
@@ -131,16 +132,6 @@ def training_sizes(record: dict | None) -> str | None:
     return ", then ".join(phases) + f" (`--resolution_schedule {schedule}`)"
 
 
-def _flatten(settings: dict, prefix: str = "") -> list[tuple[str, object]]:
-    items = []
-    for key, value in settings.items():
-        if isinstance(value, dict):
-            items.extend(_flatten(value, f"{prefix}{key}."))
-        else:
-            items.append((f"{prefix}{key}", value))
-    return items
-
-
 def _card_data(summary: dict, label: str, options: CardOptions, teacher: str | None) -> ModelCardData:
     """The card's YAML metadata; ``base_model`` is the teacher when it is a Hub repo, unless the options name one."""
     base_model = options.base_model
@@ -247,7 +238,7 @@ def build_model_card(
         trained_at=training_sizes(record),
         record=record,
         final=record.get("final_metrics") or {},
-        settings=[(key, json.dumps(value)) for key, value in _flatten(record.get("settings") or {})],
+        settings=[(key, json.dumps(value)) for key, value in flatten_dict(record.get("settings") or {}).items()],
         scratch=training or None,
         distilled=distilled,
         curve_points=[curve[i] for i in picks],

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
+from ..cli import input_error
 from ..settings import settings_from_args
 from .errors import TrainingInputError
 
@@ -55,8 +55,7 @@ def run_training(args: argparse.Namespace, settings_class: type, train, command:
         config.command_line = invoked_command()
         result = train(config)
     except TrainingInputError as error:
-        print(f"litevae {command}: error: {error}", file=sys.stderr)
-        return 2
+        return input_error(command, error)
     line = summary(result)
     if line:
         print(line)
