@@ -19,7 +19,7 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["add_setting_arguments", "setting", "settings_from_args"]
+__all__ = ["add_setting_arguments", "check_choice", "check_choices", "setting", "settings_from_args"]
 
 _METADATA_KEY = "cli"
 
@@ -70,6 +70,24 @@ def setting(
         )
     }
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def check_choice(name: str, value, choices: Sequence[str], error: type[Exception] = ValueError) -> None:
+    """Refuse a ``value`` of setting ``name`` that is not one of ``choices``, raising ``error``."""
+    if value not in choices:
+        allowed = f"'{choices[0]}' or '{choices[1]}'" if len(choices) == 2 else f"one of {', '.join(choices)}"
+        raise error(f"--{name} must be {allowed}, got {value!r}.")
+
+
+def check_choices(settings, error: type[Exception] = ValueError) -> None:
+    """Refuse every field of ``settings`` (a dataclass instance) whose value is not among its setting's
+    ``choices``: argparse checks them on the command line, this in ``__post_init__`` for the Python API too.
+    ``None`` passes where it is the default."""
+    for field in dataclasses.fields(settings):
+        choices = field.metadata.get(_METADATA_KEY, {}).get("choices")
+        value = getattr(settings, field.name)
+        if choices and not (value is None and field.default is None):
+            check_choice(field.name, value, choices, error)
 
 
 def _declaration(cls: type, name: str) -> dict | None:

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from ..file_io import check_output_dir, write_bytes_atomic, write_json_atomic
 from ..image_io import is_saved_dataset
 from ..runtime import compile_for_inference, is_cuda, pad_batch, resolve_compile, resolve_dtype
-from ..settings import setting
+from ..settings import check_choices, setting
 from ..vae_io import load_vae, posterior_moments, vae_identity
 from .decode import DecodeStream, worker_init
 from .index import (
@@ -171,12 +171,7 @@ class CacheSettings:
     command: str | None = None
 
     def __post_init__(self):
-        if self.dtype not in STORAGE_DTYPES:
-            raise CacheInputError(f"dtype must be one of {sorted(STORAGE_DTYPES)}, got {self.dtype!r}.")
-        if self.mixed_precision not in _MIXED_PRECISIONS:
-            raise CacheInputError(
-                f"mixed_precision must be one of {sorted(_MIXED_PRECISIONS)}, got {self.mixed_precision!r}."
-            )
+        check_choices(self, CacheInputError)
         if self.batch_size < 1:
             raise CacheInputError(f"batch_size must be >= 1, got {self.batch_size}.")
         if self.num_workers < 0:

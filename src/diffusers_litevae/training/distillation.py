@@ -25,7 +25,7 @@ from .data import ResolutionSchedule, collate_batch, data_folders, parse_scale_r
 from .errors import TrainingInputError
 from .loop import TrainingRun, accumulate_step, comparable_config, eager_mode, ema_weights
 from .losses import DistillationLoss, LossWeights
-from .settings import RunSettings, check_choice, check_loss_weights, check_positive, check_run_inputs, json_object
+from .settings import RunSettings, check_loss_weights, check_positive, check_run_inputs, json_object
 from .teachers import TEACHER_TYPES, DistillationTeacher, load_teacher, wrap_teacher
 from .validation import compute_teacher_reference, plot_curve
 
@@ -126,13 +126,11 @@ class DistillConfig(RunSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        check_choice("teacher_type", self.teacher_type, TEACHER_TYPES)
         if self.teacher_dtype != "auto" and self.teacher_dtype not in DTYPE_NAMES:
             raise TrainingInputError(
                 f"--teacher_dtype must be auto, float32, bf16 or fp16, got {self.teacher_dtype!r}."
             )
         self._check_student()
-        check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_positive(self, ("low_frequency_pool",))
         weights = self.loss_weights()
         check_loss_weights(weights.as_dict())

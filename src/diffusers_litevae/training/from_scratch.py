@@ -39,7 +39,7 @@ from .losses import (
     kl_to_standard_normal,
     latent_scaling,
 )
-from .settings import RunSettings, check_choice, check_loss_weights, check_positive, check_run_inputs, json_object
+from .settings import RunSettings, check_loss_weights, check_positive, check_run_inputs, json_object
 from .validation import plot_curve
 
 __all__ = [
@@ -145,7 +145,6 @@ class TrainConfig(RunSettings):
             )
         if self.encoder_config and any(not key.startswith("encoder_") for key in self.encoder_config):
             raise TrainingInputError("--encoder_config may only set encoder_* keys of AutoencoderLite's config.")
-        check_choice("decoder", self.decoder, DECODERS)
         factor = 2 ** len(self.discriminator_block_out_channels)
         odd = [size for size in ResolutionSchedule.parse(self.resolution_schedule).sizes if size % factor]
         if self.adversarial_weight > 0 and odd:

@@ -16,9 +16,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..models.tiny_autoencoder import signed_to_unit
+from ..settings import check_choice
 from ..transforms.haar import haar_wavedec
 from .errors import TrainingInputError
-from .settings import RECONSTRUCTION_LOSSES, check_choice, check_loss_weights
+from .settings import RECONSTRUCTION_LOSSES, check_loss_weights
 
 __all__ = [
     "DistillationLoss",
@@ -252,7 +253,7 @@ class DistillationLoss(nn.Module):
     ):
         super().__init__()
         self.weights = weights or LossWeights()
-        check_choice("reconstruction_loss", reconstruction_loss, RECONSTRUCTION_LOSSES)
+        check_choice("reconstruction_loss", reconstruction_loss, RECONSTRUCTION_LOSSES, TrainingInputError)
         check_loss_weights(self.weights.as_dict())
         if self.weights.lpips > 0 and lpips_model is None:
             raise TrainingInputError("--lpips_weight > 0 needs an LPIPS model; load it with load_lpips().")

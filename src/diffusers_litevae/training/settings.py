@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..settings import setting
+from ..settings import check_choices, setting
 from .data import ResolutionSchedule, data_folders, parse_scale_range
 from .errors import TrainingInputError
 
@@ -21,7 +21,6 @@ __all__ = [
     "LR_SCHEDULERS",
     "MIXED_PRECISION",
     "RunSettings",
-    "check_choice",
     "check_loss_weights",
     "check_positive",
     "check_run_inputs",
@@ -46,13 +45,6 @@ def json_object(text: str | None) -> dict | None:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("expected a JSON object of encoder_* config keys.")
     return value
-
-
-def check_choice(name: str, value, choices: Sequence[str]) -> None:
-    """Refuse a ``value`` of setting ``name`` that is not one of ``choices``."""
-    if value not in choices:
-        allowed = f"'{choices[0]}' or '{choices[1]}'" if len(choices) == 2 else f"one of {', '.join(choices)}"
-        raise TrainingInputError(f"--{name} must be {allowed}, got {value!r}.")
 
 
 def check_positive(settings, integers: Sequence[str] = (), numbers: Sequence[str] = ()) -> None:
@@ -202,13 +194,9 @@ class RunSettings:
             )
         integers = ("train_batch_size", "gradient_accumulation_steps", "max_train_steps", "checkpointing_steps")
         check_positive(self, (*integers, "validation_steps", "logging_steps"), ("learning_rate", "max_minutes"))
-        if self.mixed_precision is not None:
-            check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
-        check_choice("lr_scheduler", self.lr_scheduler, LR_SCHEDULERS)
+        check_choices(self, TrainingInputError)
         if self.dataloader_num_workers < 0:
             raise TrainingInputError("--dataloader_num_workers must be >= 0.")
-        check_choice("reconstruction_loss", self.reconstruction_loss, RECONSTRUCTION_LOSSES)
-        check_choice("lpips_net", self.lpips_net, LPIPS_NETS)
         if self.wavelet_weight > 0 and any(size % 2**self.wavelet_loss_levels for size in schedule.sizes):
             raise TrainingInputError(
                 f"--wavelet_loss_levels {self.wavelet_loss_levels} needs resolutions "
