@@ -59,7 +59,7 @@ from diffusers_litevae.training.data import (
     collate_batch,
     parse_scale_range,
 )
-from diffusers_litevae.training.distillation import _initial_encoder, distill_step
+from diffusers_litevae.training.distillation import distill_step, initial_encoder
 from diffusers_litevae.training.losses import DistillationLoss, LossWeights
 from diffusers_litevae.training.teachers import load_teacher
 from diffusers_litevae.training.validation import plot_curve
@@ -322,7 +322,7 @@ def run(args: argparse.Namespace) -> dict:
     teacher = load_teacher(settings.teacher)
     encoder_spec, initial = settings.student, None
     if settings.init_from:
-        encoder_spec, initial = _initial_encoder(settings.init_from, teacher)
+        encoder_spec, initial = initial_encoder(settings.init_from, teacher)
     student = teacher.make_student(encoder_spec)
     encoder = student.encoder
     if initial is not None and not state["step"]:

@@ -29,7 +29,14 @@ from .settings import RunSettings, check_loss_weights, check_positive, check_run
 from .teachers import TEACHER_TYPES, DistillationTeacher, load_teacher, wrap_teacher
 from .validation import compute_teacher_reference, plot_curve
 
-__all__ = ["DistillConfig", "compute_distillation_loss", "distill", "distill_step", "validate_config"]
+__all__ = [
+    "DistillConfig",
+    "compute_distillation_loss",
+    "distill",
+    "distill_step",
+    "initial_encoder",
+    "validate_config",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -313,7 +320,7 @@ def _compile_teacher(teacher: DistillationTeacher, mode: str | None) -> None:
             module.compile(mode=mode, dynamic=False)
 
 
-def _initial_encoder(name_or_path: str, teacher: DistillationTeacher) -> tuple[dict, dict]:
+def initial_encoder(name_or_path: str, teacher: DistillationTeacher) -> tuple[dict, dict]:
     """``(encoder_* config, encoder state dict)`` of the ``AutoencoderLite`` that ``--init_from`` names, checked
     against the teacher: the latent space must be the teacher's (fine-tuning a distilled encoder, e.g. at a new
     size)."""
@@ -396,7 +403,7 @@ class _DistillRun(TrainingRun):
         else:
             teacher = wrap_teacher(teacher, config.teacher)
         set_seed(config.seed)
-        initial = _initial_encoder(config.init_from, teacher) if config.init_from else None
+        initial = initial_encoder(config.init_from, teacher) if config.init_from else None
         spec = config.student_encoder_spec() if initial is None else initial[0]
         # Built from the full-precision teacher, so the saved decoder holds the teacher's exact weights.
         student = cast_module(teacher.make_student(spec), dtype=torch.float32)
