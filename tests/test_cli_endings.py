@@ -301,3 +301,16 @@ def test_a_closed_pipe_ends_quietly(command, tmp_path):
     finally:
         os.close(write_end)
     assert run.returncode == 141 and run.stderr.strip() == "", run.stderr
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_input_error_written_over_several_lines_prints_as_one(command, capsys):
+    from diffusers_litevae.settings import input_error
+
+    # e.g. a cache built with other settings lists each difference on a line of its own
+    assert (
+        input_error(command, "the cache was built with other settings:\n  - dtype: 'bf16' -> 'fp32'\nUse another") == 2
+    )
+    assert capsys.readouterr().err == (
+        f"litevae {command}: error: the cache was built with other settings: - dtype: 'bf16' -> 'fp32' Use another\n"
+    )

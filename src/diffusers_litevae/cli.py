@@ -3,8 +3,9 @@
 Every subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int``, and may define
 ``interrupted(args) -> str`` (what a Ctrl-C leaves behind); it is imported only when its subcommand runs.
 
-How every command ends is decided here: bad input is one ``error:`` line on stderr and exit code 2; Ctrl-C one
-``interrupted:`` line and exit code 130; a closed pipe (``litevae info | head -1``) exit code 141, quietly.
+How every command ends: bad input is one ``error:`` line on stderr and exit code 2
+(:func:`~diffusers_litevae.settings.input_error`); Ctrl-C one ``interrupted:`` line and exit code 130; a closed
+pipe (``litevae info | head -1``) exit code 141, quietly.
 """
 
 from __future__ import annotations
@@ -52,13 +53,6 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def input_error(command: str, message) -> int:
-    """Bad input to ``litevae <command>`` as its one ``error:`` line on stderr (whitespace folded, so a message
-    written over several lines stays one line); returns the exit code, 2."""
-    print(f"litevae {command}: error: {' '.join(str(message).split())}", file=sys.stderr)
-    return 2
 
 
 def _has_default_to_show(action: argparse.Action) -> bool:

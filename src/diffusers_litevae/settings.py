@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import types
 import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["add_setting_arguments", "check_choice", "check_choices", "setting", "settings_from_args"]
+__all__ = ["add_setting_arguments", "check_choice", "check_choices", "input_error", "setting", "settings_from_args"]
 
 _METADATA_KEY = "cli"
 
@@ -88,6 +89,13 @@ def check_choices(settings, error: type[Exception] = ValueError) -> None:
         value = getattr(settings, field.name)
         if choices and not (value is None and field.default is None):
             check_choice(field.name, value, choices, error)
+
+
+def input_error(command: str, message) -> int:
+    """Bad input to ``litevae <command>`` as its one ``error:`` line on stderr (whitespace folded, so a message
+    written over several lines stays one line); returns the exit code, 2."""
+    print(f"litevae {command}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return 2
 
 
 def _declaration(cls: type, name: str) -> dict | None:

@@ -16,8 +16,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from ..cli import input_error
-from ..settings import add_setting_arguments, setting, settings_from_args
+from ..settings import add_setting_arguments, input_error, setting, settings_from_args
 from .encode import INPUT_GROUP, CacheSettings, cache_latents
 from .index import CacheInputError
 from .preprocess import RESIZE_GROUP, TransformConfig

@@ -13,8 +13,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from ..cli import input_error
-from ..settings import add_setting_arguments, setting, settings_from_args
+from ..settings import add_setting_arguments, input_error, setting, settings_from_args
 from .hub import PushCacheSettings, push_cache
 from .index import CacheInputError
 from .writer import CacheBusyError

@@ -16,8 +16,7 @@ import argparse
 import dataclasses
 import shlex
 
-from ..cli import input_error
-from ..settings import add_setting_arguments, settings_from_args
+from ..settings import add_setting_arguments, input_error, settings_from_args
 from .settings import DEFAULT_VAES, EvalSettings, EvaluationInputError
 
 __all__ = ["add_arguments", "run"]

@@ -11,8 +11,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from ..cli import input_error
-from ..settings import add_setting_arguments, setting, settings_from_args
+from ..settings import add_setting_arguments, input_error, setting, settings_from_args
 from .settings import CardOptions, PushSettings
 
 __all__ = ["add_arguments", "interrupted", "run"]

@@ -8,8 +8,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..cli import input_error
-from ..settings import settings_from_args
+from ..settings import input_error, settings_from_args
 from .errors import TrainingInputError
 
 __all__ = ["config_from_args", "interrupted", "run_training"]
