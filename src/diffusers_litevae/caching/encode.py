@@ -574,17 +574,24 @@ class _EncodeTimer:
         return self.timings
 
 
-def _encode_batch(vae, pixels, run: _Run, timer: _EncodeTimer) -> tuple[dict[str, torch.Tensor], tuple[int, ...]]:
+def _autocast_dtype(device: torch.device, settings: CacheSettings) -> torch.dtype | None:
+    """The encoder's autocast dtype, ``None`` for full precision."""
+    if device.type == "cuda":
+        return None if settings.mixed_precision == "no" else resolve_dtype(settings.mixed_precision)
+    # CPU autocast supports bf16 only
+    return torch.bfloat16 if settings.cpu_mixed_precision and settings.mixed_precision != "no" else None
+
+
+def _encode_batch(
+    vae, pixels, run: _Run, timer: _EncodeTimer, autocast_dtype: torch.dtype | None, storage_dtype: torch.dtype
+) -> tuple[dict[str, torch.Tensor], tuple[int, ...]]:
     """One batch of ``uint8`` pixels to ``(tensors, input_shape)``: what the batch adds to its shard (``mean``,
-    ``std`` unless the VAE is deterministic, with ``flip`` also ``mean_flipped``/``std_flipped``) in the storage
-    dtype, on CUDA copied to the host without waiting; ``input_shape``: the encoder's input, padding included."""
+    ``std`` unless the VAE is deterministic, with ``flip`` also ``mean_flipped``/``std_flipped``) in
+    ``storage_dtype``, on CUDA copied to the host without waiting; ``input_shape``: the encoder's input, padding
+    included. ``autocast_dtype``: see :func:`_autocast_dtype`."""
     settings, device = run.settings, run.device
     with timer.transfer():
         pixels = pixels.to(device, non_blocking=True)
-    if device.type == "cuda":
-        autocast_dtype = None if settings.mixed_precision == "no" else resolve_dtype(settings.mixed_precision)
-    else:  # CPU autocast supports bf16 only
-        autocast_dtype = torch.bfloat16 if settings.cpu_mixed_precision and settings.mixed_precision != "no" else None
     autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         images = pixels_to_model_input(pixels)
@@ -604,7 +611,7 @@ def _encode_batch(vae, pixels, run: _Run, timer: _EncodeTimer) -> tuple[dict[str
         if tensor is None:
             continue
         # A copy (CUDA-graph outputs are overwritten by the next call) without the padding.
-        tensor = tensor[:real].to(resolve_dtype(settings.dtype), copy=True).to("cpu", non_blocking=True)
+        tensor = tensor[:real].to(storage_dtype, copy=True).to("cpu", non_blocking=True)
         if settings.transform.flip:  # the flipped copies follow the originals
             tensors[name], tensors[f"{name}_flipped"] = tensor.chunk(2)
         else:
@@ -624,6 +631,7 @@ def _encode_items(run: _Run, items, vae, vae_info: dict, generation: int):
         vae = vae.to(memory_format=torch.channels_last)
     if settings.compile:
         compile_for_inference(vae.encoder, device)
+    autocast_dtype, storage_dtype = _autocast_dtype(device, settings), resolve_dtype(settings.dtype)
     warm_shapes: set[tuple[int, ...]] = set()  # batch shapes the compiled encoder has already run
     loader = DataLoader(  # DecodeStream yields whole batches
         DecodeStream(run.source, items, settings.transform, settings.batch_size),
@@ -665,7 +673,7 @@ def _encode_items(run: _Run, items, vae, vae_info: dict, generation: int):
                 bar.update(len(batch["failed"]))
             if batch["pixels"] is None:
                 continue
-            tensors, shape = _encode_batch(vae, batch["pixels"], run, timer)
+            tensors, shape = _encode_batch(vae, batch["pixels"], run, timer, autocast_dtype, storage_dtype)
             first_call = settings.compile and shape not in warm_shapes
             ready = timer.encoded(warmup=first_call)
             if first_call:
